@@ -1,0 +1,90 @@
+"""The `mailboot` command: subcommands, and the one place where errors become exit codes.
+
+Production defaults for the clock (and later the resolver and the CA) are chosen here and handed
+down, so every other module can be driven by tests without patching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TextIO
+
+from mailboot import dkim, dnsformat
+from mailboot.dnsrecords import build_record_groups
+from mailboot.errors import ConfigError, MailbootError
+from mailboot.paths import Paths
+from mailboot.settings import Settings, load_settings, settings_markdown
+
+log = logging.getLogger("mailboot")
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+) -> int:
+    """Run one subcommand; return the process exit code."""
+    arguments = _parser().parse_args(argv)
+    out = stdout or sys.stdout
+    _configure_logging()
+    try:
+        if arguments.command == "settings":
+            out.write(settings_markdown())
+            return 0
+        settings = _load(os.environ if environ is None else environ)
+        return int(arguments.run(arguments, settings, out))
+    except ConfigError as error:
+        print("mailboot: the settings have problems; nothing was changed:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return error.exit_code
+    except MailbootError as error:
+        print(f"mailboot: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailboot", description="Turn a server and a domain into a working mail server."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dns = commands.add_parser("dns", help="print the DNS records to publish")
+    form = dns.add_mutually_exclusive_group()
+    form.add_argument("--zone", action="store_true", help="only the zone file")
+    form.add_argument("--json", action="store_true", help="a JSON array, one object per record")
+    dns.set_defaults(run=run_dns)
+    commands.add_parser("settings", help="print the table of settings (environment variables)")
+    return parser
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mailboot: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _load(environ: Mapping[str, str]) -> Settings:
+    settings = load_settings(environ)
+    for warning in settings.warnings:
+        log.warning("warning: %s", warning)
+    return settings
+
+
+def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Print the records (creating DKIM keys first where a domain has none)."""
+    keys = dkim.ensure_keys(Paths(settings.data_dir), settings.domains, datetime.now(UTC))
+    groups = build_record_groups(settings, keys)
+    if arguments.json:
+        out.write(dnsformat.json_text(groups))
+    elif arguments.zone:
+        out.write(dnsformat.zone_text(groups))
+    else:
+        out.write(dnsformat.zone_text(groups) + "\n" + dnsformat.table_text(groups))
+    return 0

@@ -1,0 +1,214 @@
+"""DKIM keys: one RSA-2048 key per domain, created once below DATA_DIR and never overwritten.
+
+Selector scheme (chosen so keys can be rotated without ever reusing a selector):
+
+- a key lives at `DATA_DIR/dkim/<ascii-domain>/<selector>.key` (PEM, PKCS#8, mode 0600);
+- mailboot names the selectors it creates `mb` + the UTC date of creation, e.g. `mb20261125`,
+  so a later key always gets a new, later selector and both records can be published side by side;
+- every key file present is published; the signing key is the newest `mb` selector (a key brought
+  from another server under its own selector name signs only while it is the sole key);
+- to retire a key, remove its file and, a week later, its DNS record (mail already sent with it
+  is still verified meanwhile).
+
+The public key is never stored: it is derived from the private key at every start, so the DNS
+record can't disagree with the key that signs.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mailboot.errors import StateError
+from mailboot.paths import Paths
+
+log = logging.getLogger(__name__)
+
+KEY_BITS = 2048  # RFC 8301 §3.2: at least 1024, 2048 recommended; fits one DNS TXT record set
+MIN_KEY_BITS = 1024
+KEY_SUFFIX = ".key"
+OWN_SELECTOR_PREFIX = "mb"
+_OWN_SELECTOR = re.compile(r"^mb\d{8}[a-z]?$")
+# RFC 6376 §3.1: a selector is a sub-domain (letters, digits, inner hyphens; dots allowed).
+_SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
+_TEMP_MARK = ".tmp-"
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One DKIM key on disk and the public half that belongs in DNS."""
+
+    domain: str
+    selector: str
+    path: Path
+    public_key_b64: str  # RFC 6376 §3.6.1: base64 of the DER SubjectPublicKeyInfo
+
+    @property
+    def record_name(self) -> str:
+        """The DNS name of the key record, without trailing dot (RFC 6376 §3.6.2.1)."""
+        return f"{self.selector}._domainkey.{self.domain}"
+
+
+@dataclass(frozen=True)
+class DomainKeys:
+    """Every DKIM key of one domain, oldest first; the last one signs."""
+
+    domain: str
+    keys: tuple[DkimKey, ...]
+
+    @property
+    def signing(self) -> DkimKey:
+        return self.keys[-1]
+
+
+def selector_for(now: datetime) -> str:
+    """The selector mailboot gives a key created at `now` (UTC date)."""
+    return OWN_SELECTOR_PREFIX + now.strftime("%Y%m%d")
+
+
+def ensure_keys(paths: Paths, domains: Iterable[str], now: datetime) -> tuple[DomainKeys, ...]:
+    """Return the keys of every domain, creating a key where a domain has none.
+
+    Raises StateError when a key can't be created or an existing key file is unusable.
+    """
+    return tuple(ensure_domain_keys(paths, domain, now) for domain in domains)
+
+
+def ensure_domain_keys(paths: Paths, domain: str, now: datetime) -> DomainKeys:
+    """Return the keys of `domain`, creating the first one when there is none."""
+    directory = paths.dkim_domain_dir(domain)
+    key_files = find_key_files(directory)
+    if not key_files:
+        key_files = [create_key_file(directory, selector_for(now))]
+        log.info("dkim: created a new %d-bit key for %s (%s)", KEY_BITS, domain, key_files[0].name)
+    return DomainKeys(domain, tuple(load_key(domain, path) for path in key_files))
+
+
+def find_key_files(directory: Path) -> list[Path]:
+    """Key files of one domain, oldest first (mailboot's dated selectors sort after others)."""
+    try:
+        names = [entry.name for entry in directory.iterdir()]
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise StateError(f"can't read the DKIM key directory {directory}: {error.strerror}. "
+                         "Make DATA_DIR readable by the container.") from error
+    _remove_stale_temp_files(directory, names)
+    selectors = [n[: -len(KEY_SUFFIX)] for n in names if n.endswith(KEY_SUFFIX) and n[0] != "."]
+    unusable = [s for s in selectors if not _SELECTOR.match(s)]
+    if unusable:
+        raise StateError(
+            f"{directory / (unusable[0] + KEY_SUFFIX)}: {unusable[0]!r} can't be a DKIM selector "
+            "(lower-case letters, digits, hyphens and dots). Rename or remove the file."
+        )
+    selectors.sort(key=lambda s: (bool(_OWN_SELECTOR.match(s)), s))
+    return [directory / (selector + KEY_SUFFIX) for selector in selectors]
+
+
+def _remove_stale_temp_files(directory: Path, names: list[str]) -> None:
+    """Remove half-written keys left by a start that was killed; they never signed anything."""
+    for name in names:
+        if name.startswith(".") and _TEMP_MARK in name:
+            (directory / name).unlink(missing_ok=True)
+
+
+def create_key_file(directory: Path, selector: str) -> Path:
+    """Generate a key and store it as `<selector>.key`, mode 0600, without ever replacing a file.
+
+    The key is written to a temporary file, synced, then hard-linked into place: a crash leaves
+    either no key or a whole one, and an existing key is never overwritten (link fails instead).
+    """
+    target = directory / (selector + KEY_SUFFIX)
+    pem = generate_private_key_pem()
+    temp = directory / f".{target.name}{_TEMP_MARK}{secrets.token_hex(4)}"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_new_file(temp, pem, mode=0o600)
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            log.info("dkim: %s appeared meanwhile; keeping it", target)
+        _fsync_directory(directory)
+    except OSError as error:
+        raise StateError(
+            f"can't create the DKIM key {target}: {error.strerror}. "
+            "Make DATA_DIR writable by the container (a volume mounted read-write)."
+        ) from error
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
+
+
+def generate_private_key_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write_new_file(path: Path, content: bytes, mode: int) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def load_key(domain: str, path: Path) -> DkimKey:
+    """Read a private key and derive its public half; raises StateError if it is unusable."""
+    try:
+        pem = path.read_bytes()
+    except OSError as error:
+        raise StateError(f"can't read the DKIM key {path}: {error.strerror}. "
+                         "Make DATA_DIR readable by the container.") from error
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise StateError(
+            f"the DKIM key {path} is not a readable, unencrypted PEM private key. Restore it from "
+            "a backup, or move it out of the way to have a new key made (then publish the new "
+            "DKIM record mailboot prints)."
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_KEY_BITS:
+        raise StateError(
+            f"the DKIM key {path} is not an RSA key of at least {MIN_KEY_BITS} bits (RFC 8301). "
+            "Move it out of the way to have a new key made."
+        )
+    _tighten_mode(path)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    selector = path.name[: -len(KEY_SUFFIX)]
+    return DkimKey(domain, selector, path, base64.b64encode(der).decode("ascii"))
+
+
+def _tighten_mode(path: Path) -> None:
+    """A private key readable by others is a leak waiting to happen: make it 0600."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        try:
+            path.chmod(0o600)
+            log.warning("dkim: %s was readable by others (mode %o); changed to 600", path, mode)
+        except OSError as error:
+            log.warning("dkim: %s has mode %o and can't be made 600: %s", path, mode, error)

@@ -1,0 +1,37 @@
+"""The few errors mailboot raises, each with the exit code the command line turns it into.
+
+Every message says what failed, why, and what to do about it; `cli.py` is the only place that
+turns these into text on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+# sysexits.h: EX_CONFIG, "something was found in an unconfigured or misconfigured state".
+EXIT_CONFIG = 78
+EXIT_FAILURE = 1
+
+
+class MailbootError(Exception):
+    """A failure that mailboot explains to the user; the message is shown as it is."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(MailbootError):
+    """One or more settings are wrong; carries every problem so all are reported at once."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(problems))
+
+
+class StateError(MailbootError):
+    """Something below DATA_DIR can't be used as it is (unreadable, corrupt, not writable).
+
+    It is a configuration problem of the installation: the user must fix the file or directory,
+    so it exits like a bad setting. mailboot never "repairs" state by deleting it.
+    """
+
+    exit_code = EXIT_CONFIG

@@ -1,0 +1,404 @@
+"""Settings: one table of environment variables, parsed once into a frozen `Settings`.
+
+Every variable is declared exactly once in `TABLE` (name, default, meaning, example, parser).
+The README's settings table and `mailboot settings` are generated from it, so the documentation
+can't drift from the code. Parsing reports every problem at once (`ConfigError`), each line naming
+the variable, what is wrong with it and an example of a right value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import idna
+
+from mailboot.errors import ConfigError
+
+DMARC_POLICIES = ("none", "quarantine", "reject")
+MTA_STS_MODES = ("enforce", "testing", "none")
+# RFC 8461 §3.2: max_age is at most 31557600 seconds (about a year).
+MTA_STS_MAX_AGE_LIMIT = 31_557_600
+
+
+class SettingValueError(ValueError):
+    """A value that a parser rejects; the message says what is wrong, without the variable name."""
+
+
+# --- parsers: text -> value, raising SettingValueError -------------------------------------------
+
+_LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def parse_domain_name(text: str) -> str:
+    """Return the ASCII (IDNA 2008 / UTS 46) lower-case form of a fully-qualified domain name.
+
+    A trailing dot is accepted and dropped. Raises SettingValueError with the reason otherwise.
+    """
+    name = text.strip()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name:
+        raise SettingValueError("is empty")
+    _reject_non_names(text, name)
+    try:
+        ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
+    except idna.IDNAError as error:
+        raise SettingValueError(f"{text!r} is not a valid domain name ({error})") from None
+    labels = ascii_name.split(".")
+    if len(labels) < 2:
+        raise SettingValueError(f"{text!r} is not a fully-qualified domain name")
+    if len(ascii_name) > 253:  # RFC 1035 §2.3.4: 255 octets on the wire
+        raise SettingValueError(f"{text!r} is longer than 253 characters")
+    for label in labels:
+        if not _LDH_LABEL.match(label):
+            raise SettingValueError(
+                f"{text!r} has an invalid label {label!r} (letters, digits and inner hyphens, "
+                "1 to 63 characters)"
+            )
+    if labels[-1].isdigit():
+        raise SettingValueError(f"{text!r} ends in a numeric label, so it is not a domain name")
+    return ascii_name
+
+
+def _reject_non_names(text: str, name: str) -> None:
+    """Catch the usual mix-ups (an IP, a URL, an address) before IDNA gives a cryptic reason."""
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise SettingValueError(f"{text!r} is an IP address; a domain name belongs here")
+    if "://" in name or "/" in name:
+        raise SettingValueError(f"{text!r} looks like a URL; give only the domain name")
+    if "@" in name:
+        raise SettingValueError(f"{text!r} looks like an email address; give only the domain name")
+    if any(character.isspace() for character in name):
+        raise SettingValueError(f"{text!r} contains white space")
+    if "*" in name:
+        raise SettingValueError(f"{text!r} is a wildcard; give the exact domain name")
+
+
+def parse_domain_list(text: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of domains; duplicates (also IDN vs. ASCII) are errors."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise SettingValueError("is empty")
+    domains: list[str] = []
+    problems: list[str] = []
+    for item in items:
+        if not item:
+            problems.append("has an empty entry (two commas in a row, or a trailing comma)")
+            continue
+        try:
+            domain = parse_domain_name(item)
+        except SettingValueError as error:
+            problems.append(str(error))
+            continue
+        if domain in domains:
+            problems.append(f"lists {domain!r} twice")
+        else:
+            domains.append(domain)
+    if problems:
+        raise SettingValueError("; ".join(problems))
+    return tuple(domains)
+
+
+# RFC 5322 §3.2.3 atext, minus "!": DMARC uses "!" to attach a size limit to a URI (RFC 7489 §6.4).
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9#$%&'*+/=?^_`{|}~-]+)*$")
+
+
+def parse_email_address(text: str) -> str:
+    """Return `local@ascii-domain` for a plain address; raises SettingValueError otherwise."""
+    address = text.strip()
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        raise SettingValueError(f"{text!r} is not an email address")
+    if not _LOCAL_PART.match(local) or len(local) > 64:  # RFC 5321 §4.5.3.1.1
+        raise SettingValueError(f"{text!r} has a local part mailboot can't put in a DNS record")
+    try:
+        ascii_domain = parse_domain_name(domain)
+    except SettingValueError as error:
+        raise SettingValueError(f"{text!r}: the domain {error}") from None
+    return f"{local}@{ascii_domain}"
+
+
+def parse_mailto_list(text: str) -> tuple[str, ...]:
+    """Parse comma-separated report addresses (`a@b.example` or `mailto:a@b.example`)."""
+    uris = []
+    for item in _split_list(text):
+        address = item[len("mailto:") :] if item.lower().startswith("mailto:") else item
+        uris.append("mailto:" + parse_email_address(address))
+    return tuple(uris)
+
+
+def parse_tlsrpt_list(text: str) -> tuple[str, ...]:
+    """Parse TLS-RPT report destinations: addresses, `mailto:` or `https:` URIs (RFC 8460 §3)."""
+    uris = []
+    for item in _split_list(text):
+        if item.lower().startswith("https:"):
+            uris.append(_parse_https_uri(item))
+        else:
+            uris.extend(parse_mailto_list(item))
+    return tuple(uris)
+
+
+def _parse_https_uri(text: str) -> str:
+    parts = urlsplit(text)
+    if not parts.hostname or any(c.isspace() or c in ',;"' for c in text):
+        raise SettingValueError(f"{text!r} is not a usable https URI")
+    parse_domain_name(parts.hostname)
+    return text
+
+
+def _split_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise SettingValueError("has an empty entry (two commas in a row, or a trailing comma)")
+    return items
+
+
+def parse_public_ipv4(text: str) -> ipaddress.IPv4Address:
+    """Parse the server's public IPv4 address; a non-global one is accepted with a warning."""
+    address = _parse_ip(text)
+    if not isinstance(address, ipaddress.IPv4Address):
+        raise SettingValueError(f"{text!r} is an IPv6 address; put it in PUBLIC_IPV6")
+    return address
+
+
+def parse_public_ipv6(text: str) -> ipaddress.IPv6Address:
+    """Parse the server's public IPv6 address; a non-global one is accepted with a warning."""
+    address = _parse_ip(text)
+    if not isinstance(address, ipaddress.IPv6Address):
+        raise SettingValueError(f"{text!r} is an IPv4 address; put it in PUBLIC_IPV4")
+    if address.ipv4_mapped is not None:
+        raise SettingValueError(f"{text!r} is an IPv4-mapped address; put the IPv4 in PUBLIC_IPV4")
+    return address
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = text.strip().strip("[]")
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        if "/" in raw:
+            raise SettingValueError(f"{text!r} is a network; give the single address") from None
+        raise SettingValueError(f"{text!r} is not an IP address") from None
+    if address.is_unspecified or address.is_multicast:
+        raise SettingValueError(f"{text!r} can't be a server's address")
+    return address
+
+
+def ip_warning(name: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Explain why a non-global address will not work on the internet, or None if it is global."""
+    if address.is_global:
+        return None
+    return (
+        f"{name}: {address} is not a public address, so other mail servers can't reach it; "
+        "that is fine for a test setup, otherwise give the address the internet sees"
+    )
+
+
+def parse_data_dir(text: str) -> Path:
+    path = Path(text.strip())
+    if not path.is_absolute():
+        raise SettingValueError(f"{text!r} is a relative path; give an absolute one")
+    return path
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise SettingValueError(f"{text!r} is not one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_max_age(text: str) -> int:
+    """Seconds, or a number with a unit (s, m, h, d, w); 1 second to about a year."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise SettingValueError(f"{text!r} is not a duration (seconds, or a number with s/m/h/d/w)")
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not 1 <= seconds <= MTA_STS_MAX_AGE_LIMIT:
+        raise SettingValueError(
+            f"{text!r} is outside 1 second to {MTA_STS_MAX_AGE_LIMIT} seconds (RFC 8461 §3.2)"
+        )
+    return seconds
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: how to read it and how to document it."""
+
+    name: str
+    field: str  # attribute of Settings it fills
+    parse: Callable[[str], Any]
+    default: str | None  # raw text parsed like user input; None: unset unless derived
+    default_doc: str  # the default as shown to users
+    doc: str
+    example: str
+    required: bool = False
+    secret: bool = False
+
+
+TABLE: tuple[Setting, ...] = (
+    Setting(
+        "MAIL_DOMAINS", "domains", parse_domain_list, None, "required",
+        "Comma-separated mail domains; the first is the primary. Internationalised names are "
+        "accepted and converted to their ASCII form.",
+        "example.com,example.org", required=True,
+    ),
+    Setting(
+        "MAIL_HOSTNAME", "hostname", parse_domain_name, None, "`mail.<primary>`",
+        "The server's fully-qualified name: MX target, certificate name, HELO name, PTR target.",
+        "mail.example.com",
+    ),
+    Setting(
+        "PUBLIC_IPV4", "public_ipv4", parse_public_ipv4, None, "unset",
+        "The server's public IPv4 address, for the A, PTR and SPF records and their checks.",
+        "203.0.113.25",
+    ),
+    Setting(
+        "PUBLIC_IPV6", "public_ipv6", parse_public_ipv6, None, "unset",
+        "The server's public IPv6 address, for the AAAA, PTR and SPF records and their checks.",
+        "2001:db8::25",
+    ),
+    Setting(
+        "DATA_DIR", "data_dir", parse_data_dir, "/data", "`/data`",
+        "Where every piece of state lives (DKIM keys, certificates, mailboxes, the queue).",
+        "/data",
+    ),
+    Setting(
+        "DMARC_POLICY", "dmarc_policy", _choice(DMARC_POLICIES), "reject", "`reject`",
+        "What receivers should do with mail that fails DMARC: none, quarantine or reject.",
+        "quarantine",
+    ),
+    Setting(
+        "DMARC_RUA", "dmarc_rua", parse_mailto_list, None, "unset",
+        "Comma-separated addresses for DMARC aggregate reports (the record's rua tag).",
+        "dmarc-reports@example.com",
+    ),
+    Setting(
+        "TLSRPT_RUA", "tlsrpt_rua", parse_tlsrpt_list, None, "`postmaster@<primary>`",
+        "Comma-separated addresses or https URIs for TLS reports (RFC 8460).",
+        "tls-reports@example.com",
+    ),
+    Setting(
+        "MTA_STS_MODE", "mta_sts_mode", _choice(MTA_STS_MODES), "enforce", "`enforce`",
+        "MTA-STS policy mode (RFC 8461): enforce, testing or none.",
+        "testing",
+    ),
+    Setting(
+        "MTA_STS_MAX_AGE", "mta_sts_max_age", parse_max_age, "1d", "`1d`",
+        "How long senders cache the MTA-STS policy; short while the setup is new, raise it "
+        "(e.g. to 4w) once everything works. Seconds or a number with s, m, h, d or w.",
+        "4w",
+    ),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in TABLE}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; built only by `load_settings`."""
+
+    domains: tuple[str, ...]
+    hostname: str
+    public_ipv4: ipaddress.IPv4Address | None
+    public_ipv6: ipaddress.IPv6Address | None
+    data_dir: Path
+    dmarc_policy: str
+    dmarc_rua: tuple[str, ...]
+    tlsrpt_rua: tuple[str, ...]
+    mta_sts_mode: str
+    mta_sts_max_age: int
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def primary_domain(self) -> str:
+        return self.domains[0]
+
+    @property
+    def public_addresses(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        return tuple(a for a in (self.public_ipv4, self.public_ipv6) if a is not None)
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Read every setting from `environ`; raise ConfigError listing every problem at once."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in TABLE:
+        raw = environ.get(setting.name, "")
+        if not raw.strip():
+            if setting.required:
+                problems.append(_problem(setting, "is required but not set"))
+                continue
+            raw = setting.default or ""
+        try:
+            values[setting.field] = setting.parse(raw) if raw else None
+        except SettingValueError as error:
+            problems.append(_problem(setting, str(error)))
+    if problems:
+        raise ConfigError(problems)
+    _derive_defaults(values)
+    values["warnings"] = tuple(_warnings(environ, values))
+    return Settings(**values)
+
+
+def _problem(setting: Setting, reason: str) -> str:
+    return f"{setting.name}: {reason} (example: {setting.name}={setting.example})"
+
+
+def _derive_defaults(values: dict[str, Any]) -> None:
+    primary = values["domains"][0]
+    if values["hostname"] is None:
+        values["hostname"] = f"mail.{primary}"
+    values["dmarc_rua"] = values["dmarc_rua"] or ()
+    # RFC 2142 makes postmaster@ a mailbox every mail domain has, so reports always land somewhere.
+    values["tlsrpt_rua"] = values["tlsrpt_rua"] or (f"mailto:postmaster@{primary}",)
+
+
+def _warnings(environ: Mapping[str, str], values: dict[str, Any]) -> list[str]:
+    found = [
+        warning
+        for name, field in (("PUBLIC_IPV4", "public_ipv4"), ("PUBLIC_IPV6", "public_ipv6"))
+        if values[field] is not None and (warning := ip_warning(name, values[field]))
+    ]
+    return found + unknown_variable_warnings(environ)
+
+
+def unknown_variable_warnings(environ: Mapping[str, str]) -> list[str]:
+    """Warn about variables that look like ours but aren't (a typo silently keeps a default)."""
+    prefixes = {setting.name.split("_")[0] + "_" for setting in TABLE}
+    warnings = []
+    for name in sorted(environ):
+        if name in SETTINGS_BY_NAME or not name.startswith(tuple(prefixes)):
+            continue
+        close = difflib.get_close_matches(name, list(SETTINGS_BY_NAME), n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{name} is not a mailboot setting and is ignored{hint}")
+    return warnings
+
+
+def settings_markdown() -> str:
+    """The settings table as Markdown, for the README and `mailboot settings`."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{s.name}` | {s.default_doc} | {s.doc} |" for s in TABLE]
+    return "\n".join(lines) + "\n"
