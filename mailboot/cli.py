@@ -15,10 +15,16 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from mailboot import dkim, dnsformat
-from mailboot.dnsrecords import build_record_groups
-from mailboot.errors import ConfigError, MailbootError
+from mailboot.dnsrecords import RecordGroup, build_record_groups
+from mailboot.errors import ConfigError, MailbootError, UsageError
 from mailboot.paths import Paths
-from mailboot.settings import Settings, load_settings, settings_markdown
+from mailboot.settings import (
+    Settings,
+    SettingValueError,
+    load_settings,
+    parse_domain_name,
+    settings_markdown,
+)
 
 log = logging.getLogger("mailboot")
 
@@ -57,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     form = dns.add_mutually_exclusive_group()
     form.add_argument("--zone", action="store_true", help="only the zone file")
     form.add_argument("--json", action="store_true", help="a JSON array, one object per record")
+    dns.add_argument(
+        "--domain", metavar="ZONE",
+        help="only the records of this zone (with --zone: a file that zone's server loads)",
+    )
     dns.set_defaults(run=run_dns)
     commands.add_parser("settings", help="print the table of settings (environment variables)")
     return parser
@@ -81,6 +91,8 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
     """Print the records (creating DKIM keys first where a domain has none)."""
     keys = dkim.ensure_keys(Paths(settings.data_dir), settings.domains, datetime.now(UTC))
     groups = build_record_groups(settings, keys)
+    if arguments.domain:
+        groups = _select_zone(groups, arguments.domain)
     if arguments.json:
         out.write(dnsformat.json_text(groups))
     elif arguments.zone:
@@ -88,3 +100,15 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
     else:
         out.write(dnsformat.zone_text(groups) + "\n" + dnsformat.table_text(groups))
     return 0
+
+
+def _select_zone(groups: tuple[RecordGroup, ...], domain: str) -> tuple[RecordGroup, ...]:
+    try:
+        zone = parse_domain_name(domain)
+    except SettingValueError as error:
+        raise UsageError(f"--domain: {error}") from None
+    selected = tuple(group for group in groups if group.zone == zone)
+    if not selected:
+        zones = ", ".join(group.zone for group in groups if group.zone)
+        raise UsageError(f"--domain: no records belong in the zone {zone!r}; the zones are {zones}")
+    return selected

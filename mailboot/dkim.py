@@ -101,6 +101,9 @@ def find_key_files(directory: Path) -> list[Path]:
         names = [entry.name for entry in directory.iterdir()]
     except FileNotFoundError:
         return []
+    except NotADirectoryError:
+        raise StateError(f"can't keep DKIM keys in {directory}: part of that path is a file, not a "
+                         "directory. DATA_DIR must be a directory (a mounted volume).") from None
     except OSError as error:
         raise StateError(f"can't read the DKIM key directory {directory}: {error.strerror}. "
                          "Make DATA_DIR readable by the container.") from error

@@ -6,6 +6,8 @@ turns these into text on stderr and an exit code.
 
 from __future__ import annotations
 
+# sysexits.h: EX_USAGE, "the command was used incorrectly".
+EXIT_USAGE = 64
 # sysexits.h: EX_CONFIG, "something was found in an unconfigured or misconfigured state".
 EXIT_CONFIG = 78
 EXIT_FAILURE = 1
@@ -15,6 +17,12 @@ class MailbootError(Exception):
     """A failure that mailboot explains to the user; the message is shown as it is."""
 
     exit_code = EXIT_FAILURE
+
+
+class UsageError(MailbootError):
+    """A command-line argument that can't be honoured (the settings themselves are fine)."""
+
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(MailbootError):

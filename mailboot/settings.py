@@ -47,6 +47,8 @@ def parse_domain_name(text: str) -> str:
     if not name:
         raise SettingValueError("is empty")
     _reject_non_names(text, name)
+    if len(name) > 253:  # RFC 1035 §2.3.4: 255 octets on the wire
+        raise SettingValueError(f"{text!r} is longer than 253 characters")
     try:
         ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
     except idna.IDNAError as error:
@@ -271,12 +273,12 @@ TABLE: tuple[Setting, ...] = (
     ),
     Setting(
         "PUBLIC_IPV4", "public_ipv4", parse_public_ipv4, None, "unset",
-        "The server's public IPv4 address, for the A, PTR and SPF records and their checks.",
+        "The server's public IPv4 address: the A record, its PTR and their checks.",
         "203.0.113.25",
     ),
     Setting(
         "PUBLIC_IPV6", "public_ipv6", parse_public_ipv6, None, "unset",
-        "The server's public IPv6 address, for the AAAA, PTR and SPF records and their checks.",
+        "The server's public IPv6 address: the AAAA record, its PTR and their checks.",
         "2001:db8::25",
     ),
     Setting(
