@@ -14,7 +14,9 @@ from tests.conftest import snapshot
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def mailboot(*args: str, env: dict[str, str], entry: str = "module") -> subprocess.CompletedProcess[str]:
+def mailboot(
+    *args: str, env: dict[str, str], entry: str = "module"
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "mailboot"] if entry == "module" else [
         sys.executable, str(ROOT / "entrypoint.py")]
     return subprocess.run([*command, *args], env={"PATH": "/usr/bin:/bin", **env},

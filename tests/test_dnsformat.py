@@ -15,7 +15,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from mailboot.dkim import DomainKeys
-from mailboot.dnsformat import MAX_TXT_STRING, json_text, quote_txt, table_text, txt_strings, zone_text
+from mailboot.dnsformat import (
+    MAX_TXT_STRING,
+    json_text,
+    quote_txt,
+    table_text,
+    txt_strings,
+    zone_text,
+)
 from mailboot.dnsrecords import RecordGroup, Where, all_records, build_record_groups
 from mailboot.settings import Settings
 
@@ -61,7 +68,7 @@ def parse_zone(text: str) -> set[Triple]:
     for name, rdataset in zone.iterate_rdatasets():
         for rdata in rdataset:
             if rdataset.rdtype == dns.rdatatype.TXT:
-                value = b"".join(rdata.strings).decode("ascii")  # type: ignore[attr-defined]
+                value = b"".join(rdata.strings).decode("ascii")
             else:
                 value = rdata.to_text()
             parsed.add((name.to_text(), dns.rdatatype.to_text(rdataset.rdtype), value))
@@ -79,7 +86,7 @@ def test_no_txt_string_exceeds_255_bytes(groups: tuple[RecordGroup, ...]) -> Non
         s
         for _, rdataset in zone.iterate_rdatasets(dns.rdatatype.TXT)
         for rdata in rdataset
-        for s in rdata.strings  # type: ignore[attr-defined]
+        for s in rdata.strings
     ]
     assert strings and max(len(s) for s in strings) <= MAX_TXT_STRING
     dkim_lines = [line for line in zone_text(groups).splitlines() if "._domainkey." in line

@@ -126,7 +126,9 @@ def test_no_address_gives_placeholders_that_say_where_to_look(
     assert placeholders == [a, aaaa, ptr]
 
 
-def test_hostname_outside_the_mail_domains(make_settings: MakeSettings, make_keys: MakeKeys) -> None:
+def test_hostname_outside_the_mail_domains(
+    make_settings: MakeSettings, make_keys: MakeKeys
+) -> None:
     groups = groups_for(make_settings, make_keys, MAIL_DOMAINS="example.com",
                         MAIL_HOSTNAME="mx1.hosting.example.net", PUBLIC_IPV4="203.0.113.25")
     assert [g.zone for g in groups] == ["example.com", "hosting.example.net", None]

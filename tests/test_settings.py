@@ -76,7 +76,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("variable", "value", "reason"), BAD_INPUTS)
-def test_bad_value_names_variable_reason_and_example(variable: str, value: str, reason: str) -> None:
+def test_bad_value_names_variable_reason_and_example(
+    variable: str, value: str, reason: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({**GOOD, variable: value})
     (problem,) = caught.value.problems

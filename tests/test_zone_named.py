@@ -1,4 +1,4 @@
-"""Integration: BIND's own zone checker (named-checkzone) loads what `mailboot dns --zone` prints."""
+"""Integration: BIND's zone checker (named-checkzone) loads what `mailboot dns --zone` prints."""
 
 from __future__ import annotations
 
