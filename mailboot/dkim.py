@@ -20,7 +20,6 @@ import base64
 import logging
 import os
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailboot.errors import StateError
+from mailboot.files import fsync_directory, remove_stale_temp_files, temp_path_for, write_new_file
 from mailboot.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ OWN_SELECTOR_PREFIX = "mb"
 _OWN_SELECTOR = re.compile(r"^mb\d{8}[a-z]?$")
 # RFC 6376 §3.1: a selector is a sub-domain (letters, digits, inner hyphens; dots allowed).
 _SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
-_TEMP_MARK = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,7 @@ def ensure_domain_keys(paths: Paths, domain: str, now: datetime) -> DomainKeys:
 
 def find_key_files(directory: Path) -> list[Path]:
     """Key files of one domain, oldest first (mailboot's dated selectors sort after others)."""
+    remove_stale_temp_files(directory)
     try:
         names = [entry.name for entry in directory.iterdir()]
     except FileNotFoundError:
@@ -107,7 +107,6 @@ def find_key_files(directory: Path) -> list[Path]:
     except OSError as error:
         raise StateError(f"can't read the DKIM key directory {directory}: {error.strerror}. "
                          "Make DATA_DIR readable by the container.") from error
-    _remove_stale_temp_files(directory, names)
     selectors = [n[: -len(KEY_SUFFIX)] for n in names if n.endswith(KEY_SUFFIX) and n[0] != "."]
     unusable = [s for s in selectors if not _SELECTOR.match(s)]
     if unusable:
@@ -119,13 +118,6 @@ def find_key_files(directory: Path) -> list[Path]:
     return [directory / (selector + KEY_SUFFIX) for selector in selectors]
 
 
-def _remove_stale_temp_files(directory: Path, names: list[str]) -> None:
-    """Remove half-written keys left by a start that was killed; they never signed anything."""
-    for name in names:
-        if name.startswith(".") and _TEMP_MARK in name:
-            (directory / name).unlink(missing_ok=True)
-
-
 def create_key_file(directory: Path, selector: str) -> Path:
     """Generate a key and store it as `<selector>.key`, mode 0600, without ever replacing a file.
 
@@ -134,15 +126,15 @@ def create_key_file(directory: Path, selector: str) -> Path:
     """
     target = directory / (selector + KEY_SUFFIX)
     pem = generate_private_key_pem()
-    temp = directory / f".{target.name}{_TEMP_MARK}{secrets.token_hex(4)}"
+    temp = temp_path_for(target)
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_new_file(temp, pem, mode=0o600)
+        write_new_file(temp, pem, mode=0o600)
         try:
             os.link(temp, target)
         except FileExistsError:
             log.info("dkim: %s appeared meanwhile; keeping it", target)
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except OSError as error:
         raise StateError(
             f"can't create the DKIM key {target}: {error.strerror}. "
@@ -160,22 +152,6 @@ def generate_private_key_pem() -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def _write_new_file(path: Path, content: bytes, mode: int) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def load_key(domain: str, path: Path) -> DkimKey:

@@ -1,0 +1,174 @@
+"""TLS material below DATA_DIR/tls: the certificate the daemons serve, switched atomically.
+
+Layout:
+    tls/<name>/key.pem, tls/<name>/fullchain.pem   one directory per certificate, never modified
+    tls/live -> <name>                              the one the daemons serve
+
+A certificate directory is written completely under a temporary name and renamed into place; the
+`live` link is replaced with one rename. A daemon therefore never sees a key with another
+certificate's chain, and a crash at any moment leaves the previous certificate serving.
+
+Until a real certificate exists (ACME, later), the daemons serve a self-signed one for
+MAIL_HOSTNAME: mail on port 25 keeps flowing, since senders don't verify MX certificates unless
+MTA-STS or DANE tell them to (RFC 8461 §4.2, RFC 7672).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mailboot.errors import StateError
+from mailboot.files import fsync_directory, remove_stale_temp_files, temp_path_for, write_new_file
+from mailboot.paths import Paths
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "key.pem"
+CHAIN_FILE = "fullchain.pem"
+SELF_SIGNED_PREFIX = "self-signed-"
+SELF_SIGNED_LIFETIME = timedelta(days=365)
+# Replace a certificate this long before it expires, so no client ever meets an expired one.
+RENEW_BEFORE = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The certificate the daemons serve."""
+
+    directory: Path
+    names: tuple[str, ...]
+    not_after: datetime
+    self_signed: bool
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / KEY_FILE
+
+    @property
+    def chain_path(self) -> Path:
+        return self.directory / CHAIN_FILE
+
+
+def ensure_certificate(paths: Paths, names: Sequence[str], now: datetime) -> Certificate:
+    """Return the live certificate, making a self-signed one when none is usable for `names`.
+
+    A live certificate is kept while it is valid beyond RENEW_BEFORE and names MAIL_HOSTNAME
+    (`names[0]`). Raises StateError when the TLS directory can't be written.
+    """
+    remove_stale_temp_files(paths.tls_dir)
+    current = read_live(paths)
+    if current is not None and is_usable(current, names[0], now):
+        return current
+    reason = "none yet" if current is None else "the current one is expiring or names other hosts"
+    try:
+        directory = write_self_signed(paths.tls_dir, names, now)
+        switch_live(paths, directory)
+    except OSError as error:
+        raise StateError(
+            f"can't write the TLS certificate below {paths.tls_dir}: {error.strerror}. "
+            "Make DATA_DIR writable by the container."
+        ) from error
+    log.info("tls: made a temporary self-signed certificate for %s (%s)", names[0], reason)
+    certificate = read_live(paths)
+    if certificate is None:  # pragma: no cover - we just wrote it
+        raise StateError(f"the certificate just written to {directory} can't be read back")
+    return certificate
+
+
+def is_usable(certificate: Certificate, hostname: str, now: datetime) -> bool:
+    return hostname in certificate.names and certificate.not_after - RENEW_BEFORE > now
+
+
+def read_live(paths: Paths) -> Certificate | None:
+    """The certificate `live` points at, or None when there is none or it can't be used."""
+    if not paths.tls_live.is_symlink():
+        return None
+    directory = paths.tls_live.resolve()
+    try:
+        chain = (directory / CHAIN_FILE).read_bytes()
+        key_pem = (directory / KEY_FILE).read_bytes()
+    except OSError:
+        log.warning("tls: %s points at %s, which is incomplete; replacing it", paths.tls_live,
+                    directory)
+        return None
+    try:
+        leaf = x509.load_pem_x509_certificates(chain)[0]
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except ValueError:
+        log.warning("tls: the certificate or key in %s is unreadable; replacing it", directory)
+        return None
+    if key.public_key() != leaf.public_key():
+        log.warning("tls: the key in %s does not match its certificate; replacing it", directory)
+        return None
+    return Certificate(directory, _dns_names(leaf), leaf.not_valid_after_utc,
+                       leaf.issuer == leaf.subject)
+
+
+def _dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(extension.value.get_values_for_type(x509.DNSName))
+
+
+def write_self_signed(tls_dir: Path, names: Sequence[str], now: datetime) -> Path:
+    """Write a new self-signed certificate directory and return its final path."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + SELF_SIGNED_LIFETIME)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return install_directory(tls_dir, SELF_SIGNED_PREFIX + now.strftime("%Y%m%d%H%M%S"),
+                             key_pem, certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def install_directory(tls_dir: Path, name: str, key_pem: bytes, chain_pem: bytes) -> Path:
+    """Write key and chain into a temporary directory, then rename it to `tls_dir/name`."""
+    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    final = tls_dir / name
+    temp = temp_path_for(final)
+    temp.mkdir(mode=0o700)
+    try:
+        write_new_file(temp / KEY_FILE, key_pem, mode=0o600)
+        write_new_file(temp / CHAIN_FILE, chain_pem, mode=0o644)
+        fsync_directory(temp)
+        temp.rename(final)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp)
+    fsync_directory(tls_dir)
+    return final
+
+
+def switch_live(paths: Paths, directory: Path) -> None:
+    """Point `live` at `directory` with one atomic rename, then drop unused self-signed ones."""
+    link = temp_path_for(paths.tls_live)
+    os.symlink(directory.name, link)
+    link.replace(paths.tls_live)
+    fsync_directory(paths.tls_dir)
+    for old in paths.tls_dir.glob(SELF_SIGNED_PREFIX + "*"):
+        if old.name != directory.name:
+            shutil.rmtree(old, ignore_errors=True)

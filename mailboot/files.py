@@ -1,0 +1,86 @@
+"""Atomic file writes: a crash leaves the old file or the new one, never half of either."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_path_for(path: Path) -> Path:
+    """A sibling temporary name that `remove_stale_temp_files` recognises as ours."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}")
+
+
+def write_new_file(path: Path, content: bytes, mode: int) -> None:
+    """Create `path` (failing if it exists) with `mode`, write, and sync it to disk."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or link inside `directory` durable."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_atomically(
+    path: Path, content: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> bool:
+    """Replace `path` with `content` unless it already holds exactly that; return True if written.
+
+    The new content goes to a temporary file with its final mode and owner, then replaces the old
+    file with one rename (POSIX rename is atomic).
+    """
+    if _unchanged(path, content, mode, owner):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path_for(path)
+    try:
+        write_new_file(temp, content, mode)
+        if owner is not None:
+            os.chown(temp, *owner)
+        temp.replace(path)
+    finally:
+        temp.unlink(missing_ok=True)
+    fsync_directory(path.parent)
+    return True
+
+
+def _unchanged(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None) -> bool:
+    try:
+        status = path.stat()
+        if status.st_mode & 0o7777 != mode or status.st_size != len(content):
+            return False
+        if owner is not None and (status.st_uid, status.st_gid) != owner:
+            return False
+        return path.read_bytes() == content
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_temp_files(directory: Path) -> None:
+    """Remove temporary files a killed process left behind; they never became real files."""
+    try:
+        names = [entry.name for entry in directory.iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in names:
+        if name.startswith(".") and TEMP_MARK in name:
+            leftover = directory / name
+            # On a read-only volume the leftover stays: harmless, it is never read.
+            with contextlib.suppress(OSError):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink(missing_ok=True)
