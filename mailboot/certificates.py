@@ -16,7 +16,6 @@ MTA-STS or DANE tell them to (RFC 8461 §4.2, RFC 7672).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,7 +165,7 @@ def install_directory(tls_dir: Path, name: str, key_pem: bytes, chain_pem: bytes
 def switch_live(paths: Paths, directory: Path) -> None:
     """Point `live` at `directory` with one atomic rename, then drop unused self-signed ones."""
     link = temp_path_for(paths.tls_live)
-    os.symlink(directory.name, link)
+    link.symlink_to(directory.name)
     link.replace(paths.tls_live)
     fsync_directory(paths.tls_dir)
     for old in paths.tls_dir.glob(SELF_SIGNED_PREFIX + "*"):

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from mailboot import dkim, dnsformat
+from mailboot import boot, cli_accounts, dkim, dnsformat, health, system
 from mailboot.dnsrecords import RecordGroup, build_record_groups
 from mailboot.errors import ConfigError, MailbootError, UsageError
 from mailboot.paths import Paths
@@ -69,7 +69,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     dns.set_defaults(run=run_dns)
     commands.add_parser("settings", help="print the table of settings (environment variables)")
+    run = commands.add_parser("run", help="boot and run the mail server (the container's command)")
+    run.set_defaults(run=run_server)
+    health = commands.add_parser("health", help="exit 0 when SMTP and IMAP answer (HEALTHCHECK)")
+    health.set_defaults(run=run_health)
+    _account_parsers(commands)
     return parser
+
+
+def _account_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    account = commands.add_parser("account", help="add, remove, list mailboxes; set passwords")
+    actions = account.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (("add", "create a mailbox"), ("password", "set a new password")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("address")
+        action.add_argument("--password-stdin", action="store_true",
+                            help="read the password from the first line of standard input")
+        action.set_defaults(run=cli_accounts.run_account)
+    remove = actions.add_parser("remove", help="delete a mailbox's login (its mail is kept)")
+    remove.add_argument("address")
+    remove.set_defaults(run=cli_accounts.run_account)
+    actions.add_parser("list", help="list mailboxes").set_defaults(run=cli_accounts.run_account)
+    alias = commands.add_parser("alias", help="add, remove, list aliases")
+    alias_actions = alias.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = alias_actions.add_parser("add", help="deliver mail for SOURCE to DESTINATIONS")
+    add.add_argument("source")
+    add.add_argument("destinations", help="comma-separated addresses")
+    add.set_defaults(run=cli_accounts.run_alias)
+    remove_alias = alias_actions.add_parser("remove", help="delete an alias")
+    remove_alias.add_argument("source")
+    remove_alias.set_defaults(run=cli_accounts.run_alias)
+    alias_actions.add_parser("list", help="list aliases").set_defaults(run=cli_accounts.run_alias)
 
 
 def _configure_logging() -> None:
@@ -112,3 +142,20 @@ def _select_zone(groups: tuple[RecordGroup, ...], domain: str) -> tuple[RecordGr
         zones = ", ".join(group.zone for group in groups if group.zone)
         raise UsageError(f"--domain: no records belong in the zone {zone!r}; the zones are {zones}")
     return selected
+
+
+def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Boot, then replace this process with the supervisor (a fresh, small Python)."""
+    platform = boot.BootPlatform(prepare=system.prepare_daemons,
+                                 validate=system.validate_configuration)
+    boot.boot(settings, Paths(settings.data_dir), datetime.now(UTC), platform, out)
+    log.info("boot: handing over to the supervisor")
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons"])  # noqa: S606
+
+
+def run_health(_arguments: argparse.Namespace, _settings: Settings, _out: TextIO) -> int:
+    problems = health.check_local_services()
+    for problem in problems:
+        log.error("health: %s", problem)
+    return 1 if problems else 0

@@ -1,0 +1,45 @@
+# mailboot: Postfix, Dovecot and OpenDKIM configured by a Python entrypoint.
+# Everything comes from Debian's packages (security updates included); PyPI is not used.
+FROM debian:trixie-slim
+
+# hadolint ignore=DL3008
+# Versions are not pinned on purpose: we follow Debian trixie's security updates.
+RUN set -eux; \
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+    apt-get update; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        postfix dovecot-core dovecot-imapd dovecot-lmtpd opendkim \
+        python3 python3-acme python3-josepy python3-dnspython python3-cryptography \
+        python3-jinja2 python3-idna tini openssl ca-certificates; \
+    rm -rf /var/lib/apt/lists/* /etc/dovecot/conf.d /etc/postfix/main.cf; \
+    groupadd --system --gid 5000 vmail; \
+    useradd --system --uid 5000 --gid 5000 --home-dir /data/mail --no-create-home \
+        --shell /usr/sbin/nologin vmail
+
+COPY mailboot /opt/mailboot/mailboot
+COPY templates /opt/mailboot/templates
+COPY entrypoint.py /opt/mailboot/entrypoint.py
+RUN printf '#!/bin/sh\nexec /usr/bin/python3 -P /opt/mailboot/entrypoint.py "$@"\n' \
+        > /usr/local/bin/mailboot \
+    && chmod 0755 /usr/local/bin/mailboot \
+    && python3 -m compileall -q /opt/mailboot
+
+ENV PYTHONPATH=/opt/mailboot PYTHONDONTWRITEBYTECODE=1
+
+# 25: inbound SMTP from other mail servers (STARTTLS offered, no relaying)
+# 465: submission for mail clients, implicit TLS, authentication required (RFC 8314)
+# 587: submission for mail clients, STARTTLS required, authentication required (RFC 6409)
+# 993: IMAP for mail clients, implicit TLS
+# 80: ACME HTTP-01 challenges (certificates); everything else redirects to 443
+# 443: the MTA-STS policy (https://mta-sts.<domain>/.well-known/mta-sts.txt)
+EXPOSE 25 465 587 993 80 443
+
+# Keys, certificates, mailboxes, the mail queue and accounts: all state lives here.
+VOLUME ["/data"]
+
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/mailboot", "health"]
+
+# tini is PID 1: it reaps zombies and forwards docker stop's SIGTERM to our supervisor.
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mailboot"]
+CMD ["run"]

@@ -1,0 +1,239 @@
+"""Mailboxes and aliases, kept below DATA_DIR/accounts.
+
+- `passwd`: Dovecot's passwd-file, `address:{SCHEME}hash::::::` per line, in creation order. It
+  holds only strong hashes; Dovecot re-reads it when it changes, so no restart is needed.
+- `aliases`: `source destination[,destination...]` per line, as the user added them.
+
+From these two, `postfix_maps` derives what Postfix looks up (rendered into /etc/postfix): which
+addresses exist, where aliases go, and which login may send as which address. RFC 2142 requires
+`postmaster@` and `abuse@` at every mail domain: unless the user made them mailboxes or aliases,
+they go to the domain's first mailbox (or the first mailbox of all).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailboot.errors import MailbootError, StateError
+from mailboot.files import write_atomically
+from mailboot.paths import Paths
+from mailboot.settings import SettingValueError, parse_email_address
+
+ROLE_ADDRESSES = ("postmaster", "abuse")  # RFC 2142 §2 and §4
+MIN_PASSWORD_LENGTH = 10
+_HASH = re.compile(r"^\{[A-Z0-9-]+\}\S+$")
+
+Hasher = Callable[[str], str]
+
+
+class AccountError(MailbootError):
+    """A request about accounts that can't be honoured (unknown address, taken name...)."""
+
+    exit_code = 65  # sysexits.h EX_DATAERR: the input data was incorrect
+
+
+@dataclass(frozen=True)
+class Account:
+    address: str
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class Alias:
+    source: str
+    destinations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PostfixMaps:
+    """Postfix lookup tables as (key, value) rows."""
+
+    mailboxes: tuple[tuple[str, str], ...]
+    aliases: tuple[tuple[str, str], ...]
+    senders: tuple[tuple[str, str], ...]
+
+
+def normalise_address(text: str, domains: Sequence[str]) -> str:
+    """`Alice@Bücher.de` -> `alice@xn--bcher-kva.de`; the domain must be one of ours."""
+    try:
+        address = parse_email_address(text)
+    except SettingValueError as error:
+        raise AccountError(f"{error}; give an address like alice@{domains[0]}") from None
+    local, _, domain = address.rpartition("@")
+    if domain not in domains:
+        raise AccountError(
+            f"{text!r} is not at one of the mail domains ({', '.join(domains)}); "
+            "add its domain to MAIL_DOMAINS first"
+        )
+    return f"{local.lower()}@{domain}"
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"the password is shorter than {MIN_PASSWORD_LENGTH} characters")
+    if any(ord(character) < 32 for character in password):
+        raise AccountError("the password contains control characters")
+
+
+# --- reading and writing -------------------------------------------------------------------------
+
+
+def passwd_path(paths: Paths) -> Path:
+    return paths.accounts_dir / "passwd"
+
+
+def aliases_path(paths: Paths) -> Path:
+    return paths.accounts_dir / "aliases"
+
+
+def read_accounts(paths: Paths) -> list[Account]:
+    accounts = []
+    for number, line in _lines(passwd_path(paths)):
+        address, _, rest = line.partition(":")
+        password_hash = rest.split(":", 1)[0]
+        if not address or not _HASH.match(password_hash):
+            raise StateError(f"{passwd_path(paths)} line {number} is not `address:{{SCHEME}}hash`; "
+                             "fix or remove that line")
+        accounts.append(Account(address, password_hash))
+    return accounts
+
+
+def read_aliases(paths: Paths) -> list[Alias]:
+    aliases = []
+    for number, line in _lines(aliases_path(paths)):
+        fields = line.split()
+        if len(fields) != 2:
+            raise StateError(f"{aliases_path(paths)} line {number} is not `source destinations`")
+        aliases.append(Alias(fields[0], tuple(fields[1].split(","))))
+    return aliases
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise StateError(f"can't read {path}: {error.strerror}") from error
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.startswith("#"):
+            yield number, line.strip()
+
+
+def write_accounts(
+    paths: Paths, accounts: Sequence[Account], owner: tuple[int, int] | None
+) -> None:
+    # Dovecot's passwd-file keeps the other fields empty: uid, gid and home come from its userdb.
+    text = "".join(f"{a.address}:{a.password_hash}::::::\n" for a in accounts)
+    write_atomically(passwd_path(paths), text.encode(), mode=0o640, owner=owner)
+
+
+def write_aliases(paths: Paths, aliases: Sequence[Alias]) -> None:
+    text = "".join(f"{a.source} {','.join(a.destinations)}\n" for a in aliases)
+    write_atomically(aliases_path(paths), text.encode(), mode=0o644)
+
+
+@contextmanager
+def locked(paths: Paths) -> Iterator[None]:
+    """Serialise changes: two `docker exec` calls at once must not lose one's update."""
+    paths.accounts_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with (paths.accounts_dir / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+# --- changes -------------------------------------------------------------------------------------
+
+
+def add_account(accounts: list[Account], aliases: Sequence[Alias], address: str,
+                password_hash: str) -> list[Account]:
+    if any(a.address == address for a in accounts):
+        raise AccountError(f"{address} already exists; use `mailboot account password` to change "
+                           "its password")
+    if any(a.source == address for a in aliases):
+        raise AccountError(f"{address} is an alias; remove the alias first")
+    return [*accounts, Account(address, password_hash)]
+
+
+def remove_account(accounts: list[Account], address: str) -> list[Account]:
+    remaining = [a for a in accounts if a.address != address]
+    if len(remaining) == len(accounts):
+        raise AccountError(f"{address} is not an account (see `mailboot account list`)")
+    return remaining
+
+
+def set_password(accounts: list[Account], address: str, password_hash: str) -> list[Account]:
+    if not any(a.address == address for a in accounts):
+        raise AccountError(f"{address} is not an account (see `mailboot account list`)")
+    return [Account(a.address, password_hash) if a.address == address else a for a in accounts]
+
+
+def add_alias(aliases: list[Alias], accounts: Sequence[Account], source: str,
+              destinations: tuple[str, ...]) -> list[Alias]:
+    if any(a.address == source for a in accounts):
+        raise AccountError(f"{source} is a mailbox; an alias can't have the same address")
+    if any(a.source == source for a in aliases):
+        raise AccountError(f"{source} is already an alias; remove it first to change it")
+    return [*aliases, Alias(source, destinations)]
+
+
+def remove_alias(aliases: list[Alias], source: str) -> list[Alias]:
+    remaining = [a for a in aliases if a.source != source]
+    if len(remaining) == len(aliases):
+        raise AccountError(f"{source} is not an alias (see `mailboot alias list`)")
+    return remaining
+
+
+def parse_destinations(text: str) -> tuple[str, ...]:
+    """Alias targets may be anywhere (forwarding), so only their syntax is checked."""
+    destinations = []
+    for item in text.split(","):
+        try:
+            destinations.append(parse_email_address(item).lower())
+        except SettingValueError as error:
+            raise AccountError(f"alias destination {error}") from None
+    return tuple(destinations)
+
+
+# --- what Postfix looks up -----------------------------------------------------------------------
+
+
+def role_aliases(domains: Sequence[str], accounts: Sequence[Account],
+                 aliases: Sequence[Alias]) -> list[Alias]:
+    """postmaster@ and abuse@ of each domain, unless the user already defined them."""
+    taken = {a.address for a in accounts} | {a.source for a in aliases}
+    implicit = []
+    for domain in domains:
+        target = _first_mailbox(domain, accounts)
+        if target is None:
+            continue
+        implicit += [Alias(f"{role}@{domain}", (target,)) for role in ROLE_ADDRESSES
+                     if f"{role}@{domain}" not in taken]
+    return implicit
+
+
+def _first_mailbox(domain: str, accounts: Sequence[Account]) -> str | None:
+    same_domain = [a.address for a in accounts if a.address.endswith("@" + domain)]
+    if same_domain:
+        return same_domain[0]
+    return accounts[0].address if accounts else None
+
+
+def postfix_maps(domains: Sequence[str], accounts: Sequence[Account],
+                 aliases: Sequence[Alias]) -> PostfixMaps:
+    every_alias = [*aliases, *role_aliases(domains, accounts, aliases)]
+    mailbox_rows = tuple((a.address, "OK") for a in accounts)
+    alias_rows = tuple((a.source, ",".join(a.destinations)) for a in every_alias)
+    # Each login may send as its own address and as every alias that delivers to it.
+    senders: dict[str, list[str]] = {a.address: [a.address] for a in accounts}
+    for alias in every_alias:
+        owners = [d for d in alias.destinations if d in senders]
+        if owners:
+            senders.setdefault(alias.source, []).extend(owners)
+    sender_rows = tuple((address, ",".join(owners)) for address, owners in senders.items())
+    return PostfixMaps(mailbox_rows, alias_rows, sender_rows)

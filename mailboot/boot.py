@@ -1,0 +1,72 @@
+"""The boot story, top to bottom: settings -> keys -> TLS -> accounts -> configs -> checks -> DNS.
+
+Each stage logs one line with its duration. Order is carried by data: rendering needs the keys and
+the certificate, the record set needs the keys. Every stage is idempotent, so a restart finds what
+the last start made, re-renders, writes only what changed, and is quick.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TextIO
+
+from mailboot import accounts, certificates, dkim, dnsformat, render, system
+from mailboot.dnsrecords import build_record_groups
+from mailboot.paths import Paths
+from mailboot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BootPlatform:
+    """What the boot does to the machine beyond files: injected so tests can stub the daemons."""
+
+    prepare: Callable[[Paths], None]
+    validate: Callable[[Paths], None]
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    log.info("boot: %s done (%.0f ms)", name, (time.monotonic() - started) * 1000)
+
+
+def tls_names(settings: Settings) -> list[str]:
+    """MAIL_HOSTNAME first, then the MTA-STS policy host of every domain (RFC 8461 §3.3)."""
+    return [settings.hostname, *(f"mta-sts.{domain}" for domain in settings.domains)]
+
+
+def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform,
+         out: TextIO) -> None:
+    """Make everything the daemons need, check it, and print the DNS records to `out`."""
+    with stage("dkim keys"):
+        keys = dkim.ensure_keys(paths, settings.domains, now)
+        system.give_keys_to_opendkim(keys)
+    with stage("tls certificate"):
+        certificate = certificates.ensure_certificate(paths, tls_names(settings), now)
+    with stage("accounts"):
+        maps = accounts.postfix_maps(settings.domains, accounts.read_accounts(paths),
+                                     accounts.read_aliases(paths))
+        if not maps.mailboxes:
+            log.warning("boot: no mailbox yet; create one with `docker exec <container> mailboot "
+                        "account add you@%s --password-stdin`", settings.primary_domain)
+    with stage("render configuration"):
+        values = render.context(settings, paths, keys, certificate, maps)
+        changed = render.write_files(render.render_all(values, paths))
+        log.info("boot: %d configuration file(s) changed", len(changed))
+    with stage("check configuration with the daemons' own parsers"):
+        platform.validate(paths)
+    with stage("prepare the daemons"):
+        platform.prepare(paths)
+    out.write(dnsformat.zone_text(build_record_groups(settings, keys)))
+    out.write("\n" + dnsformat.table_text(build_record_groups(settings, keys)))
+    out.flush()
+    if certificate.self_signed:
+        log.info("boot: serving a temporary self-signed certificate for %s", settings.hostname)

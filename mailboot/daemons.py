@@ -1,0 +1,167 @@
+"""A small supervisor for the mail daemons: run them in the foreground, stop them all together.
+
+Why our own instead of supervisord: we want the opposite of a restart loop. When a daemon exits
+for good, the supervisor stops the others and exits non-zero, so the container stops and Docker's
+restart policy (and `docker ps`) make the crash visible, instead of a daemon restarting forever
+behind a healthy-looking container. It also receives syslog messages on /dev/log (OpenDKIM can
+only log there) and writes them to stderr, so every daemon's log reaches `docker logs`.
+
+This module is run as `python3 -m mailboot.daemons` after the boot execs it: a fresh process that
+imports little, so the supervisor stays small for the container's whole life.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+STOP_TIMEOUT = 8.0  # seconds; Docker sends SIGKILL 10 s after SIGTERM by default
+EXIT_DAEMON_DIED = 1
+# RFC 3164 §4.1: "<PRI>TIMESTAMP HOSTNAME TAG: MSG" (glibc omits the HOSTNAME on /dev/log).
+_SYSLOG = re.compile(rb"^<\d{1,3}>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A program that stays in the foreground until it is asked to stop."""
+
+    name: str
+    argv: tuple[str, ...]
+
+
+def production_daemons() -> tuple[Daemon, ...]:
+    return (
+        Daemon("opendkim", ("/usr/sbin/opendkim", "-f", "-x", "/etc/opendkim.conf")),
+        Daemon("dovecot", ("/usr/sbin/dovecot", "-F", "-c", "/etc/dovecot/dovecot.conf")),
+        Daemon("postfix", ("/usr/sbin/postfix", "start-fg")),
+    )
+
+
+class Supervisor:
+    """Runs daemons until one exits or a stop signal arrives; real state, hence a class."""
+
+    def __init__(self, daemons: Sequence[Daemon], syslog_path: Path | None) -> None:
+        self.daemons = tuple(daemons)
+        self.syslog_path = syslog_path
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.stop_requested: int | None = None
+        self.wakeup_read, self.wakeup_write = socket.socketpair()
+
+    def run(self) -> int:
+        """Start every daemon, wait, stop them all; return the exit code for the container."""
+        self._install_signal_handlers()
+        syslog = self._open_syslog()
+        try:
+            for daemon in self.daemons:
+                self.processes[daemon.name] = subprocess.Popen(daemon.argv, env=_child_env())
+                say(f"started {daemon.name} (pid {self.processes[daemon.name].pid})")
+            code = self._wait(syslog)
+        finally:
+            self._stop_all()
+            if syslog is not None:
+                _drain_syslog(syslog)
+                syslog.close()
+        return code
+
+    def _install_signal_handlers(self) -> None:
+        self.wakeup_write.setblocking(False)
+        signal.set_wakeup_fd(self.wakeup_write.fileno())
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._request_stop)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select() via the fd
+
+    def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.stop_requested = signum
+
+    def _open_syslog(self) -> socket.socket | None:
+        if self.syslog_path is None:
+            return None
+        self.syslog_path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(self.syslog_path))
+        self.syslog_path.chmod(0o666)  # every daemon user may log
+        return sock
+
+    def _wait(self, syslog: socket.socket | None) -> int:
+        readable = [self.wakeup_read] + ([syslog] if syslog else [])
+        while True:
+            ready, _, _ = select.select(readable, [], [], 1.0)
+            if self.wakeup_read in ready:
+                self.wakeup_read.recv(4096)
+            if syslog is not None and syslog in ready:
+                _drain_syslog(syslog)
+            if self.stop_requested is not None:
+                say(f"received {signal.Signals(self.stop_requested).name}; stopping the daemons")
+                return 0
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    say(f"{name} exited with code {process.returncode}; stopping the container "
+                        "so that Docker's restart policy acts (see the log above for why)")
+                    return EXIT_DAEMON_DIED
+
+    def _stop_all(self) -> None:
+        running = {n: p for n, p in self.processes.items() if p.poll() is None}
+        for process in running.values():
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, process in running.items():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say(f"{name} did not stop within {STOP_TIMEOUT:.0f} s; killing it")
+                process.kill()
+                process.wait()
+        if running:
+            say("all daemons stopped")
+
+
+def _child_env() -> dict[str, str]:
+    """The daemons get a fixed, minimal environment, not ours (which may hold secrets)."""
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+def _drain_syslog(sock: socket.socket) -> None:
+    while True:
+        try:
+            datagram = sock.recv(8192, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        sys.stderr.write(format_syslog(datagram) + "\n")
+        sys.stderr.flush()
+
+
+def format_syslog(datagram: bytes) -> str:
+    """`<22>Nov 25 10:00:00 opendkim[7]: msg` -> `opendkim[7]: msg`."""
+    match = _SYSLOG.match(datagram.rstrip(b"\n\x00"))
+    message = match.group(1) if match else datagram
+    return message.decode("utf-8", errors="replace")
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"mailboot: supervisor: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m mailboot.daemons")
+    parser.add_argument("--syslog", type=Path, default=Path("/dev/log"),
+                        help="where to receive syslog messages (empty: don't)")
+    arguments = parser.parse_args(argv)
+    syslog = arguments.syslog if str(arguments.syslog) else None
+    return Supervisor(production_daemons(), syslog).run()
+
+
+if __name__ == "__main__":
+    os.umask(0o022)
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""What the boot and the CLI do to the machine inside the container: ownership, the daemons' own
+configuration checks, preparing Postfix's queue, reloading, hashing passwords.
+
+Every call runs an argv list with check semantics and carries the program's stderr into the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from mailboot.dkim import DomainKeys
+from mailboot.errors import MailbootError, StateError
+from mailboot.paths import Paths
+from mailboot.render import VMAIL_GID, VMAIL_UID, user_ids
+
+log = logging.getLogger(__name__)
+
+CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+POSTFIX = "/usr/sbin/postfix"
+POSTCONF = "/usr/sbin/postconf"
+DOVECONF = "/usr/bin/doveconf"
+DOVEADM = "/usr/bin/doveadm"
+OPENDKIM = "/usr/sbin/opendkim"
+
+
+class CommandError(MailbootError):
+    """A program we ran failed; the message carries what it said."""
+
+
+def run(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60) -> str:
+    """Run a program, return its stdout; raise CommandError with its stderr when it fails."""
+    try:
+        result = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
+                                env=CHILD_ENV, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise CommandError(f"`{' '.join(argv)}` could not run: {error}") from error
+    if result.returncode != 0:
+        said = (result.stderr or result.stdout).strip()
+        raise CommandError(f"`{' '.join(argv)}` failed (exit {result.returncode}): {said}")
+    return result.stdout
+
+
+def give_keys_to_opendkim(keys: Sequence[DomainKeys]) -> None:
+    """OpenDKIM runs as its own user and reads keys it owns, mode 0600 (RequireSafeKeys)."""
+    owner = user_ids("opendkim")
+    if owner is None:
+        return  # not in the image (unit tests, `mailboot dns` on a workstation)
+    for domain_keys in keys:
+        _chown(domain_keys.signing.path.parent, owner)
+        for key in domain_keys.keys:
+            _chown(key.path, owner)
+
+
+def _chown(path: Path, owner: tuple[int, int]) -> None:
+    status = path.stat()
+    if (status.st_uid, status.st_gid) != owner:
+        try:
+            os.chown(path, *owner)
+        except OSError as error:
+            raise StateError(f"can't hand {path} to its daemon: {error.strerror}") from error
+
+
+def validate_configuration(paths: Paths) -> None:
+    """Let each daemon parse its own rendered configuration; any complaint stops the boot.
+
+    `postconf` exits 0 on unknown parameters and only warns, so a warning counts as an error.
+    """
+    postfix_dir = str(paths.config("postfix"))
+    result = subprocess.run([POSTCONF, "-c", postfix_dir, "-n"], capture_output=True,
+                            text=True, env=CHILD_ENV, timeout=60, check=False)
+    if result.returncode != 0 or "warning" in result.stderr:
+        raise StateError(f"Postfix rejects the rendered configuration: {result.stderr.strip()}")
+    run([POSTCONF, "-c", postfix_dir, "-M"])
+    run([DOVECONF, "-n", "-c", str(paths.config("dovecot/dovecot.conf"))])
+    run([OPENDKIM, "-n", "-x", str(paths.config("opendkim.conf"))])
+
+
+def prepare_daemons(paths: Paths) -> None:
+    """Create the state directories the daemons expect, with the owners they insist on."""
+    for directory, owner, mode in (
+        (paths.mail_dir, (VMAIL_UID, VMAIL_GID), 0o750),
+        (paths.accounts_dir, (0, 0), 0o755),
+        (paths.postfix_queue.parent, (0, 0), 0o755),
+    ):
+        directory.mkdir(mode=mode, parents=True, exist_ok=True)
+        _chown(directory, owner)
+    passwd = paths.accounts_dir / "passwd"
+    dovecot = user_ids("dovecot")
+    if passwd.exists() and dovecot is not None:
+        _chown(passwd, (0, dovecot[1]))
+    # Postfix creates missing queue directories and fixes their ownership itself.
+    run([POSTFIX, "-c", str(paths.config("postfix")), "set-permissions"])
+    run([POSTFIX, "-c", str(paths.config("postfix")), "check"])
+
+
+def reload_postfix(paths: Paths) -> None:
+    """Make Postfix re-read its tables (and certificate), if it is running."""
+    status = subprocess.run([POSTFIX, "-c", str(paths.config("postfix")), "status"],
+                            capture_output=True, env=CHILD_ENV, timeout=30, check=False)
+    if status.returncode == 0:
+        run([POSTFIX, "-c", str(paths.config("postfix")), "reload"])
+
+
+def hash_password(password: str) -> str:
+    """A strong hash Dovecot verifies; the password travels on stdin, never on a command line."""
+    hashed = run([DOVEADM, "pw", "-s", "ARGON2ID"], stdin=f"{password}\n{password}\n").strip()
+    if not hashed.startswith("{ARGON2ID}"):
+        raise CommandError(f"doveadm pw gave an unexpected hash format: {hashed[:12]}...")
+    return hashed
