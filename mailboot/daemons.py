@@ -51,9 +51,11 @@ def production_daemons() -> tuple[Daemon, ...]:
 class Supervisor:
     """Runs daemons until one exits or a stop signal arrives; real state, hence a class."""
 
-    def __init__(self, daemons: Sequence[Daemon], syslog_path: Path | None) -> None:
+    def __init__(self, daemons: Sequence[Daemon], syslog_path: Path | None,
+                 stop_timeout: float = STOP_TIMEOUT) -> None:
         self.daemons = tuple(daemons)
         self.syslog_path = syslog_path
+        self.stop_timeout = stop_timeout
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.stop_requested: int | None = None
         self.wakeup_read, self.wakeup_write = socket.socketpair()
@@ -114,12 +116,12 @@ class Supervisor:
         running = {n: p for n, p in self.processes.items() if p.poll() is None}
         for process in running.values():
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
+        deadline = time.monotonic() + self.stop_timeout
         for name, process in running.items():
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                say(f"{name} did not stop within {STOP_TIMEOUT:.0f} s; killing it")
+                say(f"{name} did not stop within {self.stop_timeout:.0f} s; killing it")
                 process.kill()
                 process.wait()
         if running:

@@ -1,0 +1,163 @@
+"""Container tests: build the image from this checkout and run it as users do.
+
+Ports are published on 127.0.0.1 only, on ports Docker picks; /data is a directory of the test,
+so the test can look at what the container keeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+IMAGE = "mailboot:test"
+PORTS = (25, 465, 587, 993, 80, 443)
+BOOT_TIMEOUT = 90.0
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120,
+           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, input=stdin,
+                            timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}{result.stdout}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    require_tool("docker")
+    if docker("info", check=False, timeout=30).returncode != 0:
+        message = "the Docker engine is not running (scripts/prepare-machine starts it)"
+        pytest.fail(message)
+    docker("build", "--quiet", "-t", IMAGE, str(ROOT), timeout=1200)
+    return IMAGE
+
+
+def insecure_context() -> ssl.SSLContext:
+    """The container starts on a self-signed certificate: test clients accept it."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@dataclass
+class Container:
+    name: str
+    data: Path
+    env: dict[str, str]
+    image: str
+    ports: dict[int, int] = field(default_factory=dict)
+
+    def start(self) -> None:
+        arguments = ["run", "-d", "--name", self.name, "--hostname", "mail.example.com",
+                     "-v", f"{self.data}:/data"]
+        for key, value in self.env.items():
+            arguments += ["-e", f"{key}={value}"]
+        for port in PORTS:
+            arguments += ["-p", f"127.0.0.1::{port}"]
+        docker(*arguments, self.image)
+        self.read_ports()
+
+    def read_ports(self) -> None:
+        inspect = json.loads(docker("inspect", self.name).stdout)[0]
+        bindings = inspect["NetworkSettings"]["Ports"] or {}
+        self.ports = {int(key.split("/")[0]): int(value[0]["HostPort"])
+                      for key, value in bindings.items() if value}
+
+    def logs(self) -> str:
+        result = docker("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def exec(self, *argv: str, stdin: str | None = None,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        flags = ["-i"] if stdin is not None else []
+        return docker("exec", *flags, self.name, *argv, stdin=stdin, check=check)
+
+    def state(self) -> dict[str, object]:
+        return dict(json.loads(docker("inspect", self.name).stdout)[0]["State"])
+
+    def wait_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """Until the SMTP banner and the IMAPS greeting arrive (what users wait for)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.state()["Running"]:
+                raise AssertionError(f"the container stopped:\n{self.logs()}")
+            self.read_ports()
+            if self.ports and _smtp_answers(self.ports[25]) and _imaps_answers(self.ports[993]):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"not ready after {timeout} s:\n{self.logs()}")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state()
+            if not state["Running"]:
+                return int(str(state["ExitCode"]))
+            time.sleep(0.3)
+        raise AssertionError(f"still running after {timeout} s")
+
+    def add_account(self, address: str, password: str) -> None:
+        self.exec("mailboot", "account", "add", address, "--password-stdin",
+                  stdin=password + "\n")
+
+    def smtp(self, port: int, *, implicit_tls: bool = False) -> smtplib.SMTP:
+        host_port = self.ports[port]
+        if implicit_tls:
+            return smtplib.SMTP_SSL("127.0.0.1", host_port, timeout=30,
+                                    context=insecure_context())
+        return smtplib.SMTP("127.0.0.1", host_port, timeout=30)
+
+    def remove(self) -> None:
+        docker("rm", "-f", "-v", self.name, check=False)
+
+
+def _smtp_answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as c:
+        return c.recv(100).startswith(b"220")
+    return False
+
+
+def _imaps_answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as raw, \
+            insecure_context().wrap_socket(raw) as connection:
+        return connection.recv(100).startswith(b"* OK")
+    return False
+
+
+@pytest.fixture
+def make_container(image: str, tmp_path: Path) -> Iterator[Callable[..., Container]]:
+    made: list[Container] = []
+
+    def make(env: dict[str, str] | None = None, data: Path | None = None,
+             start: bool = True) -> Container:
+        data = data or tmp_path / f"data-{len(made)}"
+        data.mkdir(exist_ok=True)
+        container = Container(f"mailboot-test-{secrets.token_hex(4)}", data,
+                              env or {"MAIL_DOMAINS": "example.com,example.org"}, image)
+        made.append(container)
+        if start:
+            container.start()
+        return container
+
+    yield make
+    for container in made:
+        container.remove()
+    for container in made:  # files the container made belong to its users; root can remove
+        shutil.rmtree(container.data, ignore_errors=True)

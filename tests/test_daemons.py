@@ -1,0 +1,92 @@
+"""The supervisor, with real child processes: a crash stops everything, a stop signal is clean."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mailboot.daemons import format_syslog
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SUPERVISE = """
+import sys
+from pathlib import Path
+from mailboot.daemons import Daemon, Supervisor
+daemons = [Daemon(name, ("sh", "-c", command)) for name, command in
+           zip(sys.argv[2::2], sys.argv[3::2])]
+raise SystemExit(Supervisor(daemons, Path(sys.argv[1]), stop_timeout=1.0).run())
+"""
+
+
+def start(tmp_path: Path, *daemons: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISE, str(tmp_path / "log.sock"), *daemons],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "log.sock").exists():
+        assert time.monotonic() < deadline, "the supervisor did not start"
+        time.sleep(0.05)
+    return process
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_daemon_that_exits_stops_the_others_and_the_container(tmp_path: Path) -> None:
+    pid_file = tmp_path / "sleeper.pid"
+    process = start(tmp_path, "sleeper", f"echo $$ > {pid_file}; exec sleep 60",
+                    "crasher", "sleep 1; exit 3")
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 1
+    assert "crasher exited with code 3; stopping the container" in stderr
+    assert not pid_alive(int(pid_file.read_text()))
+
+
+def test_sigterm_stops_every_daemon_cleanly(tmp_path: Path) -> None:
+    process = start(tmp_path, "one", "exec sleep 60", "two", "exec sleep 60")
+    time.sleep(0.5)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert time.monotonic() - started < 5
+    assert "received SIGTERM; stopping the daemons" in stderr
+    assert "all daemons stopped" in stderr
+
+
+def test_a_daemon_ignoring_sigterm_is_killed_after_the_timeout(tmp_path: Path) -> None:
+    process = start(tmp_path, "stubborn", "trap '' TERM; while true; do sleep 0.1; done")
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "stubborn did not stop within 1 s; killing it" in stderr
+
+
+def test_syslog_messages_reach_stderr(tmp_path: Path) -> None:
+    process = start(tmp_path, "quiet", "exec sleep 60")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+        client.sendto(b"<22>Nov 25 10:00:00 opendkim[7]: 4F2A: DKIM-Signature field added",
+                      str(tmp_path / "log.sock"))
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert "opendkim[7]: 4F2A: DKIM-Signature field added\n" in stderr
+
+
+def test_format_syslog() -> None:
+    assert format_syslog(b"<30>Jan  5 01:02:03 prog[1]: hello\n") == "prog[1]: hello"
+    assert format_syslog(b"<30>prog: no timestamp") == "prog: no timestamp"
+    assert format_syslog(b"not syslog at all") == "not syslog at all"
