@@ -2,8 +2,10 @@
 # Everything comes from Debian's packages (security updates included); PyPI is not used.
 FROM debian:trixie-slim
 
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# Versions are not pinned on purpose (DL3008): we follow Debian trixie's security updates.
 # hadolint ignore=DL3008
-# Versions are not pinned on purpose: we follow Debian trixie's security updates.
 RUN set -eux; \
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
     apt-get update; \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,8 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 def require_tool(name: str) -> str:
     """The path of a program a test needs; missing is a failure in CI and a skip elsewhere."""
-    path = shutil.which(name)
+    # Tools installed from PyPI (hadolint) live beside this Python, which may not be on PATH.
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path:
         return path
     message = f"{name} is not installed (scripts/test installs it)"
