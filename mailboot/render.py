@@ -24,7 +24,8 @@ from mailboot.settings import Settings
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 VMAIL_UID = VMAIL_GID = 5000  # created in the Dockerfile; owns every mailbox
-OPENDKIM_SOCKET = "inet:8891@127.0.0.1"
+OPENDKIM_SOCKET = "inet:8891@127.0.0.1"  # OpenDKIM's notation
+MILTER = "inet:127.0.0.1:8891"  # the same, in Postfix's
 
 # Postfix lookup tables made from the accounts; re-rendered alone when an account changes.
 MAP_TEMPLATES = ("postfix/mailboxes", "postfix/aliases", "postfix/senders")
@@ -76,6 +77,10 @@ def context(settings: Settings, paths: Paths, keys: Sequence[DomainKeys],
         "postfix_dir": str(paths.config("postfix")),
         "opendkim_dir": str(paths.config("opendkim")),
         "opendkim_socket": OPENDKIM_SOCKET,
+        "milter": MILTER,
+        "virtual_mailbox_domains": ", ".join(settings.domains),
+        # Sending from an IPv6 address without a PTR gets mail refused: IPv6 only when declared.
+        "inet_protocols": "all" if settings.public_ipv6 else "ipv4",
         "vmail_uid": VMAIL_UID,
         "vmail_gid": VMAIL_GID,
         "signing_keys": [

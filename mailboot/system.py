@@ -31,14 +31,19 @@ class CommandError(MailbootError):
     """A program we ran failed; the message carries what it said."""
 
 
-def run(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60) -> str:
-    """Run a program, return its stdout; raise CommandError with its stderr when it fails."""
+def run(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60,
+        new_session: bool = False, strict: bool = False) -> str:
+    """Run a program, return its stdout; raise CommandError with its stderr when it fails.
+
+    `strict`: anything on stderr counts as failure too. Secrets go on stdin, never in argv.
+    """
     try:
         result = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
-                                env=CHILD_ENV, timeout=timeout, check=False)
+                                env=CHILD_ENV, timeout=timeout, check=False,
+                                start_new_session=new_session)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise CommandError(f"`{' '.join(argv)}` could not run: {error}") from error
-    if result.returncode != 0:
+    if result.returncode != 0 or (strict and result.stderr.strip()):
         said = (result.stderr or result.stdout).strip()
         raise CommandError(f"`{' '.join(argv)}` failed (exit {result.returncode}): {said}")
     return result.stdout
@@ -106,8 +111,17 @@ def reload_postfix(paths: Paths) -> None:
 
 
 def hash_password(password: str) -> str:
-    """A strong hash Dovecot verifies; the password travels on stdin, never on a command line."""
-    hashed = run([DOVEADM, "pw", "-s", "ARGON2ID"], stdin=f"{password}\n{password}\n").strip()
-    if not hashed.startswith("{ARGON2ID}"):
-        raise CommandError(f"doveadm pw gave an unexpected hash format: {hashed[:12]}...")
+    """A bcrypt hash (cost 12) Dovecot verifies; the password travels on stdin only.
+
+    BLF-CRYPT rather than ARGON2ID: Argon2 takes 64 MiB per login in Dovecot's auth process,
+    more than the whole container should use. doveadm reads stdin only without a controlling
+    terminal (hence a new session), and on a mismatch it still prints a hash of the *empty*
+    password with exit 0: so any complaint counts as failure and the hash is verified.
+    """
+    hashed = run([DOVEADM, "-O", "pw", "-s", "BLF-CRYPT", "-r", "12"],
+                 stdin=f"{password}\n{password}\n", new_session=True, strict=True).strip()
+    if not hashed.startswith("{BLF-CRYPT}"):
+        raise CommandError("doveadm pw gave an unexpected hash format")
+    run([DOVEADM, "-O", "pw", "-t", hashed], stdin=f"{password}\n", new_session=True,
+        strict=True)
     return hashed

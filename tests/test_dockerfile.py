@@ -22,7 +22,7 @@ def test_every_hadolint_exception_says_why() -> None:
     for index, line in enumerate(lines):
         match = re.match(r"# hadolint ignore=(\S+)", line)
         if match:
-            assert match.group(1) in lines[index - 1], f"explain {match.group(1)} above line {index}"
+            assert match.group(1) in lines[index - 1], f"explain {match.group(1)} at line {index}"
 
 
 def test_every_exposed_port_has_a_comment() -> None:

@@ -167,5 +167,5 @@ def test_account_cli(mail: Container, tmp_path: Path) -> None:
 def test_passwords_are_stored_only_as_strong_hashes(mail: Container) -> None:
     passwd = (mail.data / "accounts" / "passwd").read_text()
     assert PASSWORD not in passwd
-    assert all(line.split(":")[1].startswith("{ARGON2ID}") for line in passwd.splitlines())
+    assert all(line.split(":")[1].startswith("{BLF-CRYPT}") for line in passwd.splitlines())
     assert PASSWORD not in mail.logs()
