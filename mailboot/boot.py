@@ -59,10 +59,15 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
                         "account add you@%s --password-stdin`", settings.primary_domain)
     with stage("render configuration"):
         values = render.context(settings, paths, keys, certificate, maps)
-        changed = render.write_files(render.render_all(values, paths))
+        files = render.render_all(values, paths)
+        changed = render.write_files(files)
         log.info("boot: %d configuration file(s) changed", len(changed))
     with stage("check configuration with the daemons' own parsers"):
-        platform.validate(paths)
+        if render.already_validated(files, paths):
+            log.info("boot: configuration unchanged since it was last checked")
+        else:
+            platform.validate(paths)
+            render.mark_validated(files, paths)
     with stage("prepare the daemons"):
         platform.prepare(paths)
     out.write(dnsformat.zone_text(build_record_groups(settings, keys)))

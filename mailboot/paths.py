@@ -57,6 +57,11 @@ class Paths:
         """Where a rendered file lands: `postfix/main.cf` -> /etc/postfix/main.cf."""
         return self.config_root / "etc" / relative
 
+    @property
+    def validated_mark(self) -> Path:
+        """Fingerprint of the last rendered set the daemons accepted (container, not volume)."""
+        return self.config_root / "var" / "lib" / "mailboot" / "validated"
+
     # --- runtime ---
     @property
     def syslog_socket(self) -> Path:

@@ -7,6 +7,7 @@ Python, where it is tested. Jinja runs with StrictUndefined, so a misspelt name 
 
 from __future__ import annotations
 
+import hashlib
 import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -123,6 +124,29 @@ def _with_header(name: str, template: jinja2.Template, values: Mapping[str, Any]
 def write_files(files: Sequence[RenderedFile]) -> list[Path]:
     """Write files whose content or mode changed; return those written."""
     return [f.target for f in files if write_atomically(f.target, f.content, f.mode)]
+
+
+def _fingerprint(files: Sequence[RenderedFile]) -> bytes:
+    digest = hashlib.sha256()
+    for rendered in files:
+        digest.update(str(rendered.target).encode() + b"\0" + rendered.content + b"\0")
+    return digest.hexdigest().encode()
+
+
+def already_validated(files: Sequence[RenderedFile], paths: Paths) -> bool:
+    """True when exactly these files passed the daemons' checks in this container before.
+
+    The mark lives in the container's own filesystem, not on the volume: a new image (new
+    daemons) has no mark and checks again.
+    """
+    try:
+        return paths.validated_mark.read_bytes() == _fingerprint(files)
+    except OSError:
+        return False
+
+
+def mark_validated(files: Sequence[RenderedFile], paths: Paths) -> None:
+    write_atomically(paths.validated_mark, _fingerprint(files), mode=0o644)
 
 
 def user_ids(name: str) -> tuple[int, int] | None:

@@ -86,13 +86,15 @@ def validate_configuration(paths: Paths) -> None:
 
 def prepare_daemons(paths: Paths) -> None:
     """Create the state directories the daemons expect, with the owners they insist on."""
+    make_traversable(paths.data_dir)
     for directory, owner, mode in (
         (paths.mail_dir, (VMAIL_UID, VMAIL_GID), 0o750),
         (paths.accounts_dir, (0, 0), 0o755),
-        (paths.postfix_queue.parent, (0, 0), 0o755),
+        (paths.postfix_queue, (0, 0), 0o755),
     ):
         directory.mkdir(mode=mode, parents=True, exist_ok=True)
         _chown(directory, owner)
+        directory.chmod(mode)
     passwd = paths.accounts_dir / "passwd"
     dovecot = user_ids("dovecot")
     if passwd.exists() and dovecot is not None:
@@ -100,6 +102,19 @@ def prepare_daemons(paths: Paths) -> None:
     # Postfix creates missing queue directories and fixes their ownership itself.
     run([POSTFIX, "-c", str(paths.config("postfix")), "set-permissions"])
     run([POSTFIX, "-c", str(paths.config("postfix")), "check"])
+
+
+def make_traversable(directory: Path) -> None:
+    """The daemons run as their own users and must pass through DATA_DIR to their files.
+
+    A volume mounted with mode 0700 would lock them out; search (x) permission lets them reach
+    the files that are theirs without listing anything. Each subdirectory keeps its own mode.
+    """
+    mode = directory.stat().st_mode & 0o7777
+    if mode & 0o011 != 0o011:
+        directory.chmod(mode | 0o011)
+        log.info("boot: %s had mode %o; added search permission so the daemons can reach their "
+                 "files", directory, mode)
 
 
 def reload_postfix(paths: Paths) -> None:

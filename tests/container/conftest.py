@@ -125,6 +125,9 @@ class Container:
         return smtplib.SMTP("127.0.0.1", host_port, timeout=30)
 
     def remove(self) -> None:
+        """Remove the container, keeping its log beside /data for a failed test's post-mortem."""
+        with contextlib.suppress(OSError, AssertionError):
+            (self.data.parent / f"{self.name}.log").write_text(self.logs())
         docker("rm", "-f", "-v", self.name, check=False)
 
 
