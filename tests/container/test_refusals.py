@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import secrets
 import smtplib
 import socket
 import ssl
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,7 +114,9 @@ VERSIONS = {
 def client_context(version: ssl.TLSVersion) -> ssl.SSLContext:
     """A client that speaks exactly one TLS version (old ones need OpenSSL's SECLEVEL=0)."""
     context = insecure_context()
-    context.minimum_version = context.maximum_version = version
+    with warnings.catch_warnings():  # offering TLS 1.0/1.1 is the point of this client
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = context.maximum_version = version
     if version < ssl.TLSVersion.TLSv1_2:
         context.set_ciphers("ALL:@SECLEVEL=0")
     return context
@@ -122,13 +126,13 @@ def handshake(port: int, version: ssl.TLSVersion, starttls: str | None) -> str:
     """Negotiate TLS on a port (STARTTLS first where `starttls` names the protocol)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         if starttls == "smtp":
-            reader = raw.makefile("rb")
-            reader.readline()
-            raw.sendall(b"EHLO client.example.net\r\n")
-            while not reader.readline().startswith(b"250 "):
-                pass
-            raw.sendall(b"STARTTLS\r\n")
-            assert reader.readline().startswith(b"220")
+            with raw.makefile("rb") as reader:
+                reader.readline()
+                raw.sendall(b"EHLO client.example.net\r\n")
+                while not reader.readline().startswith(b"250 "):
+                    pass
+                raw.sendall(b"STARTTLS\r\n")
+                assert reader.readline().startswith(b"220")
         with client_context(version).wrap_socket(raw) as tls:
             return str(tls.version())
 
@@ -138,7 +142,9 @@ def old_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A control: a server that does accept TLS 1.0, proving this client can still offer it."""
     directory = write_self_signed(tmp_path_factory.mktemp("tls"), ["control.test"], NOW)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
     context.set_ciphers("ALL:@SECLEVEL=0")
     context.load_cert_chain(Path(directory) / "fullchain.pem", Path(directory) / "key.pem")
     listener = socket.create_server(("127.0.0.1", 0))
@@ -149,10 +155,8 @@ def old_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                 connection, _ = listener.accept()
             except OSError:
                 return
-            try:
-                with context.wrap_socket(connection, server_side=True):
-                    pass
-            except (OSError, ssl.SSLError):
+            with contextlib.suppress(OSError), connection, \
+                    context.wrap_socket(connection, server_side=True):
                 pass
 
     threading.Thread(target=serve, daemon=True).start()
