@@ -50,9 +50,17 @@ def wait_for_inbox(container: Container, expected: int, timeout: float = 60) -> 
         time.sleep(0.5)
 
 
+def wait_healthy(container: Container, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while container.state().get("Health", {}).get("Status") != "healthy":  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, f"not healthy: {container.state().get('Health')}"
+        time.sleep(1)
+
+
 def test_restart_keeps_keys_mailboxes_and_rewrites_nothing(make_container: MakeContainer) -> None:
     mail = make_container()
     mail.wait_ready()
+    wait_healthy(mail)
     mail.add_account(ALICE, PASSWORD)
     deliver(mail, 3, "before restart")
     assert len(wait_for_inbox(mail, 3)) == 3
