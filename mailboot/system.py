@@ -99,9 +99,28 @@ def prepare_daemons(paths: Paths) -> None:
     dovecot = user_ids("dovecot")
     if passwd.exists() and dovecot is not None:
         _chown(passwd, (0, dovecot[1]))
-    # Postfix creates missing queue directories and fixes their ownership itself.
-    run([POSTFIX, "-c", str(paths.config("postfix")), "set-permissions"])
-    run([POSTFIX, "-c", str(paths.config("postfix")), "check"])
+    # Postfix creates missing queue directories and fixes their ownership itself. That takes
+    # half a second, so it runs only when the queue is incomplete (first start, or damage);
+    # `postfix start-fg` checks the queue again by itself at every start.
+    if not queue_is_complete(paths.postfix_queue):
+        run([POSTFIX, "-c", str(paths.config("postfix")), "set-permissions"])
+        run([POSTFIX, "-c", str(paths.config("postfix")), "check"])
+
+
+POSTFIX_QUEUE_DIRECTORIES = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
+                             "incoming", "maildrop", "private", "public", "saved", "trace")
+
+
+def queue_is_complete(queue: Path) -> bool:
+    postfix = user_ids("postfix")
+    for name in POSTFIX_QUEUE_DIRECTORIES:
+        try:
+            owner = (queue / name).stat().st_uid
+        except OSError:
+            return False
+        if postfix is not None and owner != postfix[0]:
+            return False
+    return True
 
 
 def make_traversable(directory: Path) -> None:

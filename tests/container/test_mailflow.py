@@ -102,6 +102,8 @@ def test_submission_on_587_with_starttls_is_signed_delivered_and_readable(
     signature = parsed["DKIM-Signature"]
     assert signature is not None and "d=example.com" in signature
     assert verify_dkim(raw, published_txt(mail))
+    # OpenDKIM logs only to syslog; the supervisor's /dev/log must carry it to `docker logs`.
+    assert "DKIM-Signature field added (s=mb" in mail.logs()
 
 
 def test_submission_on_465_with_implicit_tls(mail: Container) -> None:
