@@ -159,6 +159,10 @@ def test_account_cli(mail: Container, tmp_path: Path) -> None:
     with mail.smtp(25) as smtp:
         smtp.send_message(msg)
     fetch(mail, carol, token, password="a new long password")
+    mail.exec("mailboot", "alias", "remove", "sales@example.com")
+    assert "sales@example.com" not in mail.exec("mailboot", "alias", "list").stdout
+    with mail.smtp(25) as smtp, pytest.raises(smtplib.SMTPRecipientsRefused):
+        smtp.sendmail("someone@example.net", ["sales@example.com"], b"Subject: x\r\n\r\nx\r\n")
     mail.exec("mailboot", "account", "remove", carol)
     assert carol not in mail.exec("mailboot", "account", "list").stdout.split()
     refused = mail.exec("mailboot", "account", "add", "dave@example.net", "--password-stdin",
