@@ -8,6 +8,8 @@ the variable, what is wrong with it and an example of a right value.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import ipaddress
 import re
@@ -22,6 +24,8 @@ import idna
 from mailboot.errors import ConfigError
 
 DMARC_POLICIES = ("none", "quarantine", "reject")
+TLS_MODES = ("acme", "manual", "self-signed")
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 MTA_STS_MODES = ("enforce", "testing", "none")
 # RFC 8461 §3.2: max_age is at most 31557600 seconds (about a year).
 MTA_STS_MAX_AGE_LIMIT = 31_557_600
@@ -207,6 +211,71 @@ def ip_warning(name: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address
     )
 
 
+def parse_https_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme != "https" or not parts.hostname:
+        raise SettingValueError(f"{text!r} is not an https:// URL")
+    return text.strip()
+
+
+def parse_absolute_file(text: str) -> Path:
+    path = Path(text.strip())
+    if not path.is_absolute():
+        raise SettingValueError(f"{text!r} is a relative path; give the absolute path inside the "
+                                "container (where the file is mounted)")
+    return path
+
+
+def parse_eab_hmac_key(text: str) -> str:
+    """RFC 8555 §7.3.4: the CA hands out the MAC key base64url-encoded."""
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]+={0,2}", value):
+        raise SettingValueError("is not base64url text (letters, digits, - and _)")
+    try:
+        base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise SettingValueError("is not valid base64url") from None
+    return value
+
+
+def parse_token(text: str) -> str:
+    value = text.strip()
+    if not value or any(c.isspace() for c in value):
+        raise SettingValueError("is empty or contains white space")
+    return value
+
+
+def parse_resolvers(text: str) -> tuple[tuple[str, int], ...]:
+    """`ip[:port]` or `[ipv6]:port`, comma-separated."""
+    resolvers = []
+    for item in _split_list(text):
+        host, port = item, 53
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else 53
+        elif item.count(":") == 1:
+            host, _, port_text = item.partition(":")
+            if not port_text.isdigit():
+                raise SettingValueError(f"{item!r} has a port that is not a number")
+            port = int(port_text)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise SettingValueError(f"{item!r} is not an IP address and optional port") from None
+        if not 0 < port < 65536:
+            raise SettingValueError(f"{item!r} has a port outside 1-65535")
+        resolvers.append((host, port))
+    return tuple(resolvers)
+
+
+def parse_duration(text: str) -> int:
+    """Seconds, or a number with a unit (s, m, h, d, w); at least 1 second."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise SettingValueError(f"{text!r} is not a duration (seconds, or a number with s/m/h/d/w)")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
 def parse_data_dir(text: str) -> Path:
     path = Path(text.strip())
     if not path.is_absolute():
@@ -312,6 +381,58 @@ TABLE: tuple[Setting, ...] = (
         "(e.g. to 4w) once everything works. Seconds or a number with s, m, h, d or w.",
         "4w",
     ),
+    Setting(
+        "TLS_MODE", "tls_mode", _choice(TLS_MODES), "acme", "`acme`",
+        "Where the TLS certificate comes from: acme (issued and renewed automatically), manual "
+        "(TLS_CERT_FILE and TLS_KEY_FILE, reloaded when they change) or self-signed.",
+        "manual",
+    ),
+    Setting(
+        "TLS_CERT_FILE", "tls_cert_file", parse_absolute_file, None, "unset",
+        "With TLS_MODE=manual: the mounted certificate chain (PEM, leaf first).",
+        "/certs/fullchain.pem",
+    ),
+    Setting(
+        "TLS_KEY_FILE", "tls_key_file", parse_absolute_file, None, "unset",
+        "With TLS_MODE=manual: the mounted private key (PEM) of that certificate.",
+        "/certs/privkey.pem",
+    ),
+    Setting(
+        "ACME_DIRECTORY", "acme_directory", parse_https_url, LETS_ENCRYPT, "Let's Encrypt",
+        "The ACME CA's directory URL (default: Let's Encrypt production).",
+        "https://acme.zerossl.com/v2/DV90",
+    ),
+    Setting(
+        "ACME_EMAIL", "acme_email", parse_email_address, None, "unset",
+        "Contact address given to the CA for the ACME account (expiry notices, policy news).",
+        "hostmaster@example.com",
+    ),
+    Setting(
+        "ACME_CA_BUNDLE", "acme_ca_bundle", parse_absolute_file, None, "system CAs",
+        "A PEM file of CAs to trust for the ACME server itself (private CAs, tests).",
+        "/certs/acme-ca.pem",
+    ),
+    Setting(
+        "ACME_EAB_KID", "acme_eab_kid", parse_token, None, "unset",
+        "External account binding key id, for CAs that require one (e.g. ZeroSSL).",
+        "kid-1234",
+    ),
+    Setting(
+        "ACME_EAB_HMAC_KEY", "acme_eab_hmac_key", parse_eab_hmac_key, None, "unset",
+        "External account binding MAC key (base64url), given with ACME_EAB_KID.",
+        "c2VjcmV0LW1hYy1rZXk", secret=True,
+    ),
+    Setting(
+        "ACME_RETRY_INTERVAL", "acme_retry_interval", parse_duration, "5m", "`5m`",
+        "First wait after a failed certificate attempt; it doubles up to an hour.",
+        "2m",
+    ),
+    Setting(
+        "DNS_RESOLVERS", "dns_resolvers", parse_resolvers, None, "unset",
+        "DNS servers (ip[:port], comma-separated) to ask instead of the system's, for the "
+        "checks mailboot makes.",
+        "192.0.2.53:53",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in TABLE}
@@ -331,6 +452,16 @@ class Settings:
     tlsrpt_rua: tuple[str, ...]
     mta_sts_mode: str
     mta_sts_max_age: int
+    tls_mode: str = "acme"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    acme_directory: str = LETS_ENCRYPT
+    acme_email: str | None = None
+    acme_ca_bundle: Path | None = None
+    acme_eab_kid: str | None = None
+    acme_eab_hmac_key: str | None = None
+    acme_retry_interval: int = 300
+    dns_resolvers: tuple[tuple[str, int], ...] = ()
     warnings: tuple[str, ...] = ()
 
     @property
@@ -357,11 +488,28 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             values[setting.field] = setting.parse(raw) if raw else None
         except SettingValueError as error:
             problems.append(_problem(setting, str(error)))
+    problems += _combination_problems(environ, values)
     if problems:
         raise ConfigError(problems)
     _derive_defaults(values)
     values["warnings"] = tuple(_warnings(environ, values))
     return Settings(**values)
+
+
+def _combination_problems(environ: Mapping[str, str], values: dict[str, Any]) -> list[str]:
+    """Settings that are fine alone but not together."""
+    problems = []
+    if values.get("tls_mode") == "manual":
+        problems += [f"{name}: is required with TLS_MODE=manual (example: {name}="
+                     f"{SETTINGS_BY_NAME[name].example})"
+                     for name in ("TLS_CERT_FILE", "TLS_KEY_FILE")
+                     if not environ.get(name, "").strip()]
+    eab = [name for name in ("ACME_EAB_KID", "ACME_EAB_HMAC_KEY") if environ.get(name, "").strip()]
+    if len(eab) == 1:
+        missing = "ACME_EAB_HMAC_KEY" if eab == ["ACME_EAB_KID"] else "ACME_EAB_KID"
+        problems.append(f"{missing}: is required when {eab[0]} is set; the CA gives both "
+                        f"(example: {missing}={SETTINGS_BY_NAME[missing].example})")
+    return problems
 
 
 def _problem(setting: Setting, reason: str) -> str:
@@ -373,6 +521,7 @@ def _derive_defaults(values: dict[str, Any]) -> None:
     if values["hostname"] is None:
         values["hostname"] = f"mail.{primary}"
     values["dmarc_rua"] = values["dmarc_rua"] or ()
+    values["dns_resolvers"] = values["dns_resolvers"] or ()
     # RFC 2142 makes postmaster@ a mailbox every mail domain has, so reports always land somewhere.
     values["tlsrpt_rua"] = values["tlsrpt_rua"] or (f"mailto:postmaster@{primary}",)
 

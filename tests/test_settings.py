@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from mailboot.errors import ConfigError
-from mailboot.settings import TABLE, load_settings, settings_markdown
+from mailboot.settings import SETTINGS_BY_NAME, TABLE, load_settings, settings_markdown
 
 GOOD = {"MAIL_DOMAINS": "example.com", "DATA_DIR": "/srv/mail"}
+# A valid pair, so that one bad half of it is the only problem reported.
+EAB = {"ACME_EAB_KID": "kid-1", "ACME_EAB_HMAC_KEY": "c2VjcmV0"}
 
 # (variable, bad value, words the problem must contain)
 BAD_INPUTS = [
@@ -72,7 +74,30 @@ BAD_INPUTS = [
     ("MTA_STS_MAX_AGE", "0", "outside 1 second"),
     ("MTA_STS_MAX_AGE", "2y", "not a duration"),
     ("MTA_STS_MAX_AGE", "60w", "outside 1 second"),
+    ("TLS_MODE", "letsencrypt", "not one of acme, manual, self-signed"),
+    ("TLS_CERT_FILE", "certs/fullchain.pem", "relative path"),
+    ("TLS_KEY_FILE", "privkey.pem", "relative path"),
+    ("ACME_DIRECTORY", "http://acme.example.com/dir", "not an https:// URL"),
+    ("ACME_DIRECTORY", "acme-v02.api.letsencrypt.org", "not an https:// URL"),
+    ("ACME_EMAIL", "hostmaster", "not an email address"),
+    ("ACME_CA_BUNDLE", "ca.pem", "relative path"),
+    ("ACME_EAB_KID", "two words", "white space"),
+    ("ACME_EAB_HMAC_KEY", "not/base64+", "not base64url"),
+    ("ACME_RETRY_INTERVAL", "0", "not a duration"),
+    ("ACME_RETRY_INTERVAL", "soon", "not a duration"),
+    ("DNS_RESOLVERS", "dns.example.com", "not an IP address"),
+    ("DNS_RESOLVERS", "192.0.2.53:99999", "outside 1-65535"),
+    ("DNS_RESOLVERS", "192.0.2.53:dns", "not a number"),
+    ("DNS_RESOLVERS", "192.0.2.53,", "empty entry"),
 ]
+
+
+@pytest.mark.parametrize(("variable", "value", "reason"), BAD_INPUTS)
+def test_bad_value_never_echoes_a_secret(variable: str, value: str, reason: str) -> None:
+    if SETTINGS_BY_NAME[variable].secret:
+        with pytest.raises(ConfigError) as caught:
+            load_settings({**GOOD, variable: value})
+        assert value not in str(caught.value)
 
 
 @pytest.mark.parametrize(("variable", "value", "reason"), BAD_INPUTS)
@@ -80,7 +105,7 @@ def test_bad_value_names_variable_reason_and_example(
     variable: str, value: str, reason: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings({**GOOD, variable: value})
+        load_settings({**GOOD, **EAB, variable: value})
     (problem,) = caught.value.problems
     assert problem.startswith(f"{variable}: ")
     assert reason in problem
@@ -105,6 +130,18 @@ def test_every_problem_is_reported_at_once() -> None:
         load_settings(environ)
     named = [problem.split(":")[0] for problem in caught.value.problems]
     assert named == ["MAIL_DOMAINS", "PUBLIC_IPV4", "DATA_DIR", "DMARC_POLICY", "MTA_STS_MODE"]
+
+
+def test_combinations() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**GOOD, "TLS_MODE": "manual", "ACME_EAB_KID": "kid"})
+    assert [p.split(":")[0] for p in caught.value.problems] == [
+        "TLS_CERT_FILE", "TLS_KEY_FILE", "ACME_EAB_HMAC_KEY"]
+    settings = load_settings({**GOOD, "TLS_MODE": "manual", "TLS_CERT_FILE": "/c/chain.pem",
+                              "TLS_KEY_FILE": "/c/key.pem", "DNS_RESOLVERS": "192.0.2.1,[::1]:53"
+                              ",198.51.100.2:5353"})
+    assert settings.tls_cert_file == Path("/c/chain.pem")
+    assert settings.dns_resolvers == (("192.0.2.1", 53), ("::1", 53), ("198.51.100.2", 5353))
 
 
 def test_defaults() -> None:
