@@ -47,8 +47,15 @@ class Certificate:
 
     directory: Path
     names: tuple[str, ...]
+    not_before: datetime
     not_after: datetime
     self_signed: bool
+    issuer: str
+
+    @property
+    def source(self) -> str:
+        """How it was made: `self-signed`, `acme` or `manual` (its directory's name says)."""
+        return self.directory.name.rsplit("-", 1)[0]
 
     @property
     def key_path(self) -> Path:
@@ -110,8 +117,9 @@ def read_live(paths: Paths) -> Certificate | None:
     if key.public_key() != leaf.public_key():
         log.warning("tls: the key in %s does not match its certificate; replacing it", directory)
         return None
-    return Certificate(directory, _dns_names(leaf), leaf.not_valid_after_utc,
-                       leaf.issuer == leaf.subject)
+    return Certificate(directory, _dns_names(leaf), leaf.not_valid_before_utc,
+                       leaf.not_valid_after_utc, leaf.issuer == leaf.subject,
+                       leaf.issuer.rfc4514_string())
 
 
 def _dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
@@ -163,11 +171,57 @@ def install_directory(tls_dir: Path, name: str, key_pem: bytes, chain_pem: bytes
 
 
 def switch_live(paths: Paths, directory: Path) -> None:
-    """Point `live` at `directory` with one atomic rename, then drop unused self-signed ones."""
+    """Point `live` at `directory` with one atomic rename; keep only it and the one before."""
+    previous = paths.tls_live.resolve().name if paths.tls_live.is_symlink() else None
     link = temp_path_for(paths.tls_live)
     link.symlink_to(directory.name)
     link.replace(paths.tls_live)
     fsync_directory(paths.tls_dir)
-    for old in paths.tls_dir.glob(SELF_SIGNED_PREFIX + "*"):
-        if old.name != directory.name:
+    for old in paths.tls_dir.iterdir():
+        if old.is_dir() and not old.is_symlink() and old.name not in (directory.name, previous):
             shutil.rmtree(old, ignore_errors=True)
+
+
+def install(paths: Paths, source: str, key_pem: bytes, chain_pem: bytes,
+            now: datetime) -> Certificate:
+    """Install a key and chain (`acme` or `manual`) as the live certificate, atomically.
+
+    Raises StateError when the key does not belong to the chain's first certificate.
+    """
+    check_pair(key_pem, chain_pem, source)
+    directory = install_directory(paths.tls_dir, f"{source}-{now:%Y%m%d%H%M%S%f}", key_pem,
+                                  chain_pem)
+    switch_live(paths, directory)
+    certificate = read_live(paths)
+    if certificate is None:  # pragma: no cover - checked above
+        raise StateError(f"the certificate installed in {directory} can't be read back")
+    return certificate
+
+
+def check_pair(key_pem: bytes, chain_pem: bytes, source: str) -> None:
+    try:
+        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except ValueError as error:
+        raise StateError(f"the {source} certificate or key is not PEM ({error})") from None
+    if key.public_key() != leaf.public_key():
+        raise StateError(f"the {source} private key does not belong to its certificate; give the "
+                         "key that was made with it")
+
+
+def install_manual(paths: Paths, cert_file: Path, key_file: Path, now: datetime) -> bool:
+    """Serve the mounted files (TLS_MODE=manual) unless they are already live; True if changed.
+
+    Raises StateError when the files can't be read or don't belong together.
+    """
+    try:
+        chain_pem, key_pem = cert_file.read_bytes(), key_file.read_bytes()
+    except OSError as error:
+        raise StateError(f"can't read {error.filename}: {error.strerror}. Mount the certificate "
+                         "and key files into the container (TLS_CERT_FILE, TLS_KEY_FILE)") from None
+    live = read_live(paths)
+    if live is not None and live.source == "manual" and (
+        live.chain_path.read_bytes(), live.key_path.read_bytes()) == (chain_pem, key_pem):
+        return False
+    install(paths, "manual", key_pem, chain_pem, now)
+    return True

@@ -1,0 +1,258 @@
+"""Certificates from an ACME CA (RFC 8555) with HTTP-01, using certbot's `acme` library.
+
+The story of one issuance, top to bottom (`AcmeIssuer.issue`):
+account (reused from DATA_DIR/acme, created once) -> order for the names -> for each name, the
+HTTP-01 token is put where our port-80 listener serves it -> the CA is told to validate ->
+finalize with a CSR of a fresh key -> the full chain. Errors become `IssueError`, whose message
+says what failed and whether the CA asked us to wait.
+
+Works with Debian trixie's acme 4.0 and PyPI's 5.x: ARI (`renewal_time`) exists only in 5.x and
+is used when present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+from acme import challenges, client, crypto_util, errors, messages
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
+
+from mailboot.files import write_atomically
+from mailboot.paths import Paths
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "mailboot"
+ORDER_TIMEOUT = timedelta(seconds=120)
+_RETRY_AFTER_TEXT = re.compile(r"retry after (\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)", re.IGNORECASE)
+
+
+class IssueError(Exception):
+    """An attempt to get a certificate failed; `retry_at` is set when the CA said when to retry."""
+
+    def __init__(self, message: str, retry_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class ChallengeStore:
+    """HTTP-01 tokens and their answers, shared with the port-80 listener (another thread)."""
+
+    def __init__(self) -> None:
+        self._answers: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def put(self, token: str, answer: str) -> None:
+        with self._lock:
+            self._answers[token] = answer
+
+    def remove(self, token: str) -> None:
+        with self._lock:
+            self._answers.pop(token, None)
+
+    def get(self, token: str) -> str | None:
+        with self._lock:
+            return self._answers.get(token)
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    directory_url: str
+    email: str | None
+    ca_bundle: Path | None
+    eab_kid: str | None
+    eab_hmac_key: str | None
+
+
+@dataclass(frozen=True)
+class Issued:
+    key_pem: bytes
+    chain_pem: bytes
+
+
+def account_dir(paths: Paths, directory_url: str) -> Path:
+    """One account per CA directory: switching CAs never reuses another CA's account."""
+    parts = urlsplit(directory_url)
+    digest = hashlib.sha256(directory_url.encode()).hexdigest()[:8]
+    return paths.data_dir / "acme" / f"{parts.hostname}-{digest}"
+
+
+class AcmeIssuer:
+    """Talks to one ACME CA; real state (a connection and an account), hence a class."""
+
+    def __init__(self, config: AcmeConfig, paths: Paths, store: ChallengeStore) -> None:
+        self.config = config
+        self.store = store
+        self.account_dir = account_dir(paths, config.directory_url)
+        self.account_key = _load_or_create_account_key(self.account_dir / "account.key")
+        self._client: client.ClientV2 | None = None
+
+    def _connect(self) -> client.ClientV2:
+        if self._client is not None:
+            return self._client
+        verify: bool | str = str(self.config.ca_bundle) if self.config.ca_bundle else True
+        net = client.ClientNetwork(self.account_key, alg=ES256, verify_ssl=verify,  # type: ignore[arg-type]
+                                   user_agent=USER_AGENT)
+        with _explained("reading the CA's directory"):
+            directory = client.ClientV2.get_directory(self.config.directory_url, net)
+        acme_client = client.ClientV2(directory, net)
+        net.account = self._account(acme_client, directory)
+        self._client = acme_client
+        return acme_client
+
+    def _account(self, acme_client: client.ClientV2,
+                 directory: messages.Directory) -> messages.RegistrationResource:
+        """The stored account, or a new one (RFC 8555 §7.3), stored before it is used."""
+        stored = self.account_dir / "account.json"
+        if stored.exists():
+            uri = json.loads(stored.read_text())["uri"]
+            return messages.RegistrationResource(uri=uri, body=messages.Registration())
+        eab = None
+        if self.config.eab_kid and self.config.eab_hmac_key:
+            eab = messages.ExternalAccountBinding.from_data(
+                account_public_key=self.account_key.public_key(), kid=self.config.eab_kid,
+                hmac_key=self.config.eab_hmac_key, directory=directory)
+        registration = messages.NewRegistration.from_data(
+            email=self.config.email, terms_of_service_agreed=True,
+            external_account_binding=eab)
+        try:
+            with _explained("creating the ACME account"):
+                account = acme_client.new_account(registration)
+        except errors.ConflictError as conflict:  # the CA knows this key already
+            account = messages.RegistrationResource(uri=conflict.location,
+                                                    body=messages.Registration())
+        write_atomically(stored, json.dumps({"uri": account.uri,
+                                             "directory": self.config.directory_url}).encode(),
+                         mode=0o600)
+        log.info("tls: ACME account %s at %s", account.uri, self.config.directory_url)
+        return account
+
+    def issue(self, names: Sequence[str]) -> Issued:
+        """Order, validate and download a certificate for `names` (MAIL_HOSTNAME first)."""
+        acme_client = self._connect()
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        csr = crypto_util.make_csr(key_pem, list(names))
+        with _explained("placing the order"):
+            order = acme_client.new_order(csr)
+        tokens = self._answer_challenges(acme_client, order)
+        try:
+            with _explained("waiting for validation and the certificate"):
+                deadline = datetime.now() + ORDER_TIMEOUT  # the library compares naive times
+                finished = acme_client.poll_and_finalize(order, deadline=deadline)
+        finally:
+            for token in tokens:
+                self.store.remove(token)
+        return Issued(key_pem, finished.fullchain_pem.encode())
+
+    def _answer_challenges(self, acme_client: client.ClientV2,
+                           order: messages.OrderResource) -> list[str]:
+        tokens = []
+        for authorization in order.authorizations:
+            challenge = next((c for c in authorization.body.challenges
+                              if isinstance(c.chall, challenges.HTTP01)), None)
+            if challenge is None:
+                raise IssueError(f"the CA offers no HTTP-01 challenge for "
+                                 f"{authorization.body.identifier.value}")
+            response, validation = challenge.response_and_validation(self.account_key)
+            token = challenge.chall.encode("token")
+            self.store.put(token, validation)
+            tokens.append(token)
+            with _explained("answering the challenge"):
+                acme_client.answer_challenge(challenge, response)
+        return tokens
+
+    def renewal_time(self, chain_pem: bytes) -> datetime | None:
+        """The CA's suggested renewal time (ARI, RFC 9773), or None where unsupported."""
+        acme_client = self._connect()
+        if not hasattr(acme_client, "renewal_time"):  # acme < 5 (Debian trixie's 4.0)
+            return None
+        try:
+            suggested, _ = acme_client.renewal_time(chain_pem)
+        except (errors.Error, requests.RequestException) as error:
+            log.info("tls: the CA's renewal information is unavailable (%s)", error)
+            return None
+        if suggested is not None and suggested.tzinfo is None:
+            suggested = suggested.replace(tzinfo=UTC)  # the library works in naive UTC
+        return suggested
+
+
+def _load_or_create_account_key(path: Path) -> JWKEC:
+    """The account key is made once and kept: the account is bound to it."""
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise IssueError(f"{path} is not an EC private key; move it away to start a new "
+                             "ACME account")
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomically(path, key.private_bytes(serialization.Encoding.PEM,
+                                                 serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()), mode=0o600)
+    return JWKEC(key=key)
+
+
+class _explained:
+    """Turn the library's and the network's exceptions into an IssueError saying what we did."""
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 _traceback: object) -> None:
+        if error is None or isinstance(error, IssueError):
+            return
+        if isinstance(error, messages.Error):
+            raise IssueError(f"{self.doing}: the CA said {error.typ or error.code}: "
+                             f"{error.detail}", _retry_at(error)) from error
+        if isinstance(error, requests.exceptions.SSLError):
+            raise IssueError(f"{self.doing}: the CA's TLS certificate is not trusted ({error}); "
+                             "check ACME_CA_BUNDLE") from error
+        if isinstance(error, requests.RequestException):
+            raise IssueError(f"{self.doing}: the CA can't be reached ({error})") from error
+        if isinstance(error, errors.ValidationError):
+            problems = "; ".join(_failed_challenges(error))
+            raise IssueError(f"{self.doing}: validation failed: {problems}") from error
+        if isinstance(error, errors.TimeoutError):
+            raise IssueError(f"{self.doing}: the CA did not finish in time") from error
+        if isinstance(error, errors.Error):
+            raise IssueError(f"{self.doing}: {error}") from error
+
+
+def _failed_challenges(error: errors.ValidationError) -> list[str]:
+    found = []
+    for authorization in error.failed_authzrs:
+        for challenge in authorization.body.challenges:
+            if challenge.error is not None:
+                found.append(f"{authorization.body.identifier.value}: {challenge.error.detail}")
+    return found or [str(error)]
+
+
+def _retry_at(error: messages.Error) -> datetime | None:
+    """Rate-limit errors say when to retry in their text (Let's Encrypt: "retry after ...")."""
+    match = _RETRY_AFTER_TEXT.search(error.detail or "")
+    if not match:
+        return None
+    try:
+        return datetime.fromisoformat(match.group(1).replace(" ", "T")).replace(tzinfo=UTC)
+    except ValueError:
+        return None
