@@ -27,6 +27,7 @@ import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from josepy import errors as jose_errors
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
@@ -234,7 +235,7 @@ class _explained:
             raise IssueError(f"{self.doing}: validation failed: {problems}") from error
         if isinstance(error, errors.TimeoutError):
             raise IssueError(f"{self.doing}: the CA did not finish in time") from error
-        if isinstance(error, errors.Error):
+        if isinstance(error, errors.Error | jose_errors.Error):
             raise IssueError(f"{self.doing}: {error}") from error
 
 

@@ -50,7 +50,8 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
         keys = dkim.ensure_keys(paths, settings.domains, now)
         system.give_keys_to_opendkim(keys)
     with stage("tls certificate"):
-        certificate = certificates.ensure_certificate(paths, tls_names(settings), now)
+        certificate = ensure_tls(settings, paths, now)
+        log_certificate(certificate, settings)
     with stage("accounts"):
         maps = accounts.postfix_maps(settings.domains, accounts.read_accounts(paths),
                                      accounts.read_aliases(paths))
@@ -73,5 +74,26 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
     out.write(dnsformat.zone_text(build_record_groups(settings, keys)))
     out.write("\n" + dnsformat.table_text(build_record_groups(settings, keys)))
     out.flush()
+
+
+def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.Certificate:
+    """The certificate to start with: the mounted one (manual), else whatever valid one is live
+    (from the CA or self-signed), else a new self-signed one."""
+    if settings.tls_mode == "manual" and settings.tls_cert_file and settings.tls_key_file:
+        certificates.install_manual(paths, settings.tls_cert_file, settings.tls_key_file, now)
+        live = certificates.read_live(paths)
+        if live is not None:
+            return live
+    return certificates.ensure_certificate(paths, tls_names(settings), now)
+
+
+def log_certificate(certificate: certificates.Certificate, settings: Settings) -> None:
+    """One line: what is served, until when, from whom; or that it is temporary, and why."""
     if certificate.self_signed:
-        log.info("boot: serving a temporary self-signed certificate for %s", settings.hostname)
+        why = {"acme": "no certificate from the CA yet; the worker asks for one now",
+               "self-signed": "TLS_MODE=self-signed"}.get(settings.tls_mode, "")
+        log.info("tls: temporary self-signed certificate for %s (%s)", settings.hostname, why)
+    else:
+        log.info("tls: certificate valid until %s for %s, from %s",
+                 certificate.not_after.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                 ", ".join(certificate.names), certificate.issuer)

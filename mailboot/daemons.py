@@ -38,6 +38,8 @@ class Daemon:
 
     name: str
     argv: tuple[str, ...]
+    # Our own worker needs the settings; the daemons get a minimal environment without them.
+    inherit_environment: bool = False
 
 
 def production_daemons() -> tuple[Daemon, ...]:
@@ -45,6 +47,8 @@ def production_daemons() -> tuple[Daemon, ...]:
         Daemon("opendkim", ("/usr/sbin/opendkim", "-f", "-x", "/etc/opendkim.conf")),
         Daemon("dovecot", ("/usr/sbin/dovecot", "-F", "-c", "/etc/dovecot/dovecot.conf")),
         Daemon("postfix", ("/usr/sbin/postfix", "start-fg")),
+        Daemon("worker", (sys.executable, "-P", "-m", "mailboot.worker"),
+               inherit_environment=True),
     )
 
 
@@ -66,7 +70,8 @@ class Supervisor:
         syslog = self._open_syslog()
         try:
             for daemon in self.daemons:
-                self.processes[daemon.name] = subprocess.Popen(daemon.argv, env=_child_env())
+                env = dict(os.environ) if daemon.inherit_environment else _child_env()
+                self.processes[daemon.name] = subprocess.Popen(daemon.argv, env=env)
                 say(f"started {daemon.name} (pid {self.processes[daemon.name].pid})")
             code = self._wait(syslog)
         finally:

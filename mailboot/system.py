@@ -136,6 +136,16 @@ def make_traversable(directory: Path) -> None:
                  "files", directory, mode)
 
 
+def reload_tls(paths: Paths) -> None:
+    """Have Postfix and Dovecot load the new live certificate, without dropping connections."""
+    for reload in (lambda: reload_postfix(paths),
+                   lambda: run([DOVEADM, "reload"])):
+        try:
+            reload()
+        except MailbootError as error:
+            log.warning("tls: reloading failed: %s", error)
+
+
 def reload_postfix(paths: Paths) -> None:
     """Make Postfix re-read its tables (and certificate), if it is running."""
     status = subprocess.run([POSTFIX, "-c", str(paths.config("postfix")), "status"],

@@ -1,0 +1,219 @@
+"""The background worker: answers ACME challenges on port 80 and keeps the certificate current.
+
+It runs beside the daemons under the supervisor (`python3 -m mailboot.worker`). The mail never
+waits for it: the daemons start on whatever certificate is live (a temporary self-signed one on
+a first start), and the worker swaps in a real one when it can, then has Postfix and Dovecot
+reload it. Failures are logged with the reason and the time of the next try; they never stop
+the container.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+from acme import client as acme_client
+
+from mailboot import certificates, http_server, renewal, system
+from mailboot.acme_issuer import AcmeConfig, AcmeIssuer, ChallengeStore, IssueError
+from mailboot.boot import tls_names
+from mailboot.certificates import Certificate
+from mailboot.errors import MailbootError
+from mailboot.paths import Paths
+from mailboot.precheck import Fetch, Resolve, check_names, fetch_http, make_resolver
+from mailboot.settings import Settings, load_settings
+
+log = logging.getLogger("mailboot.worker")
+
+ARI_REFRESH = timedelta(hours=6)  # how often to ask the CA's renewal info (RFC 9773 §4.3)
+IDLE_WAKEUP = timedelta(hours=12)  # re-evaluate at least this often
+MANUAL_POLL = timedelta(seconds=5)
+Clock = Callable[[], datetime]
+
+
+class TlsKeeper:
+    """Decides, for each wake-up, what to do about the certificate; holds the retry state."""
+
+    def __init__(self, settings: Settings, paths: Paths, issuer: Callable[[], AcmeIssuer],
+                 resolve: Resolve, fetch: Fetch, store: ChallengeStore,
+                 reload: Callable[[], None]) -> None:
+        self.settings, self.paths, self.store = settings, paths, store
+        self.make_issuer, self.resolve, self.fetch, self.reload = issuer, resolve, fetch, reload
+        self._issuer: AcmeIssuer | None = None
+        self.delay: timedelta | None = None
+        self.next_try: datetime | None = None
+        self.last_error: str | None = None
+
+    def step(self, now: datetime) -> datetime:
+        """Do what is due now; return when to wake up next."""
+        if self.settings.tls_mode == "manual":
+            return self._manual(now)
+        if self.settings.tls_mode == "self-signed":
+            return self._self_signed(now)
+        return self._acme(now)
+
+    # --- acme ---------------------------------------------------------------------------------
+    def _acme(self, now: datetime) -> datetime:
+        live = certificates.read_live(self.paths)
+        wanted = tls_names(self.settings)
+        if live is not None and self._is_current(live, now):
+            renew = self._renew_time(live, now)
+            missing = [n for n in wanted if n not in live.names]
+            if now < renew and (not missing or (self.next_try and now < self.next_try)):
+                return min(renew, now + IDLE_WAKEUP, self.next_try or now + IDLE_WAKEUP)
+        elif self.next_try is not None and now < self.next_try:
+            return self.next_try
+        return self._attempt(now, live, wanted)
+
+    def _is_current(self, live: Certificate | None, now: datetime) -> bool:
+        return (live is not None and live.source == "acme" and live.not_after > now
+                and self.settings.hostname in live.names)
+
+    def _attempt(self, now: datetime, live: Certificate | None, wanted: list[str]) -> datetime:
+        ours = {str(a) for a in self.settings.public_addresses}
+        readiness = check_names(wanted, ours, self.resolve, self.fetch, self.store)
+        if self.settings.hostname not in readiness.ready:
+            return self._failed(now, "; ".join(readiness.problems), None, live)
+        current = self._is_current(live, now)
+        if current and live is not None and set(readiness.ready) <= set(live.names) and (
+                now < self._renew_time(live, now)):
+            return self._schedule(now, None)  # nothing new is ready yet: look again later
+        try:
+            issued = self._get_issuer().issue(readiness.ready)
+            installed = certificates.install(self.paths, "acme", issued.key_pem,
+                                             issued.chain_pem, now)
+        except (IssueError, MailbootError) as error:
+            return self._failed(now, str(error), getattr(error, "retry_at", None), live)
+        self.reload()
+        self._forget_ari()
+        log.info("tls: certificate valid until %s for %s, from %s", _when(installed.not_after),
+                 ", ".join(installed.names), installed.issuer)
+        self.delay, self.next_try, self.last_error = None, None, None
+        if readiness.problems:
+            log.info("tls: left out for now: %s", "; ".join(readiness.problems))
+            return self._schedule(now, None)
+        return min(self._renew_time(installed, now), now + IDLE_WAKEUP)
+
+    def _get_issuer(self) -> AcmeIssuer:
+        if self._issuer is None:
+            self._issuer = self.make_issuer()
+        return self._issuer
+
+    def _failed(self, now: datetime, why: str, retry_at: datetime | None,
+                live: Certificate | None) -> datetime:
+        self._issuer = None  # reconnect next time (the directory or account may have changed)
+        wake = self._schedule(now, retry_at)
+        state = ("keeping the current certificate" if self._is_current(live, now)
+                 else "serving a temporary certificate")
+        log.warning("tls: %s: %s; next try at %s", state, why, _when(wake))
+        return wake
+
+    def _schedule(self, now: datetime, retry_at: datetime | None) -> datetime:
+        first = timedelta(seconds=self.settings.acme_retry_interval)
+        self.delay = renewal.next_retry(self.delay, first)
+        self.next_try = renewal.retry_time(now, self.delay, retry_at)
+        return self.next_try
+
+    def _renew_time(self, live: Certificate, now: datetime) -> datetime:
+        return renewal.renew_at(live.not_before, live.not_after, self._ari(live, now))
+
+    def _ari(self, live: Certificate, now: datetime) -> datetime | None:
+        """The CA's renewal suggestion, asked at most every 6 hours and remembered on disk,
+        so that a restart with a valid certificate sends the CA no request at all."""
+        if not hasattr(acme_client.ClientV2, "renewal_time"):
+            return None  # acme < 5 (Debian's 4.0): a third of the lifetime
+        memo = self.paths.tls_dir / "renewal-info.json"
+        try:
+            saved = json.loads(memo.read_text())
+            if saved["directory"] == live.directory.name and (
+                    now - datetime.fromisoformat(saved["checked"]) < ARI_REFRESH):
+                return datetime.fromisoformat(saved["suggested"]) if saved["suggested"] else None
+        except (OSError, ValueError, KeyError):
+            pass
+        try:
+            suggested = self._get_issuer().renewal_time(live.chain_path.read_bytes())
+        except IssueError as error:
+            log.info("tls: renewal information unavailable: %s", error)
+            suggested = None
+        memo.write_text(json.dumps({"directory": live.directory.name, "checked": now.isoformat(),
+                                    "suggested": suggested.isoformat() if suggested else None}))
+        return suggested
+
+    def _forget_ari(self) -> None:
+        (self.paths.tls_dir / "renewal-info.json").unlink(missing_ok=True)
+
+    # --- manual and self-signed --------------------------------------------------------------
+    def _manual(self, now: datetime) -> datetime:
+        cert_file, key_file = self.settings.tls_cert_file, self.settings.tls_key_file
+        if cert_file is None or key_file is None:  # pragma: no cover - settings require both
+            return now + IDLE_WAKEUP
+        try:
+            changed = certificates.install_manual(self.paths, cert_file, key_file, now)
+        except MailbootError as error:
+            if str(error) != self.last_error:
+                log.warning("tls: keeping the current certificate: %s", error)
+            self.last_error = str(error)
+            return now + MANUAL_POLL
+        self.last_error = None
+        if changed:
+            self.reload()
+            live = certificates.read_live(self.paths)
+            if live is not None:
+                log.info("tls: now serving %s (valid until %s, for %s)", cert_file,
+                         _when(live.not_after), ", ".join(live.names))
+        return now + MANUAL_POLL
+
+    def _self_signed(self, now: datetime) -> datetime:
+        before = certificates.read_live(self.paths)
+        after = certificates.ensure_certificate(self.paths, tls_names(self.settings), now)
+        if before is None or after.directory != before.directory:
+            self.reload()
+        return now + IDLE_WAKEUP
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def run(keeper: TlsKeeper, stop: threading.Event, clock: Clock = _now) -> None:
+    while not stop.is_set():
+        wake = keeper.step(clock())
+        stop.wait(max(0.0, (wake - clock()).total_seconds()))
+
+
+def main() -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mailboot: %(message)s")
+    settings = load_settings(os.environ)  # the boot has validated them already
+    paths = Paths(settings.data_dir)
+    store = ChallengeStore()
+    server = http_server.start(80, store)
+    config = AcmeConfig(settings.acme_directory, settings.acme_email, settings.acme_ca_bundle,
+                        settings.acme_eab_kid, settings.acme_eab_hmac_key)
+    keeper = TlsKeeper(settings, paths, lambda: AcmeIssuer(config, paths, store),
+                       make_resolver(settings.dns_resolvers), fetch_http, store,
+                       lambda: system.reload_tls(paths))
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    run(keeper, stop)
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
