@@ -15,14 +15,15 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Protocol
 
 from acme import client as acme_client
 
 from mailboot import certificates, http_server, renewal, system
-from mailboot.acme_issuer import AcmeConfig, AcmeIssuer, ChallengeStore, IssueError
+from mailboot.acme_issuer import AcmeConfig, AcmeIssuer, ChallengeStore, Issued, IssueError
 from mailboot.boot import tls_names
 from mailboot.certificates import Certificate
 from mailboot.errors import MailbootError
@@ -38,15 +39,23 @@ MANUAL_POLL = timedelta(seconds=5)
 Clock = Callable[[], datetime]
 
 
+class Issuer(Protocol):
+    """What the keeper needs of a CA (AcmeIssuer in production, a fake in tests)."""
+
+    def issue(self, names: Sequence[str]) -> Issued: ...
+
+    def renewal_time(self, chain_pem: bytes) -> datetime | None: ...
+
+
 class TlsKeeper:
     """Decides, for each wake-up, what to do about the certificate; holds the retry state."""
 
-    def __init__(self, settings: Settings, paths: Paths, issuer: Callable[[], AcmeIssuer],
+    def __init__(self, settings: Settings, paths: Paths, issuer: Callable[[], Issuer],
                  resolve: Resolve, fetch: Fetch, store: ChallengeStore,
                  reload: Callable[[], None]) -> None:
         self.settings, self.paths, self.store = settings, paths, store
         self.make_issuer, self.resolve, self.fetch, self.reload = issuer, resolve, fetch, reload
-        self._issuer: AcmeIssuer | None = None
+        self._issuer: Issuer | None = None
         self.delay: timedelta | None = None
         self.next_try: datetime | None = None
         self.last_error: str | None = None
@@ -101,7 +110,7 @@ class TlsKeeper:
             return self._schedule(now, None)
         return min(self._renew_time(installed, now), now + IDLE_WAKEUP)
 
-    def _get_issuer(self) -> AcmeIssuer:
+    def _get_issuer(self) -> Issuer:
         if self._issuer is None:
             self._issuer = self.make_issuer()
         return self._issuer

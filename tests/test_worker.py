@@ -1,0 +1,242 @@
+"""The worker's certificate decisions, driven with a fixed clock, fake DNS and a fake CA."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mailboot import certificates
+from mailboot.acme_issuer import ChallengeStore, Issued, IssueError
+from mailboot.paths import Paths
+from mailboot.settings import Settings
+from mailboot.worker import TlsKeeper
+from tests.conftest import NOW
+
+LIFETIME = timedelta(days=90)
+HOST = "203.0.113.25"
+
+
+class FakeCa:
+    """Issues real certificates from a throwaway CA; records every order."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake CA")])
+        self.orders: list[list[str]] = []
+        self.fail: IssueError | None = None
+        self.now = NOW
+
+    def issue(self, names: Sequence[str]) -> Issued:
+        self.orders.append(list(names))
+        if self.fail is not None:
+            raise self.fail
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+                .issuer_name(self.name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(self.now).not_valid_after(self.now + LIFETIME)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                               False)
+                .sign(self.key, hashes.SHA256()))
+        key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        return Issued(key_pem, leaf.public_bytes(serialization.Encoding.PEM))
+
+    def renewal_time(self, chain_pem: bytes) -> datetime | None:
+        return None
+
+
+class World:
+    """DNS answers and what our challenge URL returns, as data."""
+
+    def __init__(self) -> None:
+        self.dns: dict[str, set[str]] = {}
+        self.reloads = 0
+        self.issuers_made = 0
+
+    def resolve(self, name: str) -> set[str]:
+        return self.dns.get(name, set())
+
+    def fetch_through(self, store: ChallengeStore) -> Callable[[str, str, str], str | None]:
+        def fetch(address: str, host: str, path: str) -> str | None:
+            if address != HOST:
+                return None
+            return store.get(path.rsplit("/", 1)[1])
+        return fetch
+
+
+@pytest.fixture
+def ca() -> FakeCa:
+    return FakeCa()
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def make_keeper(
+    make_settings: Callable[..., Settings], world: World, ca: FakeCa
+) -> Callable[..., TlsKeeper]:
+    def make(**variables: str) -> TlsKeeper:
+        settings = make_settings(MAIL_DOMAINS="example.com", ACME_RETRY_INTERVAL="5m",
+                                 **variables)
+        paths = Paths(settings.data_dir)
+        certificates.ensure_certificate(paths, ["mail.example.com"], NOW)  # what the boot does
+        store = ChallengeStore()
+
+        def make_issuer() -> FakeCa:
+            world.issuers_made += 1
+            return ca
+
+        def reload() -> None:
+            world.reloads += 1
+
+        return TlsKeeper(settings, paths, make_issuer, world.resolve, world.fetch_through(store),
+                         store, reload)
+    return make
+
+
+def live(keeper: TlsKeeper) -> certificates.Certificate:
+    certificate = certificates.read_live(keeper.paths)
+    assert certificate is not None
+    return certificate
+
+
+def test_first_start_with_dns_ready_issues_for_every_name(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+) -> None:
+    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    keeper = make_keeper()
+    wake = keeper.step(NOW)
+    assert ca.orders == [["mail.example.com", "mta-sts.example.com"]]
+    assert live(keeper).source == "acme" and live(keeper).issuer == "CN=Fake CA"
+    assert world.reloads == 1
+    assert wake == NOW + timedelta(hours=12)  # re-evaluated twice a day; renewal is far off
+
+
+def test_names_not_resolving_yet_means_no_order_and_a_growing_wait(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keeper = make_keeper()
+    caplog.set_level(logging.INFO)
+    first = keeper.step(NOW)
+    assert first == NOW + timedelta(minutes=5)
+    assert ca.orders == [] and world.issuers_made == 0
+    assert "serving a temporary certificate: mail.example.com does not resolve yet" in caplog.text
+    assert keeper.step(NOW + timedelta(minutes=1)) == first  # too early: nothing happens
+    second = keeper.step(first)
+    assert second == first + timedelta(minutes=10)
+    waits = [keeper.step(keeper.next_try or NOW) for _ in range(6)]
+    assert waits[-1] - waits[-2] == timedelta(hours=1)  # the wait stops growing at an hour
+
+
+def test_name_pointing_elsewhere_is_not_ordered(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world.dns = {"mail.example.com": {"198.51.100.9"}}
+    keeper = make_keeper(PUBLIC_IPV4=HOST)
+    keeper.step(NOW)
+    assert ca.orders == []
+    assert "points to 198.51.100.9, not to this server (203.0.113.25)" in caplog.text
+
+
+def test_the_certificate_arrives_once_dns_is_ready_without_a_restart(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+) -> None:
+    keeper = make_keeper()
+    retry = keeper.step(NOW)
+    assert live(keeper).self_signed
+    world.dns = {"mail.example.com": {HOST}}
+    keeper.step(retry)
+    assert ca.orders == [["mail.example.com"]]
+    assert live(keeper).source == "acme"
+
+
+def test_missing_mta_sts_name_is_added_when_it_resolves(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+) -> None:
+    world.dns = {"mail.example.com": {HOST}}
+    keeper = make_keeper()
+    retry = keeper.step(NOW)
+    assert ca.orders == [["mail.example.com"]]
+    assert retry == NOW + timedelta(minutes=5)
+    world.dns["mta-sts.example.com"] = {HOST}
+    keeper.step(retry)
+    assert ca.orders[-1] == ["mail.example.com", "mta-sts.example.com"]
+
+
+def test_restart_with_a_valid_certificate_asks_the_ca_nothing(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+) -> None:
+    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    make_keeper().step(NOW)
+    made = world.issuers_made
+    restarted = make_keeper()
+    wake = restarted.step(NOW + timedelta(minutes=1))
+    assert world.issuers_made == made and len(ca.orders) == 1
+    assert wake > NOW + timedelta(hours=1)
+
+
+def test_renewal_when_a_third_of_the_lifetime_remains(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+) -> None:
+    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    keeper = make_keeper()
+    keeper.step(NOW)
+    first = live(keeper)
+    keeper.step(NOW + timedelta(days=59))
+    assert len(ca.orders) == 1
+    due = NOW + timedelta(days=60, minutes=1)
+    ca.now = due
+    keeper.step(due)
+    assert len(ca.orders) == 2
+    assert live(keeper).directory != first.directory and world.reloads == 2
+
+
+def test_ca_errors_keep_the_temporary_certificate_and_honour_retry_after(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    ca.fail = IssueError("placing the order: the CA said rateLimited: too many certificates",
+                         retry_at=NOW + timedelta(hours=3))
+    keeper = make_keeper()
+    assert keeper.step(NOW) == NOW + timedelta(hours=3)
+    assert live(keeper).self_signed and world.reloads == 0
+    assert "too many certificates; next try at 2026-11-25 15:00:00 UTC" in caplog.text
+
+
+def test_manual_mode_serves_the_mounted_files_and_follows_changes(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa, tmp_path: Path
+) -> None:
+    cert_file, key_file = tmp_path / "chain.pem", tmp_path / "key.pem"
+    issued = ca.issue(["mail.example.com"])
+    cert_file.write_bytes(issued.chain_pem)
+    key_file.write_bytes(issued.key_pem)
+    keeper = make_keeper(TLS_MODE="manual", TLS_CERT_FILE=str(cert_file),
+                         TLS_KEY_FILE=str(key_file))
+    keeper.step(NOW)
+    assert live(keeper).source == "manual" and world.reloads == 1
+    keeper.step(NOW + timedelta(seconds=5))
+    assert world.reloads == 1  # unchanged files: nothing to do
+    renewed = ca.issue(["mail.example.com"])
+    key_file.write_bytes(renewed.key_pem)  # half-replaced: key and chain don't match yet
+    keeper.step(NOW + timedelta(seconds=10))
+    assert world.reloads == 1 and live(keeper).chain_path.read_bytes() == issued.chain_pem
+    cert_file.write_bytes(renewed.chain_pem)
+    keeper.step(NOW + timedelta(seconds=15))
+    assert world.reloads == 2 and live(keeper).chain_path.read_bytes() == renewed.chain_pem
