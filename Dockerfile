@@ -7,6 +7,20 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Versions are not pinned on purpose (DL3008): we follow Debian trixie's security updates.
 # hadolint ignore=DL3008
 RUN set -eux; \
+    # Fixed ids: files on the volume keep their owners when a new image is built (Debian would
+    # otherwise pick the next free ids at install time, and they can differ between builds).
+    groupadd --system --gid 200 postfix; groupadd --system --gid 201 postdrop; \
+    useradd --system --uid 200 --gid 200 --home-dir /var/spool/postfix --no-create-home \
+        --shell /usr/sbin/nologin postfix; \
+    groupadd --system --gid 202 opendkim; \
+    useradd --system --uid 202 --gid 202 --home-dir /run/opendkim --no-create-home \
+        --shell /usr/sbin/nologin opendkim; \
+    groupadd --system --gid 203 dovecot; \
+    useradd --system --uid 203 --gid 203 --home-dir /usr/lib/dovecot --no-create-home \
+        --shell /usr/sbin/nologin dovecot; \
+    groupadd --system --gid 204 dovenull; \
+    useradd --system --uid 204 --gid 204 --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin dovenull; \
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

@@ -13,7 +13,10 @@ they go to the domain's first mailbox (or the first mailbox of all).
 from __future__ import annotations
 
 import fcntl
+import math
+import os
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,7 +133,13 @@ def write_accounts(
 ) -> None:
     # Dovecot's passwd-file keeps the other fields empty: uid, gid and home come from its userdb.
     text = "".join(f"{a.address}:{a.password_hash}::::::\n" for a in accounts)
-    write_atomically(passwd_path(paths), text.encode(), mode=0o640, owner=owner)
+    path = passwd_path(paths)
+    previous = path.stat().st_mtime if path.exists() else 0.0
+    if write_atomically(path, text.encode(), mode=0o640, owner=owner):
+        # Dovecot notices a changed passwd-file by its mtime (in seconds) and size; a new hash of
+        # the same length written within the same second would go unnoticed.
+        stamp = max(time.time(), math.floor(previous) + 1.0)
+        os.utime(path, (stamp, stamp))
 
 
 def write_aliases(paths: Paths, aliases: Sequence[Alias]) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import math
 import sys
+import time
 from typing import TextIO
 
 from mailboot import accounts, render, system
@@ -87,6 +89,14 @@ def apply(settings: Settings, paths: Paths, current: list[accounts.Account],
     values = {"mailboxes": maps.mailboxes, "aliases": maps.aliases, "senders": maps.senders}
     render.write_files(render.render_maps(values, paths))
     system.reload_postfix(paths)
+    wait_for_dovecot()
+
+
+def wait_for_dovecot() -> None:
+    """Return only once the change is in effect: Dovecot looks at its passwd-file at most once
+    per wall-clock second, so a lookup in this second may still see the old file."""
+    now = time.time()
+    time.sleep(math.floor(now) + 1.05 - now)
 
 
 def _passwd_owner() -> tuple[int, int] | None:

@@ -40,13 +40,17 @@ class Daemon:
     argv: tuple[str, ...]
     # Our own worker needs the settings; the daemons get a minimal environment without them.
     inherit_environment: bool = False
+    # How to stop it when SIGTERM is not enough: `postfix start-fg` is a script whose master
+    # runs in a session of its own and outlives a signal to the script.
+    stop_argv: tuple[str, ...] = ()
 
 
 def production_daemons() -> tuple[Daemon, ...]:
     return (
         Daemon("opendkim", ("/usr/sbin/opendkim", "-f", "-x", "/etc/opendkim.conf")),
         Daemon("dovecot", ("/usr/sbin/dovecot", "-F", "-c", "/etc/dovecot/dovecot.conf")),
-        Daemon("postfix", ("/usr/sbin/postfix", "start-fg")),
+        Daemon("postfix", ("/usr/sbin/postfix", "start-fg"),
+               stop_argv=("/usr/sbin/postfix", "stop")),
         Daemon("worker", (sys.executable, "-P", "-m", "mailboot.worker"),
                inherit_environment=True),
     )
@@ -119,8 +123,12 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         running = {n: p for n, p in self.processes.items() if p.poll() is None}
-        for process in running.values():
-            process.send_signal(signal.SIGTERM)
+        stop_commands = {d.name: d.stop_argv for d in self.daemons if d.stop_argv}
+        for name, process in running.items():
+            if name in stop_commands:
+                _run_stop_command(name, stop_commands[name])
+            else:
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         for name, process in running.items():
             try:
@@ -131,6 +139,14 @@ class Supervisor:
                 process.wait()
         if running:
             say("all daemons stopped")
+
+
+def _run_stop_command(name: str, argv: tuple[str, ...]) -> None:
+    try:
+        subprocess.run(argv, env=_child_env(), timeout=STOP_TIMEOUT / 2, check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        say(f"stopping {name} with {' '.join(argv)} failed: {error}")
 
 
 def _child_env() -> dict[str, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mailboot.dkim import DomainKeys
 from mailboot.errors import MailbootError, StateError
+from mailboot.files import write_atomically
 from mailboot.paths import Paths
 from mailboot.render import VMAIL_GID, VMAIL_UID, user_ids
 
@@ -97,7 +98,9 @@ def prepare_daemons(paths: Paths) -> None:
         directory.chmod(mode)
     passwd = paths.accounts_dir / "passwd"
     dovecot = user_ids("dovecot")
-    if passwd.exists() and dovecot is not None:
+    if not passwd.exists():  # Dovecot logs an error for every lookup while it is missing
+        write_atomically(passwd, b"", mode=0o640)
+    if dovecot is not None:
         _chown(passwd, (0, dovecot[1]))
     # Postfix creates missing queue directories and fixes their ownership itself. That takes
     # half a second, so it runs only when the queue is incomplete (first start, or damage);

@@ -90,3 +90,28 @@ def test_format_syslog() -> None:
     assert format_syslog(b"<30>Jan  5 01:02:03 prog[1]: hello\n") == "prog[1]: hello"
     assert format_syslog(b"<30>prog: no timestamp") == "prog: no timestamp"
     assert format_syslog(b"not syslog at all") == "not syslog at all"
+
+
+STOPPED_BY_COMMAND = """
+import sys
+from pathlib import Path
+from mailboot.daemons import Daemon, Supervisor
+marker = sys.argv[2]
+loop = f"trap '' TERM; while [ ! -e {marker} ]; do sleep 0.1; done"
+daemons = [Daemon("detached", ("sh", "-c", loop), stop_argv=("touch", marker))]
+raise SystemExit(Supervisor(daemons, Path(sys.argv[1]), stop_timeout=5.0).run())
+"""
+
+
+def test_a_daemon_with_a_stop_command_is_stopped_by_it(tmp_path: Path) -> None:
+    """Like `postfix stop`: the daemon ignores SIGTERM and leaves when its command says so."""
+    marker = tmp_path / "stop-requested"
+    process = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_BY_COMMAND, str(tmp_path / "log.sock"), str(marker)],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert marker.exists()
+    assert "did not stop" not in stderr
