@@ -101,6 +101,10 @@ class AcmeIssuer:
         self.account_key = _load_or_create_account_key(self.account_dir / "account.key")
         self._client: client.ClientV2 | None = None
 
+    def connect(self) -> None:
+        """Reach the CA and make sure the account exists; raises IssueError saying why not."""
+        self._connect()
+
     def _connect(self) -> client.ClientV2:
         if self._client is not None:
             return self._client
@@ -229,6 +233,9 @@ class _explained:
             raise IssueError(f"{self.doing}: the CA's TLS certificate is not trusted ({error}); "
                              "check ACME_CA_BUNDLE") from error
         if isinstance(error, requests.RequestException):
+            raise IssueError(f"{self.doing}: the CA can't be reached ({error})") from error
+        if isinstance(error, ValueError) and str(error).startswith("Requesting "):
+            # acme's ClientNetwork turns network failures into "Requesting <url>: <reason>".
             raise IssueError(f"{self.doing}: the CA can't be reached ({error})") from error
         if isinstance(error, errors.ValidationError):
             problems = "; ".join(_failed_challenges(error))

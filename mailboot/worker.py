@@ -42,6 +42,8 @@ Clock = Callable[[], datetime]
 class Issuer(Protocol):
     """What the keeper needs of a CA (AcmeIssuer in production, a fake in tests)."""
 
+    def connect(self) -> None: ...
+
     def issue(self, names: Sequence[str]) -> Issued: ...
 
     def renewal_time(self, chain_pem: bytes) -> datetime | None: ...
@@ -86,6 +88,10 @@ class TlsKeeper:
                 and self.settings.hostname in live.names)
 
     def _attempt(self, now: datetime, live: Certificate | None, wanted: list[str]) -> datetime:
+        try:  # a wrong directory, CA bundle or EAB key shows on the first start, not days later
+            self._get_issuer().connect()
+        except IssueError as error:
+            return self._failed(now, str(error), error.retry_at, live)
         ours = {str(a) for a in self.settings.public_addresses}
         readiness = check_names(wanted, ours, self.resolve, self.fetch, self.store)
         if self.settings.hostname not in readiness.ready:

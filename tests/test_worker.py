@@ -32,7 +32,12 @@ class FakeCa:
         self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake CA")])
         self.orders: list[list[str]] = []
         self.fail: IssueError | None = None
+        self.unreachable = False
         self.now = NOW
+
+    def connect(self) -> None:
+        if self.unreachable:
+            raise IssueError("reading the CA's directory: the CA can't be reached (refused)")
 
     def issue(self, names: Sequence[str]) -> Issued:
         self.orders.append(list(names))
@@ -134,7 +139,7 @@ def test_names_not_resolving_yet_means_no_order_and_a_growing_wait(
     caplog.set_level(logging.INFO)
     first = keeper.step(NOW)
     assert first == NOW + timedelta(minutes=5)
-    assert ca.orders == [] and world.issuers_made == 0
+    assert ca.orders == []
     assert "serving a temporary certificate: mail.example.com does not resolve yet" in caplog.text
     assert keeper.step(NOW + timedelta(minutes=1)) == first  # too early: nothing happens
     second = keeper.step(first)
@@ -240,3 +245,26 @@ def test_manual_mode_serves_the_mounted_files_and_follows_changes(
     cert_file.write_bytes(renewed.chain_pem)
     keeper.step(NOW + timedelta(seconds=15))
     assert world.reloads == 2 and live(keeper).chain_path.read_bytes() == renewed.chain_pem
+
+
+def test_an_unreachable_ca_is_reported_before_dns_is_ready(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ca.unreachable = True
+    keeper = make_keeper()
+    assert keeper.step(NOW) == NOW + timedelta(minutes=5)
+    assert "serving a temporary certificate: reading the CA's directory: the CA can't be" in (
+        caplog.text)
+    assert ca.orders == []
+
+
+def test_network_failures_from_the_acme_library_become_issue_errors() -> None:
+    """acme's ClientNetwork raises a bare ValueError("Requesting ...") when it can't connect."""
+    from mailboot.acme_issuer import _explained
+
+    with pytest.raises(IssueError, match="reading the CA's directory: the CA can't be reached"), \
+            _explained("reading the CA's directory"):
+        raise ValueError("Requesting 127.0.0.1/directory: Connection refused")
+    with pytest.raises(ValueError, match="unrelated"), _explained("anything"):
+        raise ValueError("unrelated")

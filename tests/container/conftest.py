@@ -63,10 +63,19 @@ class Container:
     env: dict[str, str]
     image: str
     ports: dict[int, int] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)  # host path -> container path
+    network: str | None = None
+    ip: str | None = None
 
     def start(self) -> None:
         arguments = ["run", "-d", "--name", self.name, "--hostname", "mail.example.com",
                      "-v", f"{self.data}:/data"]
+        for host_path, container_path in self.volumes.items():
+            arguments += ["-v", f"{host_path}:{container_path}:ro"]
+        if self.network:
+            arguments += ["--network", self.network]
+        if self.ip:
+            arguments += ["--ip", self.ip]
         for key, value in self.env.items():
             arguments += ["-e", f"{key}={value}"]
         for port in PORTS:
@@ -88,6 +97,9 @@ class Container:
              check: bool = True) -> subprocess.CompletedProcess[str]:
         flags = ["-i"] if stdin is not None else []
         return docker("exec", *flags, self.name, *argv, stdin=stdin, check=check)
+
+    def restart_count(self) -> int:
+        return int(json.loads(docker("inspect", self.name).stdout)[0]["RestartCount"])
 
     def state(self) -> dict[str, object]:
         return dict(json.loads(docker("inspect", self.name).stdout)[0]["State"])
@@ -149,11 +161,13 @@ def make_container(image: str, tmp_path: Path) -> Iterator[Callable[..., Contain
     made: list[Container] = []
 
     def make(env: dict[str, str] | None = None, data: Path | None = None,
-             start: bool = True) -> Container:
+             start: bool = True, volumes: dict[str, str] | None = None,
+             network: str | None = None, ip: str | None = None) -> Container:
         data = data or tmp_path / f"data-{len(made)}"
         data.mkdir(exist_ok=True)
         container = Container(f"mailboot-test-{secrets.token_hex(4)}", data,
-                              env or {"MAIL_DOMAINS": "example.com,example.org"}, image)
+                              env or {"MAIL_DOMAINS": "example.com,example.org"}, image,
+                              volumes=volumes or {}, network=network, ip=ip)
         made.append(container)
         if start:
             container.start()

@@ -1,0 +1,161 @@
+"""TLS without a CA: mounted certificates (manual mode) and bad ACME settings."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.container.conftest import Container, insecure_context
+
+pytestmark = pytest.mark.container
+
+MakeContainer = Callable[..., Container]
+HOST = "mail.example.com"
+
+
+class PrivateCa:
+    """A private CA that signs certificates for the test, as a user's own PKI would."""
+
+    def __init__(self, directory: Path) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailboot test CA")])
+        now = datetime.now(UTC)
+        self.certificate = (
+            x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
+            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256()))
+        self.pem_path = directory / "ca.pem"
+        self.pem_path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, names: list[str]) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(self.name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=20))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+            .sign(self.key, hashes.SHA256()))
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        return key_pem, leaf.public_bytes(serialization.Encoding.PEM)
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pem_path))
+        context.check_hostname = True
+        return context
+
+
+def served_certificate(container: Container, port: int, context: ssl.SSLContext) -> bytes:
+    """The DER certificate a port presents (STARTTLS on 25 and 587), verified by `context`
+    for mail.example.com."""
+    with socket.create_connection(("127.0.0.1", container.ports[port]), timeout=20) as raw:
+        if port in (25, 587):
+            with raw.makefile("rb") as reader:
+                reader.readline()
+                raw.sendall(b"EHLO client.example.net\r\n")
+                while not reader.readline().startswith(b"250 "):
+                    pass
+                raw.sendall(b"STARTTLS\r\n")
+                if not reader.readline().startswith(b"220"):
+                    raise OSError("STARTTLS refused")
+        with context.wrap_socket(raw, server_hostname=HOST) as tls:
+            return tls.getpeercert(binary_form=True) or b""
+
+
+def der(chain_pem: bytes) -> bytes:
+    return x509.load_pem_x509_certificate(chain_pem).public_bytes(serialization.Encoding.DER)
+
+
+def wait_until_served(container: Container, expected: bytes, context: ssl.SSLContext,
+                      timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if all(served_certificate(container, port, context) == expected
+                   for port in (25, 465, 587, 993)):
+                return
+        except (ssl.SSLError, OSError, smtplib.SMTPException):
+            pass
+        assert time.monotonic() < deadline, container.logs()[-3000:]
+        time.sleep(1)
+
+
+def test_manual_mode_serves_the_mounted_certificate_and_follows_replacements(
+    make_container: MakeContainer, tmp_path: Path
+) -> None:
+    ca = PrivateCa(tmp_path)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    key_pem, chain_pem = ca.issue([HOST])
+    (certs / "privkey.pem").write_bytes(key_pem)
+    (certs / "fullchain.pem").write_bytes(chain_pem)
+    mail = make_container(env={"MAIL_DOMAINS": "example.com", "TLS_MODE": "manual",
+                               "TLS_CERT_FILE": "/certs/fullchain.pem",
+                               "TLS_KEY_FILE": "/certs/privkey.pem"},
+                          volumes={str(certs): "/certs"})
+    mail.wait_ready()
+    wait_until_served(mail, der(chain_pem), ca.context(), timeout=5)
+    renewed_key, renewed_chain = ca.issue([HOST])
+    (certs / "privkey.pem").write_bytes(renewed_key)
+    (certs / "fullchain.pem").write_bytes(renewed_chain)
+    wait_until_served(mail, der(renewed_chain), ca.context())
+    assert "tls: now serving /certs/fullchain.pem" in mail.logs()
+    assert mail.state()["Running"] and mail.restart_count() == 0
+
+
+def test_manual_mode_with_a_key_that_does_not_match_stops_with_78(
+    make_container: MakeContainer, tmp_path: Path
+) -> None:
+    ca = PrivateCa(tmp_path)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _, chain_pem = ca.issue([HOST])
+    other_key, _ = ca.issue([HOST])
+    (certs / "privkey.pem").write_bytes(other_key)
+    (certs / "fullchain.pem").write_bytes(chain_pem)
+    mail = make_container(env={"MAIL_DOMAINS": "example.com", "TLS_MODE": "manual",
+                               "TLS_CERT_FILE": "/certs/fullchain.pem",
+                               "TLS_KEY_FILE": "/certs/privkey.pem"},
+                          volumes={str(certs): "/certs"})
+    assert mail.wait_exit() == 78
+    assert "private key does not belong to its certificate" in mail.logs()
+
+
+@pytest.mark.parametrize(("env", "reason"), [
+    ({"ACME_DIRECTORY": "https://127.0.0.1:9/directory"}, "the CA can't be reached"),
+    ({"ACME_DIRECTORY": "https://127.0.0.1:9/directory", "ACME_EAB_KID": "kid-1",
+      "ACME_EAB_HMAC_KEY": "c2VjcmV0"}, "the CA can't be reached"),
+])
+def test_bad_acme_settings_leave_mail_running_on_a_temporary_certificate(
+    make_container: MakeContainer, env: dict[str, str], reason: str
+) -> None:
+    """Names that resolve nowhere, or a CA that can't be reached: up, logged, no crash loop."""
+    mail = make_container(env={"MAIL_DOMAINS": "example.com", "ACME_RETRY_INTERVAL": "2s",
+                               **env})
+    mail.wait_ready()
+    time.sleep(6)
+    logs = mail.logs()
+    assert "tls: temporary self-signed certificate for mail.example.com" in logs
+    assert "tls: serving a temporary certificate:" in logs and "next try at" in logs
+    assert mail.state()["Running"] and mail.restart_count() == 0
+    with mail.smtp(25) as smtp:  # mail keeps flowing meanwhile
+        smtp.ehlo("mx.example.net")
+        smtp.starttls(context=insecure_context())
+    assert reason in logs
+    assert "c2VjcmV0" not in logs  # the EAB key is a secret
