@@ -93,7 +93,12 @@ def ensure_certificate(paths: Paths, names: Sequence[str], now: datetime) -> Cer
 
 
 def is_usable(certificate: Certificate, hostname: str, now: datetime) -> bool:
-    return hostname in certificate.names and certificate.not_after - RENEW_BEFORE > now
+    """A self-signed certificate is replaced a month early; one from a CA (possibly valid for
+    days only) is kept while valid: renewing it is the worker's job, with the CA."""
+    if hostname not in certificate.names:
+        return False
+    margin = RENEW_BEFORE if certificate.self_signed else timedelta(0)
+    return certificate.not_after - margin > now
 
 
 def read_live(paths: Paths) -> Certificate | None:

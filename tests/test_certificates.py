@@ -71,3 +71,16 @@ def test_half_written_certificate_directory_is_cleaned_up(data_dir: Path) -> Non
     (leftover / "key.pem").write_text("half")
     certificates.ensure_certificate(paths, NAMES, NOW)
     assert not leftover.exists()
+
+
+def test_a_short_lived_ca_certificate_is_kept_while_valid(data_dir: Path) -> None:
+    from tests.test_worker import FakeCa
+
+    paths = Paths(data_dir)
+    issued = FakeCa().issue(["mail.example.com"])  # valid 90 days from NOW, from a CA
+    installed = certificates.install(paths, "acme", issued.key_pem, issued.chain_pem, NOW)
+    almost_expired = NOW + timedelta(days=89, hours=23)
+    assert certificates.ensure_certificate(paths, ["mail.example.com"], almost_expired) == (
+        installed)
+    expired = NOW + timedelta(days=91)
+    assert certificates.ensure_certificate(paths, ["mail.example.com"], expired).self_signed
