@@ -178,3 +178,7 @@ def make_container(image: str, tmp_path: Path) -> Iterator[Callable[..., Contain
         container.remove()
     for container in made:  # files the container made belong to its users; root can remove
         shutil.rmtree(container.data, ignore_errors=True)
+
+
+# Pebble's fixtures, for every container test module (imported last: the harness uses docker()).
+from tests.container.pebble_harness import pebble, test_network  # noqa: E402, F401

@@ -31,7 +31,7 @@ EAB_HMAC_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W
 
 
 @dataclass
-class TestNetwork:
+class DockerNetwork:
     name: str
     prefix: str  # "172.30.17." ; .2 is Pebble, mail containers take .10 and up
     next_host: int = 10
@@ -44,7 +44,7 @@ class TestNetwork:
 @dataclass
 class Pebble:
     name: str
-    network: TestNetwork
+    network: DockerNetwork
     ip: str
     directory: Path  # host folder with config, TLS pair and the CA bundle
     validity: int
@@ -79,7 +79,7 @@ class Pebble:
         """Pebble's issuing root (made anew at each Pebble start), to verify what it issued."""
         context = ssl.create_default_context(cafile=str(self.ca_bundle))
         context.check_hostname = False
-        with urllib.request.urlopen(f"https://{self.ip}:15000/roots/0", context=context,  # noqa: S310
+        with urllib.request.urlopen(f"https://{self.ip}:15000/roots/0", context=context,
                                     timeout=10) as response:
             return str(response.read().decode())
 
@@ -153,14 +153,14 @@ def wait_for_pebble(pebble: Pebble, timeout: float = 30) -> None:
 
 
 @pytest.fixture(scope="session")
-def test_network() -> Iterator[TestNetwork]:
+def test_network() -> Iterator[DockerNetwork]:
     for _ in range(20):
         third = random.randint(16, 250)  # noqa: S311 - not for security
         name = f"mailboot-test-{third}"
         created = docker("network", "create", "--subnet", f"172.30.{third}.0/24", name,
                          check=False)
         if created.returncode == 0:
-            network = TestNetwork(name, f"172.30.{third}.")
+            network = DockerNetwork(name, f"172.30.{third}.")
             try:
                 yield network
             finally:
@@ -169,7 +169,7 @@ def test_network() -> Iterator[TestNetwork]:
     pytest.fail("no free subnet for the test network")
 
 
-def start_pebble(network: TestNetwork, directory: Path, validity: int) -> Pebble:
+def start_pebble(network: DockerNetwork, directory: Path, validity: int) -> Pebble:
     docker("build", "-q", "-t", PEBBLE_IMAGE, str(HERE / "pebble_image"), timeout=600)
     ip = network.allocate()
     directory.mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ def start_pebble(network: TestNetwork, directory: Path, validity: int) -> Pebble
 
 
 @pytest.fixture
-def pebble(test_network: TestNetwork, tmp_path: Path) -> Iterator[Pebble]:
+def pebble(test_network: DockerNetwork, tmp_path: Path) -> Iterator[Pebble]:
     """A fresh Pebble per test: its own order count, its own roots, certificates valid 90 days."""
     started = start_pebble(test_network, tmp_path / "pebble", validity=90 * 86400)
     yield started

@@ -1,0 +1,194 @@
+"""Certificates from Pebble (Let's Encrypt's test CA) by HTTP-01, with its challenge DNS."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.container.conftest import Container, docker
+from tests.container.pebble_harness import (
+    EAB_HMAC_KEY,
+    EAB_KID,
+    DockerNetwork,
+    Pebble,
+    start_pebble,
+)
+from tests.container.test_tls import served_certificate
+
+pytestmark = pytest.mark.container
+
+MakeContainer = Callable[..., Container]
+HOST = "mail.example.com"
+NAMES = ["mail.example.com", "mta-sts.example.com"]
+PORTS = (25, 465, 587, 993)
+
+
+def mail_with_acme(make_container: MakeContainer, pebble: Pebble, ip: str,
+                   **extra: str) -> Container:
+    env = {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": ip,
+           "ACME_DIRECTORY": pebble.directory_url, "ACME_CA_BUNDLE": "/acme/ca.pem",
+           "DNS_RESOLVERS": pebble.dns, "ACME_RETRY_INTERVAL": "2s", **extra}
+    return make_container(env=env, volumes={str(pebble.directory): "/acme"},
+                          network=pebble.network.name, ip=ip)
+
+
+def pebble_context(pebble: Pebble, tmp_path: Path) -> ssl.SSLContext:
+    roots = tmp_path / f"pebble-roots-{time.monotonic_ns()}.pem"
+    roots.write_text(pebble.issuing_roots_pem())
+    return ssl.create_default_context(cafile=str(roots))
+
+
+def wait_for_pebble_certificate(mail: Container, context: ssl.SSLContext,
+                                timeout: float = 60) -> x509.Certificate:
+    """Until every mail port serves a certificate that verifies with Pebble's root."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            served = {served_certificate(mail, port, context) for port in PORTS}
+            if len(served) == 1:
+                return x509.load_der_x509_certificate(served.pop())
+        except (ssl.SSLError, OSError):
+            pass
+        assert time.monotonic() < deadline, mail.logs()[-4000:]
+        time.sleep(1)
+
+
+def san(certificate: x509.Certificate) -> set[str]:
+    extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return set(extension.value.get_values_for_type(x509.DNSName))
+
+
+def test_first_boot_with_dns_ready_serves_a_pebble_certificate_everywhere(
+    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork, tmp_path: Path
+) -> None:
+    ip = test_network.allocate()
+    for name in NAMES:
+        pebble.set_a(name, ip)
+    mail = mail_with_acme(make_container, pebble, ip)
+    mail.wait_ready()
+    certificate = wait_for_pebble_certificate(mail, pebble_context(pebble, tmp_path))
+    assert san(certificate) == set(NAMES)
+    logs = mail.logs()
+    assert "tls: certificate valid until" in logs and "for mail.example.com, mta-sts.example.com" \
+        in logs and "Pebble" in logs
+    assert pebble.new_order_count() == 1
+    assert mail.restart_count() == 0
+
+
+def test_restart_with_a_valid_certificate_places_no_order(
+    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork, tmp_path: Path
+) -> None:
+    ip = test_network.allocate()
+    for name in NAMES:
+        pebble.set_a(name, ip)
+    mail = mail_with_acme(make_container, pebble, ip)
+    mail.wait_ready()
+    context = pebble_context(pebble, tmp_path)
+    first = wait_for_pebble_certificate(mail, context)
+    orders = pebble.new_order_count()
+    docker("restart", mail.name, timeout=60)
+    mail.wait_ready()
+    time.sleep(3)  # give the worker time to (wrongly) order
+    assert wait_for_pebble_certificate(mail, context, timeout=10) == first
+    assert pebble.new_order_count() == orders
+
+
+def test_first_boot_before_dns_serves_a_temporary_certificate_then_the_real_one(
+    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork, tmp_path: Path
+) -> None:
+    ip = test_network.allocate()
+    mail = mail_with_acme(make_container, pebble, ip)
+    mail.wait_ready()
+    time.sleep(3)
+    assert "mail.example.com does not resolve yet" in mail.logs()
+    assert pebble.new_order_count() == 0  # no rate limits spent while DNS is missing
+    with mail.smtp(25) as smtp:  # mail flows meanwhile
+        assert smtp.ehlo("mx.example.net")[0] == 250
+    for name in NAMES:
+        pebble.set_a(name, ip)
+    certificate = wait_for_pebble_certificate(mail, pebble_context(pebble, tmp_path))
+    assert san(certificate) == set(NAMES)
+    assert mail.restart_count() == 0
+
+
+def test_pebble_down_at_first_boot_then_up(
+    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork, tmp_path: Path
+) -> None:
+    ip = test_network.allocate()
+    for name in NAMES:
+        pebble.set_a(name, ip)
+    pebble.stop()
+    mail = mail_with_acme(make_container, pebble, ip)
+    mail.wait_ready()
+    time.sleep(3)
+    assert "the CA can't be reached" in mail.logs()
+    pebble.start()
+    for name in NAMES:  # a restarted challtestsrv forgets its records
+        pebble.set_a(name, ip)
+    wait_for_pebble_certificate(mail, pebble_context(pebble, tmp_path))
+    assert mail.restart_count() == 0
+
+
+def test_a_certificate_near_its_end_is_renewed_and_reloaded_in_place(
+    make_container: MakeContainer, test_network: DockerNetwork, tmp_path: Path
+) -> None:
+    short = start_pebble(test_network, tmp_path / "short-pebble", validity=45)
+    try:
+        ip = test_network.allocate()
+        for name in NAMES:
+            short.set_a(name, ip)
+        mail = mail_with_acme(make_container, short, ip)
+        mail.wait_ready()
+        context = pebble_context(short, tmp_path)
+        first = wait_for_pebble_certificate(mail, context)
+        deadline = time.monotonic() + 60  # renewal is due 30 s after issuance (a third left)
+        while (current := wait_for_pebble_certificate(mail, context)) == first:
+            assert time.monotonic() < deadline, mail.logs()[-3000:]
+            time.sleep(2)
+        assert current.serial_number != first.serial_number
+        assert short.new_order_count() >= 2
+        assert mail.restart_count() == 0 and mail.state()["Running"]
+    finally:
+        short.remove()
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({"ACME_EAB_KID": EAB_KID, "ACME_EAB_HMAC_KEY": "d3Jvbmcta2V5LXdyb25nLWtleQ"},
+     "creating the ACME account: the CA said"),
+    ({"ACME_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}, "is not trusted"),
+])
+def test_bad_acme_settings_are_logged_and_mail_keeps_running(
+    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork,
+    extra: dict[str, str], expected: str,
+) -> None:
+    ip = test_network.allocate()
+    for name in NAMES:
+        pebble.set_a(name, ip)
+    mail = mail_with_acme(make_container, pebble, ip, **extra)
+    mail.wait_ready()
+    deadline = time.monotonic() + 20
+    while expected not in mail.logs():
+        assert time.monotonic() < deadline, mail.logs()[-3000:]
+        time.sleep(1)
+    assert "serving a temporary certificate" in mail.logs()
+    assert pebble.new_order_count() == 0
+    assert mail.state()["Running"] and mail.restart_count() == 0
+    assert "d3Jvbmcta2V5" not in mail.logs()
+
+
+def test_external_account_binding(
+    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork, tmp_path: Path
+) -> None:
+    ip = test_network.allocate()
+    for name in NAMES:
+        pebble.set_a(name, ip)
+    mail = mail_with_acme(make_container, pebble, ip, ACME_EAB_KID=EAB_KID,
+                          ACME_EAB_HMAC_KEY=EAB_HMAC_KEY)
+    mail.wait_ready()
+    wait_for_pebble_certificate(mail, pebble_context(pebble, tmp_path))
+    assert EAB_HMAC_KEY not in mail.logs()
