@@ -16,6 +16,7 @@ MTA-STS or DANE tell them to (RFC 8461 §4.2, RFC 7672).
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 KEY_FILE = "key.pem"
 CHAIN_FILE = "fullchain.pem"
 SELF_SIGNED_PREFIX = "self-signed-"
+SOURCES = ("self-signed", "acme", "manual")
 SELF_SIGNED_LIFETIME = timedelta(days=365)
 # Replace a certificate this long before it expires, so no client ever meets an expired one.
 RENEW_BEFORE = timedelta(days=30)
@@ -55,7 +57,7 @@ class Certificate:
     @property
     def source(self) -> str:
         """How it was made: `self-signed`, `acme` or `manual` (its directory's name says)."""
-        return self.directory.name.rsplit("-", 1)[0]
+        return next((s for s in SOURCES if self.directory.name.startswith(s + "-")), "unknown")
 
     @property
     def key_path(self) -> Path:
@@ -101,17 +103,18 @@ def is_usable(certificate: Certificate, hostname: str, now: datetime) -> bool:
     return certificate.not_after - margin > now
 
 
-def read_live(paths: Paths) -> Certificate | None:
-    """The certificate `live` points at, or None when there is none or it can't be used."""
-    if not paths.tls_live.is_symlink():
+def read_live(paths: Paths, slot: int = 0) -> Certificate | None:
+    """The certificate `live` (or `live-N`) points at, or None when there is none or it can't
+    be used."""
+    link = paths.tls_slot(slot)
+    if not link.is_symlink():
         return None
-    directory = paths.tls_live.resolve()
+    directory = link.resolve()
     try:
         chain = (directory / CHAIN_FILE).read_bytes()
         key_pem = (directory / KEY_FILE).read_bytes()
     except OSError:
-        log.warning("tls: %s points at %s, which is incomplete; replacing it", paths.tls_live,
-                    directory)
+        log.warning("tls: %s points at %s, which is incomplete; replacing it", link, directory)
         return None
     try:
         leaf = x509.load_pem_x509_certificates(chain)[0]
@@ -153,8 +156,9 @@ def write_self_signed(tls_dir: Path, names: Sequence[str], now: datetime) -> Pat
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    return install_directory(tls_dir, SELF_SIGNED_PREFIX + now.strftime("%Y%m%d%H%M%S"),
-                             key_pem, certificate.public_bytes(serialization.Encoding.PEM))
+    name = f"{SELF_SIGNED_PREFIX}{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+    return install_directory(tls_dir, name, key_pem,
+                             certificate.public_bytes(serialization.Encoding.PEM))
 
 
 def install_directory(tls_dir: Path, name: str, key_pem: bytes, chain_pem: bytes) -> Path:
@@ -175,29 +179,32 @@ def install_directory(tls_dir: Path, name: str, key_pem: bytes, chain_pem: bytes
     return final
 
 
-def switch_live(paths: Paths, directory: Path) -> None:
-    """Point `live` at `directory` with one atomic rename; keep only it and the one before."""
-    previous = paths.tls_live.resolve().name if paths.tls_live.is_symlink() else None
-    link = temp_path_for(paths.tls_live)
+def switch_live(paths: Paths, directory: Path, slot: int = 0) -> None:
+    """Point a slot's link at `directory` with one atomic rename; then remove directories no
+    link points at, except the one this slot served before."""
+    target = paths.tls_slot(slot)
+    previous = target.resolve().name if target.is_symlink() else None
+    link = temp_path_for(target)
     link.symlink_to(directory.name)
-    link.replace(paths.tls_live)
+    link.replace(target)
     fsync_directory(paths.tls_dir)
+    in_use = {p.resolve().name for p in paths.tls_dir.iterdir() if p.is_symlink()}
     for old in paths.tls_dir.iterdir():
-        if old.is_dir() and not old.is_symlink() and old.name not in (directory.name, previous):
+        if old.is_dir() and not old.is_symlink() and old.name not in in_use | {previous}:
             shutil.rmtree(old, ignore_errors=True)
 
 
 def install(paths: Paths, source: str, key_pem: bytes, chain_pem: bytes,
-            now: datetime) -> Certificate:
+            now: datetime, slot: int = 0) -> Certificate:
     """Install a key and chain (`acme` or `manual`) as the live certificate, atomically.
 
     Raises StateError when the key does not belong to the chain's first certificate.
     """
     check_pair(key_pem, chain_pem, source)
-    directory = install_directory(paths.tls_dir, f"{source}-{now:%Y%m%d%H%M%S%f}", key_pem,
-                                  chain_pem)
-    switch_live(paths, directory)
-    certificate = read_live(paths)
+    name = f"{source}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}"  # unique, even for two slots
+    directory = install_directory(paths.tls_dir, name, key_pem, chain_pem)
+    switch_live(paths, directory, slot)
+    certificate = read_live(paths, slot)
     if certificate is None:  # pragma: no cover - checked above
         raise StateError(f"the certificate installed in {directory} can't be read back")
     return certificate

@@ -40,6 +40,11 @@ class Paths:
         """
         return self.tls_dir / "live"
 
+    def tls_slot(self, slot: int) -> Path:
+        """`live` for the certificate naming MAIL_HOSTNAME; `live-2`, ... for more names than
+        one certificate takes."""
+        return self.tls_live if slot == 0 else self.tls_dir / f"live-{slot + 1}"
+
     @property
     def accounts_dir(self) -> Path:
         return self.data_dir / "accounts"

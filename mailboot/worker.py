@@ -16,7 +16,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
@@ -36,6 +38,8 @@ log = logging.getLogger("mailboot.worker")
 ARI_REFRESH = timedelta(hours=6)  # how often to ask the CA's renewal info (RFC 9773 §4.3)
 IDLE_WAKEUP = timedelta(hours=12)  # re-evaluate at least this often
 MANUAL_POLL = timedelta(seconds=5)
+# Let's Encrypt puts at most 100 names in one certificate.
+MAX_NAMES_PER_CERTIFICATE = 100
 Clock = Callable[[], datetime]
 
 
@@ -49,6 +53,23 @@ class Issuer(Protocol):
     def renewal_time(self, chain_pem: bytes) -> datetime | None: ...
 
 
+@dataclass
+class Slot:
+    """One certificate and its retry state. Slot 0 names MAIL_HOSTNAME (the daemons serve it);
+    further slots take the mta-sts names that don't fit in one certificate."""
+
+    number: int
+    names: list[str] = field(default_factory=list)
+    delay: timedelta | None = None
+    next_try: datetime | None = None
+
+
+def certificate_groups(names: Sequence[str],
+                       limit: int = MAX_NAMES_PER_CERTIFICATE) -> list[list[str]]:
+    """Split the names over certificates of at most `limit` names, MAIL_HOSTNAME in the first."""
+    return [list(names[i:i + limit]) for i in range(0, len(names), limit)]
+
+
 class TlsKeeper:
     """Decides, for each wake-up, what to do about the certificate; holds the retry state."""
 
@@ -58,8 +79,7 @@ class TlsKeeper:
         self.settings, self.paths, self.store = settings, paths, store
         self.make_issuer, self.resolve, self.fetch, self.reload = issuer, resolve, fetch, reload
         self._issuer: Issuer | None = None
-        self.delay: timedelta | None = None
-        self.next_try: datetime | None = None
+        self.slots: dict[int, Slot] = {}
         self.last_error: str | None = None
 
     def step(self, now: datetime) -> datetime:
@@ -72,49 +92,60 @@ class TlsKeeper:
 
     # --- acme ---------------------------------------------------------------------------------
     def _acme(self, now: datetime) -> datetime:
-        live = certificates.read_live(self.paths)
-        wanted = tls_names(self.settings)
-        if live is not None and self._is_current(live, now):
-            renew = self._renew_time(live, now)
-            missing = [n for n in wanted if n not in live.names]
-            if now < renew and (not missing or (self.next_try and now < self.next_try)):
-                return min(renew, now + IDLE_WAKEUP, self.next_try or now + IDLE_WAKEUP)
-        elif self.next_try is not None and now < self.next_try:
-            return self.next_try
-        return self._attempt(now, live, wanted)
+        groups = certificate_groups(tls_names(self.settings))
+        for number, names in enumerate(groups):
+            slot = self.slots.setdefault(number, Slot(number))
+            slot.names = names
+        return min(self._acme_slot(now, self.slots[n]) for n in range(len(groups)))
 
-    def _is_current(self, live: Certificate | None, now: datetime) -> bool:
-        return (live is not None and live.source == "acme" and live.not_after > now
-                and self.settings.hostname in live.names)
+    def _acme_slot(self, now: datetime, slot: Slot) -> datetime:
+        live = certificates.read_live(self.paths, slot.number)
+        if live is not None and self._is_current(live, now, slot):
+            renew = self._renew_time(live, now, slot)
+            missing = [n for n in slot.names if n not in live.names]
+            if now < renew and (not missing or (slot.next_try and now < slot.next_try)):
+                return min(renew, now + IDLE_WAKEUP, slot.next_try or now + IDLE_WAKEUP)
+        elif slot.next_try is not None and now < slot.next_try:
+            return slot.next_try
+        return self._attempt(now, slot, live)
 
-    def _attempt(self, now: datetime, live: Certificate | None, wanted: list[str]) -> datetime:
+    def _is_current(self, live: Certificate | None, now: datetime, slot: Slot) -> bool:
+        if live is None or live.source != "acme" or live.not_after <= now:
+            return False
+        if slot.number == 0:
+            return self.settings.hostname in live.names
+        return any(name in live.names for name in slot.names)
+
+    def _attempt(self, now: datetime, slot: Slot, live: Certificate | None) -> datetime:
         try:  # a wrong directory, CA bundle or EAB key shows on the first start, not days later
             self._get_issuer().connect()
         except IssueError as error:
-            return self._failed(now, str(error), error.retry_at, live)
+            return self._failed(now, str(error), error.retry_at, live, slot)
         ours = {str(a) for a in self.settings.public_addresses}
-        readiness = check_names(wanted, ours, self.resolve, self.fetch, self.store)
-        if self.settings.hostname not in readiness.ready:
-            return self._failed(now, "; ".join(readiness.problems), None, live)
-        current = self._is_current(live, now)
-        if current and live is not None and set(readiness.ready) <= set(live.names) and (
-                now < self._renew_time(live, now)):
-            return self._schedule(now, None)  # nothing new is ready yet: look again later
+        readiness = check_names(slot.names, ours, self.resolve, self.fetch, self.store)
+        needed = self.settings.hostname if slot.number == 0 else None
+        if not readiness.ready or (needed and needed not in readiness.ready):
+            return self._failed(now, "; ".join(readiness.problems), None, live, slot)
+        if self._is_current(live, now, slot) and live is not None and (
+                set(readiness.ready) <= set(live.names)) and now < self._renew_time(
+                    live, now, slot):
+            return self._schedule(now, None, slot)  # nothing new is ready yet: look again later
         try:
             issued = self._get_issuer().issue(readiness.ready)
             installed = certificates.install(self.paths, "acme", issued.key_pem,
-                                             issued.chain_pem, now)
-        except (IssueError, MailbootError) as error:
-            return self._failed(now, str(error), getattr(error, "retry_at", None), live)
-        self.reload()
-        self._forget_ari()
+                                             issued.chain_pem, now, slot.number)
+        except (IssueError, MailbootError, OSError) as error:
+            return self._failed(now, str(error), getattr(error, "retry_at", None), live, slot)
+        if slot.number == 0:  # the daemons serve the certificate that names MAIL_HOSTNAME
+            self.reload()
+        self._forget_ari(slot)
         log.info("tls: certificate valid until %s for %s, from %s", _when(installed.not_after),
                  ", ".join(installed.names), installed.issuer)
-        self.delay, self.next_try, self.last_error = None, None, None
+        slot.delay, slot.next_try = None, None
         if readiness.problems:
             log.info("tls: left out for now: %s", "; ".join(readiness.problems))
-            return self._schedule(now, None)
-        return min(self._renew_time(installed, now), now + IDLE_WAKEUP)
+            return self._schedule(now, None, slot)
+        return min(self._renew_time(installed, now, slot), now + IDLE_WAKEUP)
 
     def _get_issuer(self) -> Issuer:
         if self._issuer is None:
@@ -122,29 +153,29 @@ class TlsKeeper:
         return self._issuer
 
     def _failed(self, now: datetime, why: str, retry_at: datetime | None,
-                live: Certificate | None) -> datetime:
+                live: Certificate | None, slot: Slot) -> datetime:
         self._issuer = None  # reconnect next time (the directory or account may have changed)
-        wake = self._schedule(now, retry_at)
-        state = ("keeping the current certificate" if self._is_current(live, now)
+        wake = self._schedule(now, retry_at, slot)
+        state = ("keeping the current certificate" if self._is_current(live, now, slot)
                  else "serving a temporary certificate")
         log.warning("tls: %s: %s; next try at %s", state, why, _when(wake))
         return wake
 
-    def _schedule(self, now: datetime, retry_at: datetime | None) -> datetime:
+    def _schedule(self, now: datetime, retry_at: datetime | None, slot: Slot) -> datetime:
         first = timedelta(seconds=self.settings.acme_retry_interval)
-        self.delay = renewal.next_retry(self.delay, first)
-        self.next_try = renewal.retry_time(now, self.delay, retry_at)
-        return self.next_try
+        slot.delay = renewal.next_retry(slot.delay, first)
+        slot.next_try = renewal.retry_time(now, slot.delay, retry_at)
+        return slot.next_try
 
-    def _renew_time(self, live: Certificate, now: datetime) -> datetime:
-        return renewal.renew_at(live.not_before, live.not_after, self._ari(live, now))
+    def _renew_time(self, live: Certificate, now: datetime, slot: Slot) -> datetime:
+        return renewal.renew_at(live.not_before, live.not_after, self._ari(live, now, slot))
 
-    def _ari(self, live: Certificate, now: datetime) -> datetime | None:
+    def _ari(self, live: Certificate, now: datetime, slot: Slot) -> datetime | None:
         """The CA's renewal suggestion, asked at most every 6 hours and remembered on disk,
         so that a restart with a valid certificate sends the CA no request at all."""
         if not hasattr(acme_client.ClientV2, "renewal_time"):
             return None  # acme < 5 (Debian's 4.0): a third of the lifetime
-        memo = self.paths.tls_dir / "renewal-info.json"
+        memo = self._ari_memo(slot)
         try:
             saved = json.loads(memo.read_text())
             if saved["directory"] == live.directory.name and (
@@ -161,8 +192,11 @@ class TlsKeeper:
                                     "suggested": suggested.isoformat() if suggested else None}))
         return suggested
 
-    def _forget_ari(self) -> None:
-        (self.paths.tls_dir / "renewal-info.json").unlink(missing_ok=True)
+    def _ari_memo(self, slot: Slot) -> Path:
+        return self.paths.tls_dir / f"renewal-info-{slot.number}.json"
+
+    def _forget_ari(self, slot: Slot) -> None:
+        self._ari_memo(slot).unlink(missing_ok=True)
 
     # --- manual and self-signed --------------------------------------------------------------
     def _manual(self, now: datetime) -> datetime:

@@ -95,8 +95,8 @@ def make_keeper(
     make_settings: Callable[..., Settings], world: World, ca: FakeCa
 ) -> Callable[..., TlsKeeper]:
     def make(**variables: str) -> TlsKeeper:
-        settings = make_settings(MAIL_DOMAINS="example.com", ACME_RETRY_INTERVAL="5m",
-                                 **variables)
+        settings = make_settings(**{"MAIL_DOMAINS": "example.com", "ACME_RETRY_INTERVAL": "5m",
+                                    **variables})
         paths = Paths(settings.data_dir)
         certificates.ensure_certificate(paths, ["mail.example.com"], NOW)  # what the boot does
         store = ChallengeStore()
@@ -144,7 +144,7 @@ def test_names_not_resolving_yet_means_no_order_and_a_growing_wait(
     assert keeper.step(NOW + timedelta(minutes=1)) == first  # too early: nothing happens
     second = keeper.step(first)
     assert second == first + timedelta(minutes=10)
-    waits = [keeper.step(keeper.next_try or NOW) for _ in range(6)]
+    waits = [keeper.step(keeper.slots[0].next_try or NOW) for _ in range(6)]
     assert waits[-1] - waits[-2] == timedelta(hours=1)  # the wait stops growing at an hour
 
 
@@ -268,3 +268,28 @@ def test_network_failures_from_the_acme_library_become_issue_errors() -> None:
         raise ValueError("Requesting 127.0.0.1/directory: Connection refused")
     with pytest.raises(ValueError, match="unrelated"), _explained("anything"):
         raise ValueError("unrelated")
+
+
+def test_more_names_than_one_certificate_takes_are_spread_over_several(
+    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+) -> None:
+    domains = [f"d{n}.example" for n in range(150)]
+    world.dns = {name: {HOST} for name in ["mail.example.com"] + [f"mta-sts.{d}" for d in domains]}
+    keeper = make_keeper(MAIL_DOMAINS=",".join(domains), MAIL_HOSTNAME="mail.example.com")
+    keeper.step(NOW)
+    assert [len(order) for order in ca.orders] == [100, 51]
+    assert ca.orders[0][0] == "mail.example.com"
+    first = certificates.read_live(keeper.paths, 0)
+    second = certificates.read_live(keeper.paths, 1)
+    assert first is not None and second is not None
+    assert "mail.example.com" in first.names and "mta-sts.d149.example" in second.names
+    assert world.reloads == 1  # the daemons serve only the first
+    keeper.step(NOW + timedelta(minutes=1))
+    assert len(ca.orders) == 2  # both current: nothing more to do
+
+
+def test_certificate_groups() -> None:
+    from mailboot.worker import certificate_groups
+
+    assert certificate_groups(["a", "b", "c"], limit=2) == [["a", "b"], ["c"]]
+    assert certificate_groups(["a"], limit=100) == [["a"]]
