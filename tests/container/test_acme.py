@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.container.conftest import Container, docker
+from tests.container.conftest import Container, docker, insecure_context
 from tests.container.pebble_harness import (
     EAB_HMAC_KEY,
     EAB_KID,
@@ -107,8 +107,12 @@ def test_first_boot_before_dns_serves_a_temporary_certificate_then_the_real_one(
     time.sleep(3)
     assert "mail.example.com does not resolve yet" in mail.logs()
     assert pebble.new_order_count() == 0  # no rate limits spent while DNS is missing
-    with mail.smtp(25) as smtp:  # mail flows meanwhile
-        assert smtp.ehlo("mx.example.net")[0] == 250
+    mail.add_account("alice@example.com", "correct horse battery")
+    with mail.smtp(25) as smtp:  # mail flows meanwhile, over STARTTLS on the temporary cert
+        smtp.ehlo("mx.example.net")
+        smtp.starttls(context=insecure_context())
+        assert smtp.sendmail("someone@example.net", ["alice@example.com"],
+                             b"Subject: before DNS\r\n\r\nhello\r\n") == {}
     for name in NAMES:
         pebble.set_a(name, ip)
     certificate = wait_for_pebble_certificate(mail, pebble_context(pebble, tmp_path))
