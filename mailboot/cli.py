@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from mailboot import boot, cli_accounts, dkim, dnsformat, health, system
+from mailboot import boot, cli_accounts, dkim, dnscheck, dnsformat, health, system
+from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
 from mailboot.errors import ConfigError, MailbootError, UsageError
 from mailboot.paths import Paths
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     form = dns.add_mutually_exclusive_group()
     form.add_argument("--zone", action="store_true", help="only the zone file")
     form.add_argument("--json", action="store_true", help="a JSON array, one object per record")
+    dns.add_argument("--check", action="store_true",
+                     help="look each record up where it is published; exit 1 unless every "
+                          "required record is in place")
     dns.add_argument(
         "--domain", metavar="ZONE",
         help="only the records of this zone (with --zone: a file that zone's server loads)",
@@ -123,13 +127,22 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
     groups = build_record_groups(settings, keys)
     if arguments.domain:
         groups = _select_zone(groups, arguments.domain)
+    findings = None
+    if arguments.check:
+        records = [record for group in groups for record in group.records]
+        checked = dnscheck.check_records(records, DnsLookup(settings.dns_resolvers),
+                                         [str(a) for a in settings.public_addresses])
+        findings = {finding.record: finding for finding in checked}
     if arguments.json:
-        out.write(dnsformat.json_text(groups))
+        out.write(dnsformat.json_text(groups, findings))
     elif arguments.zone:
-        out.write(dnsformat.zone_text(groups))
+        out.write(dnsformat.zone_text(groups, findings))
     else:
-        out.write(dnsformat.zone_text(groups) + "\n" + dnsformat.table_text(groups))
-    return 0
+        out.write(dnsformat.zone_text(groups, findings) + "\n"
+                  + dnsformat.table_text(groups, findings))
+    if findings is None:
+        return 0
+    return 1 if any(f.required_and_not_ok for f in findings.values()) else 0
 
 
 def _select_zone(groups: tuple[RecordGroup, ...], domain: str) -> tuple[RecordGroup, ...]:

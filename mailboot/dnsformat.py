@@ -6,9 +6,12 @@ All three are made from the same `RecordGroup`s, so they can't disagree.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from mailboot.dnscheck import Finding
 from mailboot.dnsrecords import Record, RecordGroup, Where
+
+Findings = Mapping[Record, Finding]
 
 # RFC 1035 §3.3.14: a TXT record holds strings of at most 255 bytes each; longer values (a DKIM
 # key) are split into several strings, which receivers join without spaces (RFC 6376 §3.6.2.2).
@@ -46,7 +49,7 @@ def zone_line(record: Record) -> str:
     return f"{record.fqdn:<40} {record.ttl:>5} IN {record.rtype:<5} {zone_rdata(record)}"
 
 
-def zone_text(groups: Sequence[RecordGroup]) -> str:
+def zone_text(groups: Sequence[RecordGroup], findings: Findings | None = None) -> str:
     """A zone file a DNS server loads unchanged: absolute names, one comment per record.
 
     Records that don't belong in a zone (PTR, set at the hosting provider) and placeholders for
@@ -59,12 +62,16 @@ def zone_text(groups: Sequence[RecordGroup]) -> str:
     for group in groups:
         lines += ["", f"; ===== {group.title}: {group.note} ====="]
         for record in group.records:
-            lines += _zone_record_lines(record)
+            lines += _zone_record_lines(record, (findings or {}).get(record))
     return "\n".join(lines) + "\n"
 
 
-def _zone_record_lines(record: Record) -> list[str]:
+def _zone_record_lines(record: Record, finding: Finding | None) -> list[str]:
     comment = f"; {record.rtype}: {record.purpose}{'' if record.required else ' (optional)'}"
+    if finding is not None:
+        comment += f" [{finding.status.upper()}]"
+        if finding.hint and not record.placeholder:
+            comment += f"\n;   -> {finding.hint}"
     if record.placeholder:
         return [comment, f"; NOT KNOWN YET: {record.placeholder}", "; " + zone_line(record)]
     if record.where is Where.PROVIDER:
@@ -80,7 +87,7 @@ def form_value(record: Record) -> str:
     return value
 
 
-def table_text(groups: Sequence[RecordGroup]) -> str:
+def table_text(groups: Sequence[RecordGroup], findings: Findings | None = None) -> str:
     """A table per zone for providers' web forms: relative names, whole unquoted values."""
     lines = [
         "For web forms: add each record at the DNS provider of its domain. NAME is relative to "
@@ -90,13 +97,16 @@ def table_text(groups: Sequence[RecordGroup]) -> str:
     ]
     for group in groups:
         lines += ["", f"== {group.title}: {group.note} =="]
-        rows = [("NAME", "TYPE", "NEED", "VALUE")]
+        rows = [("NAME", "TYPE", "NEED", "STATUS" if findings else "", "VALUE")]
         rows += [
-            (r.relative_name, r.rtype, "required" if r.required else "optional", form_value(r))
+            (r.relative_name, r.rtype, "required" if r.required else "optional",
+             findings[r].status.value if findings and r in findings else "", form_value(r))
             for r in group.records
         ]
         width = max(len(row[0]) for row in rows)
-        lines += [f"{n:<{width}}  {t:<5}  {need:<8}  {v}".rstrip() for n, t, need, v in rows]
+        status_width = 9 if findings else 0
+        lines += [f"{n:<{width}}  {t:<5}  {need:<8}  {st:<{status_width}}{v}".rstrip()
+                  for n, t, need, st, v in rows]
         lines += [f"  note for {r.relative_name} {r.rtype}: {r.placeholder}"
                   for r in group.records if r.placeholder]
     return "\n".join(lines) + "\n"
@@ -117,7 +127,16 @@ def record_dict(record: Record) -> dict[str, object]:
     }
 
 
-def json_text(groups: Sequence[RecordGroup]) -> str:
-    """A JSON array, one object per record (TXT values joined, other types as presented)."""
-    records = [record_dict(record) for group in groups for record in group.records]
+def json_text(groups: Sequence[RecordGroup], findings: Findings | None = None) -> str:
+    """A JSON array, one object per record (TXT values joined, other types as presented);
+    with findings, each object also has `status`, `found` and `hint`."""
+    records = []
+    for group in groups:
+        for record in group.records:
+            entry = record_dict(record)
+            if findings and record in findings:
+                finding = findings[record]
+                entry |= {"status": finding.status.value, "found": list(finding.found),
+                          "hint": finding.hint}
+            records.append(entry)
     return json.dumps(records, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,156 @@
+"""The DNS doctor with DNS state written as data: every status and its hint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from mailboot.dkim import DomainKeys
+from mailboot.dnscheck import Answer, Finding, Status, check_records
+from mailboot.dnsrecords import Record, all_records, build_record_groups
+from mailboot.settings import Settings
+
+HOST_IP = "203.0.113.25"
+
+
+@pytest.fixture
+def records(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]]
+) -> list[Record]:
+    settings = make_settings(MAIL_DOMAINS="example.com", PUBLIC_IPV4=HOST_IP,
+                             DMARC_RUA="dmarc@example.com")
+    return all_records(build_record_groups(settings, make_keys(settings)))
+
+
+def published(records: list[Record]) -> dict[tuple[str, str], Answer]:
+    """A DNS holding exactly what we print (the PTR set at the provider too)."""
+    dns: dict[tuple[str, str], list[str]] = {}
+    for record in records:
+        if record.value is not None:
+            dns.setdefault((record.name, record.rtype), []).append(record.value)
+    dns[("example.com", "TXT")].append("google-site-verification=abc")  # unrelated TXT
+    return {key: Answer(tuple(values)) for key, values in dns.items()}
+
+
+def lookup_from(dns: dict[tuple[str, str], Answer]) -> Callable[[str, str], Answer]:
+    def lookup(name: str, rtype: str) -> Answer:
+        return dns.get((name.rstrip("."), rtype), Answer(nxdomain=True))
+    return lookup
+
+
+def finding(findings: list[Finding], name: str, rtype: str) -> Finding:
+    (found,) = [f for f in findings if f.record.name == name and f.record.rtype == rtype]
+    return found
+
+
+def run(records: list[Record], dns: dict[tuple[str, str], Answer]) -> list[Finding]:
+    return check_records(records, lookup_from(dns), [HOST_IP])
+
+
+def test_everything_published_is_ok(records: list[Record]) -> None:
+    findings = run(records, published(records))
+    assert {f.status for f in findings} == {Status.OK}
+    assert not any(f.required_and_not_ok for f in findings)
+
+
+def test_missing_record_says_what_to_add_where_and_why(records: list[Record]) -> None:
+    dns = published(records)
+    del dns[("_dmarc.example.com", "TXT")]
+    result = finding(run(records, dns), "_dmarc.example.com", "TXT")
+    assert result.status is Status.MISSING and result.required_and_not_ok
+    assert result.hint.startswith("Add _dmarc TXT v=DMARC1; p=reject; adkim=s; aspf=s; "
+                                  "rua=mailto:dmarc@example.com at the DNS provider of example.com")
+    assert "receivers apply no policy to forged mail" in result.hint
+    assert "minutes" in result.hint
+
+
+def test_dkim_is_compared_by_key_whatever_the_splitting_and_spaces(records: list[Record]) -> None:
+    dns = published(records)
+    key = next(r for r in records if "._domainkey." in r.name)
+    value = key.value or ""
+    spaced = value.replace("p=", "p= ", 1)[:120] + " " + value.replace("p=", "p= ", 1)[120:]
+    dns[(key.name, "TXT")] = Answer((spaced.replace("; ", ";"),))
+    assert finding(run(records, dns), key.name, "TXT").status is Status.OK
+    dns[(key.name, "TXT")] = Answer((value[:-8] + "AAAAAAAA",))
+    changed = finding(run(records, dns), key.name, "TXT")
+    assert changed.status is Status.WRONG
+    assert "not the key this server signs with" in changed.hint
+
+
+@pytest.mark.parametrize(("spf", "status", "words"), [
+    ("v=spf1 mx a -all", Status.OK, ""),
+    ("v=spf1 ip4:203.0.113.25 -all", Status.OK, ""),
+    ("v=spf1 a mx ~all", Status.WRONG, "does not end in -all"),
+    ("v=spf1 include:_spf.example.net -all", Status.WRONG, "does not authorise this server"),
+])
+def test_spf_by_meaning(records: list[Record], spf: str, status: Status, words: str) -> None:
+    dns = published(records)
+    dns[("example.com", "TXT")] = Answer((spf, "other=thing"))
+    result = finding(run(records, dns), "example.com", "TXT")
+    assert result.status is status and words in result.hint
+
+
+def test_two_spf_records_are_wrong(records: list[Record]) -> None:
+    dns = published(records)
+    dns[("example.com", "TXT")] = Answer(("v=spf1 a mx -all", "v=spf1 -all"))
+    assert "exactly one" in finding(run(records, dns), "example.com", "TXT").hint
+
+
+def test_mx_by_host_and_preference(records: list[Record]) -> None:
+    dns = published(records)
+    dns[("example.com", "MX")] = Answer(("20 mail.example.com.",))
+    assert finding(run(records, dns), "example.com", "MX").status is Status.OK
+    dns[("example.com", "MX")] = Answer(("10 mx.oldhost.example.",))
+    wrong = finding(run(records, dns), "example.com", "MX")
+    assert wrong.status is Status.WRONG and "not to mail.example.com" in wrong.hint
+    assert wrong.found == ("10 mx.oldhost.example.",)
+    dns[("example.com", "MX")] = Answer(("10 mail.example.com.", "5 mx.oldhost.example."))
+    assert "preferred over ours" in finding(run(records, dns), "example.com", "MX").hint
+
+
+def test_dmarc_by_tags(records: list[Record]) -> None:
+    dns = published(records)
+    dns[("_dmarc.example.com", "TXT")] = Answer(
+        ("v=DMARC1;aspf=s; adkim=s ;p=reject; rua=mailto:dmarc@example.com",))
+    assert finding(run(records, dns), "_dmarc.example.com", "TXT").status is Status.OK
+    dns[("_dmarc.example.com", "TXT")] = Answer(("v=DMARC1; p=none",))
+    wrong = finding(run(records, dns), "_dmarc.example.com", "TXT")
+    assert wrong.status is Status.WRONG and "p=none instead of p=reject" in wrong.hint
+
+
+def test_address_pointing_elsewhere(records: list[Record]) -> None:
+    dns = published(records)
+    dns[("mail.example.com", "A")] = Answer(("198.51.100.7",))
+    wrong = finding(run(records, dns), "mail.example.com", "A")
+    assert wrong.status is Status.WRONG and "points to 198.51.100.7" in wrong.hint
+
+
+def test_no_answer_is_could_not_tell(records: list[Record]) -> None:
+    dns = published(records)
+    dns[("example.com", "MX")] = Answer(error="timed out")
+    result = finding(run(records, dns), "example.com", "MX")
+    assert result.status is Status.UNKNOWN and "timed out" in result.hint
+
+
+def test_ptr_must_name_the_host_and_the_host_must_resolve_back(records: list[Record]) -> None:
+    reverse = "25.113.0.203.in-addr.arpa"
+    dns = published(records)
+    assert finding(run(records, dns), reverse, "PTR").status is Status.OK
+    del dns[(reverse, "PTR")]
+    missing = finding(run(records, dns), reverse, "PTR")
+    assert missing.status is Status.MISSING and "at your hosting provider" in missing.hint
+    dns = published(records)
+    dns[(reverse, "PTR")] = Answer(("static-25.isp.example.",))
+    assert "names static-25.isp.example." in finding(run(records, dns), reverse, "PTR").hint
+    dns = published(records)
+    dns[("mail.example.com", "A")] = Answer(("198.51.100.7",))
+    unconfirmed = finding(run(records, dns), reverse, "PTR")
+    assert unconfirmed.status is Status.WRONG and "does not resolve back" in unconfirmed.hint
+
+
+def test_mta_sts_id_must_match_the_policy_we_serve(records: list[Record]) -> None:
+    dns = published(records)
+    dns[("_mta-sts.example.com", "TXT")] = Answer(("v=STSv1; id=20200101",))
+    wrong = finding(run(records, dns), "_mta-sts.example.com", "TXT")
+    assert wrong.status is Status.WRONG and "id=20200101 instead of id=" in wrong.hint
