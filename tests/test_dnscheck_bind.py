@@ -1,0 +1,142 @@
+"""Integration: `mailboot dns --check` against BIND serving the zone `mailboot dns` printed."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.integration
+
+ENV = {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": "203.0.113.25", "PATH": "/usr/bin:/bin"}
+SOA = ("@ 3600 IN SOA ns1.example.net. hostmaster.example.com. 1 7200 3600 1209600 3600\n"
+       "@ 3600 IN NS ns1.example.net.\n")
+PTR = "25 3600 IN PTR mail.example.com.\n"
+
+
+def mailboot(*args: str, data: Path, port: int = 0) -> subprocess.CompletedProcess[str]:
+    env = {**ENV, "DATA_DIR": str(data)}
+    if port:
+        env["DNS_RESOLVERS"] = f"127.0.0.1:{port}"
+    return subprocess.run([sys.executable, "-m", "mailboot", *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[[str, str], int]]:
+    """Start BIND with a forward zone and a reverse zone; returns its port."""
+    named = require_tool("named")
+    processes: list[subprocess.Popen[bytes]] = []
+    logs: list[BinaryIO] = []
+
+    def start(forward: str, reverse: str) -> int:
+        port = free_port()
+        directory = tmp_path / f"bind-{port}"
+        directory.mkdir()
+        (directory / "forward.zone").write_text("$ORIGIN example.com.\n" + SOA + forward)
+        (directory / "reverse.zone").write_text("$ORIGIN 113.0.203.in-addr.arpa.\n" + SOA
+                                                + reverse)
+        (directory / "named.conf").write_text(f"""
+options {{ directory "{directory}"; listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }}; recursion no; dnssec-validation no;
+  pid-file "{directory}/named.pid"; }};
+controls {{ }};
+zone "example.com" {{ type primary; file "{directory}/forward.zone"; }};
+zone "113.0.203.in-addr.arpa" {{ type primary; file "{directory}/reverse.zone"; }};
+""")
+        log = (directory / "named.log").open("wb")
+        logs.append(log)
+        processes.append(subprocess.Popen([named, "-g", "-c", str(directory / "named.conf")],
+                                          stdout=log, stderr=log))
+        deadline = time.monotonic() + 20
+        while b"running" not in (directory / "named.log").read_bytes():
+            assert time.monotonic() < deadline, (directory / "named.log").read_text()
+            assert processes[-1].poll() is None, (directory / "named.log").read_text()
+            time.sleep(0.1)
+        return port
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+    for log in logs:
+        log.close()
+
+
+@pytest.fixture
+def printed_zone(tmp_path: Path) -> str:
+    result = mailboot("dns", "--zone", "--domain", "example.com", data=tmp_path / "data")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def check(tmp_path: Path, port: int) -> tuple[int, dict[tuple[str, str], dict[str, object]]]:
+    result = mailboot("dns", "--check", "--json", data=tmp_path / "data", port=port)
+    records = json.loads(result.stdout)
+    return result.returncode, {(r["name"], r["type"]): r for r in records}
+
+
+def test_everything_published_is_ok_and_exits_0(
+    tmp_path: Path, printed_zone: str, serve: Callable[[str, str], int]
+) -> None:
+    code, found = check(tmp_path, serve(printed_zone, PTR))
+    assert {r["status"] for r in found.values()} == {"ok"}
+    assert code == 0
+
+
+def replace_line(zone: str, pattern: str, replacement: str) -> str:
+    changed, count = re.subn(pattern, replacement, zone, flags=re.MULTILINE)
+    assert count == 1, pattern
+    return changed
+
+
+@pytest.mark.parametrize(("change", "key", "status", "words"), [
+    ("remove DMARC", ("_dmarc.example.com.", "TXT"), "missing", "Add _dmarc TXT"),
+    ("change DKIM key", ("mb*._domainkey.example.com.", "TXT"), "wrong",
+     "not the key this server signs with"),
+    ("SPF without -all", ("example.com.", "TXT"), "wrong", "does not end in -all"),
+    ("wrong MX", ("example.com.", "MX"), "wrong", "not to mail.example.com"),
+    ("no PTR", ("25.113.0.203.in-addr.arpa.", "PTR"), "missing", "at your hosting provider"),
+])
+def test_each_problem_is_found_and_exits_1(
+    tmp_path: Path, printed_zone: str, serve: Callable[[str, str], int],
+    change: str, key: tuple[str, str], status: str, words: str,
+) -> None:
+    zone, reverse = printed_zone, PTR
+    if change == "remove DMARC":
+        zone = replace_line(zone, r"^_dmarc\.example\.com\..*$", "")
+    elif change == "change DKIM key":
+        zone = replace_line(zone, r'(^mb\d+\._domainkey\.example\.com\..*p=MIIB)(\w)',
+                            lambda m: m.group(1) + ("A" if m.group(2) != "A" else "B"))
+    elif change == "SPF without -all":
+        zone = replace_line(zone, r'"v=spf1 a mx -all"', '"v=spf1 a mx ~all"')
+    elif change == "wrong MX":
+        zone = replace_line(zone, r"(^example\.com\..*MX\s+)10 mail\.example\.com\.",
+                            r"\g<1>10 mx.oldhost.example.")
+    else:
+        reverse = ""
+    code, found = check(tmp_path, serve(zone, reverse))
+    name = next(n for n, t in found if t == key[1] and re.fullmatch(
+        key[0].replace(".", r"\.").replace("*", r"\d+"), n))
+    assert found[(name, key[1])]["status"] == status
+    assert words in str(found[(name, key[1])]["hint"])
+    others = [r["status"] for k, r in found.items() if k != (name, key[1])
+              and not (change == "wrong MX" and k[1] == "PTR")]
+    assert set(others) == {"ok"}
+    assert code == 1
