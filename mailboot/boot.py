@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
-from mailboot import accounts, certificates, dkim, dnsformat, render, system
-from mailboot.dnsrecords import build_record_groups
+from mailboot import accounts, certificates, dkim, dnscheck, dnsformat, render, system
+from mailboot.dnscheck import Lookup
+from mailboot.dnsrecords import all_records, build_record_groups
+from mailboot.errors import DnsNotReady
 from mailboot.paths import Paths
 from mailboot.settings import Settings
 
@@ -29,6 +31,7 @@ class BootPlatform:
 
     prepare: Callable[[Paths], None]
     validate: Callable[[Paths], None]
+    lookup: Lookup | None = None  # DNS for the record check; None: no network (tests)
 
 
 @contextmanager
@@ -71,9 +74,33 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
             render.mark_validated(files, paths)
     with stage("prepare the daemons"):
         platform.prepare(paths)
-    out.write(dnsformat.zone_text(build_record_groups(settings, keys)))
-    out.write("\n" + dnsformat.table_text(build_record_groups(settings, keys)))
+    with stage("dns records"):
+        print_records(settings, keys, platform.lookup, out)
+
+
+BOOT_DNS_BUDGET = 4.0  # seconds: the boot never waits longer on name servers
+
+
+def print_records(settings: Settings, keys: Sequence[dkim.DomainKeys], lookup: Lookup | None,
+                  out: TextIO) -> None:
+    """Print the records with their status (DNS_CHECK); strict mode fails on missing ones."""
+    groups = build_record_groups(settings, keys)
+    findings = None
+    if settings.dns_check != "off" and lookup is not None:
+        checked = dnscheck.check_records(all_records(groups), lookup,
+                                         [str(a) for a in settings.public_addresses],
+                                         budget=BOOT_DNS_BUDGET)
+        findings = {finding.record: finding for finding in checked}
+        log.info("dns: %s", dnscheck.summary(checked))
+    out.write(dnsformat.zone_text(groups, findings))
+    out.write("\n" + dnsformat.table_text(groups, findings))
     out.flush()
+    if settings.dns_check == "strict" and findings is not None:
+        missing = [f for f in findings.values() if f.required_and_not_ok]
+        if missing:
+            raise DnsNotReady("DNS_CHECK=strict and these required records are not in place: "
+                              + "; ".join(f"{f.record.name} {f.record.rtype} ({f.status}): "
+                                          f"{f.hint}" for f in missing))
 
 
 def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.Certificate:

@@ -160,7 +160,8 @@ def _select_zone(groups: tuple[RecordGroup, ...], domain: str) -> tuple[RecordGr
 def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Boot, then replace this process with the supervisor (a fresh, small Python)."""
     platform = boot.BootPlatform(prepare=system.prepare_daemons,
-                                 validate=system.validate_configuration)
+                                 validate=system.validate_configuration,
+                                 lookup=DnsLookup(settings.dns_resolvers, timeout=2.0))
     boot.boot(settings, Paths(settings.data_dir), datetime.now(UTC), platform, out)
     log.info("boot: handing over to the supervisor")
     sys.stderr.flush()

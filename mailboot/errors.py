@@ -35,6 +35,12 @@ class ConfigError(MailbootError):
         super().__init__("\n".join(problems))
 
 
+class DnsNotReady(MailbootError):
+    """DNS_CHECK=strict and required records are missing or wrong."""
+
+    exit_code = EXIT_CONFIG
+
+
 class StateError(MailbootError):
     """Something below DATA_DIR can't be used as it is (unreadable, corrupt, not writable).
 

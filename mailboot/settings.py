@@ -25,6 +25,7 @@ from mailboot.errors import ConfigError
 
 DMARC_POLICIES = ("none", "quarantine", "reject")
 TLS_MODES = ("acme", "manual", "self-signed")
+DNS_CHECK_MODES = ("warn", "strict", "off")
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 MTA_STS_MODES = ("enforce", "testing", "none")
 # RFC 8461 §3.2: max_age is at most 31557600 seconds (about a year).
@@ -428,9 +429,21 @@ TABLE: tuple[Setting, ...] = (
         "2m",
     ),
     Setting(
+        "DNS_CHECK", "dns_check", _choice(DNS_CHECK_MODES), "warn", "`warn`",
+        "Check the published DNS records: warn (at boot and in the background until all are "
+        "in place), strict (the boot fails while required records are missing) or off.",
+        "strict",
+    ),
+    Setting(
+        "DNS_CHECK_INTERVAL", "dns_check_interval", parse_duration, "1m", "`1m`",
+        "First wait between background DNS checks while records are missing; it doubles up to "
+        "an hour, and the check runs daily once everything is in place.",
+        "30s",
+    ),
+    Setting(
         "DNS_RESOLVERS", "dns_resolvers", parse_resolvers, None, "unset",
-        "DNS servers (ip[:port], comma-separated) to ask instead of the system's, for the "
-        "checks mailboot makes.",
+        "DNS servers (ip[:port], comma-separated) to ask instead of the domains' own name "
+        "servers, for the checks mailboot makes.",
         "192.0.2.53:53",
     ),
 )
@@ -462,6 +475,8 @@ class Settings:
     acme_eab_hmac_key: str | None = None
     acme_retry_interval: int = 300
     dns_resolvers: tuple[tuple[str, int], ...] = ()
+    dns_check: str = "warn"
+    dns_check_interval: int = 60
     warnings: tuple[str, ...] = ()
 
     @property

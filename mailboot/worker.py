@@ -24,10 +24,13 @@ from typing import Protocol
 
 from acme import client as acme_client
 
-from mailboot import certificates, http_server, renewal, system
+from mailboot import certificates, dkim, http_server, renewal, system
 from mailboot.acme_issuer import AcmeConfig, AcmeIssuer, ChallengeStore, Issued, IssueError
 from mailboot.boot import tls_names
 from mailboot.certificates import Certificate
+from mailboot.dnslookup import DnsLookup
+from mailboot.dnsrecords import all_records, build_record_groups
+from mailboot.dnswatch import DnsWatcher
 from mailboot.errors import MailbootError
 from mailboot.paths import Paths
 from mailboot.precheck import Fetch, Resolve, check_names, fetch_http, make_resolver
@@ -235,10 +238,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def run(keeper: TlsKeeper, stop: threading.Event, clock: Clock = _now) -> None:
+class Task(Protocol):
+    def step(self, now: datetime) -> datetime: ...
+
+
+def run(tasks: Sequence[Task], stop: threading.Event, clock: Clock = _now) -> None:
+    """Run each task when it is due; sleep until the next one is (or a stop is asked)."""
+    due = {index: clock() for index in range(len(tasks))}
     while not stop.is_set():
-        wake = keeper.step(clock())
-        stop.wait(max(0.0, (wake - clock()).total_seconds()))
+        for index, task in enumerate(tasks):
+            if due[index] <= clock():
+                due[index] = task.step(clock())
+        stop.wait(max(0.0, (min(due.values()) - clock()).total_seconds()))
 
 
 def main() -> int:
@@ -252,6 +263,13 @@ def main() -> int:
     keeper = TlsKeeper(settings, paths, lambda: AcmeIssuer(config, paths, store),
                        make_resolver(settings.dns_resolvers), fetch_http, store,
                        lambda: system.reload_tls(paths))
+    tasks: list[Task] = [keeper]
+    if settings.dns_check != "off":
+        keys = dkim.ensure_keys(paths, settings.domains, _now())
+        records = all_records(build_record_groups(settings, keys))
+        tasks.append(DnsWatcher(records, DnsLookup(settings.dns_resolvers),
+                                [str(a) for a in settings.public_addresses], settings.domains,
+                                timedelta(seconds=settings.dns_check_interval)))
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
@@ -259,7 +277,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    run(keeper, stop)
+    run(tasks, stop)
     server.shutdown()
     return 0
 

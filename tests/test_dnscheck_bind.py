@@ -100,7 +100,8 @@ def test_everything_published_is_ok_and_exits_0(
     assert code == 0
 
 
-def replace_line(zone: str, pattern: str, replacement: str) -> str:
+def replace_line(zone: str, pattern: str,
+                 replacement: str | Callable[[re.Match[str]], str]) -> str:
     changed, count = re.subn(pattern, replacement, zone, flags=re.MULTILINE)
     assert count == 1, pattern
     return changed

@@ -85,6 +85,8 @@ BAD_INPUTS = [
     ("ACME_EAB_HMAC_KEY", "not/base64+", "not base64url"),
     ("ACME_RETRY_INTERVAL", "0", "not a duration"),
     ("ACME_RETRY_INTERVAL", "soon", "not a duration"),
+    ("DNS_CHECK", "yes", "not one of warn, strict, off"),
+    ("DNS_CHECK_INTERVAL", "never", "not a duration"),
     ("DNS_RESOLVERS", "dns.example.com", "not an IP address"),
     ("DNS_RESOLVERS", "192.0.2.53:99999", "outside 1-65535"),
     ("DNS_RESOLVERS", "192.0.2.53:dns", "not a number"),

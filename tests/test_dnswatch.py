@@ -1,0 +1,57 @@
+"""Background DNS checks: changes logged once, the ready line when complete, polite backoff."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from mailboot.dkim import DomainKeys
+from mailboot.dnscheck import Answer
+from mailboot.dnsrecords import Record, all_records, build_record_groups
+from mailboot.dnswatch import DnsWatcher
+from mailboot.settings import Settings
+from tests.conftest import NOW
+
+
+@pytest.fixture
+def records(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]]
+) -> list[Record]:
+    settings = make_settings(MAIL_DOMAINS="example.com", PUBLIC_IPV4="203.0.113.25")
+    return all_records(build_record_groups(settings, make_keys(settings)))
+
+
+def test_watcher_logs_changes_and_the_ready_line_once(
+    records: list[Record], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    dns: dict[tuple[str, str], Answer] = {}
+
+    def lookup(name: str, rtype: str) -> Answer:
+        return dns.get((name, rtype), Answer(nxdomain=True))
+
+    watcher = DnsWatcher(records, lookup, ["203.0.113.25"], ["example.com"],
+                         timedelta(minutes=1))
+    assert watcher.step(NOW) == NOW + timedelta(minutes=1)
+    assert "dns: example.com MX is missing: Add @ MX 10 mail.example.com." in caplog.text
+    assert "READY" not in caplog.text
+    assert watcher.step(NOW) == NOW + timedelta(minutes=2)  # backing off
+    caplog.clear()
+    watcher.step(NOW)
+    assert caplog.text == ""  # nothing changed, nothing said
+    for record in records:
+        if record.value is not None:
+            dns[(record.name, record.rtype)] = Answer((record.value,))
+    assert watcher.step(NOW) == NOW + timedelta(days=1)
+    assert "dns: example.com MX is now in place" in caplog.text
+    assert caplog.text.count("dns: READY - every required DNS record is in place") == 1
+    caplog.clear()
+    watcher.step(NOW)
+    assert "READY" not in caplog.text
+    del dns[("_dmarc.example.com", "TXT")]
+    watcher.step(NOW)
+    assert "_dmarc.example.com TXT is missing" in caplog.text
+    assert "no longer in place" in caplog.text
