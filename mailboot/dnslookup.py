@@ -30,10 +30,12 @@ Server = tuple[str, int]
 class DnsLookup:
     """A callable (name, type) -> Answer; real state (a cache of zones' servers), so a class."""
 
-    def __init__(self, servers: Sequence[Server] = (), timeout: float = 3.0) -> None:
+    def __init__(self, servers: Sequence[Server] = (), timeout: float = 3.0,
+                 system: dns.resolver.Resolver | None = None, authority_port: int = 53) -> None:
         self.servers = list(servers)
         self.timeout = timeout
-        self._system: dns.resolver.Resolver | None = None
+        self._system = system  # finds the authoritative servers; the machine's by default
+        self.authority_port = authority_port
         self._zone_servers: dict[str, list[Server]] = {}
 
     def __call__(self, name: str, rtype: str) -> Answer:
@@ -80,7 +82,7 @@ class DnsLookup:
                         found = self._system.resolve(target, rtype)
                     except dns.exception.DNSException:
                         continue
-                    addresses += [(a.to_text(), 53) for a in found]
+                    addresses += [(a.to_text(), self.authority_port) for a in found]
             self._zone_servers[zone] = addresses
         return self._zone_servers[zone]
 

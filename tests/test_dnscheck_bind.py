@@ -141,3 +141,32 @@ def test_each_problem_is_found_and_exits_1(
               and not (change == "wrong MX" and k[1] == "PTR")]
     assert set(others) == {"ok"}
     assert code == 1
+
+
+def test_by_default_the_zones_own_name_servers_are_asked(
+    tmp_path: Path, printed_zone: str, serve: Callable[[str, str], int]
+) -> None:
+    """Found through a resolver (NS, then their addresses), then asked without recursion."""
+    import dns.nameserver
+    import dns.resolver
+
+    from mailboot.dnscheck import check_records
+    from mailboot.dnslookup import DnsLookup
+    from mailboot.dnsrecords import Record, Where
+
+    glue = "@ 3600 IN NS ns1.example.com.\nns1 3600 IN A 127.0.0.1\n"
+    port = serve(printed_zone + glue, PTR)
+    system = dns.resolver.Resolver(configure=False)
+    system.nameservers = [dns.nameserver.Do53Nameserver("127.0.0.1", port)]
+    lookup = DnsLookup(system=system, authority_port=port)
+    assert lookup("_dmarc.example.com", "TXT").values == ("v=DMARC1; p=reject; adkim=s; aspf=s",)
+    assert lookup("nothing.example.com", "TXT").nxdomain
+    mx = Record("example.com", "MX", "10 mail.example.com.", "test", "example.com")
+    ptr = Record("25.113.0.203.in-addr.arpa", "PTR", "mail.example.com.", "test", "",
+                 where=Where.PROVIDER)
+    findings = check_records([mx], lookup)
+    assert [f.status.value for f in findings] == ["ok"]
+    # The reverse zone's name server (ns1.example.net) has no address anywhere here: the
+    # doctor can't ask it, and says so instead of calling the record missing.
+    (reverse,) = check_records([ptr], lookup)
+    assert reverse.status.value == "unknown" and "no server to ask" in reverse.hint

@@ -1,0 +1,50 @@
+"""The boot's record block: statuses when DNS_CHECK is on, and strict mode failing the boot."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import pytest
+
+from mailboot.boot import print_records
+from mailboot.dkim import DomainKeys
+from mailboot.dnscheck import Answer
+from mailboot.errors import DnsNotReady
+from mailboot.settings import Settings
+
+
+def nothing_published(name: str, rtype: str) -> Answer:
+    return Answer(nxdomain=True)
+
+
+def test_statuses_are_printed_and_strict_mode_fails_the_boot(
+    make_settings: Callable[..., Settings],
+    make_keys: Callable[[Settings], tuple[DomainKeys, ...]],
+) -> None:
+    warn = make_settings(MAIL_DOMAINS="example.com", PUBLIC_IPV4="203.0.113.25")
+    out = io.StringIO()
+    print_records(warn, make_keys(warn), nothing_published, out)
+    assert "[MISSING]\n;   -> Add @ MX 10 mail.example.com." in out.getvalue()
+    strict = make_settings(MAIL_DOMAINS="example.com", PUBLIC_IPV4="203.0.113.25",
+                           DNS_CHECK="strict")
+    out = io.StringIO()
+    with pytest.raises(DnsNotReady) as caught:
+        print_records(strict, make_keys(strict), nothing_published, out)
+    assert caught.value.exit_code == 78
+    assert "example.com MX (missing)" in str(caught.value)
+    assert "[MISSING]" in out.getvalue()  # the user still sees what to publish
+
+
+def test_dns_check_off_prints_no_statuses(
+    make_settings: Callable[..., Settings],
+    make_keys: Callable[[Settings], tuple[DomainKeys, ...]],
+) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com", DNS_CHECK="off")
+    out = io.StringIO()
+
+    def must_not_be_called(name: str, rtype: str) -> Answer:
+        raise AssertionError("DNS_CHECK=off must not look anything up")
+
+    print_records(settings, make_keys(settings), must_not_be_called, out)
+    assert "[OK]" not in out.getvalue() and "[MISSING]" not in out.getvalue()
