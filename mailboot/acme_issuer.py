@@ -169,6 +169,10 @@ class AcmeIssuer:
                            order: messages.OrderResource) -> list[str]:
         tokens = []
         for authorization in order.authorizations:
+            if authorization.body.status == messages.STATUS_VALID:
+                # RFC 8555 §7.1.4: the CA may reuse an authorization it validated recently (Let's
+                # Encrypt does for 30 days); its challenges are valid already and can't be answered.
+                continue
             challenge = next((c for c in authorization.body.challenges
                               if isinstance(c.chall, challenges.HTTP01)), None)
             if challenge is None:

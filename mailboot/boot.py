@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,16 +75,17 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
     with stage("prepare the daemons"):
         platform.prepare(paths)
     with stage("dns records"):
-        print_records(settings, keys, platform.lookup, out)
+        print_records(settings, keys, platform.lookup, out,
+                      certificates.names_with_real_certificates(paths, now))
 
 
 BOOT_DNS_BUDGET = 4.0  # seconds: the boot never waits longer on name servers
 
 
 def print_records(settings: Settings, keys: Sequence[dkim.DomainKeys], lookup: Lookup | None,
-                  out: TextIO) -> None:
+                  out: TextIO, real_names: Collection[str] | None = None) -> None:
     """Print the records with their status (DNS_CHECK); strict mode fails on missing ones."""
-    groups = build_record_groups(settings, keys)
+    groups = build_record_groups(settings, keys, real_names)
     findings = None
     if settings.dns_check != "off" and lookup is not None:
         checked = dnscheck.check_records(all_records(groups), lookup,

@@ -210,6 +210,19 @@ def install(paths: Paths, source: str, key_pem: bytes, chain_pem: bytes,
     return certificate
 
 
+def names_with_real_certificates(paths: Paths, now: datetime) -> set[str]:
+    """Names covered by a valid certificate from a CA (or mounted), in any slot."""
+    names: set[str] = set()
+    slot = 0
+    while paths.tls_slot(slot).is_symlink():
+        certificate = read_live(paths, slot)
+        if certificate is not None and not certificate.self_signed and (
+                certificate.not_after > now):
+            names |= set(certificate.names)
+        slot += 1
+    return names
+
+
 def check_pair(key_pem: bytes, chain_pem: bytes, source: str) -> None:
     try:
         leaf = x509.load_pem_x509_certificates(chain_pem)[0]

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from mailboot import boot, cli_accounts, dkim, dnscheck, dnsformat, health, system
+from mailboot import boot, certificates, cli_accounts, dkim, dnscheck, dnsformat, health, system
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
 from mailboot.errors import ConfigError, MailbootError, UsageError
@@ -124,7 +124,9 @@ def _load(environ: Mapping[str, str]) -> Settings:
 def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Print the records (creating DKIM keys first where a domain has none)."""
     keys = dkim.ensure_keys(Paths(settings.data_dir), settings.domains, datetime.now(UTC))
-    groups = build_record_groups(settings, keys)
+    paths = Paths(settings.data_dir)
+    real_names = certificates.names_with_real_certificates(paths, datetime.now(UTC))
+    groups = build_record_groups(settings, keys, real_names)
     if arguments.domain:
         groups = _select_zone(groups, arguments.domain)
     findings = None

@@ -85,6 +85,11 @@ def check_record(record: Record, lookup: Lookup, ours: Sequence[str] = ()) -> Fi
     if record.where is Where.PROVIDER:
         return _check_ptr(record, lookup)
     answer = lookup(record.name, record.rtype)
+    if record.hold and answer.error is None:
+        if _relevant_txt(record, answer.values):
+            return Finding(record, Status.WRONG, answer.values,
+                           f"it is published too early: {record.hold}")
+        return Finding(record, Status.UNKNOWN, (), record.hold)
     if answer.error is not None:
         return Finding(record, Status.UNKNOWN, (),
                        f"no answer from the name servers ({answer.error}); checked again later")

@@ -74,6 +74,8 @@ def _zone_record_lines(record: Record, finding: Finding | None) -> list[str]:
             comment += f"\n;   -> {finding.hint}"
     if record.placeholder:
         return [comment, f"; NOT KNOWN YET: {record.placeholder}", "; " + zone_line(record)]
+    if record.hold:
+        return [comment, f"; HOLD BACK: {record.hold}:", "; " + zone_line(record)]
     if record.where is Where.PROVIDER:
         return [comment, "; set at the hosting provider, not in a zone:", "; " + zone_line(record)]
     return [comment, zone_line(record)]
@@ -99,7 +101,8 @@ def table_text(groups: Sequence[RecordGroup], findings: Findings | None = None) 
         lines += ["", f"== {group.title}: {group.note} =="]
         rows = [("NAME", "TYPE", "NEED", "STATUS" if findings else "", "VALUE")]
         rows += [
-            (r.relative_name, r.rtype, "required" if r.required else "optional",
+            (r.relative_name, r.rtype,
+             "HOLD" if r.hold else "required" if r.required else "optional",
              findings[r].status.value if findings and r in findings else "", form_value(r))
             for r in group.records
         ]
@@ -107,8 +110,8 @@ def table_text(groups: Sequence[RecordGroup], findings: Findings | None = None) 
         status_width = 9 if findings else 0
         lines += [f"{n:<{width}}  {t:<5}  {need:<8}  {st:<{status_width}}{v}".rstrip()
                   for n, t, need, st, v in rows]
-        lines += [f"  note for {r.relative_name} {r.rtype}: {r.placeholder}"
-                  for r in group.records if r.placeholder]
+        lines += [f"  note for {r.relative_name} {r.rtype}: {r.placeholder or r.hold}"
+                  for r in group.records if r.placeholder or r.hold]
     return "\n".join(lines) + "\n"
 
 
@@ -124,6 +127,7 @@ def record_dict(record: Record) -> dict[str, object]:
         "relative_name": record.relative_name,
         "required": record.required,
         "placeholder": record.placeholder,
+        "hold": record.hold,
     }
 
 

@@ -8,7 +8,7 @@ the user edits, plus one for the reverse DNS (PTR) set at the hosting provider. 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -47,6 +47,7 @@ class Record:
     required: bool = True
     placeholder: str | None = None
     ttl: int = DEFAULT_TTL
+    hold: str | None = None  # why not to publish it yet (printed instead of the record)
 
     @property
     def is_placeholder(self) -> bool:
@@ -76,13 +77,18 @@ class RecordGroup:
     records: tuple[Record, ...]
 
 
-def build_record_groups(settings: Settings, keys: Sequence[DomainKeys]) -> tuple[RecordGroup, ...]:
-    """Every record for `settings`, grouped by the zone it belongs in; the PTR group comes last."""
+def build_record_groups(settings: Settings, keys: Sequence[DomainKeys],
+                        real_names: Collection[str] | None = None) -> tuple[RecordGroup, ...]:
+    """Every record for `settings`, grouped by the zone it belongs in; the PTR group comes last.
+
+    `real_names`: names that have a certificate from a CA; the `_mta-sts` record of a domain
+    whose policy host has none yet is marked to be held back. None: don't know (no hold).
+    """
     keys_by_domain = {domain_keys.domain: domain_keys for domain_keys in keys}
     host_zone = hostname_zone(settings.hostname, settings.domains)
     by_zone: dict[str, list[Record]] = {domain: [] for domain in settings.domains}
     for domain in settings.domains:
-        mx, *others = domain_records(settings, domain, keys_by_domain[domain])
+        mx, *others = domain_records(settings, domain, keys_by_domain[domain], real_names)
         # The MX comes first and the address of the host it names right after it.
         hosted = host_records(settings, host_zone) if domain == host_zone else []
         by_zone[domain] += [mx, *hosted, *others]
@@ -165,7 +171,8 @@ def _placeholder(
     )
 
 
-def domain_records(settings: Settings, domain: str, keys: DomainKeys) -> list[Record]:
+def domain_records(settings: Settings, domain: str, keys: DomainKeys,
+                   real_names: Collection[str] | None = None) -> list[Record]:
     """The records in one mail domain's zone."""
     host = settings.hostname
     return [
@@ -178,7 +185,7 @@ def domain_records(settings: Settings, domain: str, keys: DomainKeys) -> list[Re
         Record(f"_dmarc.{domain}", "TXT", dmarc_value(settings),
                f"DMARC: receivers {_dmarc_action(settings.dmarc_policy)} mail that claims to be "
                f"from {domain} but fails SPF and DKIM (RFC 7489)", domain),
-        *mta_sts_records(settings, domain),
+        *mta_sts_records(settings, domain, real_names),
         Record(f"_smtp._tls.{domain}", "TXT", "v=TLSRPTv1; rua=" + ",".join(settings.tlsrpt_rua),
                "TLS-RPT: where senders report TLS problems delivering to us (RFC 8460)",
                domain, required=False),
@@ -213,13 +220,21 @@ def _dmarc_action(policy: str) -> str:
     return {"reject": "reject", "quarantine": "quarantine", "none": "only report"}[policy]
 
 
-def mta_sts_records(settings: Settings, domain: str) -> list[Record]:
+def mta_sts_records(settings: Settings, domain: str,
+                    real_names: Collection[str] | None = None) -> list[Record]:
     policy = mtasts.policy_text(settings.mta_sts_mode, [settings.hostname],
                                 settings.mta_sts_max_age)
+    hold = None
+    if real_names is not None and f"mta-sts.{domain}" not in real_names:
+        # RFC 8461 §3.3: senders fetch the policy over HTTPS with a valid certificate; an
+        # announced policy they can't fetch is ignored, but a cached enforce policy with our
+        # temporary certificate would make them refuse to deliver.
+        hold = (f"hold this record back until mta-sts.{domain} has a certificate from the CA "
+                "(the log says when); announced earlier, senders may refuse mail")
     return [
         Record(f"_mta-sts.{domain}", "TXT", f"v=STSv1; id={mtasts.policy_id(policy)}",
                "MTA-STS: senders must use verified TLS to reach us; the id changes with the "
-               "policy (RFC 8461)", domain, required=False),
+               "policy (RFC 8461)", domain, required=False, hold=hold),
         Record(f"mta-sts.{domain}", "CNAME", f"{settings.hostname}.",
                f"MTA-STS: the host serving the policy at https://mta-sts.{domain}"
                f"{mtasts.POLICY_PATH}", domain, required=False),

@@ -7,7 +7,7 @@ becomes true, without a restart.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from mailboot import dnscheck, renewal
@@ -24,9 +24,10 @@ READY_LINE = ("dns: READY - every required DNS record is in place; mail for {dom
 class DnsWatcher:
     """Re-checks the records and reports what changed; real state (the last findings)."""
 
-    def __init__(self, records: Sequence[Record], lookup: Lookup, ours: Sequence[str],
-                 domains: Sequence[str], first_interval: timedelta) -> None:
-        self.records, self.lookup, self.ours = list(records), lookup, list(ours)
+    def __init__(self, records: Callable[[], Sequence[Record]], lookup: Lookup,
+                 ours: Sequence[str], domains: Sequence[str], first_interval: timedelta) -> None:
+        # A function: the record set changes (the _mta-sts hold ends with a real certificate).
+        self.records, self.lookup, self.ours = records, lookup, list(ours)
         self.domains = ", ".join(domains)
         self.first_interval = first_interval
         self.delay: timedelta | None = None
@@ -34,7 +35,7 @@ class DnsWatcher:
         self.ready = False
 
     def step(self, now: datetime) -> datetime:
-        findings = dnscheck.check_records(self.records, self.lookup, self.ours)
+        findings = dnscheck.check_records(self.records(), self.lookup, self.ours)
         self._log_changes(findings)
         complete = not any(f.required_and_not_ok for f in findings)
         if complete and not self.ready:

@@ -8,10 +8,15 @@ MAX_RETRY = timedelta(hours=1)
 
 
 def renew_at(not_before: datetime, not_after: datetime, suggested: datetime | None) -> datetime:
-    """The CA's suggestion (ARI) when it gave one, else when a third of the lifetime remains."""
+    """The CA's suggestion (ARI) when it gave one, else when a third of the lifetime remains.
+
+    A suggestion is never followed past the last tenth of the lifetime: a window reaching beyond
+    notAfter (Pebble's does) would otherwise let the certificate expire before we renew it.
+    """
+    lifetime = not_after - not_before
     if suggested is not None:
-        return suggested
-    return not_after - (not_after - not_before) / 3
+        return min(suggested, not_after - lifetime / 10)
+    return not_after - lifetime / 3
 
 
 def next_retry(previous: timedelta | None, first: timedelta) -> timedelta:

@@ -24,12 +24,12 @@ from typing import Protocol
 
 from acme import client as acme_client
 
-from mailboot import certificates, dkim, http_server, renewal, system
+from mailboot import certificates, dkim, http_server, mtasts, policy_server, renewal, system
 from mailboot.acme_issuer import AcmeConfig, AcmeIssuer, ChallengeStore, Issued, IssueError
 from mailboot.boot import tls_names
 from mailboot.certificates import Certificate
 from mailboot.dnslookup import DnsLookup
-from mailboot.dnsrecords import all_records, build_record_groups
+from mailboot.dnsrecords import Record, all_records, build_record_groups
 from mailboot.dnswatch import DnsWatcher
 from mailboot.errors import MailbootError
 from mailboot.paths import Paths
@@ -83,6 +83,7 @@ class TlsKeeper:
         self.make_issuer, self.resolve, self.fetch, self.reload = issuer, resolve, fetch, reload
         self._issuer: Issuer | None = None
         self.slots: dict[int, Slot] = {}
+        self.announced: set[str] = set()
         self.last_error: str | None = None
 
     def step(self, now: datetime) -> datetime:
@@ -144,11 +145,23 @@ class TlsKeeper:
         self._forget_ari(slot)
         log.info("tls: certificate valid until %s for %s, from %s", _when(installed.not_after),
                  ", ".join(installed.names), installed.issuer)
+        self._announce_mta_sts(installed)
         slot.delay, slot.next_try = None, None
         if readiness.problems:
             log.info("tls: left out for now: %s", "; ".join(readiness.problems))
             return self._schedule(now, None, slot)
         return min(self._renew_time(installed, now, slot), now + IDLE_WAKEUP)
+
+    def _announce_mta_sts(self, installed: Certificate) -> None:
+        """The policy host has a real certificate: the _mta-sts record can go out now."""
+        policy = mtasts.policy_text(self.settings.mta_sts_mode, [self.settings.hostname],
+                                    self.settings.mta_sts_max_age)
+        record = f"v=STSv1; id={mtasts.policy_id(policy)}"
+        for name in installed.names:
+            if name.startswith("mta-sts.") and name not in self.announced:
+                self.announced.add(name)
+                log.info("mta-sts: %s has a certificate from the CA now: publish _%s TXT \"%s\"",
+                         name, name, record)
 
     def _get_issuer(self) -> Issuer:
         if self._issuer is None:
@@ -258,6 +271,9 @@ def main() -> int:
     paths = Paths(settings.data_dir)
     store = ChallengeStore()
     server = http_server.start(80, store)
+    policies = policy_server.start(443, paths, policy_server.policies_for(
+        settings.hostname, list(settings.domains), settings.mta_sts_mode,
+        settings.mta_sts_max_age))
     config = AcmeConfig(settings.acme_directory, settings.acme_email, settings.acme_ca_bundle,
                         settings.acme_eab_kid, settings.acme_eab_hmac_key)
     keeper = TlsKeeper(settings, paths, lambda: AcmeIssuer(config, paths, store),
@@ -266,7 +282,11 @@ def main() -> int:
     tasks: list[Task] = [keeper]
     if settings.dns_check != "off":
         keys = dkim.ensure_keys(paths, settings.domains, _now())
-        records = all_records(build_record_groups(settings, keys))
+
+        def records() -> list[Record]:
+            real = certificates.names_with_real_certificates(paths, _now())
+            return all_records(build_record_groups(settings, keys, real))
+
         tasks.append(DnsWatcher(records, DnsLookup(settings.dns_resolvers),
                                 [str(a) for a in settings.public_addresses], settings.domains,
                                 timedelta(seconds=settings.dns_check_interval)))
@@ -279,6 +299,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     run(tasks, stop)
     server.shutdown()
+    policies.shutdown()
     return 0
 
 

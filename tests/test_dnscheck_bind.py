@@ -22,6 +22,7 @@ ENV = {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": "203.0.113.25", "PATH": "/u
 SOA = ("@ 3600 IN SOA ns1.example.net. hostmaster.example.com. 1 7200 3600 1209600 3600\n"
        "@ 3600 IN NS ns1.example.net.\n")
 PTR = "25 3600 IN PTR mail.example.com.\n"
+HELD = ("_mta-sts.example.com.", "TXT")
 
 
 def mailboot(*args: str, data: Path, port: int = 0) -> subprocess.CompletedProcess[str]:
@@ -96,7 +97,10 @@ def test_everything_published_is_ok_and_exits_0(
     tmp_path: Path, printed_zone: str, serve: Callable[[str, str], int]
 ) -> None:
     code, found = check(tmp_path, serve(printed_zone, PTR))
+    held = found.pop(HELD)
     assert {r["status"] for r in found.values()} == {"ok"}
+    # No certificate from a CA yet: the _mta-sts record is printed as held back, not published.
+    assert held["status"] == "unknown" and "hold this record back" in str(held["hint"])
     assert code == 0
 
 
@@ -137,7 +141,7 @@ def test_each_problem_is_found_and_exits_1(
         key[0].replace(".", r"\.").replace("*", r"\d+"), n))
     assert found[(name, key[1])]["status"] == status
     assert words in str(found[(name, key[1])]["hint"])
-    others = [r["status"] for k, r in found.items() if k != (name, key[1])
+    others = [r["status"] for k, r in found.items() if k not in ((name, key[1]), HELD)
               and not (change == "wrong MX" and k[1] == "PTR")]
     assert set(others) == {"ok"}
     assert code == 1

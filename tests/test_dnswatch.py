@@ -33,7 +33,7 @@ def test_watcher_logs_changes_and_the_ready_line_once(
     def lookup(name: str, rtype: str) -> Answer:
         return dns.get((name, rtype), Answer(nxdomain=True))
 
-    watcher = DnsWatcher(records, lookup, ["203.0.113.25"], ["example.com"],
+    watcher = DnsWatcher(lambda: records, lookup, ["203.0.113.25"], ["example.com"],
                          timedelta(minutes=1))
     assert watcher.step(NOW) == NOW + timedelta(minutes=1)
     assert "dns: example.com MX is missing: Add @ MX 10 mail.example.com." in caplog.text

@@ -1,0 +1,111 @@
+"""MTA-STS: the policy served over HTTPS by SNI with Pebble's certificates, and the hold-back."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.container.conftest import Container
+from tests.container.pebble_harness import DockerNetwork, Pebble
+from tests.container.test_acme import mail_with_acme, pebble_context, wait_for_pebble_certificate
+
+pytestmark = pytest.mark.container
+
+MakeContainer = Callable[..., Container]
+DOMAINS = ("example.com", "example.org")
+
+
+def get(mail: Container, context: ssl.SSLContext, host: str, path: str,
+        timeout: float = 10) -> http.client.HTTPResponse:
+    """GET https://host/path from the container's 443, with SNI and the Host header."""
+    connection = http.client.HTTPSConnection("127.0.0.1", mail.ports[443], context=context,
+                                             timeout=timeout)
+    connection.sock = context.wrap_socket(
+        socket.create_connection(("127.0.0.1", mail.ports[443]), timeout=timeout),
+        server_hostname=host)
+    connection.request("GET", path, headers={"Host": host})
+    return connection.getresponse()
+
+
+def records(mail: Container) -> dict[str, dict[str, object]]:
+    printed = json.loads(mail.exec("mailboot", "dns", "--json").stdout)
+    return {r["name"]: r for r in printed if r["type"] == "TXT"}
+
+
+def test_policy_is_served_per_domain_and_the_record_is_held_until_the_certificate_is_real(
+    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork, tmp_path: Path
+) -> None:
+    ip = test_network.allocate()
+    mail = mail_with_acme(make_container, pebble, ip, MAIL_DOMAINS=",".join(DOMAINS))
+    mail.wait_ready()
+    held = records(mail)["_mta-sts.example.com."]
+    assert "hold this record back until mta-sts.example.com has a certificate" in str(
+        held["hold"])
+    assert "HOLD BACK: hold this record back" in mail.logs()
+    for name in ["mail.example.com", *(f"mta-sts.{d}" for d in DOMAINS)]:
+        pebble.set_a(name, ip)
+    context = pebble_context(pebble, tmp_path)
+    wait_for_pebble_certificate(mail, context)
+    deadline = time.monotonic() + 30
+    while "mta-sts: mta-sts.example.org has a certificate from the CA now: publish" not in (
+            mail.logs()):
+        assert time.monotonic() < deadline, mail.logs()[-3000:]
+        time.sleep(1)
+    assert records(mail)["_mta-sts.example.com."]["hold"] is None
+    for domain in DOMAINS:
+        response = get(mail, context, f"mta-sts.{domain}", "/.well-known/mta-sts.txt")
+        body = response.read()
+        assert response.status == 200
+        assert response.getheader("Content-Type") == "text/plain"
+        assert body == (b"version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\n"
+                        b"max_age: 86400\r\n")
+    assert get(mail, context, "mta-sts.example.com", "/other").status == 404
+    assert get(mail, context, "mta-sts.example.com", "/.well-known/mta-sts.txt/x").status == 404
+    assert get(mail, insecure(), "mta-sts.example.net", "/.well-known/mta-sts.txt").status == 404
+
+
+def insecure() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def test_silent_clients_do_not_block_the_policy_or_the_challenges(
+    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork, tmp_path: Path
+) -> None:
+    ip = test_network.allocate()
+    for name in ("mail.example.com", "mta-sts.example.com"):
+        pebble.set_a(name, ip)
+    mail = mail_with_acme(make_container, pebble, ip)
+    mail.wait_ready()
+    context = pebble_context(pebble, tmp_path)
+    wait_for_pebble_certificate(mail, context)
+    silent = [socket.create_connection(("127.0.0.1", mail.ports[port]), timeout=30)
+              for port in (443, 80) for _ in range(25)]
+    try:
+        time.sleep(1)
+        started = time.monotonic()
+        response = get(mail, context, "mta-sts.example.com", "/.well-known/mta-sts.txt",
+                       timeout=5)
+        assert response.status == 200 and response.read().startswith(b"version: STSv1")
+        challenge = http.client.HTTPConnection("127.0.0.1", mail.ports[80], timeout=5)
+        challenge.request("GET", "/.well-known/acme-challenge/probe",
+                          headers={"Host": "mail.example.com"})
+        assert challenge.getresponse().status == 404  # answered: no such token
+        challenge.request("GET", "/webmail?x=1", headers={"Host": "mail.example.com"})
+        redirect = challenge.getresponse()
+        assert redirect.status == 301
+        assert redirect.getheader("Location") == "https://mail.example.com/webmail?x=1"
+        challenge.close()
+        assert time.monotonic() - started < 5
+    finally:
+        for connection in silent:
+            connection.close()
