@@ -66,6 +66,7 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
         files = render.render_all(values, paths)
         changed = render.write_files(files)
         log.info("boot: %d configuration file(s) changed", len(changed))
+        log_outbound(settings)
     with stage("check configuration with the daemons' own parsers"):
         if render.already_validated(files, paths):
             log.info("boot: configuration unchanged since it was last checked")
@@ -113,6 +114,20 @@ def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.
         if live is not None:
             return live
     return certificates.ensure_certificate(paths, tls_names(settings), now)
+
+
+def log_outbound(settings: Settings) -> None:
+    """One line: how mail leaves, and what SPF says about it (never the password)."""
+    if settings.relay_host is None:
+        log.info("outbound: direct delivery by MX lookup from %s, HELO %s, DANE or "
+                 "opportunistic TLS", ", ".join(map(str, settings.public_addresses)) or
+                 "this server", settings.hostname)
+        return
+    host, port = settings.relay_host
+    login = f"AUTH as {settings.relay_user}" if settings.relay_user else "no AUTH"
+    spf = (f"SPF includes {settings.relay_spf_include}" if settings.relay_spf_include else
+           "SPF names no relay (set RELAY_SPF_INCLUDE)")
+    log.info("outbound: through the relay [%s]:%d (TLS required, %s); %s", host, port, login, spf)
 
 
 def log_certificate(certificate: certificates.Certificate, settings: Settings) -> None:

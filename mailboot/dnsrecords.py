@@ -171,6 +171,18 @@ def _placeholder(
     )
 
 
+def spf_record(settings: Settings, domain: str) -> Record:
+    """SPF (RFC 7208): our own hosts, and the relay's when mail leaves through RELAY_HOST."""
+    if settings.relay_spf_include is None:
+        return Record(domain, "TXT", "v=spf1 a mx -all",
+                      f"SPF: only {domain}'s own and MX hosts may send mail as {domain} "
+                      "(RFC 7208)", domain)
+    include = settings.relay_spf_include
+    return Record(domain, "TXT", f"v=spf1 a mx include:{include} -all",
+                  f"SPF: {domain}'s own and MX hosts, and the relay's ({include}), may send "
+                  f"mail as {domain} (RFC 7208)", domain)
+
+
 def domain_records(settings: Settings, domain: str, keys: DomainKeys,
                    real_names: Collection[str] | None = None) -> list[Record]:
     """The records in one mail domain's zone."""
@@ -178,9 +190,7 @@ def domain_records(settings: Settings, domain: str, keys: DomainKeys,
     return [
         Record(domain, "MX", f"{MX_PREFERENCE} {host}.",
                f"mail for {domain} is delivered to {host}", domain),
-        Record(domain, "TXT", "v=spf1 a mx -all",
-               f"SPF: only {domain}'s own and MX hosts may send mail as {domain} (RFC 7208)",
-               domain),
+        spf_record(settings, domain),
         *dkim_records(keys),
         Record(f"_dmarc.{domain}", "TXT", dmarc_value(settings),
                f"DMARC: receivers {_dmarc_action(settings.dmarc_policy)} mail that claims to be "

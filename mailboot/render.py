@@ -39,7 +39,11 @@ CONFIG_TEMPLATES = (
     "opendkim.conf",
     "opendkim/KeyTable",
     "opendkim/SigningTable",
+    "postfix/relay_password",
 )
+# Files holding secrets: readable by root alone (Postfix opens its tables before dropping
+# privileges, so root is all that needs to read them).
+SECRET_TEMPLATES = frozenset({"postfix/relay_password"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,29 @@ def context(settings: Settings, paths: Paths, keys: Sequence[DomainKeys],
         "mailboxes": maps.mailboxes,
         "aliases": maps.aliases,
         "senders": maps.senders,
+        **outbound_context(settings),
+    }
+
+
+def outbound_context(settings: Settings) -> dict[str, Any]:
+    """How mail leaves: by MX with DANE or opportunistic TLS, or through RELAY_HOST over TLS."""
+    if settings.relay_host is None:
+        return {"relayhost": "", "smtp_tls_security_level": "dane",
+                "smtp_tls_wrappermode": "no", "smtp_sasl_auth_enable": "no",
+                "relay_credentials": []}
+    host, port = settings.relay_host
+    destination = f"[{host}]:{port}"
+    credentials = []
+    if settings.relay_user is not None and settings.relay_password is not None:
+        credentials = [{"destination": destination, "user": settings.relay_user,
+                        "password": settings.relay_password}]
+    return {
+        "relayhost": destination,
+        "smtp_tls_security_level": "encrypt",
+        # RFC 8314 §3.3: port 465 is TLS from the first byte; every other port uses STARTTLS.
+        "smtp_tls_wrappermode": "yes" if port == 465 else "no",
+        "smtp_sasl_auth_enable": "yes" if credentials else "no",
+        "relay_credentials": credentials,
     }
 
 
@@ -110,7 +137,7 @@ def _render(names: Sequence[str], values: Mapping[str, Any], paths: Paths,
     env = environment(templates_dir)
     return [
         RenderedFile(name, paths.config(name), _with_header(name, env.get_template(name), values),
-                     0o644)
+                     0o600 if name in SECRET_TEMPLATES else 0o644)
         for name in names
     ]
 

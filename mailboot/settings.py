@@ -269,6 +269,69 @@ def parse_resolvers(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(resolvers)
 
 
+# Submission ports a relay may listen on; 465 speaks TLS from the first byte (RFC 8314).
+RELAY_DEFAULT_PORT = 587
+
+
+def parse_relay_host(text: str) -> tuple[str, int]:
+    """`host[:port]` or `[ipv6]:port`; a name or an address, port 587 unless given."""
+    item = text.strip()
+    host, port_text = item, ""
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise SettingValueError(f"{text!r} is not host[:port]")
+        port_text = rest[1:]
+    elif item.count(":") == 1:
+        host, _, port_text = item.partition(":")
+    if port_text and not port_text.isdigit():
+        raise SettingValueError(f"{text!r} has a port that is not a number")
+    port = int(port_text) if port_text else RELAY_DEFAULT_PORT
+    if not 0 < port < 65536:
+        raise SettingValueError(f"{text!r} has a port outside 1-65535")
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        pass
+    try:
+        return parse_domain_name(host), port
+    except SettingValueError as error:
+        raise SettingValueError(f"{text!r} is not host[:port] ({error})") from None
+
+
+def parse_relay_user(text: str) -> str:
+    """Postfix's password table splits `user:password` at the first colon (SASL_README)."""
+    value = parse_token(text)
+    if ":" in value:
+        raise SettingValueError("contains a colon, which SMTP AUTH user names can't carry here")
+    return value
+
+
+def parse_password(text: str) -> str:
+    """Kept verbatim: spaces may belong to it; only line breaks can't be stored."""
+    value = text.rstrip("\r\n")
+    if "\n" in value or "\r" in value:
+        raise SettingValueError("contains a line break")
+    return value
+
+
+def parse_spf_include(text: str) -> str:
+    """A domain for SPF's include: mechanism (RFC 7208 §5.2), as the relay provider documents."""
+    value = text.strip().lower().removesuffix(".")
+    value = value.removeprefix("include:")
+    labels = value.split(".")
+    # Not a host name: labels such as _spf are common here (RFC 7208 §7.1, RFC 8552).
+    if len(labels) < 2 or not all(_SPF_LABEL.match(label) for label in labels):
+        raise SettingValueError(f"{text!r} is not a valid domain name for include: (letters, "
+                                "digits, hyphens and underscores, at least two labels)")
+    if len(value) > 253:
+        raise SettingValueError(f"{text!r} is longer than 253 characters")
+    return value
+
+
+_SPF_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
+
+
 def parse_duration(text: str) -> int:
     """Seconds, or a number with a unit (s, m, h, d, w); at least 1 second."""
     match = _DURATION.match(text.strip().lower())
@@ -446,6 +509,35 @@ TABLE: tuple[Setting, ...] = (
         "servers, for the checks mailboot makes.",
         "192.0.2.53:53",
     ),
+    Setting(
+        "RELAY_HOST", "relay_host", parse_relay_host, None, "unset (direct delivery by MX)",
+        "Send outbound mail through this smarthost (host[:port], port 587 unless given; 465 "
+        "means TLS from the start), for providers that block outbound port 25. TLS is required "
+        "on the way there.",
+        "smtp.relay.example.net:587",
+    ),
+    Setting(
+        "RELAY_USER", "relay_user", parse_relay_user, None, "unset",
+        "User name for SMTP AUTH at RELAY_HOST.",
+        "apikey",
+    ),
+    Setting(
+        "RELAY_PASSWORD", "relay_password", parse_password, None, "unset",
+        "Password for RELAY_USER. Prefer RELAY_PASSWORD_FILE, which keeps it out of the "
+        "container's environment.",
+        "correct-horse-battery", secret=True,
+    ),
+    Setting(
+        "RELAY_PASSWORD_FILE", "relay_password_file", parse_absolute_file, None, "unset",
+        "A mounted file (e.g. a Docker secret) holding the password for RELAY_USER.",
+        "/run/secrets/relay_password",
+    ),
+    Setting(
+        "RELAY_SPF_INCLUDE", "relay_spf_include", parse_spf_include, None, "unset",
+        "The domain your relay provider asks you to include in SPF (the include: it documents); "
+        "added to every domain's SPF record.",
+        "_spf.relay.example.net",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in TABLE}
@@ -477,6 +569,11 @@ class Settings:
     dns_resolvers: tuple[tuple[str, int], ...] = ()
     dns_check: str = "warn"
     dns_check_interval: int = 60
+    relay_host: tuple[str, int] | None = None
+    relay_user: str | None = None
+    relay_password: str | None = None
+    relay_password_file: Path | None = None
+    relay_spf_include: str | None = None
     warnings: tuple[str, ...] = ()
 
     @property
@@ -524,6 +621,40 @@ def _combination_problems(environ: Mapping[str, str], values: dict[str, Any]) ->
         missing = "ACME_EAB_HMAC_KEY" if eab == ["ACME_EAB_KID"] else "ACME_EAB_KID"
         problems.append(f"{missing}: is required when {eab[0]} is set; the CA gives both "
                         f"(example: {missing}={SETTINGS_BY_NAME[missing].example})")
+    return problems + _relay_problems(values)
+
+
+def _relay_problems(values: dict[str, Any]) -> list[str]:
+    """The relay's credentials come together, with a relay to use them on, and are readable."""
+    # Judged on the values that parsed: a bad value has its own problem reported already.
+    given = {setting.name for setting in TABLE
+             if setting.name.startswith("RELAY_") and values.get(setting.field) is not None}
+    problems = []
+    if given - {"RELAY_HOST"} and "RELAY_HOST" not in given:
+        problems.append("RELAY_HOST: is required when RELAY_USER or a relay password is set "
+                        f"(example: RELAY_HOST={SETTINGS_BY_NAME['RELAY_HOST'].example})")
+    if {"RELAY_PASSWORD", "RELAY_PASSWORD_FILE"} <= given:
+        problems.append("RELAY_PASSWORD_FILE: is set together with RELAY_PASSWORD; keep one "
+                        "(the file is the safer)")
+    has_password = bool(given & {"RELAY_PASSWORD", "RELAY_PASSWORD_FILE"})
+    if has_password != ("RELAY_USER" in given):
+        missing = "RELAY_USER" if has_password else "RELAY_PASSWORD_FILE or RELAY_PASSWORD"
+        problems.append(f"{missing}: is required with "
+                        f"{'a relay password' if has_password else 'RELAY_USER'}; SMTP AUTH "
+                        "needs both a user name and a password")
+    path = values.get("relay_password_file")
+    if path is not None and "RELAY_PASSWORD_FILE" in given:
+        try:
+            values["relay_password"] = parse_password(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            problems.append(f"RELAY_PASSWORD_FILE: {path} can't be read ({error.strerror}); "
+                            "mount the file into the container, readable by root")
+        except (SettingValueError, UnicodeDecodeError) as error:
+            problems.append(f"RELAY_PASSWORD_FILE: {path} {error}; it must hold the password "
+                            "alone, on one line")
+        else:
+            if not values["relay_password"]:
+                problems.append(f"RELAY_PASSWORD_FILE: {path} is empty; put the password in it")
     return problems
 
 
@@ -547,6 +678,10 @@ def _warnings(environ: Mapping[str, str], values: dict[str, Any]) -> list[str]:
         for name, field in (("PUBLIC_IPV4", "public_ipv4"), ("PUBLIC_IPV6", "public_ipv6"))
         if values[field] is not None and (warning := ip_warning(name, values[field]))
     ]
+    if values["relay_host"] and not values["relay_spf_include"]:
+        found.append("RELAY_HOST is set but RELAY_SPF_INCLUDE is not: receivers check SPF "
+                     "against the relay's addresses, so SPF will fail (DKIM still carries "
+                     "DMARC); set RELAY_SPF_INCLUDE to the include: your provider documents")
     return found + unknown_variable_warnings(environ)
 
 

@@ -210,3 +210,13 @@ def test_mta_sts_policy_text() -> None:
     assert policy == "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmax_age: 86400\r\n"
     policy_id = mtasts.policy_id(policy)
     assert policy_id.isalnum() and 1 <= len(policy_id) <= 32  # RFC 8461 §3.1
+
+
+def test_a_relays_spf_include_goes_into_every_domains_spf(
+    make_settings: MakeSettings, make_keys: MakeKeys
+) -> None:
+    groups = groups_for(make_settings, make_keys, MAIL_DOMAINS="example.com,example.org",
+                        RELAY_HOST="smtp.relay.example.net",
+                        RELAY_SPF_INCLUDE="_spf.relay.example.net")
+    for domain in ("example.com", "example.org"):
+        assert value(groups, domain, "TXT") == "v=spf1 a mx include:_spf.relay.example.net -all"

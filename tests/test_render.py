@@ -91,3 +91,40 @@ def test_validation_mark(tmp_path: Path) -> None:
     assert render.already_validated(files, paths)
     changed = [render.RenderedFile("a", tmp_path / "a", b"two", 0o644)]
     assert not render.already_validated(changed, paths)
+
+
+def test_direct_delivery_uses_dane_or_opportunistic_tls(rendered: dict[str, str]) -> None:
+    main = rendered["postfix/main.cf"]
+    assert "\nrelayhost = \n" in main
+    assert "\nsmtp_tls_security_level = dane\n" in main
+    assert "\nsmtp_dns_support_level = dnssec\n" in main
+    assert "\nsmtp_sasl_auth_enable = no\n" in main
+    assert "\nsmtp_helo_name = $myhostname\n" in main
+    assert rendered["postfix/relay_password"].count("\n") == 2  # the two comment lines alone
+
+
+@pytest.mark.parametrize(("relay", "destination", "wrapper"), [
+    ("smtp.relay.example.net", "[smtp.relay.example.net]:587", "no"),
+    ("smtp.relay.example.net:465", "[smtp.relay.example.net]:465", "yes"),
+    ("[2001:db8::25]:2525", "[2001:db8::25]:2525", "no"),
+])
+def test_a_relay_gets_tls_required_and_a_root_only_password_table(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]],
+    tmp_path: Path, relay: str, destination: str, wrapper: str,
+) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com", RELAY_HOST=relay, RELAY_USER="apikey",
+                             RELAY_PASSWORD="s3cret with space")
+    paths = Paths(settings.data_dir, config_root=tmp_path / "root")
+    certificate = certificates.ensure_certificate(paths, ["mail.example.com"], NOW)
+    maps = accounts.postfix_maps(settings.domains, [], [])
+    values = render.context(settings, paths, make_keys(settings), certificate, maps)
+    files = {f.template: f for f in render.render_all(values, paths)}
+    main = files["postfix/main.cf"].content.decode()
+    assert f"\nrelayhost = {destination}\n" in main
+    assert "\nsmtp_tls_security_level = encrypt\n" in main
+    assert f"\nsmtp_tls_wrappermode = {wrapper}\n" in main
+    assert "\nsmtp_sasl_auth_enable = yes\n" in main
+    assert "s3cret" not in main
+    table = files["postfix/relay_password"]
+    assert table.mode == 0o600
+    assert f"\n{destination} apikey:s3cret with space\n" in table.content.decode()

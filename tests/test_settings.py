@@ -91,6 +91,17 @@ BAD_INPUTS = [
     ("DNS_RESOLVERS", "192.0.2.53:99999", "outside 1-65535"),
     ("DNS_RESOLVERS", "192.0.2.53:dns", "not a number"),
     ("DNS_RESOLVERS", "192.0.2.53,", "empty entry"),
+    ("RELAY_HOST", "smtp.example.net:submission", "not a number"),
+    ("RELAY_HOST", "smtp.example.net:0", "outside 1-65535"),
+    ("RELAY_HOST", "smtp_relay.example.net", "not host[:port]"),
+    ("RELAY_HOST", "[2001:db8::1]587", "not host[:port]"),
+    ("RELAY_USER", "api key", "white space"),
+    ("RELAY_USER", "user:name", "contains a colon"),
+    ("RELAY_PASSWORD", "two\nlines", "line break"),
+    ("RELAY_PASSWORD_FILE", "secrets/relay", "relative path"),
+    ("RELAY_SPF_INCLUDE", "ip4:192.0.2.1", "not a valid domain name"),
+    ("RELAY_SPF_INCLUDE", "relay", "at least two labels"),
+    ("RELAY_SPF_INCLUDE", "%{i}._spf.example.net", "not a valid domain name"),
 ]
 
 
@@ -215,3 +226,37 @@ def test_settings_are_frozen() -> None:
 def test_readme_settings_table_is_generated_from_the_code() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert settings_markdown() in readme, "run `mailboot settings` and paste it into README.md"
+
+
+def test_relay_credentials_come_together_with_a_relay(tmp_path: Path) -> None:
+    password = tmp_path / "relay_password"
+    password.write_text("from a file\n")
+    settings = load_settings({**GOOD, "RELAY_HOST": "smtp.relay.example.net",
+                              "RELAY_USER": "apikey", "RELAY_PASSWORD_FILE": str(password)})
+    assert settings.relay_host == ("smtp.relay.example.net", 587)
+    assert settings.relay_password == "from a file"
+    assert any("RELAY_SPF_INCLUDE" in warning for warning in settings.warnings)
+    for environ, expected in [
+        ({"RELAY_USER": "apikey", "RELAY_PASSWORD": "x"}, "RELAY_HOST: is required"),
+        ({"RELAY_HOST": "smtp.relay.example.net", "RELAY_USER": "apikey"},
+         "RELAY_PASSWORD_FILE or RELAY_PASSWORD: is required"),
+        ({"RELAY_HOST": "smtp.relay.example.net", "RELAY_PASSWORD": "x"},
+         "RELAY_USER: is required"),
+        ({"RELAY_HOST": "r.example.net", "RELAY_USER": "u", "RELAY_PASSWORD": "x",
+          "RELAY_PASSWORD_FILE": str(password)}, "keep one"),
+        ({"RELAY_HOST": "r.example.net", "RELAY_USER": "u",
+          "RELAY_PASSWORD_FILE": str(tmp_path / "missing")}, "can't be read"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load_settings({**GOOD, **environ})
+        assert any(problem.startswith(expected) or expected in problem
+                   for problem in caught.value.problems), caught.value.problems
+
+
+def test_a_relay_without_credentials_is_allowed_and_the_include_is_normalised() -> None:
+    settings = load_settings({**GOOD, "RELAY_HOST": "192.0.2.25:25",
+                              "RELAY_SPF_INCLUDE": "include:_spf.Relay.example.net"})
+    assert settings.relay_host == ("192.0.2.25", 25)
+    assert settings.relay_user is None and settings.relay_password is None
+    assert settings.relay_spf_include == "_spf.relay.example.net"
+    assert not settings.warnings
