@@ -1,5 +1,6 @@
 # mailboot: Postfix, Dovecot and OpenDKIM configured by a Python entrypoint.
 # Everything comes from Debian's packages (security updates included); PyPI is not used.
+# libsasl2-modules: the PLAIN and LOGIN mechanisms Postfix uses to log in to a RELAY_HOST.
 FROM debian:trixie-slim
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -24,7 +25,7 @@ RUN set -eux; \
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        postfix dovecot-core dovecot-imapd dovecot-lmtpd opendkim \
+        postfix libsasl2-modules dovecot-core dovecot-imapd dovecot-lmtpd opendkim \
         python3 python3-acme python3-josepy python3-dnspython python3-cryptography \
         python3-jinja2 python3-idna tini openssl ca-certificates; \
     rm -rf /var/lib/apt/lists/* /etc/dovecot/conf.d /etc/postfix/main.cf; \

@@ -66,6 +66,7 @@ class Container:
     volumes: dict[str, str] = field(default_factory=dict)  # host path -> container path
     network: str | None = None
     ip: str | None = None
+    dns: str | None = None  # the test DNS server the container resolves through
 
     def start(self) -> None:
         arguments = ["run", "-d", "--name", self.name, "--hostname", "mail.example.com",
@@ -76,6 +77,8 @@ class Container:
             arguments += ["--network", self.network]
         if self.ip:
             arguments += ["--ip", self.ip]
+        if self.dns:
+            arguments += ["--dns", self.dns]
         for key, value in self.env.items():
             arguments += ["-e", f"{key}={value}"]
         for port in PORTS:
@@ -162,12 +165,13 @@ def make_container(image: str, tmp_path: Path) -> Iterator[Callable[..., Contain
 
     def make(env: dict[str, str] | None = None, data: Path | None = None,
              start: bool = True, volumes: dict[str, str] | None = None,
-             network: str | None = None, ip: str | None = None) -> Container:
+             network: str | None = None, ip: str | None = None,
+             dns: str | None = None) -> Container:
         data = data or tmp_path / f"data-{len(made)}"
         data.mkdir(exist_ok=True)
         container = Container(f"mailboot-test-{secrets.token_hex(4)}", data,
                               env or {"MAIL_DOMAINS": "example.com,example.org"}, image,
-                              volumes=volumes or {}, network=network, ip=ip)
+                              volumes=volumes or {}, network=network, ip=ip, dns=dns)
         made.append(container)
         if start:
             container.start()

@@ -51,13 +51,24 @@ def message(sender: str, recipient: str) -> tuple[EmailMessage, str]:
 def fetch(container: Container, user: str, token: str, timeout: float = 30,
           password: str = PASSWORD) -> bytes:
     """The raw message with `token` in its subject from the user's INBOX, read over IMAPS."""
+    return _search(container, user, ("SUBJECT", f'"test {token}"'), token, timeout, password)
+
+
+def fetch_text(container: Container, user: str, token: str, timeout: float = 30,
+               password: str = PASSWORD) -> bytes:
+    """The raw message with `token` anywhere in it (a bounce quoting the original, say)."""
+    return _search(container, user, ("TEXT", f'"{token}"'), token, timeout, password)
+
+
+def _search(container: Container, user: str, criteria: tuple[str, str], token: str,
+            timeout: float, password: str) -> bytes:
     deadline = time.monotonic() + timeout
     while True:
         with imaplib.IMAP4_SSL("127.0.0.1", container.ports[993],
                                ssl_context=insecure_context()) as imap:
             imap.login(user, password)
             imap.select("INBOX")
-            _, found = imap.search(None, "SUBJECT", f'"test {token}"')
+            _, found = imap.search(None, *criteria)
             numbers = found[0].split()
             if numbers:
                 _, data = imap.fetch(numbers[0], "(RFC822)")

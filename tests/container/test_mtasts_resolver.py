@@ -14,13 +14,12 @@ from tests.container.conftest import ROOT, Container, docker
 from tests.container.pebble_harness import DockerNetwork, Pebble
 from tests.container.test_acme import mail_with_acme, wait_for_pebble_certificate
 from tests.container.test_acme import pebble_context as make_pebble_context
+from tests.container.zoneserver import printed_zone, start_zone_server
 
 pytestmark = pytest.mark.container
 
 MakeContainer = Callable[..., Container]
 DOMAINS = ("example.com", "example.org")
-SOA = ("@ 3600 IN SOA ns1.example.net. hostmaster.example.com. 1 7200 3600 1209600 60\n"
-       "@ 3600 IN NS ns1.example.net.\n")
 RESOLVE = """
 import asyncio, json, sys
 from postfix_mta_sts_resolver.resolver import STSResolver
@@ -33,29 +32,6 @@ async def main():
     print(json.dumps(answers))
 asyncio.run(main())
 """
-
-
-def serve_zones(mail: Container, network: DockerNetwork, directory: Path) -> tuple[str, str]:
-    """BIND with the zones `mailboot dns --zone` prints, as the user's DNS provider would."""
-    directory.mkdir()
-    config = ['options { directory "/var/cache/bind"; listen-on { any; }; '
-              'listen-on-v6 { none; }; recursion yes; allow-recursion { any; }; '
-              'dnssec-validation no; };', "controls { };"]
-    for domain in DOMAINS:
-        zone = mail.exec("mailboot", "dns", "--zone", "--domain", domain).stdout
-        (directory / f"{domain}.zone").write_text(f"$ORIGIN {domain}.\n{SOA}{zone}")
-        config.append(f'zone "{domain}" {{ type primary; file "/zones/{domain}.zone"; }};')
-    (directory / "named.conf").write_text("\n".join(config) + "\n")
-    for path in [directory, *directory.iterdir()]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    docker("build", "-q", "-t", "mailboot-bind:test", str(ROOT / "tests/container/bind_image"),
-           timeout=600)
-    ip = network.allocate()
-    name = f"mailboot-bind-sts-{ip.rsplit('.', 1)[1]}"
-    docker("run", "-d", "--name", name, "--network", network.name, "--ip", ip,
-           "-v", f"{directory}:/zones:ro", "mailboot-bind:test")
-    time.sleep(1)
-    return name, ip
 
 
 def test_postfix_mta_sts_resolver_accepts_the_policy_of_every_domain(
@@ -72,20 +48,21 @@ def test_postfix_mta_sts_resolver_accepts_the_policy_of_every_domain(
     while mail.logs().count("has a certificate from the CA now: publish") < len(DOMAINS):
         assert time.monotonic() < deadline, mail.logs()[-3000:]
         time.sleep(1)
-    bind, bind_ip = serve_zones(mail, test_network, tmp_path / "zones")
+    dns = start_zone_server(test_network, tmp_path / "zones",
+                            {domain: printed_zone(mail, domain) for domain in DOMAINS})
     roots = tmp_path / "roots.pem"
     roots.write_text(pebble.issuing_roots_pem())
     package = Path(postfix_mta_sts_resolver.__file__).parent
     try:
         docker("build", "-q", "-t", "mailboot-stsclient:test",
                str(ROOT / "tests/container/stsclient_image"), timeout=600)
-        result = docker("run", "--rm", "--network", test_network.name, "--dns", bind_ip,
+        result = docker("run", "--rm", "--network", test_network.name, "--dns", dns.ip,
                         "-v", f"{package}:/pkgs/postfix_mta_sts_resolver:ro",
                         "-v", f"{roots}:/roots.pem:ro", "-e", "PYTHONPATH=/pkgs",
                         "-e", "SSL_CERT_FILE=/roots.pem", "mailboot-stsclient:test",
                         "-c", RESOLVE, *DOMAINS, timeout=120)
     finally:
-        docker("rm", "-f", bind, check=False)
+        dns.remove()
     answers = json.loads(result.stdout)
     published = {r["name"]: r["value"] for r in json.loads(
         mail.exec("mailboot", "dns", "--json").stdout) if r["type"] == "TXT"}
