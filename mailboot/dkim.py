@@ -79,19 +79,39 @@ def selector_for(now: datetime) -> str:
 def ensure_keys(paths: Paths, domains: Iterable[str], now: datetime) -> tuple[DomainKeys, ...]:
     """Return the keys of every domain, creating a key where a domain has none.
 
-    Raises StateError when a key can't be created or an existing key file is unusable.
+    New keys are generated on every core at once (RSA generation is most of a first start with
+    many domains). Raises StateError when a key can't be created or an existing key file is
+    unusable.
     """
-    return tuple(ensure_domain_keys(paths, domain, now) for domain in domains)
+    domains = tuple(domains)
+    missing = [d for d in domains if not find_key_files(paths.dkim_domain_dir(d))]
+    for domain, pem in zip(missing, generate_private_key_pems(len(missing)), strict=True):
+        path = create_key_file(paths.dkim_domain_dir(domain), selector_for(now), pem)
+        log.info("dkim: created a new %d-bit key for %s (%s)", KEY_BITS, domain, path.name)
+    return tuple(
+        DomainKeys(domain, tuple(load_key(domain, path)
+                                 for path in find_key_files(paths.dkim_domain_dir(domain))))
+        for domain in domains
+    )
 
 
-def ensure_domain_keys(paths: Paths, domain: str, now: datetime) -> DomainKeys:
-    """Return the keys of `domain`, creating the first one when there is none."""
-    directory = paths.dkim_domain_dir(domain)
-    key_files = find_key_files(directory)
-    if not key_files:
-        key_files = [create_key_file(directory, selector_for(now))]
-        log.info("dkim: created a new %d-bit key for %s (%s)", KEY_BITS, domain, key_files[0].name)
-    return DomainKeys(domain, tuple(load_key(domain, path) for path in key_files))
+def generate_private_key_pems(count: int) -> list[bytes]:
+    """`count` new keys, generated in parallel processes when there is more than one."""
+    workers = min(count, os.cpu_count() or 1)
+    if workers <= 1:
+        return [generate_private_key_pem() for _ in range(count)]
+    # Imported here: a warm boot generates nothing and shouldn't pay for the import.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the boot has no threads yet, and a forked child starts in milliseconds.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_generate_one, range(count), chunksize=max(1, count // workers // 4)))
+
+
+def _generate_one(_index: int) -> bytes:
+    return generate_private_key_pem()
 
 
 def find_key_files(directory: Path) -> list[Path]:
@@ -118,14 +138,14 @@ def find_key_files(directory: Path) -> list[Path]:
     return [directory / (selector + KEY_SUFFIX) for selector in selectors]
 
 
-def create_key_file(directory: Path, selector: str) -> Path:
+def create_key_file(directory: Path, selector: str, pem: bytes | None = None) -> Path:
     """Generate a key and store it as `<selector>.key`, mode 0600, without ever replacing a file.
 
     The key is written to a temporary file, synced, then hard-linked into place: a crash leaves
     either no key or a whole one, and an existing key is never overwritten (link fails instead).
     """
     target = directory / (selector + KEY_SUFFIX)
-    pem = generate_private_key_pem()
+    pem = pem or generate_private_key_pem()
     temp = temp_path_for(target)
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -162,7 +182,10 @@ def load_key(domain: str, path: Path) -> DkimKey:
         raise StateError(f"can't read the DKIM key {path}: {error.strerror}. "
                          "Make DATA_DIR readable by the container.") from error
     try:
-        key = serialization.load_pem_private_key(pem, password=None)
+        # Validating an RSA key's math costs ~25 ms (most of a warm boot with many domains);
+        # the key is our own file, made by this code or placed by the admin, not peer input.
+        key = serialization.load_pem_private_key(pem, password=None,
+                                                 unsafe_skip_rsa_key_validation=True)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise StateError(
             f"the DKIM key {path} is not a readable, unencrypted PEM private key. Restore it from "

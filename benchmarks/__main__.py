@@ -1,0 +1,38 @@
+"""Run every benchmark and rewrite BENCHMARKS.md: `scripts/benchmark` (see the README).
+
+Figures are medians over several runs, measured the same way each time, on the image built from
+this checkout. Nothing here asserts a time: the targets are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import acme, boots, footprint, throughput
+from benchmarks.common import ROOT, Report, build_image, machine_lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="scripts/benchmark", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--messages", type=int, default=10_000,
+                        help="messages per throughput run")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    arguments = parser.parse_args()
+    started = time.monotonic()
+    report = Report()
+    build_image()
+    for section in (boots.run, footprint.run, acme.run, throughput.run):
+        section(report, arguments)
+        print(report.last_section(), file=sys.stderr, flush=True)
+    minutes = (time.monotonic() - started) / 60
+    arguments.output.write_text(report.markdown(machine_lines(), minutes))
+    print(f"benchmark: wrote {arguments.output} in {minutes:.1f} min", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""What every benchmark shares: the image, containers with published ports, timing, the report."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "mailboot:bench"
+BASE_IMAGE = "debian:trixie-slim"
+HANDOVER = re.compile(r"handing over to the supervisor, ([\d.]+) s after the entrypoint started")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 600,
+           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False,
+                            timeout=timeout, input=stdin)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args[:3])}: {result.stderr.strip()[-2000:]}")
+    return result
+
+
+def build_image() -> None:
+    print("benchmark: building the image", flush=True)
+    docker("build", "-q", "-t", IMAGE, str(ROOT), timeout=1800)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    target: str = ""
+    runs: str = ""
+
+
+@dataclass
+class Report:
+    sections: list[tuple[str, str, list[Figure]]] = field(default_factory=list)
+
+    def section(self, title: str, method: str) -> list[Figure]:
+        figures: list[Figure] = []
+        self.sections.append((title, method, figures))
+        return figures
+
+    def last_section(self) -> str:
+        title, _, figures = self.sections[-1]
+        return "\n".join([f"== {title}", *(f"  {f.name}: {f.value} {f.target}" for f in figures)])
+
+    def markdown(self, machine: list[str], minutes: float) -> str:
+        lines = ["# Benchmarks", "",
+                 "Written by `scripts/benchmark` (see the README); do not edit by hand. Each "
+                 "figure is the median of the runs listed beside it.", "", "## Machine", ""]
+        lines += [f"- {line}" for line in machine]
+        lines += [f"- whole run: {minutes:.1f} min", ""]
+        for title, method, figures in self.sections:
+            lines += [f"## {title}", "", method, "",
+                      "| figure | median | target | runs |", "|---|---|---|---|"]
+            lines += [f"| {f.name} | {f.value} | {f.target} | {f.runs} |" for f in figures]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def machine_lines() -> list[str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    versions = docker("run", "--rm", "--entrypoint", "sh", IMAGE, "-c",
+                      "postconf -h mail_version; dovecot --version; "
+                      "opendkim -V | head -1; python3 --version; "
+                      "python3 -c 'import acme, cryptography, dns.version; "
+                      "print(\"acme\", acme.__version__ if hasattr(acme, \"__version__\") else "
+                      "\"?\", \"cryptography\", cryptography.__version__, \"dnspython\", "
+                      "dns.version.version)'", check=False).stdout.split("\n")
+    labels = ["Postfix", "Dovecot", "OpenDKIM", "Python", "libraries"]
+    return [f"CPU: {cpu}, {os.cpu_count()} cores; memory {memory_kib / 1048576:.1f} GiB",
+            f"kernel {platform.release()}; "
+            f"{docker('version', '--format', 'Docker {{.Server.Version}}').stdout.strip()}",
+            *(f"{label}: {value.strip()}" for label, value in zip(labels, versions, strict=False)
+              if value.strip())]
+
+
+@dataclass
+class Mail:
+    """A mailboot container with its ports published on loopback."""
+
+    name: str
+    data: Path
+
+    def ports(self) -> dict[int, int]:
+        bindings = json.loads(docker("inspect", self.name).stdout)[0]["NetworkSettings"]["Ports"]
+        return {int(key.split("/")[0]): int(value[0]["HostPort"])
+                for key, value in (bindings or {}).items() if value}
+
+    def logs(self) -> str:
+        result = docker("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def exec(self, *argv: str, stdin: str | None = None,
+             timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        flags = ["-i"] if stdin is not None else []
+        return docker("exec", *flags, self.name, *argv, stdin=stdin, timeout=timeout)
+
+    def handover_seconds(self) -> list[float]:
+        """Every boot's time from entrypoint start to the supervisor's exec, in order."""
+        return [float(m) for m in HANDOVER.findall(self.logs())]
+
+    def start_and_wait(self) -> tuple[float, float]:
+        """`docker start`, then seconds until the SMTP banner on 25 and the greeting on 993."""
+        started = time.monotonic()
+        docker("start", self.name)
+        return wait_for_greetings(self, started)
+
+    def stop(self) -> None:
+        docker("stop", "-t", "30", self.name)
+
+    def remove(self) -> None:
+        docker("rm", "-f", "-v", self.name, check=False)
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def create_mail(env: dict[str, str], *, network: str | None = None, ip: str | None = None,
+                dns: str | None = None, volumes: dict[str, str] | None = None) -> Mail:
+    data = Path(tempfile.mkdtemp(prefix="mailboot-bench-"))
+    name = f"mailboot-bench-{secrets.token_hex(4)}"
+    arguments = ["create", "--name", name, "--hostname", "mail.example.com",
+                 "-v", f"{data}:/data", "-p", "127.0.0.1::25", "-p", "127.0.0.1::993"]
+    for host_path, container_path in (volumes or {}).items():
+        arguments += ["-v", f"{host_path}:{container_path}:ro"]
+    if network:
+        arguments += ["--network", network]
+    if ip:
+        arguments += ["--ip", ip]
+    if dns:
+        arguments += ["--dns", dns]
+    for key, value in env.items():
+        arguments += ["-e", f"{key}={value}"]
+    docker(*arguments, IMAGE)
+    return Mail(name, data)
+
+
+def wait_for_greetings(mail: Mail, started: float, timeout: float = 600) -> tuple[float, float]:
+    """Poll every 20 ms; each figure is the first moment its greeting arrived."""
+    smtp = imap = None
+    deadline = started + timeout
+    ports: dict[int, int] = {}
+    while smtp is None or imap is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{mail.name} not ready:\n{mail.logs()[-3000:]}")
+        ports = ports or mail.ports()
+        if ports and smtp is None and _greets(ports[25], b"220", tls=False):
+            smtp = time.monotonic() - started
+        if ports and imap is None and _greets(ports[993], b"* OK", tls=True):
+            imap = time.monotonic() - started
+        time.sleep(0.02)
+    return smtp, imap
+
+
+_INSECURE = ssl.create_default_context()
+_INSECURE.check_hostname = False
+_INSECURE.verify_mode = ssl.CERT_NONE
+
+
+def _greets(port: int, greeting: bytes, *, tls: bool) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as raw:
+        if not tls:
+            return raw.recv(100).startswith(greeting)
+        with _INSECURE.wrap_socket(raw) as connection:
+            return connection.recv(100).startswith(greeting)
+    return False
+
+
+@contextlib.contextmanager
+def network() -> Iterator[tuple[str, str]]:
+    """A Docker network of our own: (name, address prefix such as '172.31.40.')."""
+    for third in range(40, 250):
+        name = f"mailboot-bench-{third}"
+        if docker("network", "create", "--subnet", f"172.31.{third}.0/24", name,
+                  check=False).returncode == 0:
+            try:
+                yield name, f"172.31.{third}."
+            finally:
+                docker("network", "rm", name, check=False)
+            return
+    raise RuntimeError("no free subnet for the benchmark network")
+
+
+def seconds(value: float) -> str:
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def runs_text(values: Sequence[float], unit: str = "s") -> str:
+    return ", ".join(f"{v:.3f}" if v < 10 else f"{v:.1f}" for v in values) + f" {unit}"
