@@ -20,12 +20,22 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--messages", type=int, default=10_000,
                         help="messages per throughput run")
+    parser.add_argument("--max-domains", type=int, default=1000,
+                        help="largest domain count for the boot figures")
+    parser.add_argument("--idle", type=int, default=60,
+                        help="seconds a container idles before its memory is read")
+    parser.add_argument("--only", choices=("boot", "footprint", "acme", "throughput"),
+                        action="append", help="run only these sections (repeatable)")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     arguments = parser.parse_args()
     started = time.monotonic()
     report = Report()
     build_image()
-    for section in (boots.run, footprint.run, acme.run, throughput.run):
+    sections = {"boot": boots.run, "footprint": footprint.run, "acme": acme.run,
+                "throughput": throughput.run}
+    for name, section in sections.items():
+        if arguments.only and name not in arguments.only:
+            continue
         section(report, arguments)
         print(report.last_section(), file=sys.stderr, flush=True)
     minutes = (time.monotonic() - started) / 60

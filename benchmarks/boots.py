@@ -86,7 +86,7 @@ def run(report: Report, arguments: argparse.Namespace) -> None:
     with network() as (network_name, prefix):
         bind = Bind(network_name, f"{prefix}2")
         try:
-            for count in DOMAIN_COUNTS:
+            for count in (c for c in DOMAIN_COUNTS if c <= arguments.max_domains):
                 _measure(figures, bind, network_name, f"{prefix}10", count, arguments.runs)
         finally:
             bind.remove()

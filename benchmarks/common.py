@@ -119,6 +119,9 @@ class Mail:
         flags = ["-i"] if stdin is not None else []
         return docker("exec", *flags, self.name, *argv, stdin=stdin, timeout=timeout)
 
+    def running(self) -> bool:
+        return docker("inspect", "-f", "{{.State.Running}}", self.name).stdout.strip() == "true"
+
     def handover_seconds(self) -> list[float]:
         """Every boot's time from entrypoint start to the supervisor's exec, in order."""
         return [float(m) for m in HANDOVER.findall(self.logs())]
@@ -163,7 +166,7 @@ def wait_for_greetings(mail: Mail, started: float, timeout: float = 600) -> tupl
     deadline = started + timeout
     ports: dict[int, int] = {}
     while smtp is None or imap is None:
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or not mail.running():
             raise RuntimeError(f"{mail.name} not ready:\n{mail.logs()[-3000:]}")
         ports = ports or mail.ports()
         if ports and smtp is None and _greets(ports[25], b"220", tls=False):

@@ -14,8 +14,6 @@ import time
 from benchmarks.boots import domains
 from benchmarks.common import BASE_IMAGE, IMAGE, Figure, Mail, Report, create_mail, docker, median
 
-IDLE_SECONDS = 60
-
 
 def image_growth_mb() -> tuple[float, float]:
     sizes = [int(docker("image", "inspect", "-f", "{{.Size}}", image).stdout)
@@ -25,10 +23,10 @@ def image_growth_mb() -> tuple[float, float]:
 
 def process_rss_kib(mail: Mail) -> dict[str, int]:
     """command -> RSS in KiB, summed over processes with the same command."""
-    output = docker("top", mail.name, "-eo", "rss,args").stdout.splitlines()[1:]
+    output = docker("top", mail.name, "-eo", "pid,rss,args").stdout.splitlines()[1:]
     totals: dict[str, int] = {}
     for line in output:
-        rss, _, command = line.strip().partition(" ")
+        _pid, rss, command = line.split(None, 2)
         key = " ".join(command.split()[:3])[:60]
         totals[key] = totals.get(key, 0) + int(rss)
     return totals
@@ -46,7 +44,7 @@ def run(report: Report, arguments: argparse.Namespace) -> None:
                                 "TLS_MODE": "self-signed"})
             try:
                 mail.start_and_wait()
-                time.sleep(IDLE_SECONDS)
+                time.sleep(arguments.idle)
                 breakdown = process_rss_kib(mail)
                 sums.append(sum(breakdown.values()) / 1024)
                 usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}",

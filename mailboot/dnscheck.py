@@ -61,7 +61,8 @@ def check_records(records: Sequence[Record], lookup: Lookup,
     futures = [pool.submit(check_record, r, lookup, public_addresses) for r in records]
     wait(futures, timeout=budget)
     pool.shutdown(wait=False, cancel_futures=True)
-    return [future.result() if future.done() else
+    # A record still queued when the budget ran out was cancelled: done, but with no result.
+    return [future.result() if future.done() and not future.cancelled() else
             Finding(record, Status.UNKNOWN, (), "no answer yet; checked again in the background")
             for record, future in zip(records, futures, strict=True)]
 

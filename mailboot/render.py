@@ -8,7 +8,9 @@ Python, where it is tested. Jinja runs with StrictUndefined, so a misspelt name 
 from __future__ import annotations
 
 import hashlib
+import os
 import pwd
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,9 +150,19 @@ def _with_header(name: str, template: jinja2.Template, values: Mapping[str, Any]
     return (header + template.render(values)).encode("utf-8")
 
 
+# Postfix keeps re-reading a main.cf modified within the last second or so, to let an editor's
+# write settle (strace shows postconf re-opening it for 2 s): that was most of a first start.
+# Our files appear whole (written, then renamed), so they are dated back and read at once.
+SETTLED_AGE = 3.0
+
+
 def write_files(files: Sequence[RenderedFile]) -> list[Path]:
     """Write files whose content or mode changed; return those written."""
-    return [f.target for f in files if write_atomically(f.target, f.content, f.mode)]
+    written = [f.target for f in files if write_atomically(f.target, f.content, f.mode)]
+    settled = time.time() - SETTLED_AGE
+    for target in written:
+        os.utime(target, (settled, settled))
+    return written
 
 
 def _fingerprint(files: Sequence[RenderedFile]) -> bytes:

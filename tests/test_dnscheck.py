@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -154,3 +155,25 @@ def test_mta_sts_id_must_match_the_policy_we_serve(records: list[Record]) -> Non
     dns[("_mta-sts.example.com", "TXT")] = Answer(("v=STSv1; id=20200101",))
     wrong = finding(run(records, dns), "_mta-sts.example.com", "TXT")
     assert wrong.status is Status.WRONG and "id=20200101 instead of id=" in wrong.hint
+
+
+def test_slow_name_servers_leave_records_unknown_when_the_budget_runs_out(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]]
+) -> None:
+    # More records than worker threads: some are still queued (then cancelled) at the deadline.
+    settings = make_settings(MAIL_DOMAINS=",".join(f"d{i}.example.com" for i in range(5)),
+                             PUBLIC_IPV4=HOST_IP)
+    many = all_records(build_record_groups(settings, make_keys(settings)))
+    assert len(many) > 16
+    release = threading.Event()
+
+    def hanging(name: str, rtype: str) -> Answer:
+        release.wait(5)
+        return Answer(nxdomain=True)
+
+    try:
+        findings = check_records(many, hanging, [HOST_IP], budget=0.2)
+    finally:
+        release.set()
+    assert len(findings) == len(many)
+    assert {f.status for f in findings} == {Status.UNKNOWN}

@@ -22,20 +22,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
+from tests.container.dockercli import docker as docker  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 IMAGE = "mailboot:test"
 PORTS = (25, 465, 587, 993, 80, 443)
 BOOT_TIMEOUT = 90.0
-
-
-def docker(*args: str, check: bool = True, timeout: float = 120,
-           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, input=stdin,
-                            timeout=timeout, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}{result.stdout}")
-    return result
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.container.conftest import docker
+from tests.container.dockercli import docker
 
 HERE = Path(__file__).resolve().parent
 PEBBLE_IMAGE = "mailboot-pebble:test"
