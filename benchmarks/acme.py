@@ -4,14 +4,16 @@ Both clients start with no account, ask the same Pebble (Let's Encrypt's test CA
 without its random sleep) for a certificate naming two hosts, and answer HTTP-01 on port 80 of
 their own address. Ours: the worker's own figure, from the start of the attempt (account, order,
 challenges, finalize, download) to the certificate installed and the daemons reloaded. certbot
-(from PyPI, `certonly --standalone`): from its log's first line to its last, so neither figure
-includes the Python interpreter's start.
+(from PyPI, on the host, `certonly --standalone`): from its log's first line to its last, so
+neither figure includes the Python interpreter's start.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
 import tempfile
 import time
 from datetime import datetime
@@ -22,14 +24,13 @@ from benchmarks.common import (
     Figure,
     Report,
     create_mail,
-    docker,
     median,
     network,
     runs_text,
 )
 from tests.container.pebble_harness import DockerNetwork, Pebble, start_pebble
 
-CERTBOT_IMAGE = "mailboot-certbot:bench"
+CERTBOT = ROOT / ".venv-certbot/bin/certbot"
 OURS = re.compile(r"ordered, validated and installed in ([\d.]+) s")
 CERTBOT_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}):", re.MULTILINE)
 
@@ -55,35 +56,37 @@ def ours_once(pebble: Pebble) -> float:
         mail.remove()
 
 
-def certbot_once(pebble: Pebble) -> tuple[float, float]:
-    """(seconds by certbot's log, wall seconds of the whole command)."""
-    ip = pebble.network.allocate()
+def certbot_once(pebble: Pebble, workdir: Path) -> tuple[float, float]:
+    """(seconds by certbot's log, wall seconds of the whole command).
+
+    certbot runs on the host, in its own virtual environment (scripts/benchmark makes it), and
+    answers HTTP-01 on port 80 of the host, which Pebble reaches at the network's gateway.
+    """
+    gateway = pebble.network.prefix + "1"
     for name in ("mail.example.org", "mta-sts.example.org"):
-        pebble.set_a(name, ip)
-    name = f"mailboot-bench-certbot-{ip.rsplit('.', 1)[1]}"
-    docker("run", "-d", "--name", name, "--network", pebble.network.name, "--ip", ip,
-           "-v", f"{pebble.directory}:/acme:ro", "-e", "REQUESTS_CA_BUNDLE=/acme/ca.pem",
-           CERTBOT_IMAGE)
-    try:
-        started = time.monotonic()
-        docker("exec", name, "/opt/certbot/bin/certbot", "certonly", "--standalone",
-               "--non-interactive", "--agree-tos", "--register-unsafely-without-email",
-               "--server", pebble.directory_url,
-               "-d", "mail.example.org", "-d", "mta-sts.example.org",
-               "--config-dir", "/tmp/certbot", "--work-dir", "/tmp/certbot-work",
-               "--logs-dir", "/tmp/certbot-logs", timeout=300)
-        wall = time.monotonic() - started
-        log = docker("exec", name, "cat", "/tmp/certbot-logs/letsencrypt.log").stdout
-        stamps = [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f") for s in CERTBOT_TIME.findall(log)]
-        return (stamps[-1] - stamps[0]).total_seconds(), wall
-    finally:
-        docker("rm", "-f", name, check=False)
+        pebble.set_a(name, gateway)
+    logs = workdir / "logs"
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(CERTBOT), "certonly", "--standalone", "--non-interactive", "--agree-tos",
+         "--register-unsafely-without-email", "--server", pebble.directory_url,
+         "-d", "mail.example.org", "-d", "mta-sts.example.org",
+         "--config-dir", str(workdir / "config"), "--work-dir", str(workdir / "work"),
+         "--logs-dir", str(logs)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)})
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"certbot failed: {result.stderr[-3000:]}")
+    log = (logs / "letsencrypt.log").read_text()
+    stamps = [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f") for s in CERTBOT_TIME.findall(log)]
+    return (stamps[-1] - stamps[0]).total_seconds(), wall
 
 
 def run(report: Report, arguments: argparse.Namespace) -> None:
     figures = report.section("ACME", __doc__ or "")
-    docker("build", "-q", "-t", CERTBOT_IMAGE, str(ROOT / "benchmarks/certbot_image"),
-           timeout=1800)
+    if not CERTBOT.exists():
+        raise RuntimeError(f"{CERTBOT} is missing: run the benchmarks with scripts/benchmark")
     with network() as (network_name, prefix):
         pebble_network = DockerNetwork(network_name, prefix)
         pebble = start_pebble(pebble_network, Path(tempfile.mkdtemp(prefix="mailboot-pebble-")),
@@ -92,7 +95,7 @@ def run(report: Report, arguments: argparse.Namespace) -> None:
             ours, certbot, walls = [], [], []
             for _ in range(arguments.runs):
                 ours.append(ours_once(pebble))
-                by_log, wall = certbot_once(pebble)
+                by_log, wall = certbot_once(pebble, Path(tempfile.mkdtemp(prefix="certbot-")))
                 certbot.append(by_log)
                 walls.append(wall)
         finally:
