@@ -38,6 +38,7 @@ CERTBOT_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}):", re.MULTIL
 def ours_once(pebble: Pebble) -> float:
     ip = pebble.network.allocate()
     for name in ("mail.example.com", "mta-sts.example.com"):
+        pebble.clear_a(name)  # challtestsrv adds addresses: the last run's would stay
         pebble.set_a(name, ip)
     mail = create_mail({"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": ip,
                         "ACME_DIRECTORY": pebble.directory_url, "ACME_CA_BUNDLE": "/acme/ca.pem",
@@ -64,6 +65,7 @@ def certbot_once(pebble: Pebble, workdir: Path) -> tuple[float, float]:
     """
     gateway = pebble.network.prefix + "1"
     for name in ("mail.example.org", "mta-sts.example.org"):
+        pebble.clear_a(name)
         pebble.set_a(name, gateway)
     logs = workdir / "logs"
     started = time.monotonic()

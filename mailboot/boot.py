@@ -8,6 +8,7 @@ the last start made, re-renders, writes only what changed, and is quick.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import TextIO
 from mailboot import accounts, certificates, dkim, dnscheck, dnsformat, render, system
 from mailboot.dnscheck import Lookup
 from mailboot.dnsrecords import all_records, build_record_groups
-from mailboot.errors import DnsNotReady
+from mailboot.errors import DnsNotReady, StateError
 from mailboot.paths import Paths
 from mailboot.settings import Settings
 
@@ -41,6 +42,23 @@ def stage(name: str) -> Iterator[None]:
     log.info("boot: %s done (%.0f ms)", name, (time.monotonic() - started) * 1000)
 
 
+def check_data_dir(paths: Paths) -> None:
+    """DATA_DIR must be a directory we can write: say so plainly before anything else runs.
+
+    access(2) answers without writing anything (EROFS for a read-only mount), so a refused
+    start leaves DATA_DIR exactly as it was.
+    """
+    directory = paths.data_dir
+    if not directory.exists():
+        return  # made by the first stage that needs it
+    if not directory.is_dir():
+        raise StateError(f"DATA_DIR {directory} is a file, not a directory: mount a directory "
+                         "(a volume) there")
+    if not os.access(directory, os.W_OK):
+        raise StateError(f"DATA_DIR {directory} is read-only here: mount it read-write; mailboot "
+                         "keeps its keys, certificates, mail and queue there")
+
+
 def tls_names(settings: Settings) -> list[str]:
     """MAIL_HOSTNAME first, then the MTA-STS policy host of every domain (RFC 8461 §3.3)."""
     return [settings.hostname, *(f"mta-sts.{domain}" for domain in settings.domains)]
@@ -49,6 +67,7 @@ def tls_names(settings: Settings) -> list[str]:
 def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform,
          out: TextIO) -> None:
     """Make everything the daemons need, check it, and print the DNS records to `out`."""
+    check_data_dir(paths)
     with stage("dkim keys"):
         keys = dkim.ensure_keys(paths, settings.domains, now)
         system.give_keys_to_opendkim(keys)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from mailboot.boot import print_records
+from mailboot.boot import check_data_dir, print_records
 from mailboot.dkim import DomainKeys
 from mailboot.dnscheck import Answer
-from mailboot.errors import DnsNotReady
+from mailboot.errors import DnsNotReady, StateError
+from mailboot.paths import Paths
 from mailboot.settings import Settings
 
 
@@ -48,3 +50,13 @@ def test_dns_check_off_prints_no_statuses(
 
     print_records(settings, make_keys(settings), must_not_be_called, out)
     assert "[OK]" not in out.getvalue() and "[MISSING]" not in out.getvalue()
+
+
+def test_data_dir_that_is_a_file_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_text("not a directory\n")
+    with pytest.raises(StateError) as caught:
+        check_data_dir(Paths(data))
+    assert "is a file, not a directory" in str(caught.value) and caught.value.exit_code == 78
+    check_data_dir(Paths(tmp_path / "missing"))  # made later by the first stage that needs it
+    assert not (tmp_path / "missing").exists()

@@ -1,0 +1,415 @@
+"""Hardening: bad input, crashes, load and attack, against the image as users run it.
+
+Bad input must stop the container with a message that names the problem and the fix, exit 78, and
+leave /data byte for byte as it was. A first start killed at any moment must leave nothing half
+made. Load must not lose a message. Secrets must never reach the log.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import random
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.conftest import require_tool, snapshot
+from tests.container.conftest import Container, docker, insecure_context
+
+pytestmark = pytest.mark.container
+
+MakeContainer = Callable[..., Container]
+DOMAINS = "example.com,example.org"
+PASSWORD = "hardening password 7Qv!"
+GOOD = {"MAIL_DOMAINS": DOMAINS, "TLS_MODE": "self-signed", "DNS_CHECK": "off"}
+
+
+@pytest.fixture(scope="module")
+def golden(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A /data after one good start (keys, certificate, an account): what bad input must keep."""
+    data = tmp_path_factory.mktemp("golden")
+    mail = Container(f"mailboot-golden-{secrets.token_hex(4)}", data, dict(GOOD), image)
+    mail.start()
+    try:
+        mail.wait_ready()
+        mail.add_account("alice@example.com", PASSWORD)
+        docker("stop", "-t", "30", mail.name, timeout=60)
+    finally:
+        mail.remove()
+    yield data
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def copy_of(golden: Path, tmp_path: Path) -> Path:
+    """The golden /data, owners and links kept (cp -a), for one case to break."""
+    target = tmp_path / "data"
+    subprocess.run(["cp", "-a", str(golden), str(target)], check=True)
+    return target
+
+
+def run_once(image: str, data: Path, env: dict[str, str],
+             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """`docker run` in the foreground: a bad start must end by itself."""
+    arguments = ["run", "--rm", "--hostname", "mail.example.com", *extra]
+    if not any(a.endswith(":/data") or a.endswith(":/data:ro") for a in extra):
+        arguments += ["-v", f"{data}:/data"]
+    for key, value in env.items():
+        arguments += ["-e", f"{key}={value}"]
+    return docker(*arguments, image, check=False, timeout=90)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+def without(key: str) -> dict[str, str]:
+    return {k: v for k, v in GOOD.items() if k != key}
+
+
+# (case id, environment, what the message must say)
+BAD_SETTINGS: list[tuple[str, dict[str, str], str]] = [
+    ("domains-missing", without("MAIL_DOMAINS"), "MAIL_DOMAINS: is required"),
+    ("domain-with-space", {"MAIL_DOMAINS": "exa mple.com"}, "MAIL_DOMAINS: "),
+    ("ip-as-domain", {"MAIL_DOMAINS": "192.0.2.1"}, "MAIL_DOMAINS: "),
+    ("address-as-domain", {"MAIL_DOMAINS": "user@example.com"}, "MAIL_DOMAINS: "),
+    ("duplicate-domains", {"MAIL_DOMAINS": "example.com,EXAMPLE.com"}, "twice"),
+    ("single-label", {"MAIL_DOMAINS": "localhost"}, "not a fully-qualified domain name"),
+    ("trailing-comma", {"MAIL_DOMAINS": "example.com,"}, "empty entry"),
+    ("ip-as-hostname", {"MAIL_HOSTNAME": "192.0.2.25"}, "MAIL_HOSTNAME: "),
+    ("url-as-hostname", {"MAIL_HOSTNAME": "https://mail.example.com"}, "MAIL_HOSTNAME: "),
+    ("bad-ipv4", {"PUBLIC_IPV4": "300.1.1.1"}, "PUBLIC_IPV4: "),
+    ("ipv6-as-ipv4", {"PUBLIC_IPV4": "2001:db8::1"}, "PUBLIC_IPV4: "),
+    ("ipv4-as-ipv6", {"PUBLIC_IPV6": "192.0.2.1"}, "PUBLIC_IPV6: "),
+    ("dmarc-policy", {"DMARC_POLICY": "strict"}, "not one of none, quarantine, reject"),
+    ("dmarc-rua", {"DMARC_RUA": "reports"}, "DMARC_RUA: "),
+    ("tlsrpt-rua", {"TLSRPT_RUA": "https://"}, "TLSRPT_RUA: "),
+    ("mta-sts-mode", {"MTA_STS_MODE": "on"}, "MTA_STS_MODE: "),
+    ("mta-sts-max-age", {"MTA_STS_MAX_AGE": "2y"}, "MTA_STS_MAX_AGE: "),
+    ("tls-mode", {"TLS_MODE": "letsencrypt"}, "TLS_MODE: "),
+    ("manual-without-files", {"TLS_MODE": "manual"}, "TLS_CERT_FILE: is required"),
+    ("relative-cert-path", {"TLS_MODE": "manual", "TLS_CERT_FILE": "certs/fullchain.pem",
+                            "TLS_KEY_FILE": "/certs/key.pem"}, "TLS_CERT_FILE: "),
+    ("http-acme-directory", {"ACME_DIRECTORY": "http://acme.example.com/dir"},
+     "ACME_DIRECTORY: "),
+    ("acme-email", {"ACME_EMAIL": "hostmaster"}, "ACME_EMAIL: "),
+    ("eab-half", {"ACME_EAB_KID": "kid-1"}, "ACME_EAB_HMAC_KEY: is required"),
+    ("retry-zero", {"ACME_RETRY_INTERVAL": "0"}, "ACME_RETRY_INTERVAL: "),
+    ("dns-check", {"DNS_CHECK": "yes"}, "DNS_CHECK: "),
+    ("resolver-name", {"DNS_RESOLVERS": "dns.example.com"}, "DNS_RESOLVERS: "),
+    ("relay-port", {"RELAY_HOST": "smtp.example.net:submission"}, "RELAY_HOST: "),
+    ("relay-user-alone", {"RELAY_HOST": "smtp.example.net", "RELAY_USER": "apikey"},
+     "RELAY_PASSWORD_FILE or RELAY_PASSWORD: is required"),
+    ("relay-password-file-missing", {"RELAY_HOST": "smtp.example.net", "RELAY_USER": "apikey",
+                                     "RELAY_PASSWORD_FILE": "/run/secrets/none"},
+     "RELAY_PASSWORD_FILE: /run/secrets/none can't be read"),
+    ("spf-include", {"RELAY_SPF_INCLUDE": "ip4:192.0.2.1"}, "RELAY_SPF_INCLUDE: "),
+]
+
+
+@pytest.mark.parametrize(("case", "env", "says"), BAD_SETTINGS, ids=[c[0] for c in BAD_SETTINGS])
+def test_a_bad_setting_stops_with_78_names_the_fix_and_touches_nothing(
+    image: str, golden: Path, tmp_path: Path, case: str, env: dict[str, str], says: str
+) -> None:
+    data = copy_of(golden, tmp_path)
+    before = snapshot(data)
+    environment = without("MAIL_DOMAINS") if case == "domains-missing" else {**GOOD, **env}
+    result = run_once(image, data, environment)
+    assert result.returncode == 78, result.stderr[-2000:]
+    assert says in result.stderr, result.stderr
+    assert "(example: " in result.stderr  # every problem shows a right value
+    assert "Traceback" not in result.stderr
+    assert snapshot(data) == before
+
+
+def break_dkim_key(data: Path) -> str:
+    (key,) = (data / "dkim" / "example.org").glob("*.key")
+    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    return "is not a readable, unencrypted PEM private key"
+
+
+def ec_dkim_key(data: Path) -> str:
+    (key,) = (data / "dkim" / "example.org").glob("*.key")
+    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return "is not an RSA key of at least"
+
+
+def bad_selector_name(data: Path) -> str:
+    (key,) = (data / "dkim" / "example.org").glob("*.key")
+    shutil.copy2(key, key.with_name("bad name!.key"))
+    return "can't be a DKIM selector"
+
+
+def corrupt_accounts(data: Path) -> str:
+    passwd = data / "accounts" / "passwd"
+    passwd.write_text(passwd.read_text() + "this line is not an account\n")
+    return "is not `address:{SCHEME}hash`"
+
+
+def dkim_dir_is_a_file(data: Path) -> str:
+    shutil.rmtree(data / "dkim")
+    (data / "dkim").write_text("not a directory\n")
+    return "is a file, not a directory"
+
+
+BAD_FILES: list[tuple[str, Callable[[Path], str]]] = [
+    ("corrupt-dkim-key", break_dkim_key),
+    ("ec-dkim-key", ec_dkim_key),
+    ("bad-selector-file-name", bad_selector_name),
+    ("corrupt-account-file", corrupt_accounts),
+    ("dkim-directory-is-a-file", dkim_dir_is_a_file),
+]
+
+
+@pytest.mark.parametrize(("case", "damage"), BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_a_damaged_file_stops_with_78_says_what_to_do_and_touches_nothing(
+    image: str, golden: Path, tmp_path: Path, case: str, damage: Callable[[Path], str]
+) -> None:
+    data = copy_of(golden, tmp_path)
+    says = damage(data)
+    before = snapshot(data)
+    result = run_once(image, data, GOOD)
+    assert result.returncode == 78, result.stderr[-3000:]
+    assert says in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert snapshot(data) == before
+
+
+def test_a_certificate_that_does_not_match_its_key(
+    image: str, golden: Path, tmp_path: Path
+) -> None:
+    data = copy_of(golden, tmp_path)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    live = data / "tls" / "live"
+    shutil.copy(live / "fullchain.pem", certs / "fullchain.pem")
+    (certs / "key.pem").write_bytes(rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    before = snapshot(data)
+    result = run_once(image, data, {**GOOD, "TLS_MODE": "manual",
+                                    "TLS_CERT_FILE": "/certs/fullchain.pem",
+                                    "TLS_KEY_FILE": "/certs/key.pem"},
+                      ("-v", f"{certs}:/certs:ro"))
+    assert result.returncode == 78, result.stderr[-3000:]
+    assert "does not match" in result.stderr, result.stderr[-3000:]
+    assert snapshot(data) == before
+
+
+def test_a_read_only_data_volume_is_a_clear_error(
+    image: str, golden: Path, tmp_path: Path
+) -> None:
+    data = copy_of(golden, tmp_path)
+    before = snapshot(data)
+    result = run_once(image, data, GOOD, ("-v", f"{data}:/data:ro"))
+    assert result.returncode == 78, result.stderr[-3000:]
+    assert "read-only" in result.stderr or "writable" in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert snapshot(data) == before
+
+
+def test_data_that_is_a_file_is_a_clear_error(image: str, tmp_path: Path) -> None:
+    data = tmp_path / "data-file"
+    data.write_text("not a directory\n")
+    result = run_once(image, data, GOOD, ("-v", f"{data}:/data",))
+    assert result.returncode == 78, result.stderr[-3000:]
+    assert "DATA_DIR" in result.stderr and "Traceback" not in result.stderr
+    assert data.read_text() == "not a directory\n"
+
+
+# --- crash safety --------------------------------------------------------------------------------
+
+def test_a_first_start_killed_20_times_then_starts_cleanly(
+    make_container: MakeContainer, tmp_path: Path
+) -> None:
+    data = tmp_path / "crashes"
+    data.mkdir()
+    env = {**GOOD, "MAIL_DOMAINS": "example.com,example.org,example.net"}
+    chooser = random.Random(secrets.randbits(32))  # noqa: S311 - when to kill, not security
+    for _ in range(20):
+        mail = make_container(env=env, data=data)
+        time.sleep(chooser.uniform(0.0, 1.5))
+        docker("kill", "-s", "KILL", mail.name, check=False)
+        docker("rm", "-f", mail.name, check=False)
+    mail = make_container(env=env, data=data)
+    mail.wait_ready()
+    for domain in env["MAIL_DOMAINS"].split(","):
+        keys = list((data / "dkim" / domain).glob("*.key"))
+        assert len(keys) == 1, keys
+        key = serialization.load_pem_private_key(keys[0].read_bytes(), password=None)
+        assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+    # The start cleaned up what the kills left: no temporary file is left anywhere in /data.
+    assert [p for p in data.rglob("*") if ".tmp-" in p.name] == []
+    live = data / "tls" / "live"
+    assert (live / "fullchain.pem").is_file() and (live / "key.pem").is_file()
+    records = json.loads(mail.exec("mailboot", "dns", "--json").stdout)
+    assert sum(r["name"].endswith("._domainkey.example.net.") for r in records) == 1
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+def test_200_sessions_and_10000_messages_all_arrive_while_imap_answers(
+    make_container: MakeContainer,
+) -> None:
+    mail = make_container(env=dict(GOOD))
+    mail.wait_ready()
+    mail.add_account("load@example.com", PASSWORD)
+    answered: list[float] = []
+    failures: list[str] = []
+    done = threading.Event()
+
+    def imap_while_loaded() -> None:
+        while not done.is_set():
+            started = time.monotonic()
+            try:
+                with imaplib.IMAP4_SSL("127.0.0.1", mail.ports[993],
+                                       ssl_context=insecure_context(), timeout=30) as imap:
+                    imap.login("load@example.com", PASSWORD)
+                    imap.select("INBOX")
+                answered.append(time.monotonic() - started)
+            except (OSError, imaplib.IMAP4.error) as error:
+                failures.append(repr(error))
+            time.sleep(1)
+
+    watcher = threading.Thread(target=imap_while_loaded)
+    watcher.start()
+    try:
+        # smtp-source inside the container: 200 parallel sessions on port 25, as other servers.
+        result = mail.exec("smtp-source", "-c", "-m", "10000", "-s", "200", "-l", "1024",
+                           "-f", "sender@example.net", "-t", "load@example.com",
+                           "127.0.0.1:25", check=False)
+        assert result.returncode == 0, result.stderr[-2000:]
+        deadline = time.monotonic() + 600
+        maildir = "/data/mail/example.com/load/Maildir"
+        while (count := int(mail.exec("sh", "-c", f"find {maildir}/new {maildir}/cur -type f "
+                                      "| wc -l").stdout)) < 10000:
+            assert time.monotonic() < deadline, f"{count} of 10000 arrived"
+            time.sleep(2)
+    finally:
+        done.set()
+        watcher.join()
+    assert count == 10000
+    assert failures == [] and len(answered) >= 5
+    assert json.loads(mail.exec("sh", "-c", "postqueue -j | wc -l").stdout or "0") == 0
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+def test_private_keys_are_private_and_secrets_never_reach_the_log(
+    make_container: MakeContainer, tmp_path: Path
+) -> None:
+    relay_secret = tmp_path / "relay_password"
+    relay_secret.write_text("relay-secret-Zq9\n")
+    mail = make_container(env={**GOOD, "RELAY_HOST": "smtp.relay.example.net",
+                               "RELAY_USER": "apikey",
+                               "RELAY_PASSWORD_FILE": "/run/secrets/relay"},
+                          volumes={str(relay_secret): "/run/secrets/relay"})
+    mail.wait_ready()
+    mail.add_account("alice@example.com", PASSWORD)
+    with mail.smtp(587) as smtp:
+        smtp.starttls(context=insecure_context())
+        smtp.login("alice@example.com", PASSWORD)
+    with pytest.raises(imaplib.IMAP4.error), imaplib.IMAP4_SSL(
+            "127.0.0.1", mail.ports[993], ssl_context=insecure_context()) as imap:
+        imap.login("alice@example.com", PASSWORD + "wrong")
+    owners = mail.exec("sh", "-c", "stat -c '%a %U %n' /data/dkim/*/*.key "
+                       "/data/tls/live/key.pem /etc/postfix/relay_password").stdout
+    for line in owners.splitlines():
+        mode, owner, path = line.split(" ", 2)
+        assert mode == "600", line
+        assert owner == ("opendkim" if path.startswith("/data/dkim") else "root"), line
+    logs = mail.logs()
+    assert PASSWORD not in logs and "relay-secret-Zq9" not in logs
+    for key_file in [*mail.data.glob("dkim/*/*.key"), mail.data / "tls/live/key.pem"]:
+        body = "".join(key_file.read_text().splitlines()[1:-1])
+        for start in range(0, len(body) - 40, 40):  # no piece of any private key either
+            assert body[start:start + 40] not in logs
+
+
+# --- TLS scan --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scanned(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    data = tmp_path_factory.mktemp("scanned")
+    mail = Container(f"mailboot-scan-{secrets.token_hex(4)}", data, dict(GOOD), image)
+    mail.start()
+    try:
+        mail.wait_ready()
+        mail.add_account(LOCAL, PASSWORD)
+        yield mail
+    finally:
+        mail.remove()
+
+
+@pytest.mark.parametrize(("port", "starttls"), [(25, "smtp"), (465, None), (587, "smtp"),
+                                                (993, None), (443, None)])
+def test_testssl_finds_no_old_protocol_and_no_weak_cipher(
+    scanned: Container, tmp_path: Path, port: int, starttls: str | None
+) -> None:
+    require_tool("testssl")
+    report = tmp_path / "testssl.json"
+    command = ["testssl", "--quiet", "--color", "0", "--warnings", "off", "--protocols",
+               "--std", "--jsonfile", str(report)]
+    if starttls:
+        command += ["--starttls", starttls]
+    subprocess.run([*command, f"127.0.0.1:{scanned.ports[port]}"], capture_output=True,
+                   text=True, timeout=600, check=False)
+    findings = {item["id"]: item["finding"] for item in json.loads(report.read_text())}
+    for protocol in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
+        assert findings[protocol].startswith("not offered"), (protocol, findings[protocol])
+    assert findings["TLS1_2"].startswith("offered") or findings["TLS1_3"].startswith("offered")
+    for weak in ("cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW",
+                 "cipherlist_3DES_IDEA"):
+        assert findings[weak].startswith("not offered"), (weak, findings[weak])
+
+
+# --- relaying and logins -------------------------------------------------------------------------
+
+LOCAL, FOREIGN = "alice@example.com", "someone@example.net"
+RELAY_MATRIX = [
+    # (port, logged in, sender, recipient, accepted)
+    (port, login, sender, recipient,
+     (recipient == LOCAL if port == 25 else login and sender == LOCAL))
+    for port in (25, 465, 587) for login in ((False,) if port == 25 else (False, True))
+    for sender in (LOCAL, FOREIGN) for recipient in (LOCAL, FOREIGN)
+]
+
+
+@pytest.mark.parametrize(("port", "login", "sender", "recipient", "accepted"), RELAY_MATRIX)
+def test_relay_matrix_allows_only_what_it_should(
+    scanned: Container, port: int, login: bool, sender: str, recipient: str, accepted: bool
+) -> None:
+    """Port 25 takes mail for our domains from anyone and relays for nobody; 465 and 587 take
+    mail from a logged-in user, sent as one of their own addresses, to anywhere."""
+    smtp = scanned.smtp(port, implicit_tls=port == 465)
+    with smtp:
+        smtp.ehlo("client.example.net")
+        if port != 465:
+            smtp.starttls(context=insecure_context())
+            smtp.ehlo("client.example.net")
+        if login:
+            smtp.login(LOCAL, PASSWORD)
+        code, _ = smtp.mail(sender)
+        if code == 250:
+            code, _ = smtp.rcpt(recipient)
+        assert (code == 250) == accepted, (port, login, sender, recipient, code)
+        smtp.rset()
+
+
+def test_repeated_wrong_passwords_are_slowed_down(scanned: Container) -> None:
+    """Each failed login waits (auth_failure_delay): guessing is slow. A minimum time, so a busy
+    machine can only make it pass more slowly, never make it fail."""
+    for _ in range(3):
+        started = time.monotonic()
+        with pytest.raises(imaplib.IMAP4.error), imaplib.IMAP4_SSL(
+                "127.0.0.1", scanned.ports[993], ssl_context=insecure_context()) as imap:
+            imap.login(LOCAL, "guess " + secrets.token_hex(4))
+        assert time.monotonic() - started >= 1.5
