@@ -14,12 +14,14 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TextIO
 
 from mailboot import accounts, certificates, dkim, dnscheck, dnsformat, render, system
 from mailboot.dnscheck import Lookup
 from mailboot.dnsrecords import all_records, build_record_groups
 from mailboot.errors import DnsNotReady, StateError
+from mailboot.files import remove_stale_temp_files
 from mailboot.paths import Paths
 from mailboot.settings import Settings
 
@@ -59,6 +61,14 @@ def check_data_dir(paths: Paths) -> None:
                          "keeps its keys, certificates, mail and queue there")
 
 
+def remove_leftovers(paths: Paths) -> None:
+    """Temporary files of a start that was killed mid-write never became real files: remove
+    them where we write atomically (the DKIM directories clean themselves as they are read)."""
+    for root in (paths.accounts_dir, paths.tls_dir, paths.data_dir / "acme"):
+        for directory, _, _ in os.walk(root):
+            remove_stale_temp_files(Path(directory))
+
+
 def tls_names(settings: Settings) -> list[str]:
     """MAIL_HOSTNAME first, then the MTA-STS policy host of every domain (RFC 8461 §3.3)."""
     return [settings.hostname, *(f"mta-sts.{domain}" for domain in settings.domains)]
@@ -68,6 +78,7 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
          out: TextIO) -> None:
     """Make everything the daemons need, check it, and print the DNS records to `out`."""
     check_data_dir(paths)
+    remove_leftovers(paths)
     with stage("dkim keys"):
         keys = dkim.ensure_keys(paths, settings.domains, now)
         system.give_keys_to_opendkim(keys)

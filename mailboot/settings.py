@@ -639,9 +639,11 @@ def _relay_problems(values: dict[str, Any]) -> list[str]:
     has_password = bool(given & {"RELAY_PASSWORD", "RELAY_PASSWORD_FILE"})
     if has_password != ("RELAY_USER" in given):
         missing = "RELAY_USER" if has_password else "RELAY_PASSWORD_FILE or RELAY_PASSWORD"
+        example = ("RELAY_USER=" + SETTINGS_BY_NAME["RELAY_USER"].example if has_password else
+                   "RELAY_PASSWORD_FILE=" + SETTINGS_BY_NAME["RELAY_PASSWORD_FILE"].example)
         problems.append(f"{missing}: is required with "
                         f"{'a relay password' if has_password else 'RELAY_USER'}; SMTP AUTH "
-                        "needs both a user name and a password")
+                        f"needs both a user name and a password (example: {example})")
     path = values.get("relay_password_file")
     if path is not None and "RELAY_PASSWORD_FILE" in given:
         try:
