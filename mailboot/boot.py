@@ -69,11 +69,6 @@ def remove_leftovers(paths: Paths) -> None:
             remove_stale_temp_files(Path(directory))
 
 
-def tls_names(settings: Settings) -> list[str]:
-    """MAIL_HOSTNAME first, then the MTA-STS policy host of every domain (RFC 8461 §3.3)."""
-    return [settings.hostname, *(f"mta-sts.{domain}" for domain in settings.domains)]
-
-
 def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform,
          out: TextIO) -> None:
     """Make everything the daemons need, check it, and print the DNS records to `out`."""
@@ -144,7 +139,7 @@ def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.
         live = certificates.read_live(paths)
         if live is not None:
             return live
-    return certificates.ensure_certificate(paths, tls_names(settings), now)
+    return certificates.ensure_certificate(paths, certificates.tls_names(settings), now)
 
 
 def log_outbound(settings: Settings) -> None:

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from mailboot.errors import StateError
 from mailboot.files import fsync_directory, remove_stale_temp_files, temp_path_for, write_new_file
 from mailboot.paths import Paths
+from mailboot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -250,3 +251,8 @@ def install_manual(paths: Paths, cert_file: Path, key_file: Path, now: datetime)
         return False
     install(paths, "manual", key_pem, chain_pem, now)
     return True
+
+
+def tls_names(settings: Settings) -> list[str]:
+    """MAIL_HOSTNAME first, then the MTA-STS policy host of every domain (RFC 8461 §3.3)."""
+    return [settings.hostname, *(f"mta-sts.{domain}" for domain in settings.domains)]

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import TextIO
 
-from mailboot import accounts, render, system
+from mailboot import accounts, render, system, users
 from mailboot.accounts import AccountError
 from mailboot.paths import Paths
 from mailboot.settings import Settings
@@ -100,5 +100,5 @@ def wait_for_dovecot() -> None:
 
 
 def _passwd_owner() -> tuple[int, int] | None:
-    dovecot = render.user_ids("dovecot")
+    dovecot = users.user_ids("dovecot")
     return (0, dovecot[1]) if dovecot else None

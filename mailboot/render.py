@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pwd
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,9 +23,9 @@ from mailboot.dkim import DomainKeys
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
 from mailboot.settings import Settings
+from mailboot.users import VMAIL_GID, VMAIL_UID
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-VMAIL_UID = VMAIL_GID = 5000  # created in the Dockerfile; owns every mailbox
 OPENDKIM_SOCKET = "inet:8891@127.0.0.1"  # OpenDKIM's notation
 MILTER = "inet:127.0.0.1:8891"  # the same, in Postfix's
 
@@ -186,12 +185,3 @@ def already_validated(files: Sequence[RenderedFile], paths: Paths) -> bool:
 
 def mark_validated(files: Sequence[RenderedFile], paths: Paths) -> None:
     write_atomically(paths.validated_mark, _fingerprint(files), mode=0o644)
-
-
-def user_ids(name: str) -> tuple[int, int] | None:
-    """uid and gid of a system user, or None where it doesn't exist (outside the image)."""
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid

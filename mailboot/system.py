@@ -16,7 +16,7 @@ from mailboot.dkim import DomainKeys
 from mailboot.errors import MailbootError, StateError
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
-from mailboot.render import VMAIL_GID, VMAIL_UID, user_ids
+from mailboot.users import VMAIL_GID, VMAIL_UID, user_ids
 
 log = logging.getLogger(__name__)
 

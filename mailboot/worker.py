@@ -27,7 +27,6 @@ from acme import client as acme_client
 
 from mailboot import certificates, dkim, http_server, mtasts, policy_server, renewal, system
 from mailboot.acme_issuer import AcmeConfig, AcmeIssuer, ChallengeStore, Issued, IssueError
-from mailboot.boot import tls_names
 from mailboot.certificates import Certificate
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import Record, all_records, build_record_groups
@@ -97,7 +96,7 @@ class TlsKeeper:
 
     # --- acme ---------------------------------------------------------------------------------
     def _acme(self, now: datetime) -> datetime:
-        groups = certificate_groups(tls_names(self.settings))
+        groups = certificate_groups(certificates.tls_names(self.settings))
         for number, names in enumerate(groups):
             slot = self.slots.setdefault(number, Slot(number))
             slot.names = names
@@ -240,7 +239,8 @@ class TlsKeeper:
 
     def _self_signed(self, now: datetime) -> datetime:
         before = certificates.read_live(self.paths)
-        after = certificates.ensure_certificate(self.paths, tls_names(self.settings), now)
+        names = certificates.tls_names(self.settings)
+        after = certificates.ensure_certificate(self.paths, names, now)
         if before is None or after.directory != before.directory:
             self.reload()
         return now + IDLE_WAKEUP
