@@ -39,7 +39,8 @@ def main() -> int:
         section(report, arguments)
         print(report.last_section(), file=sys.stderr, flush=True)
     minutes = (time.monotonic() - started) / 60
-    arguments.output.write_text(report.markdown(machine_lines(), minutes))
+    previous = arguments.output.read_text() if arguments.output.exists() else ""
+    arguments.output.write_text(report.markdown(machine_lines(), minutes, previous))
     print(f"benchmark: wrote {arguments.output} in {minutes:.1f} min", file=sys.stderr)
     return 0
 

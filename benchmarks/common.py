@@ -64,18 +64,44 @@ class Report:
         title, _, figures = self.sections[-1]
         return "\n".join([f"== {title}", *(f"  {f.name}: {f.value} {f.target}" for f in figures)])
 
-    def markdown(self, machine: list[str], minutes: float) -> str:
+    def markdown(self, machine: list[str], minutes: float, previous: str = "") -> str:
+        """The whole file; sections this run did not measure are kept from `previous`."""
         lines = ["# Benchmarks", "",
                  "Written by `scripts/benchmark` (see the README); do not edit by hand. Each "
                  "figure is the median of the runs listed beside it.", "", "## Machine", ""]
         lines += [f"- {line}" for line in machine]
-        lines += [f"- whole run: {minutes:.1f} min", ""]
-        for title, method, figures in self.sections:
-            lines += [f"## {title}", "", method, "",
-                      "| figure | median | target | runs |", "|---|---|---|---|"]
-            lines += [f"| {f.name} | {f.value} | {f.target} | {f.runs} |" for f in figures]
-            lines.append("")
+        lines += [f"- this run: {minutes:.1f} min", ""]
+        ours = {title: self._section_text(method, figures)
+                for title, method, figures in self.sections}
+        kept = _sections(previous)
+        for title in [*SECTION_ORDER, *ours]:
+            text = ours.get(title) or kept.get(title)
+            if text and f"## {title}" not in lines:
+                lines += [f"## {title}", "", text.rstrip("\n"), ""]
         return "\n".join(lines)
+
+    @staticmethod
+    def _section_text(method: str, figures: list[Figure]) -> str:
+        rows = [f"| {f.name} | {f.value} | {f.target} | {f.runs} |" for f in figures]
+        return "\n".join([method.strip(), "", "| figure | median | target | runs |",
+                          "|---|---|---|---|", *rows])
+
+
+SECTION_ORDER = ("Boot", "Footprint", "ACME", "Mail throughput")
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """`## Title` -> the text below it, from an earlier BENCHMARKS.md."""
+    found: dict[str, str] = {}
+    title = None
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+            found[title] = ""
+        elif title is not None:
+            found[title] += line + "\n"
+    found.pop("Machine", None)
+    return {name: text.strip("\n") for name, text in found.items()}
 
 
 def machine_lines() -> list[str]:

@@ -28,6 +28,8 @@ from mailboot.users import VMAIL_GID, VMAIL_UID
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 OPENDKIM_SOCKET = "inet:8891@127.0.0.1"  # OpenDKIM's notation
 MILTER = "inet:127.0.0.1:8891"  # the same, in Postfix's
+# Parallel deliveries into mailboxes: Postfix's LMTP connections and Dovecot's lmtp processes.
+LMTP_CONCURRENCY = 10
 
 # Postfix lookup tables made from the accounts; re-rendered alone when an account changes.
 MAP_TEMPLATES = ("postfix/mailboxes", "postfix/aliases", "postfix/senders")
@@ -84,6 +86,7 @@ def context(settings: Settings, paths: Paths, keys: Sequence[DomainKeys],
         "opendkim_dir": str(paths.config("opendkim")),
         "opendkim_socket": OPENDKIM_SOCKET,
         "milter": MILTER,
+        "lmtp_concurrency": LMTP_CONCURRENCY,
         "virtual_mailbox_domains": ", ".join(settings.domains),
         # Sending from an IPv6 address without a PTR gets mail refused: IPv6 only when declared.
         "inet_protocols": "all" if settings.public_ipv6 else "ipv4",

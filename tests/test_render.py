@@ -128,3 +128,12 @@ def test_a_relay_gets_tls_required_and_a_root_only_password_table(
     table = files["postfix/relay_password"]
     assert table.mode == 0o600
     assert f"\n{destination} apikey:s3cret with space\n" in table.content.decode()
+
+
+def test_postfix_opens_no_more_lmtp_connections_than_dovecot_serves(
+    rendered: dict[str, str],
+) -> None:
+    limit = render.LMTP_CONCURRENCY
+    assert f"\nlmtp_destination_concurrency_limit = {limit}\n" in rendered["postfix/main.cf"]
+    lmtp = rendered["dovecot/dovecot.conf"].split("service lmtp {", 1)[1].split("\n}", 1)[0]
+    assert f"\n  process_limit = {limit}" in lmtp
