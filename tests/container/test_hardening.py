@@ -419,3 +419,30 @@ def test_repeated_wrong_passwords_are_slowed_down(scanned: Container) -> None:
             imap.login(LOCAL, "guess " + secrets.token_hex(4))
         durations.append(time.monotonic() - started)
     assert durations[1] >= 1.5 and durations[3] >= 4.0, durations
+
+
+# --- restarts ------------------------------------------------------------------------------------
+
+# Postfix's own run-time state, made anew at every start: its pid file and lock, its sockets,
+# and the copies of the container's /etc/hosts and resolv.conf it keeps in the queue directory.
+RUNTIME = ("spool/postfix/pid", "spool/postfix/private", "spool/postfix/public",
+           "spool/postfix/etc")
+
+
+def test_a_second_start_changes_no_file_in_data(make_container: MakeContainer) -> None:
+    mail = make_container(env=dict(GOOD))
+    mail.wait_ready()
+    mail.add_account(LOCAL, PASSWORD)
+    docker("stop", "-t", "30", mail.name, timeout=60)
+
+    def state() -> dict[str, tuple[bytes, int, int]]:
+        return {path: value for path, value in snapshot(mail.data).items()
+                if not path.startswith(RUNTIME)}
+
+    before = state()
+    docker("start", mail.name)
+    mail.wait_ready()
+    docker("stop", "-t", "30", mail.name, timeout=60)
+    after = state()
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    assert changed == [], changed
