@@ -109,19 +109,18 @@ def machine_lines() -> list[str]:
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
                platform.processor())
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    versions = docker("run", "--rm", "--entrypoint", "sh", IMAGE, "-c",
-                      "postconf -h mail_version; dovecot --version; "
-                      "opendkim -V | head -1; python3 --version; "
-                      "python3 -c 'import acme, cryptography, dns.version; "
-                      "print(\"acme\", acme.__version__ if hasattr(acme, \"__version__\") else "
-                      "\"?\", \"cryptography\", cryptography.__version__, \"dnspython\", "
-                      "dns.version.version)'", check=False).stdout.split("\n")
-    labels = ["Postfix", "Dovecot", "OpenDKIM", "Python", "libraries"]
+    packages = {"Postfix": "postfix", "Dovecot": "dovecot-core", "OpenDKIM": "opendkim",
+                "Python": "python3", "acme": "python3-acme", "cryptography": "python3-cryptography",
+                "dnspython": "python3-dnspython"}
+    query = " ".join(f"$(dpkg-query -W -f='${{Version}}' {name})" for name in packages.values())
+    versions = docker("run", "--rm", "--entrypoint", "sh", IMAGE, "-c", f"echo {query}",
+                      check=False).stdout.split()
+    server = docker("version", "--format", "{{.Server.Version}}").stdout.strip()
     return [f"CPU: {cpu}, {os.cpu_count()} cores; memory {memory_kib / 1048576:.1f} GiB",
-            f"kernel {platform.release()}; "
-            f"{docker('version', '--format', 'Docker {{.Server.Version}}').stdout.strip()}",
-            *(f"{label}: {value.strip()}" for label, value in zip(labels, versions, strict=False)
-              if value.strip())]
+            f"kernel {platform.release()}; Docker {server}",
+            "in the image (Debian packages): " + ", ".join(
+                f"{label} {version}" for label, version in
+                zip(packages, versions, strict=False))]
 
 
 @dataclass
