@@ -137,4 +137,4 @@ def test_postfix_opens_no_more_lmtp_connections_than_dovecot_serves(
     assert f"\nlmtp_destination_concurrency_limit = {limit}\n" in rendered["postfix/main.cf"]
     lmtp = rendered["dovecot/dovecot.conf"].split("service lmtp {", 1)[1].split("\n}", 1)[0]
     assert f"\n  process_limit = {limit}" in lmtp
-    assert "\nlmtp_user_concurrency_limit = 0\n" in rendered["dovecot/dovecot.conf"]
+    assert "\nlmtp_user_concurrency_limit = unlimited\n" in rendered["dovecot/dovecot.conf"]
