@@ -211,17 +211,23 @@ def install(paths: Paths, source: str, key_pem: bytes, chain_pem: bytes,
     return certificate
 
 
-def names_with_real_certificates(paths: Paths, now: datetime) -> set[str]:
-    """Names covered by a valid certificate from a CA (or mounted), in any slot."""
-    names: set[str] = set()
+def live_certificates(paths: Paths) -> list[Certificate]:
+    """The usable certificate of every slot in use (live, live-2, ...), in slot order."""
+    found = []
     slot = 0
     while paths.tls_slot(slot).is_symlink():
         certificate = read_live(paths, slot)
-        if certificate is not None and not certificate.self_signed and (
-                certificate.not_after > now):
-            names |= set(certificate.names)
+        if certificate is not None:
+            found.append(certificate)
         slot += 1
-    return names
+    return found
+
+
+def names_with_real_certificates(paths: Paths, now: datetime) -> set[str]:
+    """Names covered by a valid certificate from a CA (or mounted), in any slot."""
+    return {name for certificate in live_certificates(paths)
+            if not certificate.self_signed and certificate.not_after > now
+            for name in certificate.names}
 
 
 def check_pair(key_pem: bytes, chain_pem: bytes, source: str) -> None:

@@ -125,10 +125,10 @@ def _load(environ: Mapping[str, str]) -> Settings:
 
 def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Print the records (creating DKIM keys first where a domain has none)."""
-    keys = dkim.ensure_keys(Paths(settings.data_dir), settings.domains, datetime.now(UTC))
-    paths = Paths(settings.data_dir)
-    real_names = certificates.names_with_real_certificates(paths, datetime.now(UTC))
-    groups = build_record_groups(settings, keys, real_names)
+    paths, now = Paths(settings.data_dir), datetime.now(UTC)
+    keys = dkim.ensure_keys(paths, settings.domains, now)
+    groups = build_record_groups(settings, keys,
+                                 certificates.names_with_real_certificates(paths, now))
     if arguments.domain:
         groups = _select_zone(groups, arguments.domain)
     findings = None

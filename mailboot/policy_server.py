@@ -60,21 +60,17 @@ class CertificateChooser:
             return list(self._loaded.values())
 
     def _rescan(self) -> None:
-        from mailboot.certificates import read_live  # local: keeps startup imports small
+        from mailboot.certificates import live_certificates  # local: keeps startup imports small
 
         current: dict[Path, tuple[ssl.SSLContext, frozenset[str]]] = {}
-        slot = 0
-        while self.paths.tls_slot(slot).is_symlink():
-            certificate = read_live(self.paths, slot)
-            if certificate is not None:
-                directory = certificate.directory
-                if directory in self._loaded:
-                    current[directory] = self._loaded[directory]
-                else:
-                    context = _server_context()
-                    context.load_cert_chain(certificate.chain_path, certificate.key_path)
-                    current[directory] = (context, frozenset(certificate.names))
-            slot += 1
+        for certificate in live_certificates(self.paths):
+            directory = certificate.directory
+            if directory in self._loaded:
+                current[directory] = self._loaded[directory]
+            else:
+                context = _server_context()
+                context.load_cert_chain(certificate.chain_path, certificate.key_path)
+                current[directory] = (context, frozenset(certificate.names))
         self._loaded = current
         self._scanned = time.monotonic()
 
