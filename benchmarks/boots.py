@@ -44,7 +44,8 @@ class Bind:
     """BIND serving the benchmark's zones from a host folder; `serve` replaces them all."""
 
     def __init__(self, network_name: str, ip: str) -> None:
-        docker("build", "-q", "-t", BIND_IMAGE, str(ROOT / "tests/container/bind_image"))
+        docker("build", "-q", "-t", BIND_IMAGE, str(ROOT / "tests/container/bind_image"),
+               timeout=600)
         self.directory = Path(tempfile.mkdtemp(prefix="mailboot-bench-zones-"))
         self.directory.chmod(0o755)
         self.ip = ip

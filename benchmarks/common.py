@@ -19,19 +19,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.container.dockercli import docker as docker  # the tests' helper, re-exported
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "mailboot:bench"
 BASE_IMAGE = "debian:trixie-slim"
 HANDOVER = re.compile(r"handing over to the supervisor, ([\d.]+) s after the entrypoint started")
-
-
-def docker(*args: str, check: bool = True, timeout: float = 600,
-           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False,
-                            timeout=timeout, input=stdin)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args[:3])}: {result.stderr.strip()[-2000:]}")
-    return result
 
 
 def build_image() -> None:
