@@ -151,6 +151,21 @@ def _imaps_answers(port: int) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def running(image: str, data: Path, env: dict[str, str], prefix: str,
+            accounts: dict[str, str] | None = None) -> Iterator[Container]:
+    """A started container, ready and with `accounts` (address -> password), removed after."""
+    container = Container(f"{prefix}-{secrets.token_hex(4)}", data, env, image)
+    container.start()
+    try:
+        container.wait_ready()
+        for address, password in (accounts or {}).items():
+            container.add_account(address, password)
+        yield container
+    finally:
+        container.remove()
+
+
 @pytest.fixture
 def make_container(image: str, tmp_path: Path) -> Iterator[Callable[..., Container]]:
     made: list[Container] = []

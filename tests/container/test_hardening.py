@@ -23,13 +23,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.conftest import require_tool, snapshot
-from tests.container.conftest import Container, docker, insecure_context
+from tests.container.conftest import Container, docker, insecure_context, running
 
 pytestmark = pytest.mark.container
 
 MakeContainer = Callable[..., Container]
 DOMAINS = "example.com,example.org"
 PASSWORD = "hardening password 7Qv!"
+LOCAL, FOREIGN = "alice@example.com", "someone@example.net"
 GOOD = {"MAIL_DOMAINS": DOMAINS, "TLS_MODE": "self-signed", "DNS_CHECK": "off"}
 
 
@@ -37,14 +38,8 @@ GOOD = {"MAIL_DOMAINS": DOMAINS, "TLS_MODE": "self-signed", "DNS_CHECK": "off"}
 def golden(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A /data after one good start (keys, certificate, an account): what bad input must keep."""
     data = tmp_path_factory.mktemp("golden")
-    mail = Container(f"mailboot-golden-{secrets.token_hex(4)}", data, dict(GOOD), image)
-    mail.start()
-    try:
-        mail.wait_ready()
-        mail.add_account("alice@example.com", PASSWORD)
+    with running(image, data, dict(GOOD), "mailboot-golden", {LOCAL: PASSWORD}) as mail:
         docker("stop", "-t", "30", mail.name, timeout=60)
-    finally:
-        mail.remove()
     yield data
     shutil.rmtree(data, ignore_errors=True)
 
@@ -339,15 +334,9 @@ def test_private_keys_are_private_and_secrets_never_reach_the_log(
 
 @pytest.fixture(scope="module")
 def scanned(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    data = tmp_path_factory.mktemp("scanned")
-    mail = Container(f"mailboot-scan-{secrets.token_hex(4)}", data, dict(GOOD), image)
-    mail.start()
-    try:
-        mail.wait_ready()
-        mail.add_account(LOCAL, PASSWORD)
+    with running(image, tmp_path_factory.mktemp("scanned"), dict(GOOD), "mailboot-scan",
+                 {LOCAL: PASSWORD}) as mail:
         yield mail
-    finally:
-        mail.remove()
 
 
 @pytest.mark.parametrize(("port", "starttls"), [(25, "smtp"), (465, None), (587, "smtp"),
@@ -374,7 +363,6 @@ def test_testssl_finds_no_old_protocol_and_no_weak_cipher(
 
 # --- relaying and logins -------------------------------------------------------------------------
 
-LOCAL, FOREIGN = "alice@example.com", "someone@example.net"
 RELAY_MATRIX = [
     # (port, logged in, sender, recipient, accepted)
     (port, login, sender, recipient,

@@ -15,7 +15,7 @@ from pathlib import Path
 import dkim as dkimpy
 import pytest
 
-from tests.container.conftest import Container, insecure_context
+from tests.container.conftest import Container, insecure_context, running
 
 pytestmark = pytest.mark.container
 
@@ -25,18 +25,10 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture(scope="module")
 def mail(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    data = tmp_path_factory.mktemp("data")
-    container = Container(f"mailboot-flow-{secrets.token_hex(4)}", data,
-                          {"MAIL_DOMAINS": "example.com,example.org",
-                           "PUBLIC_IPV4": "203.0.113.25"}, image)
-    container.start()
-    try:
-        container.wait_ready()
-        container.add_account(ALICE, PASSWORD)
-        container.add_account(BOB, PASSWORD)
+    with running(image, tmp_path_factory.mktemp("data"),
+                 {"MAIL_DOMAINS": "example.com,example.org", "PUBLIC_IPV4": "203.0.113.25"},
+                 "mailboot-flow", {ALICE: PASSWORD, BOB: PASSWORD}) as container:
         yield container
-    finally:
-        container.remove()
 
 
 def message(sender: str, recipient: str) -> tuple[EmailMessage, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
-import secrets
 import smtplib
 import socket
 import ssl
@@ -17,7 +16,7 @@ import pytest
 
 from mailboot.certificates import write_self_signed
 from tests.conftest import NOW
-from tests.container.conftest import Container, insecure_context
+from tests.container.conftest import Container, insecure_context, running
 
 pytestmark = pytest.mark.container
 
@@ -28,15 +27,9 @@ MESSAGE = b"From: x@example.net\r\nSubject: relay test\r\n\r\nhello\r\n"
 
 @pytest.fixture(scope="module")
 def mail(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    container = Container(f"mailboot-refuse-{secrets.token_hex(4)}",
-                          tmp_path_factory.mktemp("data"), {"MAIL_DOMAINS": "example.com"}, image)
-    container.start()
-    try:
-        container.wait_ready()
-        container.add_account(ALICE, PASSWORD)
+    with running(image, tmp_path_factory.mktemp("data"), {"MAIL_DOMAINS": "example.com"},
+                 "mailboot-refuse", {ALICE: PASSWORD}) as container:
         yield container
-    finally:
-        container.remove()
 
 
 def refused(smtp: smtplib.SMTP, sender: str, recipient: str) -> None:
