@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailboot.errors import MailbootError, StateError
+from mailboot.errors import AccountError, StateError
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
 from mailboot.settings import SettingValueError, parse_email_address
@@ -32,12 +32,6 @@ MIN_PASSWORD_LENGTH = 10
 _HASH = re.compile(r"^\{[A-Z0-9-]+\}\S+$")
 
 Hasher = Callable[[str], str]
-
-
-class AccountError(MailbootError):
-    """A request about accounts that can't be honoured (unknown address, taken name...)."""
-
-    exit_code = 65  # sysexits.h EX_DATAERR: the input data was incorrect
 
 
 @dataclass(frozen=True)
@@ -87,7 +81,7 @@ def check_password(password: str) -> None:
 
 
 def passwd_path(paths: Paths) -> Path:
-    return paths.accounts_dir / "passwd"
+    return paths.passwd_file
 
 
 def aliases_path(paths: Paths) -> Path:

@@ -17,13 +17,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from mailboot import accounts, certificates, dkim, dnscheck, dnsformat, render, system
+from mailboot import accounts, dkim, dnscheck, dnsformat, render
 from mailboot.dnscheck import Lookup
 from mailboot.dnsrecords import all_records, build_record_groups
 from mailboot.errors import DnsNotReady, StateError
 from mailboot.files import remove_stale_temp_files
 from mailboot.paths import Paths
 from mailboot.settings import Settings
+from mailboot.tls import certificates
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,6 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
     remove_leftovers(paths)
     with stage("dkim keys"):
         keys = dkim.ensure_keys(paths, settings.domains, now)
-        system.give_keys_to_opendkim(keys)
     with stage("tls certificate"):
         certificate = ensure_tls(settings, paths, now)
         log_certificate(certificate, settings)

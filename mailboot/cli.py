@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from mailboot import boot, certificates, cli_accounts, dkim, dnscheck, dnsformat, health, system
+from mailboot import boot, cli_accounts, dkim, dnscheck, dnsformat, health
+from mailboot.daemons import registry
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
 from mailboot.errors import ConfigError, MailbootError, UsageError
@@ -28,6 +29,7 @@ from mailboot.settings import (
     parse_domain_name,
     settings_markdown,
 )
+from mailboot.tls import certificates
 
 log = logging.getLogger("mailboot")
 
@@ -163,14 +165,14 @@ def _select_zone(groups: tuple[RecordGroup, ...], domain: str) -> tuple[RecordGr
 
 def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Boot, then replace this process with the supervisor (a fresh, small Python)."""
-    platform = boot.BootPlatform(prepare=system.prepare_daemons,
-                                 validate=system.validate_configuration,
+    platform = boot.BootPlatform(prepare=registry.prepare_all,
+                                 validate=registry.check_all,
                                  lookup=DnsLookup(settings.dns_resolvers, timeout=2.0))
     boot.boot(settings, Paths(settings.data_dir), datetime.now(UTC), platform, out)
     log.info("boot: handing over to the supervisor, %.3f s after the entrypoint started",
              seconds_since_process_start())
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons"])  # noqa: S606
+    os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons.supervisor"])  # noqa: S606
 
 
 def seconds_since_process_start() -> float:

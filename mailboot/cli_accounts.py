@@ -14,8 +14,9 @@ import sys
 import time
 from typing import TextIO
 
-from mailboot import accounts, render, system, users
-from mailboot.accounts import AccountError
+from mailboot import accounts, render
+from mailboot.daemons import dovecot, postfix
+from mailboot.errors import AccountError
 from mailboot.paths import Paths
 from mailboot.settings import Settings
 
@@ -45,7 +46,7 @@ def run_account(arguments: argparse.Namespace, settings: Settings, out: TextIO) 
     address = accounts.normalise_address(arguments.address, settings.domains)
     password_hash = None
     if arguments.action in ("add", "password"):
-        password_hash = system.hash_password(read_password(arguments.password_stdin))
+        password_hash = dovecot.hash_password(read_password(arguments.password_stdin))
     with accounts.locked(paths):
         current = accounts.read_accounts(paths)
         aliases = accounts.read_aliases(paths)
@@ -55,7 +56,7 @@ def run_account(arguments: argparse.Namespace, settings: Settings, out: TextIO) 
             changed = accounts.set_password(current, address, password_hash)
         else:
             changed = accounts.remove_account(current, address)
-        accounts.write_accounts(paths, changed, owner=_passwd_owner())
+        accounts.write_accounts(paths, changed, owner=dovecot.passwd_owner())
         apply(settings, paths, changed, aliases)
     log.info("account: %s %s", address, {"add": "created", "password": "has a new password",
                                           "remove": "removed (its mail is kept)"}[arguments.action])
@@ -88,7 +89,7 @@ def apply(settings: Settings, paths: Paths, current: list[accounts.Account],
     maps = accounts.postfix_maps(settings.domains, current, aliases)
     values = {"mailboxes": maps.mailboxes, "aliases": maps.aliases, "senders": maps.senders}
     render.write_files(render.render_maps(values, paths))
-    system.reload_postfix(paths)
+    postfix.reload(paths)
     wait_for_dovecot()
 
 
@@ -98,7 +99,3 @@ def wait_for_dovecot() -> None:
     now = time.time()
     time.sleep(math.floor(now) + 1.05 - now)
 
-
-def _passwd_owner() -> tuple[int, int] | None:
-    dovecot = users.user_ids("dovecot")
-    return (0, dovecot[1]) if dovecot else None

@@ -14,9 +14,9 @@ from enum import StrEnum
 
 import idna
 
-from mailboot import mtasts
 from mailboot.dkim import DomainKeys
 from mailboot.settings import Settings
+from mailboot.tls import mtasts
 
 DEFAULT_TTL = 3600
 MX_PREFERENCE = 10
@@ -232,8 +232,7 @@ def _dmarc_action(policy: str) -> str:
 
 def mta_sts_records(settings: Settings, domain: str,
                     real_names: Collection[str] | None = None) -> list[Record]:
-    policy = mtasts.policy_text(settings.mta_sts_mode, [settings.hostname],
-                                settings.mta_sts_max_age)
+    policy = mtasts.policy_for(settings)
     hold = None
     if real_names is not None and f"mta-sts.{domain}" not in real_names:
         # RFC 8461 §3.3: senders fetch the policy over HTTPS with a valid certificate; an
@@ -242,7 +241,7 @@ def mta_sts_records(settings: Settings, domain: str,
         hold = (f"hold this record back until mta-sts.{domain} has a certificate from the CA "
                 "(the log says when); announced earlier, senders may refuse mail")
     return [
-        Record(f"_mta-sts.{domain}", "TXT", f"v=STSv1; id={mtasts.policy_id(policy)}",
+        Record(f"_mta-sts.{domain}", "TXT", mtasts.record_value(policy),
                "MTA-STS: senders must use verified TLS to reach us; the id changes with the "
                "policy (RFC 8461)", domain, required=False, hold=hold),
         Record(f"mta-sts.{domain}", "CNAME", f"{settings.hostname}.",

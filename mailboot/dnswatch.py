@@ -10,9 +10,10 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from mailboot import dnscheck, renewal
+from mailboot import dnscheck
 from mailboot.dnscheck import Finding, Lookup, Status
 from mailboot.dnsrecords import Record
+from mailboot.tls import renewal
 
 log = logging.getLogger("mailboot.dns")
 

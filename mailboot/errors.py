@@ -1,4 +1,4 @@
-"""The few errors mailboot raises, each with the exit code the command line turns it into.
+"""Every error mailboot explains to the user, each with the exit code the command line gives it.
 
 Every message says what failed, why, and what to do about it; `cli.py` is the only place that
 turns these into text on stderr and an exit code.
@@ -6,10 +6,14 @@ turns these into text on stderr and an exit code.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 # sysexits.h: EX_USAGE, "the command was used incorrectly".
 EXIT_USAGE = 64
 # sysexits.h: EX_CONFIG, "something was found in an unconfigured or misconfigured state".
 EXIT_CONFIG = 78
+# sysexits.h: EX_DATAERR, "the input data was incorrect".
+EXIT_DATAERR = 65
 EXIT_FAILURE = 1
 
 
@@ -49,3 +53,24 @@ class StateError(MailbootError):
     """
 
     exit_code = EXIT_CONFIG
+
+
+class AccountError(MailbootError):
+    """A mailbox or alias change that can't be made as asked (unknown address, taken name...)."""
+
+    exit_code = EXIT_DATAERR
+
+
+class CommandError(MailbootError):
+    """A program we ran failed; the message carries what it said."""
+
+
+class IssueError(MailbootError):
+    """An attempt to get a certificate failed; `retry_at` is set when the CA said when to retry.
+
+    Never fatal: the worker logs it and tries again later, serving the current certificate.
+    """
+
+    def __init__(self, message: str, retry_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at

@@ -50,6 +50,11 @@ class Paths:
         return self.data_dir / "accounts"
 
     @property
+    def passwd_file(self) -> Path:
+        """The accounts in Dovecot's passwd-file format: Dovecot authenticates against it."""
+        return self.accounts_dir / "passwd"
+
+    @property
     def mail_dir(self) -> Path:
         return self.data_dir / "mail"
 

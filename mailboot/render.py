@@ -18,35 +18,18 @@ from typing import Any
 import jinja2
 
 from mailboot.accounts import PostfixMaps
-from mailboot.certificates import Certificate
+from mailboot.daemons import dovecot, opendkim, postfix, registry
 from mailboot.dkim import DomainKeys
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
 from mailboot.settings import Settings
+from mailboot.tls.certificates import Certificate
 from mailboot.users import VMAIL_GID, VMAIL_UID
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-OPENDKIM_SOCKET = "inet:8891@127.0.0.1"  # OpenDKIM's notation
-MILTER = "inet:127.0.0.1:8891"  # the same, in Postfix's
-# Parallel deliveries into mailboxes: Postfix's LMTP connections and Dovecot's lmtp processes.
-LMTP_CONCURRENCY = 10
-
-# Postfix lookup tables made from the accounts; re-rendered alone when an account changes.
-MAP_TEMPLATES = ("postfix/mailboxes", "postfix/aliases", "postfix/senders")
-# Templates below templates/, rendered to the same path below /etc.
-CONFIG_TEMPLATES = (
-    "postfix/main.cf",
-    "postfix/master.cf",
-    *MAP_TEMPLATES,
-    "dovecot/dovecot.conf",
-    "opendkim.conf",
-    "opendkim/KeyTable",
-    "opendkim/SigningTable",
-    "postfix/relay_password",
-)
-# Files holding secrets: readable by root alone (Postfix opens its tables before dropping
-# privileges, so root is all that needs to read them).
-SECRET_TEMPLATES = frozenset({"postfix/relay_password"})
+# Every daemon's templates (templates/ mirrors /etc); secret ones are readable by root alone.
+CONFIG_TEMPLATES = registry.templates()
+SECRET_TEMPLATES = registry.secret_templates()
 
 
 @dataclass(frozen=True)
@@ -79,14 +62,14 @@ def context(settings: Settings, paths: Paths, keys: Sequence[DomainKeys],
         "data_dir": str(paths.data_dir),
         "queue_directory": str(paths.postfix_queue),
         "mail_dir": str(paths.mail_dir),
-        "passwd_file": str(paths.accounts_dir / "passwd"),
+        "passwd_file": str(paths.passwd_file),
         "tls_key": str(live / certificate.key_path.name),
         "tls_chain": str(live / certificate.chain_path.name),
         "postfix_dir": str(paths.config("postfix")),
         "opendkim_dir": str(paths.config("opendkim")),
-        "opendkim_socket": OPENDKIM_SOCKET,
-        "milter": MILTER,
-        "lmtp_concurrency": LMTP_CONCURRENCY,
+        "opendkim_socket": opendkim.SOCKET,
+        "milter": opendkim.POSTFIX_MILTER,
+        "lmtp_concurrency": dovecot.LMTP_CONCURRENCY,
         "virtual_mailbox_domains": ", ".join(settings.domains),
         # Sending from an IPv6 address without a PTR gets mail refused: IPv6 only when declared.
         "inet_protocols": "all" if settings.public_ipv6 else "ipv4",
@@ -133,7 +116,7 @@ def render_all(values: Mapping[str, Any], paths: Paths,
 def render_maps(values: Mapping[str, Any], paths: Paths,
                 templates_dir: Path = TEMPLATES_DIR) -> list[RenderedFile]:
     """Only Postfix's account tables (values: mailboxes, aliases, senders)."""
-    return _render(MAP_TEMPLATES, values, paths, templates_dir)
+    return _render(postfix.ACCOUNT_TABLES, values, paths, templates_dir)
 
 
 def _render(names: Sequence[str], values: Mapping[str, Any], paths: Paths,

@@ -15,21 +15,50 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import idna
 
 from mailboot.errors import ConfigError
 
-DMARC_POLICIES = ("none", "quarantine", "reject")
-TLS_MODES = ("acme", "manual", "self-signed")
-DNS_CHECK_MODES = ("warn", "strict", "off")
+
+class DmarcPolicy(StrEnum):
+    """RFC 7489 §6.3 p=: what receivers do with mail failing DMARC."""
+
+    NONE = "none"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+
+
+class TlsMode(StrEnum):
+    ACME = "acme"
+    MANUAL = "manual"
+    SELF_SIGNED = "self-signed"
+
+
+class DnsCheckMode(StrEnum):
+    WARN = "warn"
+    STRICT = "strict"
+    OFF = "off"
+
+
+class MtaStsMode(StrEnum):
+    """RFC 8461 §5 policy modes."""
+
+    ENFORCE = "enforce"
+    TESTING = "testing"
+    NONE = "none"
+
+
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-MTA_STS_MODES = ("enforce", "testing", "none")
 # RFC 8461 §3.2: max_age is at most 31557600 seconds (about a year).
 MTA_STS_MAX_AGE_LIMIT = 31_557_600
+
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class SettingValueError(ValueError):
@@ -347,12 +376,14 @@ def parse_data_dir(text: str) -> Path:
     return path
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
+def _choice(options: type[E]) -> Callable[[str], E]:
+    def parse(text: str) -> E:
         value = text.strip().lower()
-        if value not in options:
-            raise SettingValueError(f"{text!r} is not one of {', '.join(options)}")
-        return value
+        try:
+            return options(value)
+        except ValueError:
+            names = ", ".join(option.value for option in options)
+            raise SettingValueError(f"{text!r} is not one of {names}") from None
 
     return parse
 
@@ -420,7 +451,7 @@ TABLE: tuple[Setting, ...] = (
         "/data",
     ),
     Setting(
-        "DMARC_POLICY", "dmarc_policy", _choice(DMARC_POLICIES), "reject", "`reject`",
+        "DMARC_POLICY", "dmarc_policy", _choice(DmarcPolicy), "reject", "`reject`",
         "What receivers should do with mail that fails DMARC: none, quarantine or reject.",
         "quarantine",
     ),
@@ -435,7 +466,7 @@ TABLE: tuple[Setting, ...] = (
         "tls-reports@example.com",
     ),
     Setting(
-        "MTA_STS_MODE", "mta_sts_mode", _choice(MTA_STS_MODES), "enforce", "`enforce`",
+        "MTA_STS_MODE", "mta_sts_mode", _choice(MtaStsMode), "enforce", "`enforce`",
         "MTA-STS policy mode (RFC 8461): enforce, testing or none.",
         "testing",
     ),
@@ -446,7 +477,7 @@ TABLE: tuple[Setting, ...] = (
         "4w",
     ),
     Setting(
-        "TLS_MODE", "tls_mode", _choice(TLS_MODES), "acme", "`acme`",
+        "TLS_MODE", "tls_mode", _choice(TlsMode), "acme", "`acme`",
         "Where the TLS certificate comes from: acme (issued and renewed automatically), manual "
         "(TLS_CERT_FILE and TLS_KEY_FILE, reloaded when they change) or self-signed.",
         "manual",
@@ -492,7 +523,7 @@ TABLE: tuple[Setting, ...] = (
         "2m",
     ),
     Setting(
-        "DNS_CHECK", "dns_check", _choice(DNS_CHECK_MODES), "warn", "`warn`",
+        "DNS_CHECK", "dns_check", _choice(DnsCheckMode), "warn", "`warn`",
         "Check the published DNS records: warn (at boot and in the background until all are "
         "in place), strict (the boot fails while required records are missing) or off.",
         "strict",
@@ -545,36 +576,36 @@ SETTINGS_BY_NAME = {setting.name: setting for setting in TABLE}
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated settings; built only by `load_settings`."""
+    """Validated settings; built only by `load_settings`, whose defaults come from `TABLE`."""
 
     domains: tuple[str, ...]
     hostname: str
     public_ipv4: ipaddress.IPv4Address | None
     public_ipv6: ipaddress.IPv6Address | None
     data_dir: Path
-    dmarc_policy: str
+    dmarc_policy: DmarcPolicy
     dmarc_rua: tuple[str, ...]
     tlsrpt_rua: tuple[str, ...]
-    mta_sts_mode: str
+    mta_sts_mode: MtaStsMode
     mta_sts_max_age: int
-    tls_mode: str = "acme"
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    acme_directory: str = LETS_ENCRYPT
-    acme_email: str | None = None
-    acme_ca_bundle: Path | None = None
-    acme_eab_kid: str | None = None
-    acme_eab_hmac_key: str | None = None
-    acme_retry_interval: int = 300
-    dns_resolvers: tuple[tuple[str, int], ...] = ()
-    dns_check: str = "warn"
-    dns_check_interval: int = 60
-    relay_host: tuple[str, int] | None = None
-    relay_user: str | None = None
-    relay_password: str | None = None
-    relay_password_file: Path | None = None
-    relay_spf_include: str | None = None
-    warnings: tuple[str, ...] = ()
+    tls_mode: TlsMode
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    acme_directory: str
+    acme_email: str | None
+    acme_ca_bundle: Path | None
+    acme_eab_kid: str | None
+    acme_eab_hmac_key: str | None
+    acme_retry_interval: int
+    dns_check: DnsCheckMode
+    dns_check_interval: int
+    dns_resolvers: tuple[tuple[str, int], ...]
+    relay_host: tuple[str, int] | None
+    relay_user: str | None
+    relay_password: str | None
+    relay_password_file: Path | None
+    relay_spf_include: str | None
+    warnings: tuple[str, ...]
 
     @property
     def primary_domain(self) -> str:

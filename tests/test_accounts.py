@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from mailboot import accounts
-from mailboot.accounts import Account, AccountError, Alias
-from mailboot.errors import StateError
+from mailboot.accounts import Account, Alias
+from mailboot.errors import AccountError, StateError
 from mailboot.paths import Paths
 
 DOMAINS = ("example.com", "example.org")

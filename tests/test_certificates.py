@@ -7,8 +7,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from mailboot import certificates
 from mailboot.paths import Paths
+from mailboot.tls import certificates
 from tests.conftest import NOW, snapshot
 
 NAMES = ["mail.example.com", "mta-sts.example.com"]

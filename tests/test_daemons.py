@@ -10,14 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-from mailboot.daemons import format_syslog
+from mailboot.daemons.supervisor import format_syslog
 
 ROOT = Path(__file__).resolve().parent.parent
 
 SUPERVISE = """
 import sys
 from pathlib import Path
-from mailboot.daemons import Daemon, Supervisor
+from mailboot.daemons.daemon import Daemon
+from mailboot.daemons.supervisor import Supervisor
 daemons = [Daemon(name, ("sh", "-c", command)) for name, command in
            zip(sys.argv[2::2], sys.argv[3::2])]
 raise SystemExit(Supervisor(daemons, Path(sys.argv[1]), stop_timeout=1.0).run())
@@ -95,7 +96,8 @@ def test_format_syslog() -> None:
 STOPPED_BY_COMMAND = """
 import sys
 from pathlib import Path
-from mailboot.daemons import Daemon, Supervisor
+from mailboot.daemons.daemon import Daemon
+from mailboot.daemons.supervisor import Supervisor
 marker = sys.argv[2]
 loop = f"trap '' TERM; while [ ! -e {marker} ]; do sleep 0.1; done"
 daemons = [Daemon("detached", ("sh", "-c", loop), stop_argv=("touch", marker))]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mailboot import mtasts
 from mailboot.dkim import DomainKeys
 from mailboot.dnsrecords import Record, RecordGroup, Where, all_records, build_record_groups
 from mailboot.settings import Settings
+from mailboot.tls import mtasts
 
 MakeSettings = Callable[..., Settings]
 MakeKeys = Callable[[Settings], tuple[DomainKeys, ...]]

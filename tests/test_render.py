@@ -8,11 +8,13 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from mailboot import accounts, certificates, render
+from mailboot import accounts, render
 from mailboot.accounts import Account
+from mailboot.daemons import dovecot
 from mailboot.dkim import DomainKeys
 from mailboot.paths import Paths
 from mailboot.settings import Settings
+from mailboot.tls import certificates
 from tests.conftest import NOW
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -133,7 +135,7 @@ def test_a_relay_gets_tls_required_and_a_root_only_password_table(
 def test_postfix_opens_no_more_lmtp_connections_than_dovecot_serves(
     rendered: dict[str, str],
 ) -> None:
-    limit = render.LMTP_CONCURRENCY
+    limit = dovecot.LMTP_CONCURRENCY
     assert f"\nlmtp_destination_concurrency_limit = {limit}\n" in rendered["postfix/main.cf"]
     lmtp = rendered["dovecot/dovecot.conf"].split("service lmtp {", 1)[1].split("\n}", 1)[0]
     assert f"\n  process_limit = {limit}" in lmtp

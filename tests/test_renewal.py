@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mailboot.renewal import MAX_RETRY, next_retry, renew_at, retry_time
+from mailboot.tls.renewal import MAX_RETRY, next_retry, renew_at, retry_time
 
 ISSUED = datetime(2026, 11, 1, tzinfo=UTC)
 EXPIRES = ISSUED + timedelta(days=90)

@@ -13,11 +13,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailboot import certificates
-from mailboot.acme_issuer import ChallengeStore, Issued, IssueError
+from mailboot.errors import IssueError
 from mailboot.paths import Paths
 from mailboot.settings import Settings
-from mailboot.worker import TlsKeeper
+from mailboot.tls import certificates
+from mailboot.tls.acme_issuer import ChallengeStore, Issued
+from mailboot.tls.keeper import AcmeKeeper, Keeper, keeper_for
 from tests.conftest import NOW
 
 LIFETIME = timedelta(days=90)
@@ -93,8 +94,8 @@ def world() -> World:
 @pytest.fixture
 def make_keeper(
     make_settings: Callable[..., Settings], world: World, ca: FakeCa
-) -> Callable[..., TlsKeeper]:
-    def make(**variables: str) -> TlsKeeper:
+) -> Callable[..., Keeper]:
+    def make(**variables: str) -> Keeper:
         settings = make_settings(**{"MAIL_DOMAINS": "example.com", "ACME_RETRY_INTERVAL": "5m",
                                     **variables})
         paths = Paths(settings.data_dir)
@@ -108,19 +109,19 @@ def make_keeper(
         def reload() -> None:
             world.reloads += 1
 
-        return TlsKeeper(settings, paths, make_issuer, world.resolve, world.fetch_through(store),
+        return keeper_for(settings, paths, make_issuer, world.resolve, world.fetch_through(store),
                          store, reload)
     return make
 
 
-def live(keeper: TlsKeeper) -> certificates.Certificate:
+def live(keeper: Keeper) -> certificates.Certificate:
     certificate = certificates.read_live(keeper.paths)
     assert certificate is not None
     return certificate
 
 
 def test_first_start_with_dns_ready_issues_for_every_name(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
     world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
     keeper = make_keeper()
@@ -132,7 +133,7 @@ def test_first_start_with_dns_ready_issues_for_every_name(
 
 
 def test_names_not_resolving_yet_means_no_order_and_a_growing_wait(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa,
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     keeper = make_keeper()
@@ -144,12 +145,13 @@ def test_names_not_resolving_yet_means_no_order_and_a_growing_wait(
     assert keeper.step(NOW + timedelta(minutes=1)) == first  # too early: nothing happens
     second = keeper.step(first)
     assert second == first + timedelta(minutes=10)
+    assert isinstance(keeper, AcmeKeeper)
     waits = [keeper.step(keeper.slots[0].next_try or NOW) for _ in range(6)]
     assert waits[-1] - waits[-2] == timedelta(hours=1)  # the wait stops growing at an hour
 
 
 def test_name_pointing_elsewhere_is_not_ordered(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa,
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     world.dns = {"mail.example.com": {"198.51.100.9"}}
@@ -160,7 +162,7 @@ def test_name_pointing_elsewhere_is_not_ordered(
 
 
 def test_the_certificate_arrives_once_dns_is_ready_without_a_restart(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
     keeper = make_keeper()
     retry = keeper.step(NOW)
@@ -172,7 +174,7 @@ def test_the_certificate_arrives_once_dns_is_ready_without_a_restart(
 
 
 def test_missing_mta_sts_name_is_added_when_it_resolves(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
     world.dns = {"mail.example.com": {HOST}}
     keeper = make_keeper()
@@ -185,7 +187,7 @@ def test_missing_mta_sts_name_is_added_when_it_resolves(
 
 
 def test_restart_with_a_valid_certificate_asks_the_ca_nothing(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
     world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
     make_keeper().step(NOW)
@@ -197,7 +199,7 @@ def test_restart_with_a_valid_certificate_asks_the_ca_nothing(
 
 
 def test_renewal_when_a_third_of_the_lifetime_remains(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
     world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
     keeper = make_keeper()
@@ -213,7 +215,7 @@ def test_renewal_when_a_third_of_the_lifetime_remains(
 
 
 def test_ca_errors_keep_the_temporary_certificate_and_honour_retry_after(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa,
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
@@ -226,7 +228,7 @@ def test_ca_errors_keep_the_temporary_certificate_and_honour_retry_after(
 
 
 def test_manual_mode_serves_the_mounted_files_and_follows_changes(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa, tmp_path: Path
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa, tmp_path: Path
 ) -> None:
     cert_file, key_file = tmp_path / "chain.pem", tmp_path / "key.pem"
     issued = ca.issue(["mail.example.com"])
@@ -248,7 +250,7 @@ def test_manual_mode_serves_the_mounted_files_and_follows_changes(
 
 
 def test_an_unreachable_ca_is_reported_before_dns_is_ready(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa,
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ca.unreachable = True
@@ -261,7 +263,7 @@ def test_an_unreachable_ca_is_reported_before_dns_is_ready(
 
 def test_network_failures_from_the_acme_library_become_issue_errors() -> None:
     """acme's ClientNetwork raises a bare ValueError("Requesting ...") when it can't connect."""
-    from mailboot.acme_issuer import _explained
+    from mailboot.tls.acme_issuer import _explained
 
     with pytest.raises(IssueError, match="reading the CA's directory: the CA can't be reached"), \
             _explained("reading the CA's directory"):
@@ -271,7 +273,7 @@ def test_network_failures_from_the_acme_library_become_issue_errors() -> None:
 
 
 def test_more_names_than_one_certificate_takes_are_spread_over_several(
-    make_keeper: Callable[..., TlsKeeper], world: World, ca: FakeCa
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
     domains = [f"d{n}.example" for n in range(150)]
     world.dns = {name: {HOST} for name in ["mail.example.com"] + [f"mta-sts.{d}" for d in domains]}
@@ -289,7 +291,7 @@ def test_more_names_than_one_certificate_takes_are_spread_over_several(
 
 
 def test_certificate_groups() -> None:
-    from mailboot.worker import certificate_groups
+    from mailboot.tls.keeper import certificate_groups
 
     assert certificate_groups(["a", "b", "c"], limit=2) == [["a", "b"], ["c"]]
     assert certificate_groups(["a"], limit=100) == [["a"]]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mailboot.certificates import write_self_signed
+from mailboot.tls.certificates import write_self_signed
 from tests.conftest import NOW
 from tests.container.conftest import Container, insecure_context, running
 

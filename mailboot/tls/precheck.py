@@ -18,8 +18,8 @@ import dns.exception
 import dns.nameserver
 import dns.resolver
 
-from mailboot.acme_issuer import ChallengeStore
-from mailboot.http_server import CHALLENGE_PREFIX
+from mailboot.tls.acme_issuer import ChallengeStore
+from mailboot.tls.http_server import CHALLENGE_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from josepy import errors as jose_errors
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
+from mailboot.errors import IssueError
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
 
@@ -39,14 +40,6 @@ log = logging.getLogger(__name__)
 USER_AGENT = "mailboot"
 ORDER_TIMEOUT = timedelta(seconds=120)
 _RETRY_AFTER_TEXT = re.compile(r"retry after (\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)", re.IGNORECASE)
-
-
-class IssueError(Exception):
-    """An attempt to get a certificate failed; `retry_at` is set when the CA said when to retry."""
-
-    def __init__(self, message: str, retry_at: datetime | None = None) -> None:
-        super().__init__(message)
-        self.retry_at = retry_at
 
 
 class ChallengeStore:

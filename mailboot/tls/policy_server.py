@@ -17,10 +17,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from mailboot import mtasts
-from mailboot.certificates import CHAIN_FILE, KEY_FILE
-from mailboot.http_server import CLIENT_TIMEOUT
 from mailboot.paths import Paths
+from mailboot.tls import mtasts
+from mailboot.tls.certificates import CHAIN_FILE, KEY_FILE
+from mailboot.tls.http_server import CLIENT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ class CertificateChooser:
             return list(self._loaded.values())
 
     def _rescan(self) -> None:
-        from mailboot.certificates import live_certificates  # local: keeps startup imports small
+        from mailboot.tls.certificates import (
+            live_certificates,  # local: keeps startup imports small
+        )
 
         current: dict[Path, tuple[ssl.SSLContext, frozenset[str]]] = {}
         for certificate in live_certificates(self.paths):
@@ -147,7 +149,3 @@ def start(port: int, paths: Paths, policies: Mapping[str, bytes],
     threading.Thread(target=server.serve_forever, name=f"https-{port}", daemon=True).start()
     return server
 
-
-def policies_for(hostname: str, domains: list[str], mode: str, max_age: int) -> dict[str, bytes]:
-    policy = mtasts.policy_text(mode, [hostname], max_age).encode("ascii")
-    return {f"mta-sts.{domain}": policy for domain in domains}

@@ -11,7 +11,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from mailboot.acme_issuer import ChallengeStore
+from mailboot.tls.acme_issuer import ChallengeStore
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def make_handler(store: ChallengeStore) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def start(port: int, store: ChallengeStore, host: str = "") -> ThreadingHTTPServer:
+def start(port: int, store: ChallengeStore, names: list[str],
+          host: str = "") -> ThreadingHTTPServer:
     """Listen on `port` in a background thread; returns the server (call .shutdown() to stop)."""
     server = ThreadingHTTPServer((host, port), make_handler(store))
     server.daemon_threads = True

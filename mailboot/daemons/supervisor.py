@@ -6,8 +6,9 @@ restart policy (and `docker ps`) make the crash visible, instead of a daemon res
 behind a healthy-looking container. It also receives syslog messages on /dev/log (OpenDKIM can
 only log there) and writes them to stderr, so every daemon's log reaches `docker logs`.
 
-This module is run as `python3 -m mailboot.daemons` after the boot execs it: a fresh process that
-imports little, so the supervisor stays small for the container's whole life.
+This module is run as `python3 -m mailboot.daemons.supervisor` after the boot execs it: a fresh
+process that imports little, so the supervisor stays small for the container's whole life. It
+runs the daemons of `registry.DAEMONS`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+
+from mailboot.commands import CHILD_ENV
+from mailboot.daemons.daemon import Daemon
+from mailboot.daemons.registry import DAEMONS
 
 STOP_TIMEOUT = 8.0  # seconds; Docker sends SIGKILL 10 s after SIGTERM by default
 EXIT_DAEMON_DIED = 1
@@ -32,28 +36,6 @@ EXIT_DAEMON_DIED = 1
 _SYSLOG = re.compile(rb"^<\d{1,3}>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(.*)$", re.DOTALL)
 
 
-@dataclass(frozen=True)
-class Daemon:
-    """A program that stays in the foreground until it is asked to stop."""
-
-    name: str
-    argv: tuple[str, ...]
-    # Our own worker needs the settings; the daemons get a minimal environment without them.
-    inherit_environment: bool = False
-    # How to stop it when SIGTERM is not enough: `postfix start-fg` is a script whose master
-    # runs in a session of its own and outlives a signal to the script.
-    stop_argv: tuple[str, ...] = ()
-
-
-def production_daemons() -> tuple[Daemon, ...]:
-    return (
-        Daemon("opendkim", ("/usr/sbin/opendkim", "-f", "-x", "/etc/opendkim.conf")),
-        Daemon("dovecot", ("/usr/sbin/dovecot", "-F", "-c", "/etc/dovecot/dovecot.conf")),
-        Daemon("postfix", ("/usr/sbin/postfix", "start-fg"),
-               stop_argv=("/usr/sbin/postfix", "stop")),
-        Daemon("worker", (sys.executable, "-P", "-m", "mailboot.worker"),
-               inherit_environment=True),
-    )
 
 
 class Supervisor:
@@ -74,7 +56,7 @@ class Supervisor:
         syslog = self._open_syslog()
         try:
             for daemon in self.daemons:
-                env = dict(os.environ) if daemon.inherit_environment else _child_env()
+                env = dict(os.environ) if daemon.inherit_environment else dict(CHILD_ENV)
                 self.processes[daemon.name] = subprocess.Popen(daemon.argv, env=env)
                 say(f"started {daemon.name} (pid {self.processes[daemon.name].pid})")
             code = self._wait(syslog)
@@ -143,15 +125,10 @@ class Supervisor:
 
 def _run_stop_command(name: str, argv: tuple[str, ...]) -> None:
     try:
-        subprocess.run(argv, env=_child_env(), timeout=STOP_TIMEOUT / 2, check=False,
+        subprocess.run(argv, env=dict(CHILD_ENV), timeout=STOP_TIMEOUT / 2, check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as error:
         say(f"stopping {name} with {' '.join(argv)} failed: {error}")
-
-
-def _child_env() -> dict[str, str]:
-    """The daemons get a fixed, minimal environment, not ours (which may hold secrets)."""
-    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
 def _drain_syslog(sock: socket.socket) -> None:
@@ -177,12 +154,12 @@ def say(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m mailboot.daemons")
+    parser = argparse.ArgumentParser(prog="python3 -m mailboot.daemons.supervisor")
     parser.add_argument("--syslog", type=Path, default=Path("/dev/log"),
                         help="where to receive syslog messages (empty: don't)")
     arguments = parser.parse_args(argv)
     syslog = arguments.syslog if str(arguments.syslog) else None
-    return Supervisor(production_daemons(), syslog).run()
+    return Supervisor(DAEMONS, syslog).run()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,69 @@
+"""The one list of daemons the boot prepares and checks and the supervisor runs, in start order.
+
+A new daemon is one module in this package, its templates, and one entry in `DAEMONS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from mailboot.daemons import dovecot, opendkim, postfix
+from mailboot.daemons.daemon import Daemon
+from mailboot.errors import MailbootError
+from mailboot.paths import Paths
+
+log = logging.getLogger(__name__)
+
+# Our own background worker: ACME challenges on 80, the MTA-STS policy on 443, certificate
+# renewal and the DNS checks. It needs the settings, so it inherits the environment.
+WORKER = Daemon("worker", (sys.executable, "-P", "-m", "mailboot.worker"),
+                inherit_environment=True)
+
+# Start order: the milter before Postfix, which uses it; Dovecot before Postfix delivers to it.
+DAEMONS: tuple[Daemon, ...] = (opendkim.DAEMON, dovecot.DAEMON, postfix.DAEMON, WORKER)
+
+
+def templates() -> tuple[str, ...]:
+    return tuple(name for daemon in DAEMONS for name in daemon.templates)
+
+
+def secret_templates() -> frozenset[str]:
+    return frozenset(name for daemon in DAEMONS for name in daemon.secret_templates)
+
+
+def check_all(paths: Paths) -> None:
+    """Let each daemon parse its own rendered configuration; any complaint stops the boot."""
+    for daemon in DAEMONS:
+        daemon.check(paths)
+
+
+def prepare_all(paths: Paths) -> None:
+    """Create the state each daemon expects, with the owners it insists on."""
+    make_traversable(paths.data_dir)
+    for daemon in DAEMONS:
+        daemon.prepare(paths)
+
+
+def reload_all(paths: Paths) -> None:
+    """Have every daemon load the new live certificate, without dropping connections. A
+    failure is logged, not raised: the daemon keeps serving the previous certificate."""
+    for daemon in DAEMONS:
+        try:
+            daemon.reload(paths)
+        except MailbootError as error:
+            log.warning("tls: %s did not reload: %s", daemon.name, error)
+
+
+def make_traversable(directory: Path) -> None:
+    """The daemons run as their own users and must pass through DATA_DIR to their files.
+
+    A volume mounted with mode 0700 would lock them out; search (x) permission lets them reach
+    the files that are theirs without listing anything. Each subdirectory keeps its own mode.
+    """
+    mode = directory.stat().st_mode & 0o7777
+    if mode & 0o011 != 0o011:
+        directory.chmod(mode | 0o011)
+        log.info("boot: %s had mode %o; added search permission so the daemons can reach their "
+                 "files", directory, mode)
