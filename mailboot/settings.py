@@ -369,6 +369,23 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+# Below this, one household's phones and laptops already run out (Thunderbird alone opens up to
+# 5 connections per account); above it, the file descriptors of one container.
+MIN_IMAP_CONNECTIONS, MAX_IMAP_CONNECTIONS = 10, 100_000
+
+
+def parse_connection_limit(text: str) -> int:
+    """A whole number of concurrent connections, within what one container can hold."""
+    value = text.strip().replace("_", "")
+    if not value.isdigit():
+        raise SettingValueError(f"{text!r} is not a whole number")
+    count = int(value)
+    if not MIN_IMAP_CONNECTIONS <= count <= MAX_IMAP_CONNECTIONS:
+        raise SettingValueError(f"{text!r} is outside {MIN_IMAP_CONNECTIONS} to "
+                                f"{MAX_IMAP_CONNECTIONS}")
+    return count
+
+
 def parse_data_dir(text: str) -> Path:
     path = Path(text.strip())
     if not path.is_absolute():
@@ -541,6 +558,12 @@ TABLE: tuple[Setting, ...] = (
         "192.0.2.53:53",
     ),
     Setting(
+        "IMAP_MAX_CONNECTIONS", "imap_max_connections", parse_connection_limit, "1000", "`1000`",
+        "How many IMAP connections may be open at once, over all mailboxes (each phone or "
+        "laptop holds one to five). Dovecot's login and IMAP limits are sized from it.",
+        "2000",
+    ),
+    Setting(
         "RELAY_HOST", "relay_host", parse_relay_host, None, "unset (direct delivery by MX)",
         "Send outbound mail through this smarthost (host[:port], port 587 unless given; 465 "
         "means TLS from the start), for providers that block outbound port 25. TLS is required "
@@ -600,6 +623,7 @@ class Settings:
     dns_check: DnsCheckMode
     dns_check_interval: int
     dns_resolvers: tuple[tuple[str, int], ...]
+    imap_max_connections: int
     relay_host: tuple[str, int] | None
     relay_user: str | None
     relay_password: str | None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import smtplib
@@ -25,7 +26,8 @@ from tests.conftest import require_tool
 from tests.container.dockercli import docker as docker  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-IMAGE = "mailboot:test"
+# A worktree of its own may build and test its own image beside another one.
+IMAGE = os.environ.get("MAILBOOT_TEST_IMAGE", "mailboot:test")
 PORTS = (25, 465, 587, 993, 80, 443)
 BOOT_TIMEOUT = 90.0
 
