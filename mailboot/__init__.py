@@ -1,3 +1,25 @@
-"""mailboot: one container that turns a bare server and a domain into a working mail server."""
+"""mailboot: one container that turns a bare server and a domain into a working mail server.
+
+A map of the package, from the top floor down (imports only go down; tests keep it so):
+
+- `cli`, `cli_accounts`: the `mailboot` command; the one place errors become exit codes, and
+  where the production clock, DNS lookup and daemon checks are chosen.
+- `boot`: the boot story, one logged stage each: settings -> DKIM keys -> TLS -> accounts ->
+  rendered configuration -> the daemons' own checks -> prepared state -> DNS records; then the
+  process becomes the supervisor.
+- `worker`: the background process: port-80/443 servers, the certificate keeper, DNS checks;
+  a failing task is retried, never fatal.
+- `render`: the daemons' configuration from templates/ (which mirrors /etc).
+- `dnsrecords` (typed records, one builder per kind), `dnsformat` (zone file, table, JSON),
+  `dnscheck` (the DNS doctor: findings, never exceptions), `dnslookup`, `dnswatch`.
+- `tls/`: certificates, ACME, renewal timing and ARI, pre-checks, the web servers (see its map).
+- `daemons/`: one module per daemon (postfix, dovecot, opendkim), `registry.DAEMONS` (the one
+  list the boot and the supervisor iterate over) and the `supervisor`.
+- `accounts`, `dkim`, `health`: mailboxes and aliases, DKIM keys, the container's health check.
+- Ground floor: `settings` (one table of environment variables -> frozen `Settings`), `parse`
+  (the value parsers), `errors` (every error the user can meet, with its exit code), `paths`
+  (every location, re-rootable for tests), `files` (atomic writes), `commands` (running
+  programs with a fixed environment), `users` (the image's system users).
+"""
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """The `mailboot` command: subcommands, and the one place where errors become exit codes.
 
-Production defaults for the clock (and later the resolver and the CA) are chosen here and handed
-down, so every other module can be driven by tests without patching.
+Production defaults for the clock, the DNS lookup and the daemons' checks are chosen here and
+handed down, so every other module can be driven by tests without patching.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mailboot import worker
 from mailboot.errors import IssueError
 from mailboot.paths import Paths
 from mailboot.settings import Settings
@@ -35,6 +38,8 @@ class FakeCa:
         self.fail: IssueError | None = None
         self.unreachable = False
         self.now = NOW
+        self.suggestion: datetime | None = None  # what the CA's renewal information says
+        self.renewal_questions = 0
 
     def connect(self) -> None:
         if self.unreachable:
@@ -59,7 +64,8 @@ class FakeCa:
         return Issued(key_pem, leaf.public_bytes(serialization.Encoding.PEM))
 
     def renewal_time(self, chain_pem: bytes) -> datetime | None:
-        return None
+        self.renewal_questions += 1
+        return self.suggestion
 
 
 class World:
@@ -295,3 +301,86 @@ def test_certificate_groups() -> None:
 
     assert certificate_groups(["a", "b", "c"], limit=2) == [["a", "b"], ["c"]]
     assert certificate_groups(["a"], limit=100) == [["a"]]
+
+
+def test_the_cas_renewal_suggestion_is_followed_and_remembered_across_restarts(
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
+) -> None:
+    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    ca.suggestion = NOW + timedelta(days=20)  # sooner than a third of the lifetime before expiry
+    keeper = make_keeper()
+    assert keeper.step(NOW) == NOW + timedelta(hours=12)
+    keeper.step(NOW + timedelta(hours=1))
+    assert ca.renewal_questions == 1  # asked once, then remembered for its refresh period
+    memo = keeper.paths.tls_dir / "renewal-info-0.json"
+    assert json.loads(memo.read_text())["suggested"] == ca.suggestion.isoformat()
+    assert not [p for p in keeper.paths.tls_dir.iterdir() if ".tmp-" in p.name]
+    restarted = make_keeper()
+    restarted.step(NOW + timedelta(hours=2))
+    assert ca.renewal_questions == 1  # a restart reads the memo: no request to the CA
+    restarted.step(NOW + timedelta(hours=7))
+    assert ca.renewal_questions == 2  # six hours on, the CA is asked again
+    ca.now = NOW + timedelta(days=20, minutes=1)
+    restarted.step(ca.now)
+    assert len(ca.orders) == 2  # renewed at the CA's suggestion, 40 days early
+
+
+def test_a_renewal_suggestion_past_the_lifetime_is_capped(
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
+) -> None:
+    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    ca.suggestion = NOW + timedelta(days=400)
+    keeper = make_keeper()
+    keeper.step(NOW)
+    ca.now = NOW + timedelta(days=81, minutes=1)  # nine tenths of 90 days
+    keeper.step(ca.now)
+    assert len(ca.orders) == 2
+
+
+class Exploding:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def step(self, now: datetime) -> datetime:
+        self.calls += 1
+        raise RuntimeError("a bug in one task")
+
+
+class Counting:
+    def __init__(self, stop: threading.Event, until: int) -> None:
+        self.calls, self.stop, self.until = 0, stop, until
+
+    def step(self, now: datetime) -> datetime:
+        self.calls += 1
+        if self.calls >= self.until:
+            self.stop.set()
+        return now + timedelta(minutes=1)
+
+
+def test_a_failing_task_is_logged_and_retried_while_the_others_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stop = threading.Event()
+    exploding, counting = Exploding(), Counting(stop, until=20)
+    clock = FakeClock()
+    stop_wait = stop.wait
+
+    def advance(timeout: float | None = None) -> bool:
+        clock.now += timedelta(seconds=timeout or 0)
+        return stop_wait(0)
+
+    stop.wait = advance  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        worker.run([exploding, counting], stop, clock)
+    assert counting.calls == 20  # the loop went on for 19 minutes of fake time
+    assert exploding.calls == 4  # at 0, 5, 10 and 15 minutes
+    assert "Exploding failed: RuntimeError: a bug in one task; trying again at" in caplog.text
+    assert "Mail is not affected" in caplog.text
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now

@@ -119,8 +119,20 @@ class Supervisor:
                 say(f"{name} did not stop within {self.stop_timeout:.0f} s; killing it")
                 process.kill()
                 process.wait()
+            else:
+                say(f"{name} stopped ({how_it_ended(process.returncode)})")
         if running:
             say("all daemons stopped")
+
+
+def how_it_ended(returncode: int) -> str:
+    """`exit 0`, `exit 3`, or the signal's name (Popen reports a signal as its negative)."""
+    if returncode >= 0:
+        return f"exit {returncode}"
+    try:
+        return f"on {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"on signal {-returncode}"
 
 
 def _run_stop_command(name: str, argv: tuple[str, ...]) -> None:

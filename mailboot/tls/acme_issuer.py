@@ -7,7 +7,7 @@ finalize with a CSR of a fresh key -> the full chain. Errors become `IssueError`
 says what failed and whether the CA asked us to wait.
 
 Works with Debian trixie's acme 4.0 and PyPI's 5.x: ARI (`renewal_time`) exists only in 5.x and
-is used when present.
+is used when present; with 4.0, `ari.ask_ca` asks the CA through the library's network client.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from josepy.jwk import JWKEC
 from mailboot.errors import IssueError
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
+from mailboot.tls import ari
 
 log = logging.getLogger(__name__)
 
@@ -180,18 +181,31 @@ class AcmeIssuer:
         return tokens
 
     def renewal_time(self, chain_pem: bytes) -> datetime | None:
-        """The CA's suggested renewal time (ARI, RFC 9773), or None where unsupported."""
+        """The CA's suggested renewal time (ARI, RFC 9773), or None where the CA offers none.
+
+        acme 5.x asks by itself; with acme 4.0 (Debian trixie's, in the image) we ask the
+        directory's renewalInfo resource through the library's own network client.
+        """
         acme_client = self._connect()
-        if not hasattr(acme_client, "renewal_time"):  # acme < 5 (Debian trixie's 4.0)
-            return None
         try:
-            suggested, _ = acme_client.renewal_time(chain_pem)
-        except (errors.Error, requests.RequestException) as error:
+            if hasattr(acme_client, "renewal_time"):
+                suggested, _ = acme_client.renewal_time(chain_pem)
+            else:
+                suggested = self._ask_renewal_info(acme_client, chain_pem)
+        except (errors.Error, requests.RequestException, ValueError) as error:
             log.info("tls: the CA's renewal information is unavailable (%s)", error)
             return None
         if suggested is not None and suggested.tzinfo is None:
             suggested = suggested.replace(tzinfo=UTC)  # the library works in naive UTC
         return suggested
+
+    @staticmethod
+    def _ask_renewal_info(acme_client: client.ClientV2, chain_pem: bytes) -> datetime | None:
+        try:
+            url = acme_client.directory["renewalInfo"]
+        except KeyError:
+            return None  # this CA offers no renewal information
+        return ari.ask_ca(acme_client.net, url, chain_pem)
 
 
 def _load_or_create_account_key(path: Path) -> JWKEC:

@@ -8,7 +8,7 @@ A certificate directory is written completely under a temporary name and renamed
 `live` link is replaced with one rename. A daemon therefore never sees a key with another
 certificate's chain, and a crash at any moment leaves the previous certificate serving.
 
-Until a real certificate exists (ACME, later), the daemons serve a self-signed one for
+Until a real certificate exists (from the CA, or mounted), the daemons serve a self-signed one for
 MAIL_HOSTNAME: mail on port 25 keeps flowing, since senders don't verify MX certificates unless
 MTA-STS or DANE tell them to (RFC 8461 §4.2, RFC 7672).
 """

@@ -118,6 +118,7 @@ class Slot:
     names: list[str] = field(default_factory=list)
     delay: timedelta | None = None
     next_try: datetime | None = None
+    told: str | None = None  # the last renewal plan logged, so each plan is logged once
 
 
 def certificate_groups(names: Sequence[str],
@@ -223,7 +224,17 @@ class AcmeKeeper:
         return slot.next_try
 
     def _renew_time(self, live: Certificate, now: datetime, slot: Slot) -> datetime:
-        return renewal.renew_at(live.not_before, live.not_after, self._ari(live, now, slot))
+        suggested = self._ari(live, now, slot)
+        renew = renewal.renew_at(live.not_before, live.not_after, suggested)
+        why = ("as the CA suggests (ARI, RFC 9773)" if suggested is not None and renew == suggested
+               else "when a third of its lifetime remains" if suggested is None
+               else "capped: the CA's suggestion reaches too close to expiry")
+        plan = f"{live.directory.name} {when(renew)} {why}"
+        if plan != slot.told:  # once per certificate and plan: a decision users can see
+            slot.told = plan
+            log.info("tls: the certificate for %s is current until %s; renewal at %s, %s",
+                     ", ".join(live.names), when(live.not_after), when(renew), why)
+        return renew
 
     def _ari(self, live: Certificate, now: datetime, slot: Slot) -> datetime | None:
         """The CA's renewal suggestion, asked at most every few hours and remembered on disk."""

@@ -90,6 +90,15 @@ class Container:
         result = docker("logs", self.name, check=False)
         return result.stdout + result.stderr
 
+    def wait_for_log(self, text: str, timeout: float = 60) -> str:
+        """Until `text` appears in the log (a decision was made); returns the whole log."""
+        deadline = time.monotonic() + timeout
+        while text not in (logs := self.logs()):
+            assert time.monotonic() < deadline, f"no {text!r} in the log:\n{logs[-4000:]}"
+            assert self.state()["Running"], f"the container stopped:\n{logs[-4000:]}"
+            time.sleep(0.5)
+        return logs
+
     def exec(self, *argv: str, stdin: str | None = None,
              check: bool = True) -> subprocess.CompletedProcess[str]:
         flags = ["-i"] if stdin is not None else []

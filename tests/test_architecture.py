@@ -1,0 +1,111 @@
+"""The shape of the package, kept by tests: no import cycles, daemons that don't know each other,
+and every template owned by exactly one daemon (adding a daemon = its module, its templates,
+one entry in `registry.DAEMONS`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from mailboot.daemons import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "mailboot"
+DAEMON_MODULES = {"mailboot.daemons.postfix", "mailboot.daemons.dovecot",
+                  "mailboot.daemons.opendkim"}
+# What a daemon's module may build on: the ground floor, never the rooms above it.
+GROUND_FLOOR = {"mailboot.commands", "mailboot.errors", "mailboot.files", "mailboot.paths",
+                "mailboot.users", "mailboot.daemons", "mailboot.daemons.daemon", "mailboot.dkim"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """Every mailboot module `path` imports, at any depth of the file (local imports too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in known}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in known else node.module)
+    return {name for name in found if name in known}
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    known = set(found)
+    return {name: imports_of(path, known) - {name} for name, path in found.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """A cycle as a path of module names, or None (depth-first search, three colours)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == 1:  # on the current path: back to where it started
+                return [*stack[stack.index(target):], target]
+            if state.get(target, 0) == 0 and target in edges:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if state.get(node, 0) == 0:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def without_packages(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """A package's __init__ is documentation here; importing a submodule runs it, which is no
+    dependency of the importer on the package's other modules."""
+    packages = {name for name, path in modules().items() if path.name == "__init__.py"}
+    return {name: targets - packages for name, targets in edges.items()}
+
+
+def test_the_package_has_no_import_cycles() -> None:
+    assert find_cycle(without_packages(graph())) is None
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    edges = {"mailboot.a": {"mailboot.b"}, "mailboot.b": {"mailboot.c"},
+             "mailboot.c": {"mailboot.a"}}
+    assert find_cycle(edges) == ["mailboot.a", "mailboot.b", "mailboot.c", "mailboot.a"]
+
+
+def test_daemon_modules_build_on_the_ground_floor_only() -> None:
+    edges = graph()
+    for name in DAEMON_MODULES:
+        assert edges[name] <= GROUND_FLOOR, (name, edges[name] - GROUND_FLOOR)
+
+
+def test_every_daemon_module_is_in_the_list_once() -> None:
+    names = [daemon.name for daemon in registry.DAEMONS]
+    assert len(names) == len(set(names))
+    listed = {f"mailboot.daemons.{name}" for name in names}
+    assert listed >= DAEMON_MODULES
+
+
+def test_every_template_belongs_to_exactly_one_daemon() -> None:
+    on_disk = {str(path.relative_to(ROOT / "templates")) for path in
+               (ROOT / "templates").rglob("*") if path.is_file()}
+    claimed = [name for daemon in registry.DAEMONS for name in daemon.templates]
+    assert sorted(claimed) == sorted(on_disk)
+    assert registry.secret_templates() <= set(claimed)
