@@ -24,8 +24,8 @@ from pathlib import Path
 
 from mailboot.errors import AccountError, StateError
 from mailboot.files import write_atomically
+from mailboot.parse import SettingValueError, parse_email_address
 from mailboot.paths import Paths
-from mailboot.settings import SettingValueError, parse_email_address
 
 ROLE_ADDRESSES = ("postmaster", "abuse")  # RFC 2142 §2 and §4
 MIN_PASSWORD_LENGTH = 10

@@ -21,14 +21,9 @@ from mailboot.daemons import registry
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
 from mailboot.errors import ConfigError, MailbootError, UsageError
+from mailboot.parse import SettingValueError, parse_domain_name
 from mailboot.paths import Paths
-from mailboot.settings import (
-    Settings,
-    SettingValueError,
-    load_settings,
-    parse_domain_name,
-    settings_markdown,
-)
+from mailboot.settings import Settings, load_settings, settings_markdown
 from mailboot.tls import certificates
 
 log = logging.getLogger("mailboot")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mailboot.cli import main
 from tests.conftest import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +40,91 @@ def test_bad_settings_print_every_problem_exit_78_and_create_nothing(tmp_path: P
     problems = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
     assert [p.split(":")[0] for p in problems] == ["MAIL_DOMAINS", "PUBLIC_IPV4", "DMARC_POLICY"]
     assert all("(example: " in p for p in problems)
+    assert not data.exists()
+
+
+# Bad settings as the container meets them (its settings, one broken at a time): the command stops
+# with 78, names the variable and the fix, prints no traceback and creates nothing. A parser's
+# answer is the same in the image, so these run here, in-process, instead of one container each;
+# tests/container/test_hardening.py keeps the cases that need the image (mounts, files, /data).
+CONTAINER = {"MAIL_DOMAINS": "example.com,example.org", "TLS_MODE": "self-signed",
+             "DNS_CHECK": "off"}
+# (case id, variables to set, or to remove with None; what the message must say)
+BAD_SETTINGS: list[tuple[str, dict[str, str | None], str]] = [
+    ("domains-missing", {"MAIL_DOMAINS": None}, "MAIL_DOMAINS: is required but not set"),
+    ("domain-with-space", {"MAIL_DOMAINS": "exa mple.com"},
+     "MAIL_DOMAINS: 'exa mple.com' contains white space"),
+    ("ip-as-domain", {"MAIL_DOMAINS": "192.0.2.1"}, "MAIL_DOMAINS: '192.0.2.1' is an IP address"),
+    ("address-as-domain", {"MAIL_DOMAINS": "user@example.com"},
+     "MAIL_DOMAINS: 'user@example.com' looks like an email address"),
+    ("duplicate-domains", {"MAIL_DOMAINS": "example.com,EXAMPLE.com"},
+     "MAIL_DOMAINS: lists 'example.com' twice"),
+    ("single-label", {"MAIL_DOMAINS": "localhost"},
+     "MAIL_DOMAINS: 'localhost' is not a fully-qualified domain name"),
+    ("trailing-comma", {"MAIL_DOMAINS": "example.com,"}, "MAIL_DOMAINS: has an empty entry"),
+    ("ip-as-hostname", {"MAIL_HOSTNAME": "192.0.2.25"},
+     "MAIL_HOSTNAME: '192.0.2.25' is an IP address"),
+    ("url-as-hostname", {"MAIL_HOSTNAME": "https://mail.example.com"},
+     "MAIL_HOSTNAME: 'https://mail.example.com' looks like a URL"),
+    ("bad-ipv4", {"PUBLIC_IPV4": "300.1.1.1"}, "PUBLIC_IPV4: '300.1.1.1' is not an IP address"),
+    ("ipv6-as-ipv4", {"PUBLIC_IPV4": "2001:db8::1"}, "PUBLIC_IPV4: '2001:db8::1' is an IPv6"),
+    ("ipv4-as-ipv6", {"PUBLIC_IPV6": "192.0.2.1"}, "PUBLIC_IPV6: '192.0.2.1' is an IPv4"),
+    ("dmarc-policy", {"DMARC_POLICY": "strict"},
+     "DMARC_POLICY: 'strict' is not one of none, quarantine, reject"),
+    ("dmarc-rua", {"DMARC_RUA": "reports"}, "DMARC_RUA: 'reports' is not an email address"),
+    ("tlsrpt-rua", {"TLSRPT_RUA": "https://"}, "TLSRPT_RUA: 'https://' is not a usable https URI"),
+    ("mta-sts-mode", {"MTA_STS_MODE": "on"}, "MTA_STS_MODE: 'on' is not one of enforce"),
+    ("mta-sts-max-age", {"MTA_STS_MAX_AGE": "2y"}, "MTA_STS_MAX_AGE: '2y' is not a duration"),
+    ("tls-mode", {"TLS_MODE": "letsencrypt"}, "TLS_MODE: 'letsencrypt' is not one of acme"),
+    ("manual-without-files", {"TLS_MODE": "manual"},
+     "TLS_CERT_FILE: is required with TLS_MODE=manual"),
+    ("relative-cert-path", {"TLS_MODE": "manual", "TLS_CERT_FILE": "certs/fullchain.pem",
+                            "TLS_KEY_FILE": "/certs/key.pem"},
+     "TLS_CERT_FILE: 'certs/fullchain.pem' is a relative path"),
+    ("http-acme-directory", {"ACME_DIRECTORY": "http://acme.example.com/dir"},
+     "ACME_DIRECTORY: 'http://acme.example.com/dir' is not an https:// URL"),
+    ("acme-email", {"ACME_EMAIL": "hostmaster"}, "ACME_EMAIL: 'hostmaster' is not an email"),
+    ("eab-half", {"ACME_EAB_KID": "kid-1"},
+     "ACME_EAB_HMAC_KEY: is required when ACME_EAB_KID is set"),
+    ("retry-zero", {"ACME_RETRY_INTERVAL": "0"},
+     "ACME_RETRY_INTERVAL: '0' is outside 1 second to 1 hour"),
+    ("dns-check", {"DNS_CHECK": "yes"}, "DNS_CHECK: 'yes' is not one of warn, strict, off"),
+    ("resolver-name", {"DNS_RESOLVERS": "dns.example.com"},
+     "DNS_RESOLVERS: 'dns.example.com' is not an IP address"),
+    ("resolver-port", {"DNS_RESOLVERS": "[::1]:abc"},
+     "DNS_RESOLVERS: '[::1]:abc' has a port that is not a number"),
+    ("relay-port", {"RELAY_HOST": "smtp.example.net:submission"},
+     "RELAY_HOST: 'smtp.example.net:submission' has a port that is not a number"),
+    ("relay-user-alone", {"RELAY_HOST": "smtp.example.net", "RELAY_USER": "apikey"},
+     "RELAY_PASSWORD_FILE or RELAY_PASSWORD: is required with RELAY_USER"),
+    ("relay-password-file-missing", {"RELAY_HOST": "smtp.example.net", "RELAY_USER": "apikey",
+                                     "RELAY_PASSWORD_FILE": "/nonexistent/relay_password"},
+     "RELAY_PASSWORD_FILE: /nonexistent/relay_password can't be read (No such file or "
+     "directory); mount the file"),
+    ("spf-include", {"RELAY_SPF_INCLUDE": "ip4:192.0.2.1"},
+     "RELAY_SPF_INCLUDE: 'ip4:192.0.2.1' is not a valid domain name for include:"),
+]
+
+
+@pytest.mark.parametrize(("case", "changes", "says"), BAD_SETTINGS,
+                         ids=[case for case, _, _ in BAD_SETTINGS])
+def test_a_bad_setting_exits_78_names_the_fix_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str,
+    changes: dict[str, str | None], says: str,
+) -> None:
+    data = tmp_path / "data"
+    environ = {name: value for name, value in {**CONTAINER, **changes}.items() if value is not None}
+    out = io.StringIO()
+    # `dns`, not `run`: the settings are loaded the same way before any subcommand, and a case
+    # that stopped failing would then write DNS keys (caught below) instead of exec'ing daemons.
+    assert main(["dns"], environ={**environ, "DATA_DIR": str(data)}, stdout=out) == 78
+    printed = capsys.readouterr()
+    problems = [line.strip() for line in printed.err.splitlines() if line.startswith("  ")]
+    assert any(problem.startswith(says) for problem in problems), printed.err
+    # every problem shows the fix: a right value, or what to do with the file
+    assert all("(example: " in problem or "mount the file" in problem for problem in problems)
+    assert "Traceback" not in printed.err
+    assert out.getvalue() == printed.out == ""
     assert not data.exists()
 
 
