@@ -119,6 +119,9 @@ def print_records(settings: Settings, keys: Sequence[dkim.DomainKeys], lookup: L
                                          [str(a) for a in settings.public_addresses],
                                          budget=BOOT_DNS_BUDGET)
         findings = {finding.record: finding for finding in checked}
+        failure = dnscheck.shared_failure(checked)
+        if failure is not None:
+            log.warning("dns: can't check the DNS records: %s", failure)
         log.info("dns: %s", dnscheck.summary(checked))
     out.write(dnsformat.zone_text(groups, findings))
     out.write("\n" + dnsformat.table_text(groups, findings))
