@@ -11,7 +11,8 @@ A map of the package, from the top floor down (imports only go down; tests keep 
   a failing task is retried, never fatal.
 - `render`: the daemons' configuration from templates/ (which mirrors /etc).
 - `dnsrecords` (typed records, one builder per kind), `dnsformat` (zone file, table, JSON),
-  `dnscheck` (the DNS doctor: findings, never exceptions), `dnslookup`, `dnswatch`.
+  `dnscheck` (the DNS doctor: findings, never exceptions), `dnsspf` (SPF evaluated as receivers
+  do), `dnslookup` and `dnsanswer` (what a lookup answers), `dnswatch`.
 - `tls/`: certificates, ACME, renewal timing and ARI, pre-checks, the web servers (see its map).
 - `daemons/`: one module per daemon (postfix, dovecot, opendkim), `registry.DAEMONS` (the one
   list the boot and the supervisor iterate over) and the `supervisor`.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from mailboot import accounts, dkim, dnscheck, dnsformat, render
-from mailboot.dnscheck import Lookup
+from mailboot.dnsanswer import Lookup
 from mailboot.dnsrecords import all_records, build_record_groups
 from mailboot.errors import DnsNotReady, StateError
 from mailboot.files import remove_stale_temp_files
@@ -119,6 +119,9 @@ def print_records(settings: Settings, keys: Sequence[dkim.DomainKeys], lookup: L
                                          [str(a) for a in settings.public_addresses],
                                          budget=BOOT_DNS_BUDGET)
         findings = {finding.record: finding for finding in checked}
+        failure = dnscheck.shared_failure(checked)
+        if failure is not None:
+            log.warning("dns: can't check the DNS records: %s", failure)
         log.info("dns: %s", dnscheck.summary(checked))
     out.write(dnsformat.zone_text(groups, findings))
     out.write("\n" + dnsformat.table_text(groups, findings))

@@ -134,6 +134,9 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
         checked = dnscheck.check_records(records, DnsLookup(settings.dns_resolvers),
                                          [str(a) for a in settings.public_addresses])
         findings = {finding.record: finding for finding in checked}
+        failure = dnscheck.shared_failure(checked)
+        if failure is not None:
+            log.warning("dns: can't check the DNS records: %s", failure)
     if arguments.json:
         out.write(dnsformat.json_text(groups, findings))
     elif arguments.zone:

@@ -1,6 +1,7 @@
 """The three printed forms of the record set: zone file, table for web forms, and JSON.
 
-All three are made from the same `RecordGroup`s, so they can't disagree.
+All three are made from the same `RecordGroup`s, so they can't disagree; with the findings of
+`dnscheck`, each record also shows its status and what to do about it.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def table_text(groups: Sequence[RecordGroup], findings: Findings | None = None) 
 def record_dict(record: Record) -> dict[str, object]:
     return {
         "name": record.fqdn,
+        "kind": str(record.kind),
         "type": record.rtype,
         "value": record.value,
         "ttl": record.ttl,
@@ -132,8 +134,8 @@ def record_dict(record: Record) -> dict[str, object]:
 
 
 def json_text(groups: Sequence[RecordGroup], findings: Findings | None = None) -> str:
-    """A JSON array, one object per record (TXT values joined, other types as presented);
-    with findings, each object also has `status`, `found` and `hint`."""
+    """A JSON array, one object per record (`kind` says what it is for; TXT values joined, other
+    types as presented); with findings, each object also has `status`, `found` and `hint`."""
     records = []
     for group in groups:
         for record in group.records:

@@ -1,20 +1,23 @@
 """The DNS records a user must publish, as typed data.
 
 `build_record_groups` turns settings and DKIM keys into groups of records, one group per DNS zone
-the user edits, plus one for the reverse DNS (PTR) set at the hosting provider. Formatting lives in
-`dnsformat.py`; checking what is published (later) takes the same data.
+the user edits, plus one for the reverse DNS (PTR) set at the hosting provider. Each record has a
+`Kind` (what it is for), from which its DNS type follows, and each kind's value is made by one
+builder function below. Formatting lives in `dnsformat.py`; `dnscheck.py` checks what is
+published against the same data, dispatching on the kind.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 import idna
 
-from mailboot.dkim import DomainKeys
+from mailboot.dkim import DkimKey, DomainKeys
 from mailboot.settings import Settings
 from mailboot.tls import mtasts
 
@@ -29,6 +32,46 @@ class Where(StrEnum):
     PROVIDER = "provider"
 
 
+class Kind(StrEnum):
+    """What a record is for. Its DNS type, and for a TXT record the version tag its value starts
+    with, follow from the kind; the checker judges a published value by its kind."""
+
+    MX = "mx"
+    A = "a"
+    AAAA = "aaaa"
+    SPF = "spf"  # a mail domain's SPF record (RFC 7208)
+    HELO_SPF = "helo_spf"  # the SPF record of MAIL_HOSTNAME, the HELO name (RFC 7208 §2.3)
+    DKIM = "dkim"
+    DMARC = "dmarc"
+    DMARC_REPORT_AUTH = "dmarc_report_auth"  # a report domain agrees to receive (RFC 7489 §7.1)
+    MTA_STS = "mta_sts"  # the _mta-sts TXT record (RFC 8461 §3.1)
+    MTA_STS_HOST = "mta_sts_host"  # the mta-sts.<domain> CNAME to the policy server
+    TLSRPT = "tlsrpt"
+    SRV = "srv"
+    PTR = "ptr"
+
+    @property
+    def rtype(self) -> str:
+        return _RTYPES[self]
+
+    @property
+    def tag(self) -> str | None:
+        """The version tag a TXT value of this kind starts with; None for other types."""
+        return _TAGS.get(self)
+
+
+_RTYPES: Final[Mapping[Kind, str]] = {
+    Kind.MX: "MX", Kind.A: "A", Kind.AAAA: "AAAA", Kind.SPF: "TXT", Kind.HELO_SPF: "TXT",
+    Kind.DKIM: "TXT", Kind.DMARC: "TXT", Kind.DMARC_REPORT_AUTH: "TXT", Kind.MTA_STS: "TXT",
+    Kind.MTA_STS_HOST: "CNAME", Kind.TLSRPT: "TXT", Kind.SRV: "SRV", Kind.PTR: "PTR",
+}
+# RFC 7208 §4.5, RFC 6376 §3.6.1, RFC 7489 §6.3, RFC 8461 §3.1, RFC 8460 §3.
+_TAGS: Final[Mapping[Kind, str]] = {
+    Kind.SPF: "v=spf1", Kind.HELO_SPF: "v=spf1", Kind.DKIM: "v=DKIM1", Kind.DMARC: "v=DMARC1",
+    Kind.DMARC_REPORT_AUTH: "v=DMARC1", Kind.MTA_STS: "v=STSv1", Kind.TLSRPT: "v=TLSRPTv1",
+}
+
+
 @dataclass(frozen=True)
 class Record:
     """One DNS record. Names are absolute without the trailing dot, in their ASCII form.
@@ -36,18 +79,27 @@ class Record:
     `value` is the presentation form (a TXT value joined into one unquoted string). A placeholder
     stands for a record whose value (or, for a PTR, whose name) depends on a setting that is not
     set: `placeholder` says what belongs there and where to find it, and `value` may be None.
+    Made by the builder of its kind (`mx_record`, `spf_record`, ...), not directly.
     """
 
     name: str
-    rtype: str
+    kind: Kind
     value: str | None
     purpose: str
     zone: str
-    where: Where = Where.ZONE
     required: bool = True
     placeholder: str | None = None
     ttl: int = DEFAULT_TTL
     hold: str | None = None  # why not to publish it yet (printed instead of the record)
+
+    @property
+    def rtype(self) -> str:
+        return self.kind.rtype
+
+    @property
+    def where(self) -> Where:
+        # Reverse DNS belongs to whoever holds the address block: the hosting provider.
+        return Where.PROVIDER if self.kind is Kind.PTR else Where.ZONE
 
     @property
     def is_placeholder(self) -> bool:
@@ -131,54 +183,64 @@ def host_records(settings: Settings, zone: str) -> list[Record]:
     """A/AAAA of MAIL_HOSTNAME and an SPF record for its HELO name."""
     records = address_records(settings, zone)
     if settings.hostname not in settings.domains:
-        # RFC 7208 §2.3: an SPF record for the HELO name lets receivers check bounces (MAIL FROM
-        # <>), which are judged by the HELO identity alone.
-        records.append(Record(
-            settings.hostname, "TXT", "v=spf1 a -all",
-            f"SPF for the HELO name {settings.hostname}: only this server sends as it "
-            "(checked for bounces, RFC 7208 §2.3)",
-            zone, required=False,
-        ))
+        records.append(helo_spf_record(settings.hostname, zone))
     return records
 
 
+def helo_spf_record(host: str, zone: str) -> Record:
+    # RFC 7208 §2.3: an SPF record for the HELO name lets receivers check bounces (MAIL FROM
+    # <>), which are judged by the HELO identity alone. (A host that is also a mail domain has
+    # that domain's SPF record; two at one name would be a permanent error, RFC 7208 §4.5.)
+    return Record(host, Kind.HELO_SPF, "v=spf1 a -all",
+                  f"SPF for the HELO name {host}: only this server sends as it "
+                  "(checked for bounces, RFC 7208 §2.3)", zone, required=False)
+
+
 def address_records(settings: Settings, zone: str) -> list[Record]:
-    name = settings.hostname
-    purpose = f"the address of {name}: where other servers and mail clients reach this server"
+    host = settings.hostname
     if not settings.public_addresses:
-        return [
-            _placeholder(name, "A", "PUBLIC_IPV4", "IPv4", purpose, zone, required=True),
-            _placeholder(name, "AAAA", "PUBLIC_IPV6", "IPv6", purpose, zone, required=False),
-        ]
-    return [
-        Record(name, "A" if address.version == 4 else "AAAA", str(address), purpose, zone)
-        for address in settings.public_addresses
-    ]
+        return [address_placeholder(host, 4, zone), address_placeholder(host, 6, zone)]
+    return [address_record(host, address, zone) for address in settings.public_addresses]
 
 
-def _placeholder(
-    name: str, rtype: str, variable: str, family: str, purpose: str, zone: str, *, required: bool
-) -> Record:
+def _address_purpose(host: str) -> str:
+    return f"the address of {host}: where other servers and mail clients reach this server"
+
+
+def address_record(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                   zone: str) -> Record:
+    kind = Kind.A if address.version == 4 else Kind.AAAA
+    return Record(host, kind, str(address), _address_purpose(host), zone)
+
+
+def address_placeholder(host: str, version: int, zone: str) -> Record:
+    """The A (4) or AAAA (6) record of a server whose public address is not set."""
+    variable, family = ("PUBLIC_IPV4", "IPv4") if version == 4 else ("PUBLIC_IPV6", "IPv6")
     where_to_find = (
         f"set {variable} to the server's public {family} address and restart; your hosting "
-        f"provider's control panel shows it (on the server: `ip -{family[-1]} addr show scope "
+        f"provider's control panel shows it (on the server: `ip -{version} addr show scope "
         "global`)"
     )
+    required = version == 4
     if not required:
         where_to_find += f"; skip this record if the server has no public {family} address"
-    return Record(
-        name, rtype, None, purpose, zone, required=required, placeholder=where_to_find
-    )
+    return Record(host, Kind.A if version == 4 else Kind.AAAA, None, _address_purpose(host),
+                  zone, required=required, placeholder=where_to_find)
+
+
+def mx_record(domain: str, host: str) -> Record:
+    return Record(domain, Kind.MX, f"{MX_PREFERENCE} {host}.",
+                  f"mail for {domain} is delivered to {host}", domain)
 
 
 def spf_record(settings: Settings, domain: str) -> Record:
     """SPF (RFC 7208): our own hosts, and the relay's when mail leaves through RELAY_HOST."""
     if settings.relay_spf_include is None:
-        return Record(domain, "TXT", "v=spf1 a mx -all",
+        return Record(domain, Kind.SPF, "v=spf1 a mx -all",
                       f"SPF: only {domain}'s own and MX hosts may send mail as {domain} "
                       "(RFC 7208)", domain)
     include = settings.relay_spf_include
-    return Record(domain, "TXT", f"v=spf1 a mx include:{include} -all",
+    return Record(domain, Kind.SPF, f"v=spf1 a mx include:{include} -all",
                   f"SPF: {domain}'s own and MX hosts, and the relay's ({include}), may send "
                   f"mail as {domain} (RFC 7208)", domain)
 
@@ -186,32 +248,32 @@ def spf_record(settings: Settings, domain: str) -> Record:
 def domain_records(settings: Settings, domain: str, keys: DomainKeys,
                    real_names: Collection[str] | None = None) -> list[Record]:
     """The records in one mail domain's zone."""
-    host = settings.hostname
     return [
-        Record(domain, "MX", f"{MX_PREFERENCE} {host}.",
-               f"mail for {domain} is delivered to {host}", domain),
+        mx_record(domain, settings.hostname),
         spf_record(settings, domain),
         *dkim_records(keys),
-        Record(f"_dmarc.{domain}", "TXT", dmarc_value(settings),
-               f"DMARC: receivers {_dmarc_action(settings.dmarc_policy)} mail that claims to be "
-               f"from {domain} but fails SPF and DKIM (RFC 7489)", domain),
-        *mta_sts_records(settings, domain, real_names),
-        Record(f"_smtp._tls.{domain}", "TXT", "v=TLSRPTv1; rua=" + ",".join(settings.tlsrpt_rua),
-               "TLS-RPT: where senders report TLS problems delivering to us (RFC 8460)",
-               domain, required=False),
-        *srv_records(host, domain),
+        dmarc_record(settings, domain),
+        mta_sts_record(settings, domain, real_names),
+        mta_sts_host_record(settings, domain),
+        tlsrpt_record(settings, domain),
+        *srv_records(settings.hostname, domain),
     ]
 
 
 def dkim_records(keys: DomainKeys) -> list[Record]:
-    records = []
-    for key in keys.keys:
-        role = "signs outgoing mail" if key is keys.signing else "older key, still published"
-        records.append(Record(
-            key.record_name, "TXT", f"v=DKIM1; k=rsa; t=s; p={key.public_key_b64}",
-            f"DKIM public key, selector {key.selector} ({role}; RFC 6376)", keys.domain,
-        ))
-    return records
+    return [dkim_record(key, signing=key is keys.signing) for key in keys.keys]
+
+
+def dkim_record(key: DkimKey, *, signing: bool) -> Record:
+    role = "signs outgoing mail" if signing else "older key, still published"
+    return Record(key.record_name, Kind.DKIM, f"v=DKIM1; k=rsa; t=s; p={key.public_key_b64}",
+                  f"DKIM public key, selector {key.selector} ({role}; RFC 6376)", key.domain)
+
+
+def dmarc_record(settings: Settings, domain: str) -> Record:
+    return Record(f"_dmarc.{domain}", Kind.DMARC, dmarc_value(settings),
+                  f"DMARC: receivers {_dmarc_action(settings.dmarc_policy)} mail that claims to "
+                  f"be from {domain} but fails SPF and DKIM (RFC 7489)", domain)
 
 
 def dmarc_value(settings: Settings) -> str:
@@ -230,9 +292,9 @@ def _dmarc_action(policy: str) -> str:
     return {"reject": "reject", "quarantine": "quarantine", "none": "only report"}[policy]
 
 
-def mta_sts_records(settings: Settings, domain: str,
-                    real_names: Collection[str] | None = None) -> list[Record]:
-    policy = mtasts.policy_for(settings)
+def mta_sts_record(settings: Settings, domain: str,
+                   real_names: Collection[str] | None = None) -> Record:
+    """The `_mta-sts` TXT record; its id comes from the policy the policy server serves."""
     hold = None
     if real_names is not None and f"mta-sts.{domain}" not in real_names:
         # RFC 8461 §3.3: senders fetch the policy over HTTPS with a valid certificate; an
@@ -240,40 +302,48 @@ def mta_sts_records(settings: Settings, domain: str,
         # temporary certificate would make them refuse to deliver.
         hold = (f"hold this record back until mta-sts.{domain} has a certificate from the CA "
                 "(the log says when); announced earlier, senders may refuse mail")
-    return [
-        Record(f"_mta-sts.{domain}", "TXT", mtasts.record_value(policy),
-               "MTA-STS: senders must use verified TLS to reach us; the id changes with the "
-               "policy (RFC 8461)", domain, required=False, hold=hold),
-        Record(f"mta-sts.{domain}", "CNAME", f"{settings.hostname}.",
-               f"MTA-STS: the host serving the policy at https://mta-sts.{domain}"
-               f"{mtasts.POLICY_PATH}", domain, required=False),
-    ]
+    return Record(f"_mta-sts.{domain}", Kind.MTA_STS,
+                  mtasts.record_value(mtasts.policy_for(settings)),
+                  "MTA-STS: senders must use verified TLS to reach us; the id changes with the "
+                  "policy (RFC 8461)", domain, required=False, hold=hold)
+
+
+def mta_sts_host_record(settings: Settings, domain: str) -> Record:
+    return Record(f"mta-sts.{domain}", Kind.MTA_STS_HOST, f"{settings.hostname}.",
+                  f"MTA-STS: the host serving the policy at https://mta-sts.{domain}"
+                  f"{mtasts.POLICY_PATH}", domain, required=False)
+
+
+def tlsrpt_record(settings: Settings, domain: str) -> Record:
+    return Record(f"_smtp._tls.{domain}", Kind.TLSRPT,
+                  "v=TLSRPTv1; rua=" + ",".join(settings.tlsrpt_rua),
+                  "TLS-RPT: where senders report TLS problems delivering to us (RFC 8460)",
+                  domain, required=False)
 
 
 def srv_records(host: str, domain: str) -> list[Record]:
     """Mail client autoconfiguration (RFC 6186, RFC 8314 §5.1: implicit TLS first)."""
-    offered = [
-        ("_submissions._tcp", f"0 1 465 {host}.", "submission with implicit TLS (port 465)"),
-        ("_submission._tcp", f"10 1 587 {host}.", "submission with STARTTLS (port 587)"),
-        ("_imaps._tcp", f"0 1 993 {host}.", "IMAP with implicit TLS (port 993)"),
+    return [
+        srv_record(domain, "_submissions._tcp", "submission with implicit TLS (port 465)",
+                   host, 465, priority=0),
+        srv_record(domain, "_submission._tcp", "submission with STARTTLS (port 587)",
+                   host, 587, priority=10),
+        srv_record(domain, "_imaps._tcp", "IMAP with implicit TLS (port 993)", host, 993),
+        srv_record(domain, "_imap._tcp", "IMAP without TLS"),
+        srv_record(domain, "_pop3._tcp", "POP3"),
+        srv_record(domain, "_pop3s._tcp", "POP3 with TLS"),
     ]
-    # RFC 6186 §4: target "." says the service is not offered, so clients don't try plain text.
-    refused = [
-        ("_imap._tcp", "IMAP without TLS"),
-        ("_pop3._tcp", "POP3"),
-        ("_pop3s._tcp", "POP3 with TLS"),
-    ]
-    records = [
-        Record(f"{service}.{domain}", "SRV", value, f"mail clients find {what}", domain,
-               required=False)
-        for service, value, what in offered
-    ]
-    records += [
-        Record(f"{service}.{domain}", "SRV", "0 0 0 .", f"tells mail clients {what} is not offered",
-               domain, required=False)
-        for service, what in refused
-    ]
-    return records
+
+
+def srv_record(domain: str, service: str, what: str, host: str | None = None, port: int = 0,
+               priority: int = 0) -> Record:
+    """A service offered at host:port; without a host, one not offered (RFC 6186 §4: target
+    "." says so, and clients don't try it in plain text)."""
+    if host is None:
+        return Record(f"{service}.{domain}", Kind.SRV, "0 0 0 .",
+                      f"tells mail clients {what} is not offered", domain, required=False)
+    return Record(f"{service}.{domain}", Kind.SRV, f"{priority} 1 {port} {host}.",
+                  f"mail clients find {what}", domain, required=False)
 
 
 def report_authorisations(settings: Settings) -> list[Record]:
@@ -284,12 +354,14 @@ def report_authorisations(settings: Settings) -> list[Record]:
         for domain in settings.domains:
             if _related(domain, report_domain):
                 continue
-            records.append(Record(
-                f"{domain}._report._dmarc.{report_domain}", "TXT", "v=DMARC1",
-                f"lets {report_domain} receive DMARC reports for {domain} (RFC 7489 §7.1)",
-                report_domain,
-            ))
+            records.append(report_auth_record(domain, report_domain))
     return records
+
+
+def report_auth_record(domain: str, report_domain: str) -> Record:
+    return Record(f"{domain}._report._dmarc.{report_domain}", Kind.DMARC_REPORT_AUTH, "v=DMARC1",
+                  f"lets {report_domain} receive DMARC reports for {domain} (RFC 7489 §7.1)",
+                  report_domain)
 
 
 def _related(domain: str, other: str) -> bool:
@@ -305,18 +377,20 @@ def _provider_group(settings: Settings) -> RecordGroup:
 
 
 def ptr_records(settings: Settings) -> list[Record]:
-    purpose = f"reverse DNS: the address names {settings.hostname}"
     if not settings.public_addresses:
-        return [Record(
-            "<reverse name of the server's public address>", "PTR", f"{settings.hostname}.",
-            purpose, "", where=Where.PROVIDER,
-            placeholder="set PUBLIC_IPV4 (and PUBLIC_IPV6) and restart to see the exact name",
-        )]
-    return [
-        Record(reverse_name(address), "PTR", f"{settings.hostname}.", purpose, "",
-               where=Where.PROVIDER)
-        for address in settings.public_addresses
-    ]
+        return [ptr_record(settings.hostname, None)]
+    return [ptr_record(settings.hostname, address) for address in settings.public_addresses]
+
+
+def ptr_record(host: str,
+               address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> Record:
+    """The reverse record of `address`; None: a placeholder, the address is not set."""
+    purpose = f"reverse DNS: the address names {host}"
+    if address is None:
+        return Record("<reverse name of the server's public address>", Kind.PTR, f"{host}.",
+                      purpose, "", placeholder="set PUBLIC_IPV4 (and PUBLIC_IPV6) and restart to "
+                      "see the exact name")
+    return Record(reverse_name(address), Kind.PTR, f"{host}.", purpose, "")
 
 
 def reverse_name(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

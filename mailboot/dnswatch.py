@@ -1,7 +1,8 @@
 """Background DNS checks: often at first, backing off, daily once complete; log only changes.
 
 The one line users wait for, "every required DNS record is in place", is logged the moment it
-becomes true, without a restart.
+becomes true, without a restart. When no lookup gets an answer (DNS unreachable), that is said
+in one line, once, and the records keep the statuses they had.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from mailboot import dnscheck
-from mailboot.dnscheck import Finding, Lookup, Status
-from mailboot.dnsrecords import Record
+from mailboot.dnsanswer import Lookup
+from mailboot.dnscheck import Finding, Status
+from mailboot.dnsrecords import Kind, Record
 from mailboot.tls import renewal
 
 log = logging.getLogger("mailboot.dns")
@@ -32,11 +34,23 @@ class DnsWatcher:
         self.domains = ", ".join(domains)
         self.first_interval = first_interval
         self.delay: timedelta | None = None
-        self.previous: dict[tuple[str, str], Status] = {}
+        self.previous: dict[tuple[str, Kind], Status] = {}
         self.ready = False
+        self.failing: str | None = None  # why no lookup got an answer last time
 
     def step(self, now: datetime) -> datetime:
         findings = dnscheck.check_records(self.records(), self.lookup, self.ours)
+        failure = dnscheck.shared_failure(findings)
+        if failure is not None:
+            # Nothing was learnt about any record: say why once, and keep what we knew.
+            if failure != self.failing:
+                log.warning("dns: can't check the DNS records: %s", failure)
+            self.failing = failure
+            self.delay = renewal.next_retry(self.delay, self.first_interval)
+            return now + self.delay
+        if self.failing is not None:
+            log.info("dns: DNS lookups get answers again")
+            self.failing = None
         self._log_changes(findings)
         complete = not any(f.required_and_not_ok for f in findings)
         if complete and not self.ready:
@@ -53,7 +67,7 @@ class DnsWatcher:
     def _log_changes(self, findings: Sequence[Finding]) -> None:
         first = not self.previous
         for finding in findings:
-            key = (finding.record.name, finding.record.rtype)
+            key = (finding.record.name, finding.record.kind)
             before = self.previous.get(key)
             self.previous[key] = finding.status
             if finding.status is before or (first and finding.status is Status.OK):

@@ -1,14 +1,22 @@
-"""Shared fixtures: a fixed clock, environments, and third-party tools that must exist in CI."""
+"""Shared fixtures: a fixed clock, environments, a fake DNS server on loopback, and third-party
+tools that must exist in CI."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import pytest
 
 from mailboot import dkim
@@ -67,3 +75,99 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
         )
         for path in sorted(directory.rglob("*"))
     }
+
+
+class FakeDns:
+    """A DNS server on a loopback UDP port that answers from `records`, which a test may change
+    at any time: a stand-in for a system resolver or a zone's name servers.
+
+    Every name below a zone in `zones` is answered authoritatively (NXDOMAIN or no data with the
+    zone's SOA, as `dns.resolver.zone_for_name` needs); `mode` makes it stay silent or answer
+    every question with SERVFAIL or REFUSED, as broken resolvers do.
+    """
+
+    def __init__(self, address: str = "127.0.0.1", port: int = 0) -> None:
+        self.records: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        self.zones: set[str] = set()
+        self.mode = "answer"  # or "silent", "SERVFAIL", "REFUSED"
+        self.asked: list[tuple[str, str]] = []
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind((address, port))
+        self._socket.settimeout(0.05)
+        self.address, self.port = self._socket.getsockname()[:2]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def add(self, name: str, rtype: str, *values: str, ttl: int = 300) -> None:
+        """Publish `values` at the absolute `name` (without the final dot)."""
+        self.records[(name.lower().rstrip(".") + ".", rtype)] = (ttl, list(values))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._socket.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, client = self._socket.recvfrom(4096)
+            except TimeoutError:
+                continue
+            response = self._answer(dns.message.from_wire(wire))
+            if response is not None:
+                self._socket.sendto(response.to_wire(), client)
+
+    def _answer(self, query: dns.message.Message) -> dns.message.Message | None:
+        question = query.question[0]
+        name, rtype = question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype)
+        self.asked.append((name, rtype))
+        response = dns.message.make_response(query)
+        if self.mode == "silent":
+            return None
+        if self.mode != "answer":
+            response.set_rcode(dns.rcode.from_text(self.mode))
+            return response
+        zone = max((z for z in self.zones if name == z or name.endswith("." + z)), key=len,
+                   default=None)
+        if zone is None:
+            response.set_rcode(dns.rcode.REFUSED)
+            return response
+        response.flags |= dns.flags.AA
+        if (name, rtype) in self.records:
+            ttl, values = self.records[(name, rtype)]
+            response.answer.append(dns.rrset.from_text(name, ttl, "IN", rtype, *values))
+            return response
+        if rtype == "SOA" and name == zone:
+            response.answer.append(self._soa(zone))
+            return response
+        if not any(known == name for known, _ in self.records) and name != zone:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        response.authority.append(self._soa(zone))
+        return response
+
+    @staticmethod
+    def _soa(zone: str) -> dns.rrset.RRset:
+        return dns.rrset.from_text(zone, 60, "IN", "SOA",
+                                   f"ns1.{zone} hostmaster.{zone} 1 7200 3600 1209600 60")
+
+
+@pytest.fixture
+def fake_dns() -> Iterator[Callable[..., FakeDns]]:
+    """Start fake DNS servers on loopback (`fake_dns()`, or `fake_dns("127.0.0.2", port)`)."""
+    servers: list[FakeDns] = []
+
+    def start(address: str = "127.0.0.1", port: int = 0) -> FakeDns:
+        servers.append(FakeDns(address, port))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def closed_port() -> int:
+    """A loopback UDP port where nothing listens (free a moment ago)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from mailboot.boot import check_data_dir, print_records
 from mailboot.dkim import DomainKeys
-from mailboot.dnscheck import Answer
+from mailboot.dnsanswer import Answer
+from mailboot.dnscheck import SHARED_FAILURE_HINT
 from mailboot.errors import DnsNotReady, StateError
 from mailboot.paths import Paths
 from mailboot.settings import Settings
@@ -36,6 +38,28 @@ def test_statuses_are_printed_and_strict_mode_fails_the_boot(
     assert caught.value.exit_code == 78
     assert "example.com MX (missing)" in str(caught.value)
     assert "[MISSING]" in out.getvalue()  # the user still sees what to publish
+
+
+def test_dns_unreachable_is_logged_once_and_each_record_says_so_briefly(
+    make_settings: Callable[..., Settings],
+    make_keys: Callable[[Settings], tuple[DomainKeys, ...]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = make_settings(MAIL_DOMAINS="example.com,example.org", PUBLIC_IPV4="203.0.113.25")
+    reason = "no DNS server answered (10.0.0.2: timed out): can this container reach ..."
+
+    def unreachable(name: str, rtype: str) -> Answer:
+        return Answer(error=reason)
+
+    out = io.StringIO()
+    print_records(settings, make_keys(settings), unreachable, out)
+    assert caplog.text.count(reason) == 1
+    assert f"dns: can't check the DNS records: {reason}" in caplog.text
+    assert reason not in out.getvalue()
+    hints = [line for line in out.getvalue().splitlines() if line.startswith(";   -> ")]
+    assert len(hints) > 10
+    assert set(hints) == {f";   -> {SHARED_FAILURE_HINT}"}
 
 
 def test_dns_check_off_prints_no_statuses(

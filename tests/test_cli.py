@@ -6,12 +6,14 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mailboot.cli import main
-from tests.conftest import snapshot
+from mailboot.dnscheck import SHARED_FAILURE_HINT
+from tests.conftest import FakeDns, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,6 +142,22 @@ def test_missing_required_setting(tmp_path: Path) -> None:
     result = mailboot("dns", env={"DATA_DIR": str(tmp_path / "data")})
     assert result.returncode == 78
     assert "MAIL_DOMAINS: is required but not set (example: MAIL_DOMAINS=" in result.stderr
+
+
+def test_dns_check_with_dns_failing_says_why_once(
+    env: dict[str, str], fake_dns: Callable[..., FakeDns]
+) -> None:
+    refusing = fake_dns()
+    refusing.mode = "REFUSED"
+    result = mailboot("dns", "--check", "--zone",
+                      env={**env, "DNS_RESOLVERS": f"127.0.0.1:{refusing.port}"})
+    assert result.returncode == 1
+    reason = ("the DNS servers in DNS_RESOLVERS failed the question (127.0.0.1: REFUSED): they "
+              "must answer for these names")
+    assert result.stderr.count(reason) == 1, result.stderr
+    assert f"mailboot: dns: can't check the DNS records: {reason}" in result.stderr
+    assert reason not in result.stdout
+    assert result.stdout.count(f";   -> {SHARED_FAILURE_HINT}") > 10
 
 
 def test_dns_prints_zone_then_table_and_logs_to_stderr(env: dict[str, str]) -> None:

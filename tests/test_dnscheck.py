@@ -8,8 +8,15 @@ from collections.abc import Callable
 import pytest
 
 from mailboot.dkim import DomainKeys
-from mailboot.dnscheck import Answer, Finding, Status, check_records
-from mailboot.dnsrecords import Record, all_records, build_record_groups
+from mailboot.dnsanswer import Answer
+from mailboot.dnscheck import (
+    SHARED_FAILURE_HINT,
+    Finding,
+    Status,
+    check_records,
+    shared_failure,
+)
+from mailboot.dnsrecords import Kind, Record, all_records, build_record_groups
 from mailboot.settings import Settings
 
 HOST_IP = "203.0.113.25"
@@ -79,17 +86,87 @@ def test_dkim_is_compared_by_key_whatever_the_splitting_and_spaces(records: list
     assert "not the key this server signs with" in changed.hint
 
 
+# What other names publish: a relay that sends for us, one that doesn't, one ending in ~all.
+OTHERS = {
+    ("_spf.relay.example.net", "TXT"): Answer(("v=spf1 ip4:203.0.113.0/24 -all",)),
+    ("_spf.other.example.net", "TXT"): Answer(("v=spf1 ip4:198.51.100.0/24 -all",)),
+    ("_spf.lenient.example.net", "TXT"): Answer(("v=spf1 ip4:203.0.113.0/24 ~all",)),
+    ("_spf.down.example.net", "TXT"): Answer(error="timed out"),
+    ("other.example.com", "A"): Answer(("198.51.100.7",)),
+}
+ELEVEN_LOOKUPS = "v=spf1 " + "a:other.example.com " * 11 + "mx -all"
+
+
 @pytest.mark.parametrize(("spf", "status", "words"), [
     ("v=spf1 mx a -all", Status.OK, ""),
     ("v=spf1 ip4:203.0.113.25 -all", Status.OK, ""),
-    ("v=spf1 a mx ~all", Status.WRONG, "does not end in -all"),
-    ("v=spf1 include:_spf.example.net -all", Status.WRONG, "does not authorise this server"),
+    ("v=spf1 a:mail.example.com -all", Status.OK, ""),
+    # Relays and providers: authorised through another name's record.
+    ("v=spf1 include:_spf.relay.example.net -all", Status.OK, ""),
+    ("v=spf1 redirect=_spf.relay.example.net", Status.OK, ""),
+    ("v=spf1 a mx ~all", Status.WRONG,
+     "does not end in -all: other hosts get softfail (from ~all)"),
+    ("v=spf1 redirect=_spf.lenient.example.net", Status.WRONG, "does not end in -all"),
+    ("v=spf1 a mx", Status.WRONG, "other hosts get neutral"),
+    ("v=spf1 mx +all", Status.WRONG, "lets any host send as example.com"),
+    ("v=spf1 include:_spf.other.example.net -all", Status.WRONG,
+     "does not authorise this server (203.0.113.25): SPF result fail, decided by -all"),
+    ("v=spf1 -ip4:203.0.113.0/24 mx -all", Status.WRONG,
+     "SPF result fail, decided by -ip4:203.0.113.0/24"),
+    ("v=spf1 include:_spf.nothing.example.net -all", Status.WRONG,
+     "SPF permerror: No valid SPF record for included domain: _spf.nothing.example.net"),
+    ("v=spf1 a:x1.example.net a:x2.example.net a:x3.example.net mx -all", Status.WRONG,
+     "SPF permerror: Void lookup limit of 2 exceeded"),  # RFC 7208 §4.6.4
+    (ELEVEN_LOOKUPS, Status.WRONG, "SPF permerror: Too many DNS lookups"),
+    ("v=spf1 mx moo -all", Status.WRONG, "SPF permerror: Unknown mechanism found: moo"),
+    ("v=spf1 include:_spf.down.example.net -all", Status.UNKNOWN,
+     "a lookup it needs got no answer (timed out)"),
 ])
-def test_spf_by_meaning(records: list[Record], spf: str, status: Status, words: str) -> None:
-    dns = published(records)
+def test_spf_is_evaluated_for_our_address_and_any_other(
+    records: list[Record], spf: str, status: Status, words: str
+) -> None:
+    dns = published(records) | OTHERS
     dns[("example.com", "TXT")] = Answer((spf, "other=thing"))
     result = finding(run(records, dns), "example.com", "TXT")
-    assert result.status is status and words in result.hint
+    assert result.status is status, result.hint
+    assert words in result.hint
+    if status is Status.WRONG:
+        assert "Change it to v=spf1 a mx -all at the DNS provider of example.com" in result.hint
+
+
+def test_the_helo_names_spf_is_evaluated_too(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]]
+) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com", MAIL_HOSTNAME="mx.hosting.example.net",
+                             PUBLIC_IPV4=HOST_IP)
+    records = all_records(build_record_groups(settings, make_keys(settings)))
+    helo = next(r for r in records if r.kind is Kind.HELO_SPF)
+    assert (helo.name, helo.value) == ("mx.hosting.example.net", "v=spf1 a -all")
+    dns = lookup_from({(r.name, r.rtype): Answer((r.value,)) for r in records if r.value})
+    assert check_records([helo], dns, [HOST_IP])[0].status is Status.OK
+    elsewhere = lookup_from({("mx.hosting.example.net", "TXT"): Answer((helo.value or "",)),
+                             ("mx.hosting.example.net", "A"): Answer(("198.51.100.7",))})
+    (wrong,) = check_records([helo], elsewhere, [HOST_IP])
+    assert wrong.status is Status.WRONG and "does not authorise this server" in wrong.hint
+    assert "can't check this server's bounces by SPF" in wrong.hint
+
+
+def test_without_a_public_address_spf_is_compared_by_its_terms(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]]
+) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com")
+    (spf,) = [r for r in all_records(build_record_groups(settings, make_keys(settings)))
+              if r.kind is Kind.SPF]
+
+    def status(published: str) -> Finding:
+        dns = lookup_from({("example.com", "TXT"): Answer((published,))} | OTHERS)
+        return check_records([spf], dns, [])[0]
+
+    assert status("v=spf1 mx a -all").status is Status.OK
+    assert "does not end in -all" in status("v=spf1 a mx ~all").hint
+    # Which host the include authorises can't be told without knowing our address.
+    assert "does not authorise this server" in status(
+        "v=spf1 include:_spf.relay.example.net -all").hint
 
 
 def test_two_spf_records_are_wrong(records: list[Record]) -> None:
@@ -150,6 +227,15 @@ def test_ptr_must_name_the_host_and_the_host_must_resolve_back(records: list[Rec
     assert unconfirmed.status is Status.WRONG and "does not resolve back" in unconfirmed.hint
 
 
+def test_ptr_whose_forward_lookup_got_no_answer_is_unknown(records: list[Record]) -> None:
+    dns = published(records)
+    dns[("mail.example.com", "A")] = Answer(error="timed out")
+    result = finding(run(records, dns), "25.113.0.203.in-addr.arpa", "PTR")
+    assert result.status is Status.UNKNOWN
+    assert "whether mail.example.com resolves back to 203.0.113.25 is unknown" in result.hint
+    assert "timed out" in result.hint and result.failure == "timed out"
+
+
 def test_mta_sts_id_must_match_the_policy_we_serve(records: list[Record]) -> None:
     dns = published(records)
     dns[("_mta-sts.example.com", "TXT")] = Answer(("v=STSv1; id=20200101",))
@@ -177,3 +263,50 @@ def test_slow_name_servers_leave_records_unknown_when_the_budget_runs_out(
         release.set()
     assert len(findings) == len(many)
     assert {f.status for f in findings} == {Status.UNKNOWN}
+
+
+def test_nothing_published_every_record_says_what_its_absence_costs(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]]
+) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com", MAIL_HOSTNAME="mx.hosting.example.net",
+                             PUBLIC_IPV4=HOST_IP, PUBLIC_IPV6="2001:db8::25",
+                             DMARC_RUA="reports@dmarc.example.net")
+    many = all_records(build_record_groups(settings, make_keys(settings)))
+    findings = check_records(many, lookup_from({}), [HOST_IP])
+    assert {f.record.kind for f in findings} == set(Kind)
+    assert {f.status for f in findings} == {Status.MISSING}
+    consequences = {f.record.kind: f.hint.split("Without it, ")[1].split(";")[0]
+                    for f in findings}
+    assert len(set(consequences.values())) == len(Kind)  # each kind's own
+    assert consequences[Kind.DMARC_REPORT_AUTH] == "that domain's reports for us are dropped"
+
+
+def test_one_reason_for_every_failed_lookup_is_shared_and_hints_stay_short(
+    records: list[Record]
+) -> None:
+    reason = "no DNS server answered (10.0.0.2: timed out): can this container reach ..."
+
+    def unreachable(name: str, rtype: str) -> Answer:
+        return Answer(error=reason)
+
+    findings = run_with(records, unreachable)
+    assert shared_failure(findings) == reason
+    looked_up = [f for f in findings if not f.record.is_placeholder]
+    assert {f.hint for f in looked_up} == {SHARED_FAILURE_HINT}
+    assert {f.status for f in looked_up} == {Status.UNKNOWN}
+
+
+def test_failures_for_different_reasons_are_told_per_record(records: list[Record]) -> None:
+    dns = published(records)
+    dns[("example.com", "MX")] = Answer(error="the name servers of example.com did not answer")
+    findings = run(records, dns)
+    assert shared_failure(findings) is None
+    mx = finding(findings, "example.com", "MX")
+    assert mx.hint == ("no answer: the name servers of example.com did not answer; checked again "
+                       "later")
+    dns = {key: Answer(error=f"no answer for {key[0]}") for key in dns}
+    assert shared_failure(run(records, dns)) is None
+
+
+def run_with(records: list[Record], lookup: Callable[[str, str], Answer]) -> list[Finding]:
+    return check_records(records, lookup, [HOST_IP])

@@ -23,7 +23,7 @@ from mailboot.dnsformat import (
     txt_strings,
     zone_text,
 )
-from mailboot.dnsrecords import RecordGroup, Where, all_records, build_record_groups
+from mailboot.dnsrecords import Kind, RecordGroup, Where, all_records, build_record_groups
 from mailboot.settings import Settings
 
 MakeSettings = Callable[..., Settings]
@@ -158,8 +158,10 @@ def test_json_and_both_text_forms_describe_the_same_records(
                   if o["value"] is not None and not o["placeholder"]}
     assert bare(json_known) == parse_table(table_text(groups))
     assert len(from_json) == len(all_records(groups))
+    assert [o["kind"] for o in from_json] == [str(r.kind) for r in all_records(groups)]
     for obj in from_json:
-        assert set(obj) >= {"name", "type", "value", "purpose", "where"}
+        assert set(obj) >= {"name", "kind", "type", "value", "purpose", "where"}
+        assert Kind(obj["kind"]).rtype == obj["type"]
         assert obj["where"] in ("zone", "provider")
         if not obj["placeholder"]:
             assert obj["name"].endswith(".")

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mailboot.dkim import DomainKeys
-from mailboot.dnsrecords import Record, RecordGroup, Where, all_records, build_record_groups
+from mailboot.dnsrecords import (
+    Kind,
+    Record,
+    RecordGroup,
+    Where,
+    all_records,
+    build_record_groups,
+)
 from mailboot.settings import Settings
 from mailboot.tls import mtasts
 
@@ -220,3 +227,40 @@ def test_a_relays_spf_include_goes_into_every_domains_spf(
                         RELAY_SPF_INCLUDE="_spf.relay.example.net")
     for domain in ("example.com", "example.org"):
         assert value(groups, domain, "TXT") == "v=spf1 a mx include:_spf.relay.example.net -all"
+
+
+def test_every_record_has_a_kind_its_type_and_tag_follow_from(
+    make_settings: MakeSettings, make_keys: MakeKeys
+) -> None:
+    groups = groups_for(make_settings, make_keys, MAIL_DOMAINS="example.com,example.org",
+                        MAIL_HOSTNAME="mx.hosting.example.net", PUBLIC_IPV4="203.0.113.25",
+                        PUBLIC_IPV6="2001:db8::25", DMARC_RUA="reports@dmarc.example.net")
+    records = all_records(groups)
+    assert {r.kind for r in records} == set(Kind)  # every kind is made by some builder
+    for record in records:
+        assert record.rtype == record.kind.rtype
+        assert record.where is (Where.PROVIDER if record.kind is Kind.PTR else Where.ZONE)
+        if record.kind.tag is not None:
+            assert record.rtype == "TXT"
+            assert (record.value or "").startswith(record.kind.tag)
+
+    def kind(name: str, rtype: str) -> Kind:
+        (record,) = find(groups, name, rtype)
+        return record.kind
+
+    assert kind("example.com", "TXT") is Kind.SPF
+    assert kind("mx.hosting.example.net", "TXT") is Kind.HELO_SPF
+    assert kind("_mta-sts.example.org", "TXT") is Kind.MTA_STS
+    assert kind("mta-sts.example.org", "CNAME") is Kind.MTA_STS_HOST
+    assert kind("example.org._report._dmarc.dmarc.example.net", "TXT") is Kind.DMARC_REPORT_AUTH
+    assert kind("_dmarc.example.org", "TXT") is Kind.DMARC
+    assert kind("_smtp._tls.example.org", "TXT") is Kind.TLSRPT
+
+
+def test_the_mta_sts_record_announces_the_policy_the_policy_server_serves(
+    make_settings: MakeSettings, make_keys: MakeKeys
+) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com", MTA_STS_MODE="testing")
+    groups = build_record_groups(settings, make_keys(settings))
+    assert value(groups, "_mta-sts.example.com", "TXT") == mtasts.record_value(
+        mtasts.policy_for(settings))

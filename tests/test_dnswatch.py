@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from mailboot.dkim import DomainKeys
-from mailboot.dnscheck import Answer
+from mailboot.dnsanswer import Answer
 from mailboot.dnsrecords import Record, all_records, build_record_groups
 from mailboot.dnswatch import DnsWatcher
 from mailboot.settings import Settings
@@ -55,3 +55,31 @@ def test_watcher_logs_changes_and_the_ready_line_once(
     watcher.step(NOW)
     assert "_dmarc.example.com TXT is missing" in caplog.text
     assert "no longer in place" in caplog.text
+
+
+def test_dns_unreachable_is_said_once_and_what_was_known_is_kept(
+    records: list[Record], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    dns = {(r.name, r.rtype): Answer((r.value,)) for r in records if r.value is not None}
+    reason: list[str] = []
+
+    def lookup(name: str, rtype: str) -> Answer:
+        if reason:
+            return Answer(error=reason[0])
+        return dns.get((name, rtype), Answer(nxdomain=True))
+
+    watcher = DnsWatcher(lambda: records, lookup, ["203.0.113.25"], ["example.com"],
+                         timedelta(minutes=1))
+    assert watcher.step(NOW) == NOW + timedelta(days=1)
+    assert "dns: READY" in caplog.text
+    caplog.clear()
+    reason.append("no DNS server answered (10.0.0.2: timed out): can this container reach ...")
+    assert watcher.step(NOW) == NOW + timedelta(minutes=1)
+    assert watcher.step(NOW) == NOW + timedelta(minutes=2)  # backing off
+    assert caplog.messages == [f"dns: can't check the DNS records: {reason[0]}"]
+    caplog.clear()
+    reason.clear()
+    assert watcher.step(NOW) == NOW + timedelta(days=1)
+    # The records were in place before and still are: nothing but the recovery to say.
+    assert caplog.messages == ["dns: DNS lookups get answers again"]

@@ -1,0 +1,19 @@
+"""What a DNS lookup answers, as data: the one shape the lookup, the SPF evaluator and the DNS
+doctor share (so tests can write DNS state as plain values)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the DNS said: values in presentation form (TXT strings joined, unquoted)."""
+
+    values: tuple[str, ...] = ()
+    nxdomain: bool = False
+    error: str | None = None  # no usable answer: what failed and what to check, in plain words
+
+
+Lookup = Callable[[str, str], Answer]
