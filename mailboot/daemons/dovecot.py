@@ -39,7 +39,7 @@ MIN_USERIP_CONNECTIONS = 20
 # stuck in a reconnect loop can't lock everybody else out.
 USERIP_SHARE = 10
 # An imap-login process's own memory plus what each TLS connection it holds may take (OpenSSL's
-# state and Dovecot's buffers, both ways; measured: about 150 KiB of VSZ per connection).
+# state and Dovecot's buffers, both ways; measured: about 100 KiB of VSZ per connection).
 LOGIN_BASE_MIB = 256
 LOGIN_KIB_PER_CONNECTION = 256
 # Descriptors an imap-login process needs per connection (the client's socket and the one to
