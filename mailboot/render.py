@@ -70,6 +70,9 @@ def context(settings: Settings, paths: Paths, keys: Sequence[DomainKeys],
         "opendkim_socket": opendkim.SOCKET,
         "milter": opendkim.POSTFIX_MILTER,
         "lmtp_concurrency": dovecot.LMTP_CONCURRENCY,
+        # Cores this container may run on (`docker run --cpuset-cpus` narrows them).
+        "imap": dovecot.imap_limits(settings.imap_max_connections,
+                                    len(os.sched_getaffinity(0))),
         "virtual_mailbox_domains": ", ".join(settings.domains),
         # Sending from an IPv6 address without a PTR gets mail refused: IPv6 only when declared.
         "inet_protocols": "all" if settings.public_ipv6 else "ipv4",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,3 +142,69 @@ def test_postfix_opens_no_more_lmtp_connections_than_dovecot_serves(
     lmtp = rendered["dovecot/dovecot.conf"].split("service lmtp {", 1)[1].split("\n}", 1)[0]
     assert f"\n  process_limit = {limit}" in lmtp
     assert "\nlmtp_user_concurrency_limit = unlimited\n" in rendered["dovecot/dovecot.conf"]
+
+
+def _block(conf: str, name: str) -> str:
+    """The lines inside `name { ... }`, each with its newline before and after."""
+    return "\n" + conf.split(f"\n{name} {{\n", 1)[1].split("\n}", 1)[0] + "\n"
+
+
+def test_imap_limits_follow_imap_max_connections(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2})  # three cores
+    settings = make_settings(MAIL_DOMAINS="example.com", IMAP_MAX_CONNECTIONS="2000")
+    paths = Paths(settings.data_dir, config_root=tmp_path / "root")
+    certificate = certificates.ensure_certificate(paths, ["mail.example.com"], NOW)
+    maps = accounts.postfix_maps(settings.domains, [], [])
+    values = render.context(settings, paths, make_keys(settings), certificate, maps)
+    files = {f.template: f for f in render.render_all(values, paths)}
+    conf = files["dovecot/dovecot.conf"].content.decode()
+
+    login = _block(conf, "service imap-login")
+    assert "\n  restart_request_count = unlimited\n" in login  # high-performance mode
+    assert "\n  process_min_avail = 3\n" in login
+    assert "\n  process_limit = 3\n" in login
+    assert "\n  client_limit = 667\n" in login  # 3 x 667 >= 2000
+    assert "\n  vsz_limit = 423M\n" in login
+    assert "\n  process_limit = 2000\n" in _block(conf, "service imap")
+    assert "\n  process_limit = 3\n" in _block(conf, "service auth-worker")
+    assert "\n  use_worker = yes\n" in _block(conf, "passdb passwd-file")
+    assert "\ndefault_client_limit = 2266\n" in conf  # 2000 + 3 + 10 + 3 + 250
+    assert "\nmail_max_userip_connections = 200\n" in conf
+    # No auth cache: `mailboot account password` takes effect at once, with nothing to flush.
+    assert not any(line.startswith("auth_cache") for line in conf.splitlines())
+
+
+@pytest.mark.parametrize("connections", [10, 11, 50, 999, 1000, 2000, 100_000])
+@pytest.mark.parametrize("cores", [1, 2, 3, 4, 64])
+def test_imap_limits_hold_imap_max_connections(connections: int, cores: int) -> None:
+    limits = dovecot.imap_limits(connections, cores)
+    assert limits.login_processes == cores
+    # The login processes hold every connection, and no process more than its share.
+    assert limits.login_processes * limits.login_client_limit >= connections
+    assert (limits.login_client_limit - 1) * limits.login_processes < connections
+    assert limits.imap_processes == connections
+    # auth, anvil and stats serve every imap and login process, and Postfix's smtpd ones.
+    assert limits.default_client_limit >= connections + cores + dovecot.LMTP_CONCURRENCY + 200
+    assert limits.userip_connections >= 20  # 5 Thunderbird connections x 4 devices, one NAT
+    assert limits.auth_workers == cores
+    assert limits.open_files >= max(2 * limits.login_client_limit, limits.default_client_limit)
+    assert limits.login_vsz_limit_mib * 1024 >= 256 * 1024 + 256 * limits.login_client_limit
+
+
+def test_imap_limits_without_a_core_count_assume_one() -> None:
+    assert dovecot.imap_limits(1000, None).login_processes == 1
+    assert dovecot.imap_limits(1000, 0).login_client_limit == 1000
+
+
+@pytest.mark.parametrize(("soft", "hard", "raised"), [
+    (1024, 524288, 524288),  # Docker 29: systemd's limits
+    (1024, 8192, 8192),
+    (1048576, 1048576, None),  # Docker before 29: already high
+    (1024, resource.RLIM_INFINITY, dovecot.NR_OPEN),
+    (resource.RLIM_INFINITY, resource.RLIM_INFINITY, None),
+])
+def test_dovecot_gets_the_hard_open_files_limit(soft: int, hard: int, raised: int | None) -> None:
+    assert dovecot.raised_soft_limit(soft, hard) == raised

@@ -6,12 +6,19 @@ size, at most once a second) when it changes.
 
 from __future__ import annotations
 
+import logging
+import math
+import resource
+from dataclasses import dataclass
+
 from mailboot.commands import chown, run
 from mailboot.daemons.daemon import Daemon
 from mailboot.errors import CommandError
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
 from mailboot.users import VMAIL_GID, VMAIL_UID, user_ids
+
+log = logging.getLogger(__name__)
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVECONF = "/usr/bin/doveconf"
@@ -20,6 +27,82 @@ TEMPLATES = ("dovecot/dovecot.conf",)
 # Parallel deliveries into mailboxes: Dovecot's lmtp processes, and Postfix's LMTP connections
 # to them (one limit for both: more connections than processes are dropped and deferred).
 LMTP_CONCURRENCY = 10
+# Every other process that talks to Dovecot's auth, anvil, stats and config services besides
+# the imap, imap-login and lmtp ones: Postfix's submission and submissions smtpd processes
+# (default_process_limit, 100 each) each hold a connection to auth while they run; Dovecot's own
+# helpers (auth, anvil, stats, config, log, dict, indexer) and doveadm take a few dozen.
+OTHER_CLIENTS = 2 * 100 + 50
+# Thunderbird opens up to 5 connections per account, and a household's phones and laptops all
+# come from one NAT address: 4 devices of one person behind one address need 20.
+MIN_USERIP_CONNECTIONS = 20
+# One user behind one address may take at most this share of all connections, so one client
+# stuck in a reconnect loop can't lock everybody else out.
+USERIP_SHARE = 10
+# An imap-login process's own memory plus what each TLS connection it holds may take (OpenSSL's
+# state and Dovecot's buffers, both ways; measured: about 100 KiB of VSZ per connection).
+LOGIN_BASE_MIB = 256
+LOGIN_KIB_PER_CONNECTION = 256
+# Descriptors an imap-login process needs per connection (the client's socket and the one to
+# its imap process) and besides them (listeners, auth, anvil, master, log).
+LOGIN_FDS_PER_CONNECTION = 2
+LOGIN_FDS_BESIDES = 64
+
+
+@dataclass(frozen=True)
+class ImapLimits:
+    """Dovecot's limits for IMAP_MAX_CONNECTIONS connections held at once on `cores` cores."""
+
+    connections: int
+    cores: int
+
+    @property
+    def login_processes(self) -> int:
+        """Long-lived imap-login processes, one per core, so TLS uses every core."""
+        return self.cores
+
+    @property
+    def login_client_limit(self) -> int:
+        """Connections per imap-login process: together they hold all of them."""
+        return math.ceil(self.connections / self.login_processes)
+
+    @property
+    def login_vsz_limit_mib(self) -> int:
+        return LOGIN_BASE_MIB + math.ceil(self.login_client_limit * LOGIN_KIB_PER_CONNECTION
+                                          / 1024)
+
+    @property
+    def imap_processes(self) -> int:
+        """One imap process per logged-in connection (Dovecot's imap serves one client)."""
+        return self.connections
+
+    @property
+    def auth_workers(self) -> int:
+        """bcrypt runs in the auth-worker processes: one per core uses them all."""
+        return self.cores
+
+    @property
+    def default_client_limit(self) -> int:
+        """default_client_limit, the limit of the single-process services (auth, anvil,
+        stats, config): every Dovecot process keeps a connection to stats, for one."""
+        return (self.imap_processes + self.login_processes + LMTP_CONCURRENCY
+                + self.auth_workers + OTHER_CLIENTS)
+
+    @property
+    def userip_connections(self) -> int:
+        """mail_max_userip_connections: per user and client address."""
+        return max(MIN_USERIP_CONNECTIONS, self.connections // USERIP_SHARE)
+
+    @property
+    def open_files(self) -> int:
+        """The RLIMIT_NOFILE Dovecot needs: its busiest process is an imap-login one (or a
+        single-process service with client_limit clients)."""
+        login = self.login_client_limit * LOGIN_FDS_PER_CONNECTION + LOGIN_FDS_BESIDES
+        return max(login, self.default_client_limit + LOGIN_FDS_BESIDES)
+
+
+def imap_limits(connections: int, cores: int | None) -> ImapLimits:
+    """The limits for `connections` (IMAP_MAX_CONNECTIONS) on `cores` usable cores."""
+    return ImapLimits(connections, max(1, cores or 1))
 
 
 def check(paths: Paths) -> None:
@@ -28,7 +111,8 @@ def check(paths: Paths) -> None:
 
 def prepare(paths: Paths) -> None:
     """The mailboxes belong to vmail; the passwd-file exists (Dovecot logs an error for every
-    lookup while it is missing) and is readable by Dovecot's group alone."""
+    lookup while it is missing) and is readable by Dovecot's group alone; Dovecot may open as
+    many files as the container allows."""
     paths.mail_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
     chown(paths.mail_dir, (VMAIL_UID, VMAIL_GID))
     paths.mail_dir.chmod(0o750)
@@ -40,6 +124,33 @@ def prepare(paths: Paths) -> None:
     owner = passwd_owner()
     if owner is not None:
         chown(paths.passwd_file, owner)
+    raise_open_files_limit()
+
+
+# Linux's default fs.nr_open: the most a soft limit may be when the hard one is unlimited.
+NR_OPEN = 1 << 20
+
+
+def raise_open_files_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard one, for Dovecot and every daemon started after.
+
+    Docker 29 starts containers with a soft limit of 1024 (hard 524288). Dovecot's imap-login
+    processes hold two descriptors per IMAP connection and its auth, anvil and stats services one
+    per process, so a few hundred connections need more, and Dovecot doesn't raise the limit
+    itself: it only warns "fd limit (ulimit -n) is lower than required". The kernel keeps soft
+    limits low for programs that use select(); a higher one costs nothing until it is used.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = raised_soft_limit(soft, hard)
+    if target is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        log.info("dovecot: open files limit raised from %d to %d", soft, target)
+
+
+def raised_soft_limit(soft: int, hard: int) -> int | None:
+    """The soft limit to set, or None when `soft` is already as high as it may go."""
+    ceiling = NR_OPEN if hard == resource.RLIM_INFINITY else hard
+    return ceiling if soft != resource.RLIM_INFINITY and soft < ceiling else None
 
 
 def passwd_owner() -> tuple[int, int] | None:

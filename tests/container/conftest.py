@@ -61,10 +61,11 @@ class Container:
     network: str | None = None
     ip: str | None = None
     dns: str | None = None  # the test DNS server the container resolves through
+    run_options: tuple[str, ...] = ()  # more `docker run` options, e.g. ("--ulimit", "...")
 
     def start(self) -> None:
         arguments = ["run", "-d", "--name", self.name, "--hostname", "mail.example.com",
-                     "-v", f"{self.data}:/data"]
+                     "-v", f"{self.data}:/data", *self.run_options]
         for host_path, container_path in self.volumes.items():
             arguments += ["-v", f"{host_path}:{container_path}:ro"]
         if self.network:
@@ -164,9 +165,11 @@ def _imaps_answers(port: int) -> bool:
 
 @contextlib.contextmanager
 def running(image: str, data: Path, env: dict[str, str], prefix: str,
-            accounts: dict[str, str] | None = None) -> Iterator[Container]:
+            accounts: dict[str, str] | None = None,
+            run_options: tuple[str, ...] = ()) -> Iterator[Container]:
     """A started container, ready and with `accounts` (address -> password), removed after."""
-    container = Container(f"{prefix}-{secrets.token_hex(4)}", data, env, image)
+    container = Container(f"{prefix}-{secrets.token_hex(4)}", data, env, image,
+                          run_options=run_options)
     container.start()
     try:
         container.wait_ready()

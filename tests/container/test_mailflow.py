@@ -73,6 +73,16 @@ def _search(container: Container, user: str, criteria: tuple[str, str], token: s
         time.sleep(0.5)
 
 
+def imap_login_works(container: Container, user: str, password: str) -> bool:
+    with imaplib.IMAP4_SSL("127.0.0.1", container.ports[993],
+                           ssl_context=insecure_context()) as imap:
+        try:
+            imap.login(user, password)
+        except imaplib.IMAP4.error:
+            return False
+        return True
+
+
 def published_txt(container: Container) -> dict[str, str]:
     records = json.loads(container.exec("mailboot", "dns", "--json").stdout)
     return {r["name"]: r["value"] for r in records if r["type"] == "TXT"}
@@ -155,6 +165,8 @@ def test_account_cli(mail: Container, tmp_path: Path) -> None:
               stdin="a new long password\n")
     with imaplib.IMAP4_SSL("127.0.0.1", mail.ports[993], ssl_context=insecure_context()) as imap:
         imap.login(carol, "a new long password")
+    # The old password, right after it worked, no longer does (no cache keeps it alive).
+    assert not imap_login_works(mail, carol, PASSWORD)
     mail.exec("mailboot", "alias", "add", "sales@example.com", carol)
     assert "sales@example.com -> carol@example.com" in mail.exec(
         "mailboot", "alias", "list").stdout
@@ -168,6 +180,7 @@ def test_account_cli(mail: Container, tmp_path: Path) -> None:
         smtp.sendmail("someone@example.net", ["sales@example.com"], b"Subject: x\r\n\r\nx\r\n")
     mail.exec("mailboot", "account", "remove", carol)
     assert carol not in mail.exec("mailboot", "account", "list").stdout.split()
+    assert not imap_login_works(mail, carol, "a new long password")
     refused = mail.exec("mailboot", "account", "add", "dave@example.net", "--password-stdin",
                         stdin=PASSWORD + "\n", check=False)
     assert refused.returncode == 65 and "not at one of the mail domains" in refused.stderr

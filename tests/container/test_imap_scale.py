@@ -1,0 +1,123 @@
+"""IMAP at household scale: 500 logged-in IMAPS connections over 50 mailboxes, held at once.
+
+Before Dovecot's login processes ran in high-performance mode, the 51st connection was dropped
+("service(imap-login): process_limit (50) reached"). The container runs with the soft open-files
+limit Docker 29 gives containers (1024), which Dovecot's processes outgrow at this scale.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import resource
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.container.conftest import Container, docker, insecure_context, running
+
+pytestmark = pytest.mark.container
+
+MAILBOXES = 50
+CONNECTIONS = 500  # 10 per mailbox, all from one address (the Docker host's)
+PASSWORD = "correct horse battery"
+# Docker 29 (containerd 2.1) starts containers with systemd's nofile limits, 1024 soft and
+# 524288 hard; a lower hard limit here, so that any engine can start the container.
+DOCKER_29_NOFILE = ("--ulimit", "nofile=1024:8192")
+# Dovecot's master: "service(imap-login): process_limit (50) reached, client connections are
+# being dropped" (or client_limit, for a service of one process).
+LIMIT_REACHED = re.compile(r"(process|client)_limit\S* \(\d+\) reached")
+# Logins at once from the test: each costs a bcrypt check in the container's auth workers.
+LOGIN_THREADS = 16
+
+# Creates the mailboxes the way `mailboot account add` does (same lock, file format and Postfix
+# tables, through the product's own functions), but in one go with one bcrypt hash for all:
+# fifty `account add` calls would each wait for two bcrypt runs and a second.
+CREATE_MAILBOXES = """
+import os, sys
+from mailboot import accounts, cli_accounts
+from mailboot.daemons import dovecot
+from mailboot.paths import Paths
+from mailboot.settings import load_settings
+
+settings = load_settings(os.environ)
+paths = Paths(settings.data_dir)
+password_hash = dovecot.hash_password(sys.stdin.readline().rstrip("\\n"))
+with accounts.locked(paths):
+    current = accounts.read_accounts(paths)
+    aliases = accounts.read_aliases(paths)
+    for address in sys.argv[1:]:
+        current = accounts.add_account(current, aliases, address, password_hash)
+    accounts.write_accounts(paths, current, owner=dovecot.passwd_owner())
+    cli_accounts.apply(settings, paths, current, aliases)
+"""
+
+
+@pytest.fixture(scope="module")
+def mail(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    with running(image, tmp_path_factory.mktemp("data"), {"MAIL_DOMAINS": "example.com"},
+                 "mailboot-scale", run_options=DOCKER_29_NOFILE) as container:
+        yield container
+
+
+def memory_mib(container: Container) -> float:
+    """The container's memory use as `docker stats` shows it (its cgroup, less page cache)."""
+    usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", container.name)
+    amount = re.fullmatch(r"([\d.]+)\s*([KMG]i?B|B)", usage.stdout.split("/")[0].strip())
+    assert amount is not None, usage.stdout
+    scale = {"B": 1 / 2**20, "KiB": 1 / 1024, "KB": 1 / 1024, "MiB": 1, "MB": 1,
+             "GiB": 1024, "GB": 1024}[amount[2]]
+    return float(amount[1]) * scale
+
+
+def login(container: Container, user: str) -> imaplib.IMAP4_SSL:
+    imap = imaplib.IMAP4_SSL("127.0.0.1", container.ports[993], ssl_context=insecure_context(),
+                             timeout=120)
+    imap.login(user, PASSWORD)
+    return imap
+
+
+def allow_open_files(count: int) -> None:
+    """The test holds a socket per connection: lift its own soft limit when it is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(count, hard), hard))
+
+
+def test_500_connections_are_held_and_one_more_logs_in(mail: Container) -> None:
+    allow_open_files(4 * CONNECTIONS)
+    users = [f"user{n:02d}@example.com" for n in range(MAILBOXES)]
+    mail.exec("python3", "-P", "-c", CREATE_MAILBOXES, *users, stdin=PASSWORD + "\n")
+    assert mail.exec("mailboot", "account", "list").stdout.split() == sorted(users)
+    idle = memory_mib(mail)
+
+    held: list[imaplib.IMAP4_SSL] = []
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(LOGIN_THREADS) as pool:
+            held.extend(pool.map(lambda n: login(mail, users[n % MAILBOXES]),
+                                 range(CONNECTIONS)))
+        took = time.monotonic() - started
+        busy = memory_mib(mail)
+
+        # One more, on a mailbox that already has 10 connections from this address.
+        with login(mail, users[0]) as extra:
+            assert extra.select("INBOX")[0] == "OK"
+            assert extra.noop()[0] == "OK"
+        assert all(imap.noop()[0] == "OK" for imap in held)  # none was dropped meanwhile
+        processes = mail.exec("ps", "-C", "imap", "-o", "pid=").stdout.split()
+        assert len(processes) == CONNECTIONS
+        login_memory = mail.exec("ps", "-C", "imap-login", "-o", "vsz=,rss=").stdout
+    finally:
+        for imap in held:
+            imap.shutdown()
+
+    logs = mail.logs()
+    assert not LIMIT_REACHED.search(logs), LIMIT_REACHED.search(logs)
+    assert "fd limit (ulimit -n) is lower" not in logs
+    print(f"\n{CONNECTIONS} IMAPS logins over {MAILBOXES} mailboxes took {took:.1f} s; "
+          f"container memory {idle:.0f} MiB idle, {busy:.0f} MiB with them held "
+          f"({(busy - idle) * 1024 / CONNECTIONS:.0f} KiB per connection); "
+          f"imap-login VSZ/RSS KiB: {' | '.join(login_memory.split(chr(10))).strip(' |')}")
