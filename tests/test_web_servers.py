@@ -351,7 +351,8 @@ def test_a_head_that_never_ends_is_dropped_however_steadily_it_comes(
 
 def test_a_flood_of_idle_connections_leaves_the_challenge_answered(
         port80: Server, many_files: None) -> None:
-    threads, fds = threading.active_count(), open_fds()
+    gc.collect()  # other tests' garbage out of the counts
+    threads, fds, tasks = threading.active_count(), open_fds(), live(asyncio.Task)
     flood = [socket.create_connection((LOOPBACK, port80.port), timeout=TIMEOUT)
              for _ in range(FLOOD)]
     try:
@@ -360,8 +361,8 @@ def test_a_flood_of_idle_connections_leaves_the_challenge_answered(
         cap = port80.limits.max_connections
         assert port80.open_connections <= cap
         assert open_fds() - fds - len(flood) <= cap  # the server's side of them
-        assert threading.active_count() == threads
-        assert live(asyncio.Task) <= cap + 1  # the connections' and the one accepting
+        assert threading.active_count() <= threads  # other tests' threads may end meanwhile
+        assert live(asyncio.Task) - tasks <= cap  # the connections' (garbage included)
         assert until_closed(flood[0]) is not None  # the oldest made room
     finally:
         for connection in flood:
@@ -472,7 +473,9 @@ def client_hello(sni: str) -> bytes:
                          ids=["silent", "hello-then-silent"])
 def test_a_flood_of_idle_connections_leaves_the_policy_served(
         port443: Server, many_files: None, first_bytes: bytes) -> None:
-    threads, fds = threading.active_count(), open_fds()
+    gc.collect()  # other tests' garbage out of the counts
+    threads, fds, tasks = threading.active_count(), open_fds(), live(asyncio.Task)
+    sessions = live(ssl.SSLObject)
     flood = []
     for _ in range(FLOOD):
         flood.append(socket.create_connection((LOOPBACK, port443.port), timeout=TIMEOUT))
@@ -483,9 +486,9 @@ def test_a_flood_of_idle_connections_leaves_the_policy_served(
         cap = port443.limits.max_connections
         assert port443.open_connections <= cap
         assert open_fds() - fds - len(flood) <= cap
-        assert threading.active_count() == threads
-        assert live(ssl.SSLObject) <= cap  # closed ones left no TLS state behind
-        assert live(asyncio.Task) <= cap + 1  # the connections' and the one accepting
+        assert threading.active_count() <= threads  # other tests' threads may end meanwhile
+        assert live(ssl.SSLObject) - sessions <= cap  # closed ones left no TLS state behind
+        assert live(asyncio.Task) - tasks <= cap  # the connections' (garbage included)
         assert until_closed(flood[0]) is not None
     finally:
         for connection in flood:
@@ -493,6 +496,7 @@ def test_a_flood_of_idle_connections_leaves_the_policy_served(
 
 
 def test_shutdown_closes_everything(store: ChallengeStore) -> None:
+    gc.collect()  # other tests' garbage sockets closed now, not during the test
     threads, fds = threading.active_count(), open_fds()
     server = http_server.start(0, store, NAMES, host=LOOPBACK)
     idle = [socket.create_connection((LOOPBACK, server.port), timeout=TIMEOUT)
@@ -502,6 +506,7 @@ def test_shutdown_closes_everything(store: ChallengeStore) -> None:
     assert all(until_closed(connection) == b"" for connection in idle)
     for connection in idle:
         connection.close()
-    assert (threading.active_count(), open_fds()) == (threads, fds)
+    assert threading.active_count() <= threads  # <=: other tests' threads may end meanwhile
+    assert open_fds() <= fds
     with pytest.raises(OSError):
         socket.create_connection((LOOPBACK, server.port), timeout=TIMEOUT)

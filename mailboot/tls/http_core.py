@@ -21,9 +21,11 @@ Connections are plain sockets driven by the event loop's socket calls, and TLS r
 memory buffers (ssl.MemoryBIO), not asyncio's SSL transport: that one keeps a 256 KiB buffer
 per connection in reference cycles only the garbage collector frees (measured: 580 MB resident
 after 2,000 clients that never finished their handshake). Here a connection holds its socket,
-a head of at most `max_head` bytes and, over TLS, one record: tens of kilobytes, all freed when
-its socket closes. So memory is bounded by `max_connections`, and the thread count never
-changes. The answer itself comes from a plain function `Request -> Response` per listener.
+a head of at most `max_head` bytes and, over TLS once the client has spoken, OpenSSL's session
+and one record (about 60 KB), all freed when its socket closes. So memory is bounded by
+`max_connections` (measured: 2,000 idle clients add under 2 MB on port 80 and on port 443,
+2,000 that stall after their ClientHello 15 to 20 MB), and the thread count never changes.
+The answer itself comes from a plain function `Request -> Response` per listener.
 """
 
 from __future__ import annotations
@@ -272,14 +274,23 @@ class _Plain:
 
 class _Tls(_Plain):
     """TLS through memory buffers (ssl.MemoryBIO): they hold at most one record from the
-    client and our few bytes to send, and go with the connection's last reference."""
+    client and our few bytes to send, and go with the connection's last reference. OpenSSL's
+    session (about 60 KB) is made when the client's first bytes arrive: a client that never
+    sends any costs its socket only."""
+
+    _tls: ssl.SSLObject  # from open() on
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
         super().__init__(sock)
+        self._context = context
         self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
 
     async def open(self) -> None:
+        first = await super().receive(16384)
+        if not first:
+            raise ConnectionAbortedError("closed before the TLS handshake")
+        self._incoming.write(first)
+        self._tls = self._context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         await self._complete(self._tls.do_handshake)
 
     async def receive(self, size: int) -> bytes:
