@@ -1,68 +1,54 @@
-"""The port-80 listener: answers ACME HTTP-01 challenges, redirects everything else to HTTPS.
+"""The port-80 listener: answers ACME HTTP-01 challenges, redirects our own names to HTTPS.
 
-Each connection gets its own thread and a short socket timeout, so a slow or silent client
-can't hold up the challenges the CA fetches (RFC 8555 §8.3) or anyone else.
+The CA fetches `http://<name>/.well-known/acme-challenge/<token>` (RFC 8555 §8.3) and sends the
+name it validates as Host: challenges are answered whatever the Host. Any other request is
+redirected to https only when its Host is one of our names (MAIL_HOSTNAME, mta-sts.<domain>):
+redirecting whatever Host a client sends would make us an open redirector for any name that
+points here. Other hosts get 404, a Host that can't be a host name 400.
+
+The port faces the internet, so it runs on the bounded server of `http_core`: one thread, a
+cap on open connections that makes room by closing the oldest idle ones, and a deadline for the
+whole request head, so idle or slow clients can't keep the CA's request out.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+from collections.abc import Iterable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from mailboot.tls import http_core
 from mailboot.tls.acme_issuer import ChallengeStore
-
-log = logging.getLogger(__name__)
+from mailboot.tls.http_core import DEFAULT_LIMITS, Limits, Request, Response
 
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
-CLIENT_TIMEOUT = 10.0  # seconds a client may take per read before it is dropped
 
 
-def make_handler(store: ChallengeStore) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = CLIENT_TIMEOUT
-        server_version = "mailboot"
-        sys_version = ""
-
-        def do_GET(self) -> None:
-            if self.path.startswith(CHALLENGE_PREFIX):
-                answer = store.get(self.path[len(CHALLENGE_PREFIX):])
-                if answer is None:
-                    self._send(HTTPStatus.NOT_FOUND, b"no such challenge\n")
-                else:
-                    self._send(HTTPStatus.OK, answer.encode("ascii"))
-                return
-            host = (self.headers.get("Host") or "").split(":")[0]
-            if not host:
-                self._send(HTTPStatus.BAD_REQUEST, b"no Host header\n")
-                return
-            self.send_response(HTTPStatus.MOVED_PERMANENTLY)
-            self.send_header("Location", f"https://{host}{self.path}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def do_HEAD(self) -> None:
-            self.do_GET()
-
-        def _send(self, status: HTTPStatus, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.info("http: %s %s", self.address_string(), format % args)
-
-    return Handler
+def answer(request: Request, store: ChallengeStore, names: frozenset[str]) -> Response:
+    """The challenge's answer, a redirect to https for our own names, or 404."""
+    if request.target.startswith(CHALLENGE_PREFIX):
+        key = store.get(request.target[len(CHALLENGE_PREFIX):])
+        if key is None:
+            return Response(HTTPStatus.NOT_FOUND, b"no such challenge\n")
+        return Response(HTTPStatus.OK, key.encode("ascii"))
+    if request.host not in names:
+        return Response(HTTPStatus.NOT_FOUND, b"not found\n")
+    # Only an origin-form target is a path to keep (RFC 9112 §3.2.1); others go to the root.
+    path = request.target if request.target.startswith("/") else "/"
+    return Response(HTTPStatus.MOVED_PERMANENTLY,
+                    headers=(("Location", f"https://{request.host}{path}"),))
 
 
-def start(port: int, store: ChallengeStore, names: list[str],
-          host: str = "") -> ThreadingHTTPServer:
-    """Listen on `port` in a background thread; returns the server (call .shutdown() to stop)."""
-    server = ThreadingHTTPServer((host, port), make_handler(store))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name=f"http-{port}", daemon=True).start()
-    return server
+def own_names(names: Iterable[str]) -> frozenset[str]:
+    """Our names as parse_host gives a Host: lower case, without a trailing dot."""
+    return frozenset(name.lower().removesuffix(".") for name in names)
+
+
+def start(port: int, store: ChallengeStore, names: Iterable[str], host: str = "",
+          limits: Limits = DEFAULT_LIMITS) -> http_core.Server:
+    """Listen on `port` (0: any, see `.port`) in a background thread; `.shutdown()` stops it.
+
+    `names`: the names to redirect to https. Raises OSError when the port can't be had.
+    """
+    ours = own_names(names)
+    return http_core.serve(lambda request: answer(request, store, ours), host, port, "http",
+                           limits)

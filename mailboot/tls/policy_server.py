@@ -1,40 +1,41 @@
 """The MTA-STS policy over HTTPS on port 443 (RFC 8461 §3.3), one certificate per name by SNI.
 
 Only `https://mta-sts.<our domain>/.well-known/mta-sts.txt` exists; everything else is 404.
-The TLS handshake happens in the connection's own thread, with a timeout, so a client that
-connects and says nothing holds up nobody.
+Senders fetch the policy from anywhere on the internet, and so can anyone else: the port runs
+on the bounded server of `http_core` (one thread, a cap on open connections, one deadline for
+the TLS handshake and the request head together), so clients that connect and never send a
+ClientHello, or never finish their request, can't keep a sender's fetch out.
+
+The certificate is picked by the name the client asks for (SNI) among the live certificate
+slots, and the slots are looked at again every RESCAN seconds: a renewal swaps their links.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from mailboot.paths import Paths
-from mailboot.tls import mtasts
+from mailboot.tls import http_core, mtasts
 from mailboot.tls.certificates import CHAIN_FILE, KEY_FILE
-from mailboot.tls.http_server import CLIENT_TIMEOUT
-
-log = logging.getLogger(__name__)
+from mailboot.tls.http_core import DEFAULT_LIMITS, Limits, Request, Response
 
 RESCAN = 5.0  # seconds between looks at the certificate links (a renewal swaps them)
 
 
 class CertificateChooser:
-    """SSL contexts per certificate slot, picked by the name the client asks for (SNI)."""
+    """SSL contexts per certificate slot, picked by the name the client asks for (SNI).
+
+    Its callback runs in the server's one event-loop thread, so it needs no lock.
+    """
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
-        self._lock = threading.Lock()
         self._loaded: dict[Path, tuple[ssl.SSLContext, frozenset[str]]] = {}
-        self._scanned = 0.0
+        self._scanned = float("-inf")  # the first handshake scans
 
     def default_context(self) -> ssl.SSLContext:
         context = _server_context()
@@ -43,7 +44,7 @@ class CertificateChooser:
         context.load_cert_chain(live / CHAIN_FILE, live / KEY_FILE)
         return context
 
-    def _choose(self, connection: ssl.SSLObject, name: str | None,
+    def _choose(self, connection: ssl.SSLObject | ssl.SSLSocket, name: str | None,
                 _context: ssl.SSLContext) -> None:
         contexts = self._contexts()
         for context, names in contexts:
@@ -54,10 +55,9 @@ class CertificateChooser:
             connection.context = contexts[0][0]
 
     def _contexts(self) -> list[tuple[ssl.SSLContext, frozenset[str]]]:
-        with self._lock:
-            if time.monotonic() - self._scanned > RESCAN:
-                self._rescan()
-            return list(self._loaded.values())
+        if time.monotonic() - self._scanned > RESCAN:
+            self._rescan()
+        return list(self._loaded.values())
 
     def _rescan(self) -> None:
         from mailboot.tls.certificates import (
@@ -83,69 +83,23 @@ def _server_context() -> ssl.SSLContext:
     return context
 
 
-def make_handler(policies: Mapping[str, bytes]) -> type[BaseHTTPRequestHandler]:
-    """`policies`: host name (mta-sts.<domain>) -> the policy's bytes."""
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = CLIENT_TIMEOUT
-        server_version = "mailboot"
-        sys_version = ""
-
-        def setup(self) -> None:
-            super().setup()
-            if isinstance(self.connection, ssl.SSLSocket):
-                self.connection.do_handshake()  # here, in this thread, under the timeout
-
-        def do_GET(self) -> None:
-            host = (self.headers.get("Host") or "").split(":")[0].lower().rstrip(".")
-            policy = policies.get(host)
-            if policy is None or self.path != mtasts.POLICY_PATH:
-                self._send(HTTPStatus.NOT_FOUND, b"not found\n")
-            else:
-                self._send(HTTPStatus.OK, policy)
-
-        def do_HEAD(self) -> None:
-            self.do_GET()
-
-        def _send(self, status: HTTPStatus, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")  # RFC 8461 §3.2
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.info("https: %s %s", self.address_string(), format % args)
-
-    return Handler
+def answer(request: Request, policies: Mapping[str, bytes]) -> Response:
+    """The policy for `mta-sts.<domain>` at its one path; 404 for any other host or path."""
+    policy = policies.get(request.host or "")
+    if policy is None or request.target != mtasts.POLICY_PATH:
+        return Response(HTTPStatus.NOT_FOUND, b"not found\n")
+    return Response(HTTPStatus.OK, policy)  # text/plain, RFC 8461 §3.2
 
 
-class _TlsServer(ThreadingHTTPServer):
-    daemon_threads = True
+def start(port: int, paths: Paths, policies: Mapping[str, bytes], host: str = "",
+          limits: Limits = DEFAULT_LIMITS) -> http_core.Server:
+    """Serve the policies on `port` (0: any, see `.port`) in a background thread;
+    `.shutdown()` stops it.
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 context: ssl.SSLContext) -> None:
-        self.context = context
-        super().__init__(address, handler)
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        raw, address = self.socket.accept()
-        # The handshake waits for the handler's thread (setup), never for this accept loop.
-        return self.context.wrap_socket(raw, server_side=True,
-                                        do_handshake_on_connect=False), address
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        log.info("https: %s: connection dropped (%s)", client_address,
-                 "timeout or bad TLS")
-
-
-def start(port: int, paths: Paths, policies: Mapping[str, bytes],
-          host: str = "") -> ThreadingHTTPServer:
-    """Serve the policies on `port` in a background thread."""
-    chooser = CertificateChooser(paths)
-    server = _TlsServer((host, port), make_handler(policies), chooser.default_context())
-    threading.Thread(target=server.serve_forever, name=f"https-{port}", daemon=True).start()
-    return server
-
+    `policies`: host name (mta-sts.<domain>) -> the policy's bytes. Raises OSError when the
+    port can't be had or no certificate is live.
+    """
+    ours = {name.lower().removesuffix("."): policy for name, policy in policies.items()}
+    context = CertificateChooser(paths).default_context()
+    return http_core.serve(lambda request: answer(request, ours), host, port, "https", limits,
+                           tls=context, headers=(("Cache-Control", "no-store"),))
