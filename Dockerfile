@@ -47,7 +47,7 @@ ENV PYTHONPATH=/opt/mailboot PYTHONDONTWRITEBYTECODE=1
 # 465: submission for mail clients, implicit TLS, authentication required (RFC 8314)
 # 587: submission for mail clients, STARTTLS required, authentication required (RFC 6409)
 # 993: IMAP for mail clients, implicit TLS
-# 80: ACME HTTP-01 challenges (certificates); everything else redirects to 443
+# 80: ACME HTTP-01 challenges (certificates); our own names are redirected to 443
 # 443: the MTA-STS policy (https://mta-sts.<domain>/.well-known/mta-sts.txt)
 EXPOSE 25 465 587 993 80 443
 

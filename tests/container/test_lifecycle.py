@@ -66,10 +66,10 @@ def test_restart_keeps_keys_mailboxes_and_rewrites_nothing(make_container: MakeC
     assert len(wait_for_inbox(mail, 3)) == 3
     keys_before = snapshot(mail.data / "dkim")
     tls_before = snapshot(mail.data / "tls")
-    started = time.monotonic()
     docker("restart", mail.name, timeout=60)
-    assert time.monotonic() - started < 15  # stop (within 10 s) plus start
     mail.wait_ready()
+    stopped = mail.logs().split("received SIGTERM; stopping the daemons")[1]
+    assert "all daemons stopped" in stopped and "killing it" not in stopped
     assert snapshot(mail.data / "dkim") == keys_before
     assert snapshot(mail.data / "tls") == tls_before
     assert len(inbox_subjects(mail)) == 3
@@ -92,10 +92,9 @@ def test_messages_queued_before_a_stop_are_delivered_after_the_start(
     time.sleep(2)
     queue = mail.exec("postqueue", "-j").stdout
     assert queue.count('"queue_name"') == 5, queue
-    started = time.monotonic()
     docker("stop", mail.name, timeout=60)
-    assert time.monotonic() - started < 10
-    assert mail.state()["ExitCode"] == 0
+    assert mail.state()["ExitCode"] == 0  # 137 if Docker had had to kill it
+    assert "killing it" not in mail.logs() and "all daemons stopped" in mail.logs()
     assert len(list((mail.data / "spool" / "postfix" / "deferred").rglob("*"))) >= 5
     docker("start", mail.name)  # the boot renders main.cf afresh, without defer_transports
     mail.wait_ready()
