@@ -9,7 +9,7 @@ from cryptography import x509
 
 from mailboot.paths import Paths
 from mailboot.tls import certificates
-from tests.conftest import NOW, snapshot
+from tests.conftest import NOW, FakeCa, snapshot
 
 NAMES = ["mail.example.com", "mta-sts.example.com"]
 
@@ -74,8 +74,6 @@ def test_half_written_certificate_directory_is_cleaned_up(data_dir: Path) -> Non
 
 
 def test_a_short_lived_ca_certificate_is_kept_while_valid(data_dir: Path) -> None:
-    from tests.test_worker import FakeCa
-
     paths = Paths(data_dir)
     issued = FakeCa().issue(["mail.example.com"])  # valid 90 days from NOW, from a CA
     installed = certificates.install(paths, "acme", issued.key_pem, issued.chain_pem, NOW)

@@ -5,67 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mailboot import worker
 from mailboot.errors import IssueError
 from mailboot.paths import Paths
 from mailboot.settings import Settings
 from mailboot.tls import certificates
-from mailboot.tls.acme_issuer import ChallengeStore, Issued
+from mailboot.tls.acme_issuer import ChallengeStore
 from mailboot.tls.keeper import AcmeKeeper, Keeper, keeper_for
-from tests.conftest import NOW
+from tests.conftest import NOW, FakeCa
 
-LIFETIME = timedelta(days=90)
 HOST = "203.0.113.25"
-
-
-class FakeCa:
-    """Issues real certificates from a throwaway CA; records every order."""
-
-    def __init__(self) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake CA")])
-        self.orders: list[list[str]] = []
-        self.fail: IssueError | None = None
-        self.unreachable = False
-        self.now = NOW
-        self.suggestion: datetime | None = None  # what the CA's renewal information says
-        self.renewal_questions = 0
-
-    def connect(self) -> None:
-        if self.unreachable:
-            raise IssueError("reading the CA's directory: the CA can't be reached (refused)")
-
-    def issue(self, names: Sequence[str]) -> Issued:
-        self.orders.append(list(names))
-        if self.fail is not None:
-            raise self.fail
-        key = ec.generate_private_key(ec.SECP256R1())
-        leaf = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-                .issuer_name(self.name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(self.now).not_valid_after(self.now + LIFETIME)
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                               False)
-                .sign(self.key, hashes.SHA256()))
-        key_pem = key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        return Issued(key_pem, leaf.public_bytes(serialization.Encoding.PEM))
-
-    def renewal_time(self, chain_pem: bytes) -> datetime | None:
-        self.renewal_questions += 1
-        return self.suggestion
 
 
 class World:

@@ -7,7 +7,6 @@ import imaplib
 import json
 import secrets
 import smtplib
-import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import dkim as dkimpy
 import pytest
 
+from tests.container.clients import search_inbox
 from tests.container.conftest import Container, insecure_context, running
 
 pytestmark = pytest.mark.container
@@ -43,34 +43,7 @@ def message(sender: str, recipient: str) -> tuple[EmailMessage, str]:
 def fetch(container: Container, user: str, token: str, timeout: float = 30,
           password: str = PASSWORD) -> bytes:
     """The raw message with `token` in its subject from the user's INBOX, read over IMAPS."""
-    return _search(container, user, ("SUBJECT", f'"test {token}"'), token, timeout, password)
-
-
-def fetch_text(container: Container, user: str, token: str, timeout: float = 30,
-               password: str = PASSWORD) -> bytes:
-    """The raw message with `token` anywhere in it (a bounce quoting the original, say)."""
-    return _search(container, user, ("TEXT", f'"{token}"'), token, timeout, password)
-
-
-def _search(container: Container, user: str, criteria: tuple[str, str], token: str,
-            timeout: float, password: str) -> bytes:
-    deadline = time.monotonic() + timeout
-    while True:
-        with imaplib.IMAP4_SSL("127.0.0.1", container.ports[993],
-                               ssl_context=insecure_context()) as imap:
-            imap.login(user, password)
-            imap.select("INBOX")
-            _, found = imap.search(None, *criteria)
-            numbers = found[0].split()
-            if numbers:
-                _, data = imap.fetch(numbers[0], "(RFC822)")
-                item = data[0]
-                assert isinstance(item, tuple)
-                return item[1]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"message {token} did not arrive for {user}:\n"
-                                 f"{container.logs()[-3000:]}")
-        time.sleep(0.5)
+    return search_inbox(container, user, ("SUBJECT", f'"test {token}"'), token, timeout, password)
 
 
 def imap_login_works(container: Container, user: str, password: str) -> bool:

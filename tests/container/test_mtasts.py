@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.container.acme_setup import mail_with_acme, pebble_context, wait_for_pebble_certificate
 from tests.container.conftest import Container
 from tests.container.pebble_harness import DockerNetwork, Pebble
-from tests.container.test_acme import mail_with_acme, pebble_context, wait_for_pebble_certificate
 
 pytestmark = pytest.mark.container
 

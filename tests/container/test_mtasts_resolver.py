@@ -10,10 +10,10 @@ from pathlib import Path
 import postfix_mta_sts_resolver
 import pytest
 
+from tests.container.acme_setup import mail_with_acme, wait_for_pebble_certificate
+from tests.container.acme_setup import pebble_context as make_pebble_context
 from tests.container.conftest import ROOT, Container, docker
 from tests.container.pebble_harness import DockerNetwork, Pebble
-from tests.container.test_acme import mail_with_acme, wait_for_pebble_certificate
-from tests.container.test_acme import pebble_context as make_pebble_context
 from tests.container.zoneserver import printed_zone, start_zone_server
 
 pytestmark = pytest.mark.container

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.container.clients import fetch_text
 from tests.container.conftest import ROOT, Container, docker, insecure_context
 from tests.container.pebble_harness import DockerNetwork
-from tests.container.test_mailflow import fetch_text
 from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_server, without
 
 pytestmark = pytest.mark.container

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.container.clients import served_certificate
 from tests.container.conftest import Container, insecure_context
 
 pytestmark = pytest.mark.container
@@ -59,23 +59,6 @@ class PrivateCa:
         context = ssl.create_default_context(cafile=str(self.pem_path))
         context.check_hostname = True
         return context
-
-
-def served_certificate(container: Container, port: int, context: ssl.SSLContext) -> bytes:
-    """The DER certificate a port presents (STARTTLS on 25 and 587), verified by `context`
-    for mail.example.com."""
-    with socket.create_connection(("127.0.0.1", container.ports[port]), timeout=20) as raw:
-        if port in (25, 587):
-            with raw.makefile("rb") as reader:
-                reader.readline()
-                raw.sendall(b"EHLO client.example.net\r\n")
-                while not reader.readline().startswith(b"250 "):
-                    pass
-                raw.sendall(b"STARTTLS\r\n")
-                if not reader.readline().startswith(b"220"):
-                    raise OSError("STARTTLS refused")
-        with context.wrap_socket(raw, server_hostname=HOST) as tls:
-            return tls.getpeercert(binary_form=True) or b""
 
 
 def der(chain_pem: bytes) -> bytes:

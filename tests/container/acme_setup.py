@@ -1,0 +1,54 @@
+"""A mail container that takes its certificate from the test Pebble, and how to read it back."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
+
+from tests.container.clients import served_certificate
+from tests.container.conftest import Container
+from tests.container.pebble_harness import Pebble
+
+MakeContainer = Callable[..., Container]
+HOST = "mail.example.com"
+NAMES = ["mail.example.com", "mta-sts.example.com"]
+PORTS = (25, 465, 587, 993)
+
+
+def mail_with_acme(make_container: MakeContainer, pebble: Pebble, ip: str,
+                   **extra: str) -> Container:
+    env = {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": ip,
+           "ACME_DIRECTORY": pebble.directory_url, "ACME_CA_BUNDLE": "/acme/ca.pem",
+           "DNS_RESOLVERS": pebble.dns, "ACME_RETRY_INTERVAL": "2s", **extra}
+    return make_container(env=env, volumes={str(pebble.directory): "/acme"},
+                          network=pebble.network.name, ip=ip)
+
+
+def pebble_context(pebble: Pebble, tmp_path: Path) -> ssl.SSLContext:
+    roots = tmp_path / f"pebble-roots-{time.monotonic_ns()}.pem"
+    roots.write_text(pebble.issuing_roots_pem())
+    return ssl.create_default_context(cafile=str(roots))
+
+
+def wait_for_pebble_certificate(mail: Container, context: ssl.SSLContext,
+                                timeout: float = 60) -> x509.Certificate:
+    """Until every mail port serves a certificate that verifies with Pebble's root."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            served = {served_certificate(mail, port, context) for port in PORTS}
+            if len(served) == 1:
+                return x509.load_der_x509_certificate(served.pop())
+        except (ssl.SSLError, OSError):
+            pass
+        assert time.monotonic() < deadline, mail.logs()[-4000:]
+        time.sleep(1)
+
+
+def san(certificate: x509.Certificate) -> set[str]:
+    extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return set(extension.value.get_values_for_type(x509.DNSName))

@@ -1,0 +1,57 @@
+"""Clients the container tests share: a mailbox read over IMAPS, the certificate a port serves."""
+
+from __future__ import annotations
+
+import imaplib
+import socket
+import ssl
+import time
+
+from tests.container.conftest import Container, insecure_context
+
+HOST = "mail.example.com"
+
+
+def served_certificate(container: Container, port: int, context: ssl.SSLContext) -> bytes:
+    """The DER certificate a port presents (STARTTLS on 25 and 587), verified by `context`
+    for mail.example.com."""
+    with socket.create_connection(("127.0.0.1", container.ports[port]), timeout=20) as raw:
+        if port in (25, 587):
+            with raw.makefile("rb") as reader:
+                reader.readline()
+                raw.sendall(b"EHLO client.example.net\r\n")
+                while not reader.readline().startswith(b"250 "):
+                    pass
+                raw.sendall(b"STARTTLS\r\n")
+                if not reader.readline().startswith(b"220"):
+                    raise OSError("STARTTLS refused")
+        with context.wrap_socket(raw, server_hostname=HOST) as tls:
+            return tls.getpeercert(binary_form=True) or b""
+
+
+def fetch_text(container: Container, user: str, token: str, password: str,
+               timeout: float = 30) -> bytes:
+    """The raw message with `token` anywhere in it (a bounce quoting the original, say)."""
+    return search_inbox(container, user, ("TEXT", f'"{token}"'), token, timeout, password)
+
+
+def search_inbox(container: Container, user: str, criteria: tuple[str, str], token: str,
+                 timeout: float, password: str) -> bytes:
+    """The first message of the user's INBOX matching `criteria` (IMAP SEARCH), waiting for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with imaplib.IMAP4_SSL("127.0.0.1", container.ports[993],
+                               ssl_context=insecure_context()) as imap:
+            imap.login(user, password)
+            imap.select("INBOX")
+            _, found = imap.search(None, *criteria)
+            numbers = found[0].split()
+            if numbers:
+                _, data = imap.fetch(numbers[0], "(RFC822)")
+                item = data[0]
+                assert isinstance(item, tuple)
+                return item[1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"message {token} did not arrive for {user}:\n"
+                                 f"{container.logs()[-3000:]}")
+        time.sleep(0.5)
