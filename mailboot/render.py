@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 
 from mailboot.accounts import PostfixMaps
-from mailboot.daemons import dovecot, opendkim, postfix, registry
+from mailboot.daemons import postfix, registry
 from mailboot.dkim import DomainKeys
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
@@ -53,29 +53,16 @@ def environment(templates_dir: Path = TEMPLATES_DIR) -> jinja2.Environment:
 
 def context(settings: Settings, paths: Paths, keys: Sequence[DomainKeys],
             certificate: Certificate, maps: PostfixMaps) -> dict[str, Any]:
-    """Every value the templates use, ready to print."""
+    """Every value the templates use, ready to print: what all daemons share, and each
+    daemon's own (`Daemon.context`)."""
     live = paths.tls_live
     return {
         "hostname": settings.hostname,
         "domains": settings.domains,
         "primary_domain": settings.primary_domain,
         "data_dir": str(paths.data_dir),
-        "queue_directory": str(paths.postfix_queue),
-        "mail_dir": str(paths.mail_dir),
-        "passwd_file": str(paths.passwd_file),
         "tls_key": str(live / certificate.key_path.name),
         "tls_chain": str(live / certificate.chain_path.name),
-        "postfix_dir": str(paths.config("postfix")),
-        "opendkim_dir": str(paths.config("opendkim")),
-        "opendkim_socket": opendkim.SOCKET,
-        "milter": opendkim.POSTFIX_MILTER,
-        "lmtp_concurrency": dovecot.LMTP_CONCURRENCY,
-        # Cores this container may run on (`docker run --cpuset-cpus` narrows them).
-        "imap": dovecot.imap_limits(settings.imap_max_connections,
-                                    len(os.sched_getaffinity(0))),
-        "virtual_mailbox_domains": ", ".join(settings.domains),
-        # Sending from an IPv6 address without a PTR gets mail refused: IPv6 only when declared.
-        "inet_protocols": "all" if settings.public_ipv6 else "ipv4",
         "vmail_uid": VMAIL_UID,
         "vmail_gid": VMAIL_GID,
         "signing_keys": [
@@ -85,30 +72,20 @@ def context(settings: Settings, paths: Paths, keys: Sequence[DomainKeys],
         "mailboxes": maps.mailboxes,
         "aliases": maps.aliases,
         "senders": maps.senders,
-        **outbound_context(settings),
+        **daemon_values(settings, paths),
     }
 
 
-def outbound_context(settings: Settings) -> dict[str, Any]:
-    """How mail leaves: by MX with DANE or opportunistic TLS, or through RELAY_HOST over TLS."""
-    if settings.relay_host is None:
-        return {"relayhost": "", "smtp_tls_security_level": "dane",
-                "smtp_tls_wrappermode": "no", "smtp_sasl_auth_enable": "no",
-                "relay_credentials": []}
-    host, port = settings.relay_host
-    destination = f"[{host}]:{port}"
-    credentials = []
-    if settings.relay_user is not None and settings.relay_password is not None:
-        credentials = [{"destination": destination, "user": settings.relay_user,
-                        "password": settings.relay_password}]
-    return {
-        "relayhost": destination,
-        "smtp_tls_security_level": "encrypt",
-        # RFC 8314 §3.3: port 465 is TLS from the first byte; every other port uses STARTTLS.
-        "smtp_tls_wrappermode": "yes" if port == 465 else "no",
-        "smtp_sasl_auth_enable": "yes" if credentials else "no",
-        "relay_credentials": credentials,
-    }
+def daemon_values(settings: Settings, paths: Paths) -> dict[str, Any]:
+    """What each daemon's module gives its templates; a name given twice is a bug, said loudly."""
+    values: dict[str, Any] = {}
+    for daemon in registry.DAEMONS:
+        own = daemon.context(settings, paths)
+        twice = set(own) & set(values)
+        if twice:
+            raise ValueError(f"{daemon.name} gives template values others give too: {twice}")
+        values |= own
+    return values
 
 
 def render_all(values: Mapping[str, Any], paths: Paths,

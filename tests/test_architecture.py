@@ -5,6 +5,8 @@ one entry in `registry.DAEMONS`)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from mailboot.daemons import registry
@@ -15,7 +17,8 @@ DAEMON_MODULES = {"mailboot.daemons.postfix", "mailboot.daemons.dovecot",
                   "mailboot.daemons.opendkim"}
 # What a daemon's module may build on: the ground floor, never the rooms above it.
 GROUND_FLOOR = {"mailboot.commands", "mailboot.errors", "mailboot.files", "mailboot.paths",
-                "mailboot.users", "mailboot.daemons", "mailboot.daemons.daemon", "mailboot.dkim"}
+                "mailboot.users", "mailboot.daemons", "mailboot.daemons.daemon", "mailboot.dkim",
+                "mailboot.settings"}
 
 
 def module_name(path: Path) -> str:
@@ -109,3 +112,14 @@ def test_every_template_belongs_to_exactly_one_daemon() -> None:
     claimed = [name for daemon in registry.DAEMONS for name in daemon.templates]
     assert sorted(claimed) == sorted(on_disk)
     assert registry.secret_templates() <= set(claimed)
+
+
+def test_the_supervisor_imports_nothing_heavy() -> None:
+    """It lives as long as the container: the daemons' modules it imports must stay light (the
+    settings, cryptography, jinja2, dnspython and the ACME client are the boot's business)."""
+    probe = ("import sys, mailboot.daemons.supervisor; print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout.split())
+    heavy = {"mailboot.settings", "idna", "cryptography", "jinja2", "dns", "acme", "requests",
+             "spf"}
+    assert not heavy & loaded

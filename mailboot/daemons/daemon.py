@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mailboot.paths import Paths
 
+if TYPE_CHECKING:  # the supervisor imports the daemons' modules, and never needs the settings
+    from mailboot.settings import Settings
+
 Action = Callable[[Paths], None]
+# The values a daemon's templates use, computed from the settings (templates hold no logic).
+Context = Callable[["Settings", Paths], Mapping[str, Any]]
 
 
 def _nothing(_paths: Paths) -> None:
     return None
+
+
+def _no_values(_settings: Settings, _paths: Paths) -> Mapping[str, Any]:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,9 @@ class Daemon:
     # Templates below templates/, rendered to the same path below /etc; secret ones are 0600.
     templates: tuple[str, ...] = ()
     secret_templates: frozenset[str] = frozenset()
+    # Its own values for the templates; every daemon's are offered to every template (Postfix's
+    # main.cf names OpenDKIM's milter socket), and no two daemons may give the same name.
+    context: Context = _no_values
     # The daemon's own parser judges the rendered files; raises MailbootError with what it said.
     check: Action = _nothing
     # State directories and ownership it insists on, made before it starts.

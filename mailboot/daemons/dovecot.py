@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import resource
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mailboot.commands import chown, run
 from mailboot.daemons.daemon import Daemon
@@ -17,6 +20,9 @@ from mailboot.errors import CommandError
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
 from mailboot.users import VMAIL_GID, VMAIL_UID, user_ids
+
+if TYPE_CHECKING:
+    from mailboot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +111,16 @@ def imap_limits(connections: int, cores: int | None) -> ImapLimits:
     return ImapLimits(connections, max(1, cores or 1))
 
 
+def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
+    return {
+        "mail_dir": str(paths.mail_dir),
+        "passwd_file": str(paths.passwd_file),
+        "lmtp_concurrency": LMTP_CONCURRENCY,
+        # Cores this container may run on (`docker run --cpuset-cpus` narrows them).
+        "imap": imap_limits(settings.imap_max_connections, len(os.sched_getaffinity(0))),
+    }
+
+
 def check(paths: Paths) -> None:
     run([DOVECONF, "-n", "-c", str(paths.config("dovecot/dovecot.conf"))])
 
@@ -182,5 +198,5 @@ def hash_password(password: str) -> str:
 
 DAEMON = Daemon(
     "dovecot", (DOVECOT, "-F", "-c", "/etc/dovecot/dovecot.conf"),
-    templates=TEMPLATES, check=check, prepare=prepare, reload=reload,
+    templates=TEMPLATES, context=context, check=check, prepare=prepare, reload=reload,
 )

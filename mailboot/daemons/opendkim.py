@@ -5,16 +5,27 @@ It runs as its own user and insists on owning its keys, mode 0600 (RequireSafeKe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from mailboot.commands import chown, run
 from mailboot.daemons.daemon import Daemon
 from mailboot.paths import Paths
 from mailboot.users import user_ids
+
+if TYPE_CHECKING:
+    from mailboot.settings import Settings
 
 OPENDKIM = "/usr/sbin/opendkim"
 # The milter's socket: OpenDKIM's notation, and the same in Postfix's (main.cf smtpd_milters).
 SOCKET = "inet:8891@127.0.0.1"
 POSTFIX_MILTER = "inet:127.0.0.1:8891"
 TEMPLATES = ("opendkim.conf", "opendkim/KeyTable", "opendkim/SigningTable")
+
+
+def context(_settings: Settings, paths: Paths) -> Mapping[str, Any]:
+    return {"opendkim_dir": str(paths.config("opendkim")), "opendkim_socket": SOCKET,
+            "milter": POSTFIX_MILTER}
 
 
 def check(paths: Paths) -> None:
@@ -37,5 +48,5 @@ def prepare(paths: Paths) -> None:
 
 DAEMON = Daemon(
     "opendkim", (OPENDKIM, "-f", "-x", "/etc/opendkim.conf"),
-    templates=TEMPLATES, check=check, prepare=prepare,
+    templates=TEMPLATES, context=context, check=check, prepare=prepare,
 )

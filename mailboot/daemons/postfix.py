@@ -6,13 +6,18 @@ Its queue lives below DATA_DIR so queued mail survives a new container.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mailboot.commands import CHILD_ENV, chown, run, succeeds
 from mailboot.daemons.daemon import Daemon
 from mailboot.errors import StateError
 from mailboot.paths import Paths
 from mailboot.users import user_ids
+
+if TYPE_CHECKING:
+    from mailboot.settings import Settings
 
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
@@ -24,6 +29,39 @@ TEMPLATES = ("postfix/main.cf", "postfix/master.cf", *ACCOUNT_TABLES,
              RELAY_CREDENTIALS_TABLE)
 QUEUE_DIRECTORIES = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
                      "incoming", "maildrop", "private", "public", "saved", "trace")
+
+
+def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
+    return {
+        "postfix_dir": str(paths.config("postfix")),
+        "queue_directory": str(paths.postfix_queue),
+        "virtual_mailbox_domains": ", ".join(settings.domains),
+        # Sending from an IPv6 address without a PTR gets mail refused: IPv6 only when declared.
+        "inet_protocols": "all" if settings.public_ipv6 else "ipv4",
+        **outbound_context(settings),
+    }
+
+
+def outbound_context(settings: Settings) -> dict[str, Any]:
+    """How mail leaves: by MX with DANE or opportunistic TLS, or through RELAY_HOST over TLS."""
+    if settings.relay_host is None:
+        return {"relayhost": "", "smtp_tls_security_level": "dane",
+                "smtp_tls_wrappermode": "no", "smtp_sasl_auth_enable": "no",
+                "relay_credentials": []}
+    host, port = settings.relay_host
+    destination = f"[{host}]:{port}"
+    credentials = []
+    if settings.relay_user is not None and settings.relay_password is not None:
+        credentials = [{"destination": destination, "user": settings.relay_user,
+                        "password": settings.relay_password}]
+    return {
+        "relayhost": destination,
+        "smtp_tls_security_level": "encrypt",
+        # RFC 8314 §3.3: port 465 is TLS from the first byte; every other port uses STARTTLS.
+        "smtp_tls_wrappermode": "yes" if port == 465 else "no",
+        "smtp_sasl_auth_enable": "yes" if credentials else "no",
+        "relay_credentials": credentials,
+    }
 
 
 def check(paths: Paths) -> None:
@@ -72,6 +110,6 @@ def reload(paths: Paths) -> None:
 
 DAEMON = Daemon(
     "postfix", (POSTFIX, "start-fg"), stop_argv=(POSTFIX, "stop"),
-    templates=TEMPLATES, secret_templates=frozenset({RELAY_CREDENTIALS_TABLE}),
+    templates=TEMPLATES, secret_templates=frozenset({RELAY_CREDENTIALS_TABLE}), context=context,
     check=check, prepare=prepare, reload=reload,
 )
