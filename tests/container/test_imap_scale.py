@@ -29,6 +29,8 @@ DOCKER_29_NOFILE = ("--ulimit", "nofile=1024:8192")
 # Dovecot's master: "service(imap-login): process_limit (50) reached, client connections are
 # being dropped" (or client_limit, for a service of one process).
 LIMIT_REACHED = re.compile(r"(process|client)_limit\S* \(\d+\) reached")
+# Temporary failures ([UNAVAILABLE], retried) tolerated in the burst of logins: 1 %.
+MAX_UNAVAILABLE = CONNECTIONS // 100
 # Logins at once from the test: each costs a bcrypt check in the container's auth workers.
 LOGIN_THREADS = 16
 
@@ -78,11 +80,24 @@ def memory_mib(container: Container) -> float:
     return float(amount[1]) * scale
 
 
-def login(container: Container, user: str) -> imaplib.IMAP4_SSL:
-    imap = imaplib.IMAP4_SSL("127.0.0.1", container.ports[993], ssl_context=insecure_context(),
-                             timeout=120)
-    imap.login(user, PASSWORD)
-    return imap
+def login(container: Container, user: str, unavailable: list[str] | None = None,
+          tries: int = 1) -> imaplib.IMAP4_SSL:
+    """A logged-in IMAPS connection. With `tries`, an answer of [UNAVAILABLE] (RFC 5530: a
+    temporary failure, which mail clients retry) is retried and noted in `unavailable`."""
+    for attempt in range(1, tries + 1):
+        imap = imaplib.IMAP4_SSL("127.0.0.1", container.ports[993],
+                                 ssl_context=insecure_context(), timeout=120)
+        try:
+            imap.login(user, PASSWORD)
+        except imaplib.IMAP4.error as error:
+            imap.shutdown()  # never leave a socket for the garbage collector
+            if "[UNAVAILABLE]" not in str(error) or attempt == tries:
+                raise
+            if unavailable is not None:
+                unavailable.append(f"{user}: {error}")
+        else:
+            return imap
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 def allow_open_files(count: int) -> None:
@@ -100,11 +115,18 @@ def test_500_connections_are_held_and_one_more_logs_in(mail: Container) -> None:
     idle = memory_mib(mail)
 
     held: list[imaplib.IMAP4_SSL] = []
+    unavailable: list[str] = []
     try:
         started = time.monotonic()
         with ThreadPoolExecutor(LOGIN_THREADS) as pool:
-            held.extend(pool.map(lambda n: login(mail, users[n % MAILBOXES]),
-                                 range(CONNECTIONS)))
+            logins = [pool.submit(login, mail, users[n % MAILBOXES], unavailable, 3)
+                      for n in range(CONNECTIONS)]
+        failed = [str(f.exception()) for f in logins if f.exception() is not None]
+        held.extend(f.result() for f in logins if f.exception() is None)
+        assert not failed, f"{len(failed)} logins failed, first: {failed[0]}\n{mail.logs()[-6000:]}"
+        # A rare temporary failure in a burst of 500 logins is retried, as clients do; more than
+        # a handful would be a limit biting, and the log says which.
+        assert len(unavailable) <= MAX_UNAVAILABLE, f"{unavailable}\n{mail.logs()[-6000:]}"
         took = time.monotonic() - started
         busy = memory_mib(mail)
 
@@ -126,4 +148,8 @@ def test_500_connections_are_held_and_one_more_logs_in(mail: Container) -> None:
     print(f"\n{CONNECTIONS} IMAPS logins over {MAILBOXES} mailboxes took {took:.1f} s; "
           f"container memory {idle:.0f} MiB idle, {busy:.0f} MiB with them held "
           f"({(busy - idle) * 1024 / CONNECTIONS:.0f} KiB per connection); "
-          f"imap-login VSZ/RSS KiB: {' | '.join(login_memory.split(chr(10))).strip(' |')}")
+          f"imap-login VSZ/RSS KiB: {' | '.join(login_memory.split(chr(10))).strip(' |')}; "
+          f"temporary failures retried: {len(unavailable)} {unavailable[:3]}")
+    if unavailable:  # what Dovecot said about them, for whoever reads the test's output
+        print("\n".join(line for line in logs.splitlines()
+                        if "auth" in line and ("rror" in line or "arning" in line)))
