@@ -165,13 +165,13 @@ def test_imap_limits_follow_imap_max_connections(
     login = _block(conf, "service imap-login")
     assert "\n  restart_request_count = unlimited\n" in login  # high-performance mode
     assert "\n  process_min_avail = 3\n" in login
-    assert "\n  process_limit = 3\n" in login
+    assert "\n  process_limit = 6\n" in login  # room to spare: they don't fill evenly
     assert "\n  client_limit = 667\n" in login  # 3 x 667 >= 2000
     assert "\n  vsz_limit = 423M\n" in login
     assert "\n  process_limit = 2000\n" in _block(conf, "service imap")
-    assert "\n  process_limit = 3\n" in _block(conf, "service auth-worker")
+    assert "service auth-worker" not in conf  # Dovecot's own limit (30), see the template
     assert "\n  use_worker = yes\n" in _block(conf, "passdb passwd-file")
-    assert "\ndefault_client_limit = 2266\n" in conf  # 2000 + 3 + 10 + 3 + 250
+    assert "\ndefault_client_limit = 2296\n" in conf  # 2000 + 6 + 10 + 30 + 250
     assert "\nmail_max_userip_connections = 200\n" in conf
     # No auth cache: `mailboot account password` takes effect at once, with nothing to flush.
     assert not any(line.startswith("auth_cache") for line in conf.splitlines())
@@ -189,7 +189,8 @@ def test_imap_limits_hold_imap_max_connections(connections: int, cores: int) -> 
     # auth, anvil and stats serve every imap and login process, and Postfix's smtpd ones.
     assert limits.default_client_limit >= connections + cores + dovecot.LMTP_CONCURRENCY + 200
     assert limits.userip_connections >= 20  # 5 Thunderbird connections x 4 devices, one NAT
-    assert limits.auth_workers == cores
+    assert limits.login_process_limit > limits.login_processes
+    assert limits.auth_workers == 30  # Dovecot's default, never held at the cores
     assert limits.open_files >= max(2 * limits.login_client_limit, limits.default_client_limit)
     assert limits.login_vsz_limit_mib * 1024 >= 256 * 1024 + 256 * limits.login_client_limit
 

@@ -52,6 +52,8 @@ LOGIN_KIB_PER_CONNECTION = 256
 # its imap process) and besides them (listeners, auth, anvil, master, log).
 LOGIN_FDS_PER_CONNECTION = 2
 LOGIN_FDS_BESIDES = 64
+# Dovecot's default process_limit of the auth-worker service (doveconf -d).
+AUTH_WORKER_PROCESS_LIMIT = 30
 
 
 @dataclass(frozen=True)
@@ -82,15 +84,25 @@ class ImapLimits:
         return self.connections
 
     @property
+    def login_process_limit(self) -> int:
+        """Room beyond the long-lived ones: the login processes take connections from one shared
+        listener, so they don't fill evenly, and a process with no room left makes the master
+        start another; at the limit it drops connections."""
+        return 2 * self.login_processes
+
+    @property
     def auth_workers(self) -> int:
-        """bcrypt runs in the auth-worker processes: one per core uses them all."""
-        return self.cores
+        """Dovecot's own limit for the auth-worker processes that check bcrypt hashes. They
+        start on demand and leave when idle. It is left at Dovecot's default: with this and the
+        imap-login limit both held at the number of cores, a CI run of 500 logins met
+        "process_limit (2) reached" and a temporary login failure."""
+        return AUTH_WORKER_PROCESS_LIMIT
 
     @property
     def default_client_limit(self) -> int:
         """default_client_limit, the limit of the single-process services (auth, anvil,
         stats, config): every Dovecot process keeps a connection to stats, for one."""
-        return (self.imap_processes + self.login_processes + LMTP_CONCURRENCY
+        return (self.imap_processes + self.login_process_limit + LMTP_CONCURRENCY
                 + self.auth_workers + OTHER_CLIENTS)
 
     @property
