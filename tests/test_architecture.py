@@ -5,8 +5,11 @@ one entry in `registry.DAEMONS`)."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from mailboot.daemons import registry
@@ -123,3 +126,32 @@ def test_the_supervisor_imports_nothing_heavy() -> None:
     heavy = {"mailboot.settings", "idna", "cryptography", "jinja2", "dns", "acme", "requests",
              "spf"}
     assert not heavy & loaded
+
+
+def declared_dependencies() -> set[str]:
+    """Distribution names in pyproject.toml's [project] dependencies, normalised (PEP 503)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {re.split(r"[<>=!~ ;\[]", spec, maxsplit=1)[0].lower().replace("_", "-")
+            for spec in project["dependencies"]}
+
+
+def third_party_imports() -> set[str]:
+    """Top-level names of every module the package imports that is neither ours nor stdlib."""
+    names: set[str] = set()
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return {name for name in names
+            if name != "mailboot" and name not in sys.stdlib_module_names}
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    """A module we import must be installed by `pip install .`, not by luck (requests was)."""
+    providers = importlib.metadata.packages_distributions()
+    declared = declared_dependencies()
+    undeclared = {name: providers.get(name) for name in third_party_imports()
+                  if not {d.lower() for d in providers.get(name, [])} & declared}
+    assert not undeclared
