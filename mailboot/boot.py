@@ -19,7 +19,7 @@ from typing import TextIO
 
 from mailboot import accounts, dkim, dnscheck, dnsformat, render
 from mailboot.dnsanswer import Lookup
-from mailboot.dnsrecords import all_records, build_record_groups
+from mailboot.dnsrecords import Record, RecordGroup, all_records, build_record_groups
 from mailboot.errors import DnsNotReady, StateError
 from mailboot.files import remove_stale_temp_files
 from mailboot.paths import Paths
@@ -115,14 +115,8 @@ def print_records(settings: Settings, keys: Sequence[dkim.DomainKeys], lookup: L
     groups = build_record_groups(settings, keys, real_names)
     findings = None
     if settings.dns_check != "off" and lookup is not None:
-        checked = dnscheck.check_records(all_records(groups), lookup,
-                                         [str(a) for a in settings.public_addresses],
-                                         budget=BOOT_DNS_BUDGET)
-        findings = {finding.record: finding for finding in checked}
-        failure = dnscheck.shared_failure(checked)
-        if failure is not None:
-            log.warning("dns: can't check the DNS records: %s", failure)
-        log.info("dns: %s", dnscheck.summary(checked))
+        findings = check_published(groups, settings, lookup, budget=BOOT_DNS_BUDGET)
+        log.info("dns: %s", dnscheck.summary(list(findings.values())))
     out.write(dnsformat.zone_text(groups, findings))
     out.write("\n" + dnsformat.table_text(groups, findings))
     out.flush()
@@ -132,6 +126,18 @@ def print_records(settings: Settings, keys: Sequence[dkim.DomainKeys], lookup: L
             raise DnsNotReady("DNS_CHECK=strict and these required records are not in place: "
                               + "; ".join(f"{f.record.name} {f.record.rtype} ({f.status}): "
                                           f"{f.hint}" for f in missing))
+
+
+def check_published(groups: Sequence[RecordGroup], settings: Settings, lookup: Lookup,
+                    budget: float | None = None) -> dict[Record, dnscheck.Finding]:
+    """Look every record up where it is published (the boot, `mailboot dns --check`); when no
+    lookup could be answered, for one reason, that reason is logged once."""
+    checked = dnscheck.check_records(all_records(groups), lookup,
+                                     [str(a) for a in settings.public_addresses], budget=budget)
+    failure = dnscheck.shared_failure(checked)
+    if failure is not None:
+        log.warning("dns: can't check the DNS records: %s", failure)
+    return {finding.record: finding for finding in checked}
 
 
 def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.Certificate:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from mailboot import boot, cli_accounts, dkim, dnscheck, dnsformat, health
+from mailboot import boot, cli_accounts, dkim, dnsformat, health
 from mailboot.daemons import registry
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
@@ -130,13 +130,7 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
         groups = _select_zone(groups, arguments.domain)
     findings = None
     if arguments.check:
-        records = [record for group in groups for record in group.records]
-        checked = dnscheck.check_records(records, DnsLookup(settings.dns_resolvers),
-                                         [str(a) for a in settings.public_addresses])
-        findings = {finding.record: finding for finding in checked}
-        failure = dnscheck.shared_failure(checked)
-        if failure is not None:
-            log.warning("dns: can't check the DNS records: %s", failure)
+        findings = boot.check_published(groups, settings, DnsLookup(settings.dns_resolvers))
     if arguments.json:
         out.write(dnsformat.json_text(groups, findings))
     elif arguments.zone:
