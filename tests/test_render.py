@@ -38,6 +38,16 @@ def rendered(
     return {f.template: f.target.read_text() for f in files}
 
 
+def rendered_files(settings: Settings, keys: tuple[DomainKeys, ...],
+                   tmp_path: Path) -> dict[str, render.RenderedFile]:
+    """Every template rendered for `settings`, with no account, by template name."""
+    paths = Paths(settings.data_dir, config_root=tmp_path / "root")
+    certificate = certificates.ensure_certificate(paths, ["mail.example.com"], NOW)
+    maps = accounts.postfix_maps(settings.domains, [], [])
+    values = render.context(settings, paths, keys, certificate, maps)
+    return {f.template: f for f in render.render_all(values, paths)}
+
+
 def test_every_template_is_rendered() -> None:
     on_disk = {str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*") if p.is_file()}
     assert on_disk == set(render.CONFIG_TEMPLATES)
@@ -118,11 +128,7 @@ def test_a_relay_gets_tls_required_and_a_root_only_password_table(
 ) -> None:
     settings = make_settings(MAIL_DOMAINS="example.com", RELAY_HOST=relay, RELAY_USER="apikey",
                              RELAY_PASSWORD="s3cret with space")
-    paths = Paths(settings.data_dir, config_root=tmp_path / "root")
-    certificate = certificates.ensure_certificate(paths, ["mail.example.com"], NOW)
-    maps = accounts.postfix_maps(settings.domains, [], [])
-    values = render.context(settings, paths, make_keys(settings), certificate, maps)
-    files = {f.template: f for f in render.render_all(values, paths)}
+    files = rendered_files(settings, make_keys(settings), tmp_path)
     main = files["postfix/main.cf"].content.decode()
     assert f"\nrelayhost = {destination}\n" in main
     assert "\nsmtp_tls_security_level = encrypt\n" in main
@@ -155,11 +161,7 @@ def test_imap_limits_follow_imap_max_connections(
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2})  # three cores
     settings = make_settings(MAIL_DOMAINS="example.com", IMAP_MAX_CONNECTIONS="2000")
-    paths = Paths(settings.data_dir, config_root=tmp_path / "root")
-    certificate = certificates.ensure_certificate(paths, ["mail.example.com"], NOW)
-    maps = accounts.postfix_maps(settings.domains, [], [])
-    values = render.context(settings, paths, make_keys(settings), certificate, maps)
-    files = {f.template: f for f in render.render_all(values, paths)}
+    files = rendered_files(settings, make_keys(settings), tmp_path)
     conf = files["dovecot/dovecot.conf"].content.decode()
 
     login = _block(conf, "service imap-login")

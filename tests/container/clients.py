@@ -12,19 +12,24 @@ from tests.container.conftest import Container, insecure_context
 HOST = "mail.example.com"
 
 
+def smtp_starttls(raw: socket.socket) -> bool:
+    """Read the banner, say EHLO and ask for STARTTLS on a plain SMTP connection; True when
+    the server agrees (220), so the caller can start the TLS handshake on `raw`."""
+    with raw.makefile("rb") as reader:
+        reader.readline()
+        raw.sendall(b"EHLO client.example.net\r\n")
+        while not reader.readline().startswith(b"250 "):
+            pass
+        raw.sendall(b"STARTTLS\r\n")
+        return reader.readline().startswith(b"220")
+
+
 def served_certificate(container: Container, port: int, context: ssl.SSLContext) -> bytes:
     """The DER certificate a port presents (STARTTLS on 25 and 587), verified by `context`
     for mail.example.com."""
     with socket.create_connection(("127.0.0.1", container.ports[port]), timeout=20) as raw:
-        if port in (25, 587):
-            with raw.makefile("rb") as reader:
-                reader.readline()
-                raw.sendall(b"EHLO client.example.net\r\n")
-                while not reader.readline().startswith(b"250 "):
-                    pass
-                raw.sendall(b"STARTTLS\r\n")
-                if not reader.readline().startswith(b"220"):
-                    raise OSError("STARTTLS refused")
+        if port in (25, 587) and not smtp_starttls(raw):
+            raise OSError("STARTTLS refused")
         with context.wrap_socket(raw, server_hostname=HOST) as tls:
             return tls.getpeercert(binary_form=True) or b""
 

@@ -16,6 +16,7 @@ import pytest
 
 from mailboot.tls.certificates import write_self_signed
 from tests.conftest import NOW
+from tests.container.clients import smtp_starttls
 from tests.container.conftest import Container, insecure_context, running
 
 pytestmark = pytest.mark.container
@@ -119,13 +120,7 @@ def handshake(port: int, version: ssl.TLSVersion, starttls: str | None) -> str:
     """Negotiate TLS on a port (STARTTLS first where `starttls` names the protocol)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         if starttls == "smtp":
-            with raw.makefile("rb") as reader:
-                reader.readline()
-                raw.sendall(b"EHLO client.example.net\r\n")
-                while not reader.readline().startswith(b"250 "):
-                    pass
-                raw.sendall(b"STARTTLS\r\n")
-                assert reader.readline().startswith(b"220")
+            assert smtp_starttls(raw)
         with client_context(version).wrap_socket(raw) as tls:
             return str(tls.version())
 
