@@ -95,7 +95,12 @@ class DnsLookup:
         return Answer(error=self._failure(zone, failures))
 
     def _ask(self, query: dns.message.Message, address: str, port: int) -> dns.message.Message:
-        response = dns.query.udp(query, address, port=port, timeout=self.timeout)
+        # A UDP datagram can be lost: ask again once, as stub resolvers retransmit (RFC 1035
+        # §4.2.1), within the same total time. One lost packet made a record "unknown" in CI.
+        try:
+            response = dns.query.udp(query, address, port=port, timeout=self.timeout / 2)
+        except dns.exception.Timeout:
+            response = dns.query.udp(query, address, port=port, timeout=self.timeout / 2)
         if response.flags & dns.flags.TC:  # truncated: a long TXT (DKIM) over TCP
             response = dns.query.tcp(query, address, port=port, timeout=self.timeout)
         return response

@@ -96,6 +96,7 @@ class FakeDns:
         self.records: dict[tuple[str, str], tuple[int, list[str]]] = {}
         self.zones: set[str] = set()
         self.mode = "answer"  # or "silent", "SERVFAIL", "REFUSED"
+        self.drop_next = 0  # datagrams to lose before answering again, as a lossy network does
         self.asked: list[tuple[str, str]] = []
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind((address, port))
@@ -119,6 +120,9 @@ class FakeDns:
             try:
                 wire, client = self._socket.recvfrom(4096)
             except TimeoutError:
+                continue
+            if self.drop_next > 0:
+                self.drop_next -= 1
                 continue
             response = self._answer(dns.message.from_wire(wire))
             if response is not None:

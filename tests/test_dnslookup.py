@@ -170,3 +170,15 @@ def test_when_dns_is_unreachable_the_reason_is_given_once_and_each_hint_is_short
     assert reason is not None and reason.startswith("no DNS server answered")
     assert {f.status for f in findings} == {Status.UNKNOWN}
     assert {f.hint for f in findings} == {SHARED_FAILURE_HINT}
+
+
+def test_a_lost_datagram_is_asked_again_within_the_timeout(fake_dns: StartDns) -> None:
+    """RFC 1035 §4.2.1: UDP may lose a question or its answer; one retransmission keeps a single
+    lost packet from making a record "unknown"."""
+    server = fake_dns()
+    server.zones.add("example.com.")
+    server.add("example.com", "MX", "10 mail.example.com.")
+    server.drop_next = 1
+    answer = DnsLookup([("127.0.0.1", server.port)], timeout=1.0)("example.com", "MX")
+    assert answer.error is None and answer.values == ("10 mail.example.com.",)
+    assert server.drop_next == 0
