@@ -187,12 +187,13 @@ def make_container(image: str, tmp_path: Path) -> Iterator[Callable[..., Contain
     def make(env: dict[str, str] | None = None, data: Path | None = None,
              start: bool = True, volumes: dict[str, str] | None = None,
              network: str | None = None, ip: str | None = None,
-             dns: str | None = None) -> Container:
+             dns: str | None = None, run_options: tuple[str, ...] = ()) -> Container:
         data = data or tmp_path / f"data-{len(made)}"
         data.mkdir(exist_ok=True)
         container = Container(f"mailboot-test-{secrets.token_hex(4)}", data,
                               env or {"MAIL_DOMAINS": "example.com,example.org"}, image,
-                              volumes=volumes or {}, network=network, ip=ip, dns=dns)
+                              volumes=volumes or {}, network=network, ip=ip, dns=dns,
+                              run_options=run_options)
         made.append(container)
         if start:
             container.start()

@@ -252,7 +252,8 @@ def test_a_receiver_that_is_down_gets_the_mail_when_it_is_back(
     world: World, mail: Container
 ) -> None:
     world.publish(mail)
-    docker("stop", "-t", "2", world.receiver)
+    # The receiver's SMTP service goes down (its port 25 refuses connections), the host stays up.
+    set_receiver_smtp(world, enabled=False)
     try:
         token = send(mail, USERS["example.com"])
         deadline = time.monotonic() + 90
@@ -264,12 +265,19 @@ def test_a_receiver_that_is_down_gets_the_mail_when_it_is_back(
         mail.wait_ready()
         assert len(queued(mail)) == 1
     finally:
-        docker("start", world.receiver)
+        set_receiver_smtp(world, enabled=True)
     wait_for_banner(world.receiver)
     mail.exec("postqueue", "-f")  # what an admin runs; Postfix would retry within minutes anyway
     message = received(world, token, timeout=90)
     assert verdicts(message)["dmarc"] == "pass"
     assert queued(mail) == []
+
+
+def set_receiver_smtp(world: World, *, enabled: bool) -> None:
+    """Close or reopen the receiver's port 25 (Postfix's master_service_disable, then reload)."""
+    disabled = "" if enabled else "smtp.inet"
+    docker("exec", world.receiver, "postconf", "-e", f"master_service_disable={disabled}")
+    docker("exec", world.receiver, "postfix", "reload")
 
 
 def queued(mail: Container) -> list[dict[str, list[dict[str, str]]]]:
