@@ -32,6 +32,16 @@ def build_image() -> None:
     docker("build", "-q", "-t", IMAGE, str(ROOT), timeout=1800)
 
 
+def build_image_at(ref: str, tag: str) -> None:
+    """The image of an earlier commit (for a before/after figure), from `git archive`."""
+    print(f"benchmark: building the image of {ref}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mailboot-bench-ref-") as directory:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True,
+                                 capture_output=True, timeout=120).stdout
+        subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True, timeout=120)
+        docker("build", "-q", "-t", tag, directory, timeout=1800)
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
@@ -159,7 +169,8 @@ class Mail:
 
 
 def create_mail(env: dict[str, str], *, network: str | None = None, ip: str | None = None,
-                dns: str | None = None, volumes: dict[str, str] | None = None) -> Mail:
+                dns: str | None = None, volumes: dict[str, str] | None = None,
+                image: str = IMAGE) -> Mail:
     data = Path(tempfile.mkdtemp(prefix="mailboot-bench-"))
     name = f"mailboot-bench-{secrets.token_hex(4)}"
     arguments = ["create", "--name", name, "--hostname", "mail.example.com",
@@ -170,11 +181,15 @@ def create_mail(env: dict[str, str], *, network: str | None = None, ip: str | No
         arguments += ["--network", network]
     if ip:
         arguments += ["--ip", ip]
+    env = dict(env)
     if dns:
         arguments += ["--dns", dns]
+        # The container's own resolver forwards to the test DNS (no DNSSEC records there).
+        env.setdefault("DNS_FORWARDERS", dns)
+        env.setdefault("DNSSEC_VALIDATION", "off")
     for key, value in env.items():
         arguments += ["-e", f"{key}={value}"]
-    docker(*arguments, IMAGE)
+    docker(*arguments, image)
     return Mail(name, data)
 
 

@@ -4,6 +4,9 @@ Idle memory is the sum of the resident set (RSS) of every process in the contain
 `docker top` a minute after the start (shared pages count once per process, so this errs high);
 beside it the sum of PSS (each shared page split among its processes) and the container's cgroup
 figure from `docker stats` (shared pages once, page cache included).
+
+The inbound defence (Unbound, OpenDMARC, postscreen and its helpers, OpenDKIM verifying,
+Sieve) is measured against the image of the last commit without it, started the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +16,23 @@ import time
 from pathlib import Path
 
 from benchmarks.boots import domains
-from benchmarks.common import BASE_IMAGE, IMAGE, Figure, Mail, Report, create_mail, docker, median
+from benchmarks.common import (
+    BASE_IMAGE,
+    IMAGE,
+    Figure,
+    Mail,
+    Report,
+    build_image_at,
+    create_mail,
+    docker,
+    median,
+)
+
+# The last commit before the inbound defence (issue 14): its image is "without the checks".
+WITHOUT_INBOUND_REF = "8c61941"
+WITHOUT_INBOUND_IMAGE = "mailboot:bench-without-inbound"
+# The processes the inbound defence adds (their command's first word).
+INBOUND_PROCESSES = ("unbound", "opendmarc", "postscreen", "dnsblog", "tlsproxy")
 
 
 def image_growth_mb() -> tuple[float, float]:
@@ -22,21 +41,26 @@ def image_growth_mb() -> tuple[float, float]:
     return (sizes[0] - sizes[1]) / 1e6, sizes[0] / 1e6
 
 
-def process_memory_kib(mail: Mail) -> tuple[dict[str, int], int]:
-    """(command -> RSS in KiB summed over processes with the same command, total PSS in KiB).
+def process_memory_kib(mail: Mail) -> tuple[dict[str, int], int, dict[str, int]]:
+    """(command -> RSS in KiB summed over processes with the same command, total PSS in KiB,
+    program name -> PSS in KiB).
 
     PSS (proportional set size, from the host's /proc/PID/smaps_rollup) splits each shared
     page among the processes that map it, so the PSS total is what the container really costs.
     """
     output = docker("top", mail.name, "-eo", "pid,rss,args").stdout.splitlines()[1:]
     totals: dict[str, int] = {}
+    by_program: dict[str, int] = {}
     pss = 0
     for line in output:
         pid, rss, command = line.split(None, 2)
         key = " ".join(command.split()[:3])[:60]
         totals[key] = totals.get(key, 0) + int(rss)
-        pss += _pss_kib(pid)
-    return totals, pss
+        own = _pss_kib(pid)
+        pss += own
+        program = Path(command.split()[0]).name
+        by_program[program] = by_program.get(program, 0) + own
+    return totals, pss, by_program
 
 
 def _pss_kib(pid: str) -> int:
@@ -64,7 +88,7 @@ def run(report: Report, arguments: argparse.Namespace) -> None:
             try:
                 mail.start_and_wait()
                 time.sleep(arguments.idle)
-                breakdown, pss = process_memory_kib(mail)
+                breakdown, pss, _ = process_memory_kib(mail)
                 sums.append(sum(breakdown.values()) / 1024)
                 psses.append(pss / 1024)
                 usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}",
@@ -83,6 +107,55 @@ def run(report: Report, arguments: argparse.Namespace) -> None:
             Figure(f"idle memory, {label}: cgroup (docker stats)", f"{median(cgroups):.0f} MiB",
                    "", ", ".join(f"{v:.0f}" for v in cgroups) + " MiB"),
         ]
+    figures += inbound_figures(arguments)
+
+
+def idle_memory(image: str, idle: int) -> tuple[float, float, dict[str, int]]:
+    """(sum of PSS in MiB, docker stats in MiB, program -> PSS in KiB) of one idle container."""
+    mail = create_mail({"MAIL_DOMAINS": "example.com", "TLS_MODE": "self-signed"}, image=image)
+    try:
+        mail.start_and_wait()
+        time.sleep(idle)
+        _, pss, by_program = process_memory_kib(mail)
+        usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}",
+                       mail.name).stdout.split("/")[0].strip()
+        return pss / 1024, _mib(usage), by_program
+    finally:
+        mail.remove()
+
+
+def inbound_figures(arguments: argparse.Namespace) -> list[Figure]:
+    """Idle memory with and without the inbound defence, alternating the two images."""
+    build_image_at(WITHOUT_INBOUND_REF, WITHOUT_INBOUND_IMAGE)
+    runs = max(1, arguments.runs)
+    with_pss, with_stats, without_pss, without_stats = [], [], [], []
+    programs: dict[str, int] = {}
+    for _ in range(runs):
+        pss, stats, programs = idle_memory(IMAGE, arguments.idle)
+        with_pss.append(pss)
+        with_stats.append(stats)
+        pss, stats, _ = idle_memory(WITHOUT_INBOUND_IMAGE, arguments.idle)
+        without_pss.append(pss)
+        without_stats.append(stats)
+    added = median(with_pss) - median(without_pss)
+    inbound = "; ".join(f"{name} {programs.get(name, 0) / 1024:.1f}"
+                        for name in INBOUND_PROCESSES)
+
+    def listed(values: list[float]) -> str:
+        return ", ".join(f"{v:.0f}" for v in values) + " MiB"
+
+    return [
+        Figure("idle, 1 domain, with the inbound checks: sum of PSS",
+               f"{median(with_pss):.0f} MiB", "", listed(with_pss)),
+        Figure(f"idle, 1 domain, without them ({WITHOUT_INBOUND_REF}): sum of PSS",
+               f"{median(without_pss):.0f} MiB", "", listed(without_pss)),
+        Figure("the inbound checks add (PSS)", f"{added:.0f} MiB", "≤ 40 MiB",
+               f"PSS of their processes, MiB: {inbound}"),
+        Figure("idle, 1 domain, with the inbound checks: cgroup (docker stats)",
+               f"{median(with_stats):.0f} MiB", "", listed(with_stats)),
+        Figure("idle, 1 domain, without them: cgroup (docker stats)",
+               f"{median(without_stats):.0f} MiB", "", listed(without_stats)),
+    ]
 
 
 def _mib(text: str) -> float:

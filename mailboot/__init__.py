@@ -7,14 +7,18 @@ A map of the package, from the top floor down (imports only go down; tests keep 
 - `boot`: the boot story, one logged stage each: settings -> DKIM keys -> TLS -> accounts ->
   rendered configuration -> the daemons' own checks -> prepared state -> DNS records; then the
   process becomes the supervisor.
-- `worker`: the background process: port-80/443 servers, the certificate keeper, DNS checks;
-  a failing task is retried, never fatal.
+- `worker`: the background process: port-80/443 servers, the certificate keeper, DNS checks,
+  the port-25 policy service; a failing task is retried, never fatal.
+- `inbound` (what port 25 decides beyond postscreen and the milters: SPF fail without DMARC,
+  a blocklist refusing our resolver, Docker's proxy), `smtp_policy` (Postfix's policy
+  protocol), `publicsuffix` (DMARC's organizational domain).
 - `render`: the daemons' configuration from templates/ (which mirrors /etc).
 - `dnsrecords` (typed records, one builder per kind), `dnsformat` (zone file, table, JSON),
   `dnscheck` (the DNS doctor: findings, never exceptions), `dnsspf` (SPF evaluated as receivers
   do), `dnslookup` and `dnsanswer` (what a lookup answers), `dnswatch`.
 - `tls/`: certificates, ACME, renewal timing and ARI, pre-checks, the web servers (see its map).
-- `daemons/`: one module per daemon (postfix, dovecot, opendkim), `registry.DAEMONS` (the one
+- `daemons/`: one module per daemon (unbound, opendkim, opendmarc, dovecot, postfix),
+  `registry.DAEMONS` (the one
   list the boot and the supervisor iterate over) and the `supervisor`.
 - `accounts`, `dkim`, `health`: mailboxes and aliases, DKIM keys, the container's health check.
 - Ground floor: `settings` (one table of environment variables -> frozen `Settings`), `parse`

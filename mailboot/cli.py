@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+import dns.resolver
+
 from mailboot import boot, cli_accounts, dkim, dnsformat, health
-from mailboot.daemons import registry
+from mailboot.daemons import registry, unbound
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
 from mailboot.errors import ConfigError, MailbootError, UsageError
@@ -157,9 +159,12 @@ def _select_zone(groups: tuple[RecordGroup, ...], domain: str) -> tuple[RecordGr
 
 def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Boot, then replace this process with the supervisor (a fresh, small Python)."""
+    # The boot checks the records before Unbound runs: through the resolver Docker gave us.
+    system = dns.resolver.Resolver(filename=str(unbound.boot_resolv_conf()))
     platform = boot.BootPlatform(prepare=registry.prepare_all,
                                  validate=registry.check_all,
-                                 lookup=DnsLookup(settings.dns_resolvers, timeout=2.0))
+                                 lookup=DnsLookup(settings.dns_resolvers, timeout=2.0,
+                                                  system=system))
     boot.boot(settings, Paths(settings.data_dir), datetime.now(UTC), platform, out)
     log.info("boot: handing over to the supervisor, %.3f s after the entrypoint started",
              seconds_since_process_start())

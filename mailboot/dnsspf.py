@@ -46,11 +46,24 @@ def evaluate(record: str, domain: str, address: str, lookup: Lookup) -> SpfResul
     return SpfResult(result, explanation, query.mechanism, query.lookup_error)
 
 
+def check_sender(address: str, sender: str, helo: str, lookup: Lookup) -> SpfResult:
+    """What a receiver concludes for mail from `sender` (MAIL FROM) arriving from `address`
+    after HELO `helo`: RFC 7208 §2.4 checks the MAIL FROM identity, or postmaster@HELO for the
+    null sender. The record is looked up through `lookup`."""
+    domain = sender.rpartition("@")[2] or helo
+    query = _Query(lookup, address, domain, sender=sender or f"postmaster@{helo}", helo=helo)
+    result, _code, explanation = query.check()
+    for prefix in ("SPF Permanent Error: ", "SPF Temporary Error: "):
+        explanation = explanation.removeprefix(prefix)
+    return SpfResult(result, explanation, query.mechanism, query.lookup_error)
+
+
 class _Query(spf.query):  # type: ignore[misc]  # pyspf has no type hints
     """pyspf's query with its DNS method answered by our lookup; one per evaluation."""
 
-    def __init__(self, lookup: Lookup, address: str, domain: str) -> None:
-        super().__init__(i=address, s=f"postmaster@{domain}", h=domain)
+    def __init__(self, lookup: Lookup, address: str, domain: str, sender: str | None = None,
+                 helo: str | None = None) -> None:
+        super().__init__(i=address, s=sender or f"postmaster@{domain}", h=helo or domain)
         self._lookup = lookup
         self.lookup_error: str | None = None
 

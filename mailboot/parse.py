@@ -14,6 +14,7 @@ import ipaddress
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -278,6 +279,76 @@ def _parse_host(item: str, host: str, *, names: bool) -> str:
         return parse_domain_name(host)
     except SettingValueError as error:
         raise SettingValueError(f"{item!r} is not host[:port]: the host {error}") from None
+
+
+# --- DNS blocklists ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DnsblSite:
+    """One entry of postscreen_dnsbl_sites: a list's zone, which replies count, and their weight.
+
+    The filter is postscreen's own (postconf(5) postscreen_dnsbl_sites): four dot-separated
+    octets, each a number or a bracketed set such as [2..11] or [2;4;6]. Without a filter, any
+    reply counts, including the 127.255.255.x codes some lists use for "query refused".
+    """
+
+    zone: str
+    filter: str | None
+    weight: int
+
+    def postscreen_form(self, zone: str | None = None) -> str:
+        filtered = f"{zone or self.zone}" + (f"={self.filter}" if self.filter else "")
+        return filtered + (f"*{self.weight}" if self.weight != 1 else "")
+
+
+_DNSBL_ENTRY = re.compile(
+    r"^(?P<zone>[^=*\s]+)(?:=(?P<filter>[^*\s]+))?(?:\*(?P<weight>-?[0-9]+))?$")
+_OCTET = r"(?:[0-9]{1,3}|\[[0-9]{1,3}(?:\.\.[0-9]{1,3}|(?:;[0-9]{1,3})*)\])"
+_DNSBL_FILTER = re.compile(rf"^{_OCTET}(?:\.{_OCTET}){{3}}$")
+# postscreen adds the weights of the lists that list a client; |weight| beyond this is a typo.
+MAX_DNSBL_WEIGHT = 100
+
+
+def parse_dnsbl(text: str) -> tuple[DnsblSite, ...]:
+    """postscreen's `zone=filter*weight` entries, separated by commas or spaces; `off`: none."""
+    if text.strip().lower() == "off":
+        return ()
+    entries = text.replace(",", " ").split()
+    if not entries:
+        raise SettingValueError("is empty; give the lists, or off")
+    return tuple(_dnsbl_site(entry) for entry in entries)
+
+
+def _dnsbl_site(entry: str) -> DnsblSite:
+    match = _DNSBL_ENTRY.match(entry)
+    if match is None:
+        raise SettingValueError(f"{entry!r} is not zone[=filter][*weight]")
+    try:
+        zone = parse_spf_include(match.group("zone"))
+    except SettingValueError:
+        raise SettingValueError(f"{entry!r}: {match.group('zone')!r} is not a DNS zone") from None
+    filter_text = match.group("filter")
+    if filter_text is not None and not _DNSBL_FILTER.match(filter_text):
+        raise SettingValueError(f"{entry!r}: the filter {filter_text!r} is not four octets such "
+                                "as 127.0.0.[2..11]")
+    weight = int(match.group("weight") or "1")
+    if abs(weight) > MAX_DNSBL_WEIGHT:
+        raise SettingValueError(f"{entry!r}: the weight is outside -{MAX_DNSBL_WEIGHT} to "
+                                f"{MAX_DNSBL_WEIGHT}")
+    return DnsblSite(zone, filter_text, weight)
+
+
+_DQS_KEY = re.compile(r"^[a-z0-9]{10,64}$")
+
+
+def parse_dqs_key(text: str) -> str:
+    """A Spamhaus Data Query Service key: letters and digits (26 of them today). Never quoted."""
+    value = text.strip().lower()
+    if not _DQS_KEY.match(value):
+        raise SettingValueError("is not a Spamhaus DQS key (10 to 64 letters and digits, as "
+                                "shown in your Spamhaus account)")
+    return value
 
 
 # --- URLs, files, tokens and secrets --------------------------------------------------------------

@@ -62,6 +62,11 @@ class Paths:
     def postfix_queue(self) -> Path:
         return self.data_dir / "spool" / "postfix"
 
+    @property
+    def postfix_state(self) -> Path:
+        """Postfix's caches worth keeping across restarts (postscreen's verdicts)."""
+        return self.data_dir / "postfix"
+
     # --- rendered configuration ---
     def config(self, relative: str) -> Path:
         """Where a rendered file lands: `postfix/main.cf` -> /etc/postfix/main.cf."""

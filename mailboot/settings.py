@@ -20,13 +20,16 @@ from typing import Any
 
 from mailboot.errors import ConfigError
 from mailboot.parse import (
+    DnsblSite,
     SettingValueError,
     choice,
     parse_absolute_file,
     parse_connection_limit,
     parse_data_dir,
+    parse_dnsbl,
     parse_domain_list,
     parse_domain_name,
+    parse_dqs_key,
     parse_duration,
     parse_eab_hmac_key,
     parse_email_address,
@@ -65,6 +68,11 @@ class DnsCheckMode(StrEnum):
     OFF = "off"
 
 
+class OnOff(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
 class MtaStsMode(StrEnum):
     """RFC 8461 §5 policy modes."""
 
@@ -74,6 +82,12 @@ class MtaStsMode(StrEnum):
 
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+# Spamhaus ZEN (SBL, CSS, XBL, PBL: 127.0.0.2-11; 127.255.255.x means "query refused", never a
+# listing) refuses alone; DNSWL's allowlist (127.0.x.0-3 by trust) outweighs some of it.
+# Spamhaus's free Data Query Service answers any resolver, for a key (SPAMHAUS_DQS_KEY).
+SPAMHAUS_DQS_ZONES = {"zen.spamhaus.org": "zen.dq.spamhaus.net",
+                      "dbl.spamhaus.org": "dbl.dq.spamhaus.net"}
+DEFAULT_DNSBL = "zen.spamhaus.org=127.0.0.[2..11]*3, list.dnswl.org=127.0.[0..255].[0..3]*-2"
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -236,6 +250,36 @@ TABLE: tuple[Setting, ...] = (
         "192.0.2.53:53", derive=_none_listed,
     ),
     Setting(
+        "DNS_FORWARDERS", "dns_forwarders", parse_resolvers, None,
+        "unset (resolve from the root servers)",
+        "DNS resolvers the container's own validating resolver forwards to, instead of asking "
+        "the internet's servers itself: comma-separated IP addresses, each with an optional "
+        "port. For networks that block outbound DNS. They must pass DNSSEC records along, and "
+        "blocklists may refuse queries that come through a large public resolver.",
+        "192.0.2.53,192.0.2.54:5353", derive=_none_listed,
+    ),
+    Setting(
+        "DNSBL", "dnsbl", parse_dnsbl, DEFAULT_DNSBL, f"`{DEFAULT_DNSBL}`",
+        "DNS blocklists and allowlists postscreen asks about each client on port 25, in its "
+        "own `zone=filter*weight` form (comma- or space-separated); a client whose weights add "
+        "up to 3 or more is refused. `off`: ask none (the domain list DBL is then off too).",
+        "zen.spamhaus.org=127.0.0.[2..11]*3,bl.spamcop.net=127.0.0.2*2",
+    ),
+    Setting(
+        "SPAMHAUS_DQS_KEY", "spamhaus_dqs_key", parse_dqs_key, None, "unset",
+        "Your key for Spamhaus's free Data Query Service: ZEN and DBL are then asked at "
+        "<key>.zen.dq.spamhaus.net, which answers whatever resolver you use. Refused clients "
+        "are told zen.spamhaus.org; Postfix's own log lines show the key.",
+        "abcdefghijklmnopqrstuvwxyz",
+    ),
+    Setting(
+        "DNSSEC_VALIDATION", "dnssec_validation", choice(OnOff), "on", "`on`",
+        "The container's resolver validates DNSSEC (and so makes outbound DANE work). Turn it "
+        "off only when DNS_FORWARDERS can't pass DNSSEC records along (some routers, test "
+        "networks): every lookup would fail otherwise.",
+        "off",
+    ),
+    Setting(
         "IMAP_MAX_CONNECTIONS", "imap_max_connections", parse_connection_limit, "1000", "`1000`",
         "How many IMAP connections may be open at once, over all mailboxes (each phone or "
         "laptop holds one to five). Dovecot's login and IMAP limits are sized from it.",
@@ -308,6 +352,10 @@ class Settings:
     dns_check: DnsCheckMode
     dns_check_interval: int
     dns_resolvers: tuple[tuple[str, int], ...]
+    dns_forwarders: tuple[tuple[str, int], ...]
+    dnsbl: tuple[DnsblSite, ...]
+    spamhaus_dqs_key: str | None
+    dnssec_validation: OnOff
     imap_max_connections: int
     relay_host: tuple[str, int] | None
     relay_user: str | None
@@ -315,6 +363,12 @@ class Settings:
     relay_password_file: Path | None
     relay_spf_include: str | None
     warnings: tuple[str, ...]
+
+    def blocklist_zone(self, zone: str) -> str:
+        """Where to ask the blocklist `zone`: Spamhaus's through DQS with SPAMHAUS_DQS_KEY."""
+        if self.spamhaus_dqs_key is None or zone not in SPAMHAUS_DQS_ZONES:
+            return zone
+        return f"{self.spamhaus_dqs_key}.{SPAMHAUS_DQS_ZONES[zone]}"
 
     @property
     def primary_domain(self) -> str:

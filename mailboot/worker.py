@@ -15,20 +15,24 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-from mailboot import dkim
+from mailboot import dkim, publicsuffix, smtp_policy
 from mailboot.daemons import registry
+from mailboot.daemons.postfix import DBL_ZONE, POLICY_SOCKET
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import Record, all_records, build_record_groups
 from mailboot.dnswatch import DnsWatcher
+from mailboot.inbound import Blocklist, InboundPolicy, default_gateway
 from mailboot.paths import Paths
 from mailboot.settings import DnsCheckMode, Settings, load_settings
 from mailboot.tls import certificates, http_server, mtasts, policy_server
 from mailboot.tls.acme_issuer import AcmeConfig, AcmeIssuer, ChallengeStore
 from mailboot.tls.keeper import keeper_for
 from mailboot.tls.precheck import fetch_http, make_resolver
+from mailboot.users import user_ids
 
 log = logging.getLogger("mailboot.worker")
 
@@ -81,6 +85,29 @@ def dns_watcher(settings: Settings, paths: Paths) -> DnsWatcher:
                       timedelta(seconds=settings.dns_check_interval))
 
 
+# The container's own resolver (Unbound): recursive, validating, and what blocklists accept.
+LOCAL_RESOLVER = ("127.0.0.1", 53)
+
+
+def inbound_policy(settings: Settings) -> InboundPolicy:
+    zones = [site.zone for site in settings.dnsbl] + ([DBL_ZONE] if settings.dnsbl else [])
+    blocklists = [Blocklist(settings.blocklist_zone(zone), zone) for zone in dict.fromkeys(zones)]
+    try:
+        routes = Path("/proc/net/route").read_text()
+    except OSError:
+        routes = ""
+    return InboundPolicy(DnsLookup([LOCAL_RESOLVER]), publicsuffix.load_rules(), blocklists,
+                         default_gateway(routes))
+
+
+def start_policy_service(settings: Settings, paths: Paths) -> smtp_policy.PolicyServer | None:
+    """Postfix's port 25 asks us about each recipient; without Postfix's queue, nobody asks."""
+    socket_path = paths.postfix_queue / POLICY_SOCKET
+    if not socket_path.parent.is_dir():
+        return None
+    return smtp_policy.start(socket_path, inbound_policy(settings).decide, user_ids("postfix"))
+
+
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mailboot: %(message)s")
     settings = load_settings(os.environ)  # the boot has validated them already
@@ -89,6 +116,7 @@ def main() -> int:
     names = certificates.tls_names(settings)
     server = http_server.start(80, store, names)
     policies = policy_server.start(443, paths, mtasts.policy_hosts(settings))
+    inbound = start_policy_service(settings, paths)
     config = AcmeConfig(settings.acme_directory, settings.acme_email, settings.acme_ca_bundle,
                         settings.acme_eab_kid, settings.acme_eab_hmac_key)
     keeper = keeper_for(settings, paths, lambda: AcmeIssuer(config, paths, store),
@@ -107,6 +135,8 @@ def main() -> int:
     run(tasks, stop)
     server.shutdown()
     policies.shutdown()
+    if inbound is not None:
+        inbound.shutdown()
     return 0
 
 

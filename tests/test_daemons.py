@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from mailboot.daemons import unbound
 from mailboot.daemons.supervisor import format_syslog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +121,18 @@ def test_a_daemon_with_a_stop_command_is_stopped_by_it(tmp_path: Path) -> None:
     assert marker.exists()
     assert "did not stop" not in stderr
     assert "detached stopped (exit 0)" in stderr
+
+
+def test_the_container_resolves_through_unbound_and_the_boot_through_dockers_resolver(
+        tmp_path: Path) -> None:
+    resolv_conf, saved = tmp_path / "resolv.conf", tmp_path / "run" / "resolv.conf.docker"
+    resolv_conf.write_text("nameserver 127.0.0.11\noptions ndots:0\n")
+    inode = resolv_conf.stat().st_ino
+    assert unbound.boot_resolv_conf(resolv_conf, saved) == resolv_conf  # first start
+    unbound.use_local_resolver(resolv_conf, saved)
+    assert resolv_conf.read_text() == "nameserver 127.0.0.1\noptions edns0 trust-ad\n"
+    assert resolv_conf.stat().st_ino == inode  # rewritten in place: Docker bind-mounts it
+    assert saved.read_text() == "nameserver 127.0.0.11\noptions ndots:0\n"
+    assert unbound.boot_resolv_conf(resolv_conf, saved) == saved  # the next start
+    unbound.use_local_resolver(resolv_conf, saved)  # a restart changes nothing
+    assert saved.read_text() == "nameserver 127.0.0.11\noptions ndots:0\n"

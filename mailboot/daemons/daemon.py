@@ -38,6 +38,8 @@ class Daemon:
     # Templates below templates/, rendered to the same path below /etc; secret ones are 0600.
     templates: tuple[str, ...] = ()
     secret_templates: frozenset[str] = frozenset()
+    # Programs the daemon runs (0755), such as the Sieve scripts' helpers.
+    executable_templates: frozenset[str] = frozenset()
     # Its own values for the templates; every daemon's are offered to every template (Postfix's
     # main.cf names OpenDKIM's milter socket), and no two daemons may give the same name.
     context: Context = _no_values

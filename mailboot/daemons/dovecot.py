@@ -12,6 +12,7 @@ import os
 import resource
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailboot.commands import chown, run
@@ -29,7 +30,12 @@ log = logging.getLogger(__name__)
 DOVECOT = "/usr/sbin/dovecot"
 DOVECONF = "/usr/bin/doveconf"
 DOVEADM = "/usr/bin/doveadm"
-TEMPLATES = ("dovecot/dovecot.conf",)
+SIEVEC = "/usr/bin/sievec"
+SIEVE_SCRIPTS = ("dovecot/sieve/spam-filing.sieve", "dovecot/sieve/learn-spam.sieve",
+                 "dovecot/sieve/learn-ham.sieve")
+# The only programs the global Sieve scripts may run (sieve_*_bin_dir).
+SIEVE_PROGRAMS = ("dovecot/sieve-bin/bogofilter-classify", "dovecot/sieve-bin/bogofilter-train")
+TEMPLATES = ("dovecot/dovecot.conf", *SIEVE_SCRIPTS, *SIEVE_PROGRAMS)
 # Parallel deliveries into mailboxes: Dovecot's lmtp processes, and Postfix's LMTP connections
 # to them (one limit for both: more connections than processes are dropped and deferred).
 LMTP_CONCURRENCY = 10
@@ -128,6 +134,10 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         "mail_dir": str(paths.mail_dir),
         "passwd_file": str(paths.passwd_file),
         "lmtp_concurrency": LMTP_CONCURRENCY,
+        "sieve_dir": str(paths.config("dovecot/sieve")),
+        "sieve_bin_dir": str(paths.config("dovecot/sieve-bin")),
+        # Our authserv-id as a regular expression inside a Sieve string (backslashes doubled).
+        "sieve_authserv_id_regex": settings.hostname.replace(".", "\\\\."),
         # Cores this container may run on (`docker run --cpuset-cpus` narrows them).
         "imap": imap_limits(settings.imap_max_connections, len(os.sched_getaffinity(0))),
     }
@@ -153,6 +163,19 @@ def prepare(paths: Paths) -> None:
     if owner is not None:
         chown(paths.passwd_file, owner)
     raise_open_files_limit()
+    compile_sieve_scripts(paths)
+
+
+def compile_sieve_scripts(paths: Paths) -> None:
+    """Dovecot runs the global scripts from a directory it can't write: they are compiled here
+    (sievec, as root, with the real configuration for its extensions), when they changed."""
+    if not Path(SIEVEC).exists():
+        return  # not in the image
+    for name in SIEVE_SCRIPTS:
+        script = paths.config(name)
+        binary = script.with_suffix(".svbin")
+        if not binary.exists() or binary.stat().st_mtime < script.stat().st_mtime:
+            run([SIEVEC, "-c", str(paths.config("dovecot/dovecot.conf")), str(script)])
 
 
 # Linux's default fs.nr_open: the most a soft limit may be when the hard one is unlimited.
@@ -210,5 +233,6 @@ def hash_password(password: str) -> str:
 
 DAEMON = Daemon(
     "dovecot", (DOVECOT, "-F", "-c", "/etc/dovecot/dovecot.conf"),
-    templates=TEMPLATES, context=context, check=check, prepare=prepare, reload=reload,
+    templates=TEMPLATES, executable_templates=frozenset(SIEVE_PROGRAMS), context=context,
+    check=check, prepare=prepare, reload=reload,
 )

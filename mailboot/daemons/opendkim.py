@@ -1,4 +1,4 @@
-"""OpenDKIM: signs outgoing mail as a milter for Postfix (RFC 6376).
+"""OpenDKIM: signs outgoing mail and verifies incoming mail, as a milter for Postfix (RFC 6376).
 
 It runs as its own user and insists on owning its keys, mode 0600 (RequireSafeKeys).
 """

@@ -25,8 +25,15 @@ POSTCONF = "/usr/sbin/postconf"
 ACCOUNT_TABLES = ("postfix/mailboxes", "postfix/aliases", "postfix/senders")
 # Readable by root alone: Postfix opens its tables before dropping privileges.
 RELAY_CREDENTIALS_TABLE = "postfix/relay_password"
+# Inbound defence: forged verdicts removed, blocklist names shown without the DQS key.
+INBOUND_TABLES = ("postfix/header_checks", "postfix/dnsbl_reply")
 TEMPLATES = ("postfix/main.cf", "postfix/master.cf", *ACCOUNT_TABLES,
-             RELAY_CREDENTIALS_TABLE)
+             RELAY_CREDENTIALS_TABLE, *INBOUND_TABLES)
+# Spamhaus's domain blocklist (DBL), for HELO names, sender domains and the client's name:
+# 127.0.1.2-99 are listings; 127.255.255.x (query refused) never matches.
+DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
+# Our policy service (mailboot.inbound, in the worker), relative to the queue directory.
+POLICY_SOCKET = "private/mailboot-policy"
 QUEUE_DIRECTORIES = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
                      "incoming", "maildrop", "private", "public", "saved", "trace")
 
@@ -35,10 +42,30 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
     return {
         "postfix_dir": str(paths.config("postfix")),
         "queue_directory": str(paths.postfix_queue),
+        "postscreen_cache": str(paths.postfix_state / "postscreen_cache"),
         "virtual_mailbox_domains": ", ".join(settings.domains),
         # Sending from an IPv6 address without a PTR gets mail refused: IPv6 only when declared.
         "inet_protocols": "all" if settings.public_ipv6 else "ipv4",
         **outbound_context(settings),
+        **inbound_context(settings),
+    }
+
+
+def inbound_context(settings: Settings) -> dict[str, Any]:
+    """What port 25 asks before it accepts mail: postscreen's blocklists, the DBL, our policy
+    service, and the pattern of Authentication-Results headers that claim to be ours."""
+    zones = [DBL_ZONE] if settings.dnsbl else []
+    zones += [site.zone for site in settings.dnsbl]
+    return {
+        "dnsbl_sites": ", ".join(site.postscreen_form(settings.blocklist_zone(site.zone))
+                                 for site in settings.dnsbl),
+        # What a refused client is told: never the query name that holds the DQS key.
+        "dnsbl_shown_as": {settings.blocklist_zone(zone): zone for zone in zones
+                           if settings.blocklist_zone(zone) != zone},
+        "dbl": (f"{settings.blocklist_zone(DBL_ZONE)}={DBL_LISTED}" if settings.dnsbl
+                else ""),
+        "policy_socket": POLICY_SOCKET,
+        "own_authserv_id_pattern": settings.hostname.replace(".", "\\."),
     }
 
 
@@ -82,6 +109,10 @@ def prepare(paths: Paths) -> None:
     half a second, so it runs only when the queue is incomplete (first start, or damage);
     `postfix start-fg` checks the queue again by itself at every start."""
     paths.postfix_queue.mkdir(mode=0o755, parents=True, exist_ok=True)
+    paths.postfix_state.mkdir(mode=0o700, exist_ok=True)
+    owner = user_ids("postfix")
+    if owner is not None:
+        chown(paths.postfix_state, owner)
     chown(paths.postfix_queue, (0, 0))
     paths.postfix_queue.chmod(0o755)
     if not queue_is_complete(paths.postfix_queue):

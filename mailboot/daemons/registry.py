@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mailboot.daemons import dovecot, opendkim, postfix
+from mailboot.daemons import dovecot, opendkim, opendmarc, postfix, unbound
 from mailboot.daemons.daemon import Daemon
 from mailboot.errors import MailbootError
 from mailboot.paths import Paths
@@ -21,8 +21,10 @@ log = logging.getLogger(__name__)
 WORKER = Daemon("worker", (sys.executable, "-P", "-m", "mailboot.worker"),
                 inherit_environment=True)
 
-# Start order: the milter before Postfix, which uses it; Dovecot before Postfix delivers to it.
-DAEMONS: tuple[Daemon, ...] = (opendkim.DAEMON, dovecot.DAEMON, postfix.DAEMON, WORKER)
+# Start order: the resolver before everything that resolves; the milters before Postfix, which
+# uses them; Dovecot before Postfix delivers to it.
+DAEMONS: tuple[Daemon, ...] = (unbound.DAEMON, opendkim.DAEMON, opendmarc.DAEMON, dovecot.DAEMON,
+                               postfix.DAEMON, WORKER)
 
 
 def templates() -> tuple[str, ...]:
@@ -31,6 +33,10 @@ def templates() -> tuple[str, ...]:
 
 def secret_templates() -> frozenset[str]:
     return frozenset(name for daemon in DAEMONS for name in daemon.secret_templates)
+
+
+def executable_templates() -> frozenset[str]:
+    return frozenset(name for daemon in DAEMONS for name in daemon.executable_templates)
 
 
 def check_all(paths: Paths) -> None:

@@ -72,9 +72,14 @@ class Container:
             arguments += ["--network", self.network]
         if self.ip:
             arguments += ["--ip", self.ip]
+        env = dict(self.env)
         if self.dns:
             arguments += ["--dns", self.dns]
-        for key, value in self.env.items():
+            # The daemons resolve through the container's own Unbound, which forwards to the
+            # test DNS; that serves only the test zones, without DNSSEC records to validate.
+            env.setdefault("DNS_FORWARDERS", self.dns)
+            env.setdefault("DNSSEC_VALIDATION", "off")
+        for key, value in env.items():
             arguments += ["-e", f"{key}={value}"]
         for port in PORTS:
             arguments += ["-p", f"127.0.0.1::{port}"]

@@ -1,0 +1,195 @@
+"""The port-25 policy: SPF failures without DMARC, refusing blocklists, Docker's proxy."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from mailboot import smtp_policy
+from mailboot.dnsanswer import Answer
+from mailboot.inbound import (
+    DUNNO,
+    Blocklist,
+    InboundPolicy,
+    default_gateway,
+    reverse_name,
+)
+from mailboot.publicsuffix import parse_rules
+
+RULES = parse_rules(["// comment", "com", "net", "co.uk", "*.ck", "!www.ck"])
+GOOD_IP, BAD_IP = "192.0.2.10", "198.51.100.7"
+
+
+class Dns:
+    """A recursive resolver as data: (name, type) -> values; names in `broken` fail."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.broken: set[str] = set()
+        self.asked: list[tuple[str, str]] = []
+
+    def __call__(self, name: str, rtype: str) -> Answer:
+        self.asked.append((name, rtype))
+        if name in self.broken:
+            return Answer(error="SERVFAIL")
+        values = self.records.get((name, rtype), ())
+        return Answer(values=values, nxdomain=not values)
+
+
+@pytest.fixture
+def dns() -> Dns:
+    dns = Dns()
+    for domain in ("strict.net", "shop.strict.com", "dmarc.net"):
+        dns.records[(domain, "TXT")] = (f"v=spf1 ip4:{GOOD_IP} -all",)
+    dns.records[("_dmarc.dmarc.net", "TXT")] = ("v=DMARC1; p=reject",)
+    dns.records[("_dmarc.strict.com", "TXT")] = ("v=DMARC1; p=none",)
+    return dns
+
+
+def request(client: str, sender: str, **more: str) -> dict[str, str]:
+    return {"request": "smtpd_access_policy", "protocol_state": "RCPT", "client_address": client,
+            "sender": sender, "helo_name": "mx.example.org", "instance": "a1.1", **more}
+
+
+def test_spf_fail_without_dmarc_is_refused_with_5_7_23(dns: Dns) -> None:
+    policy = InboundPolicy(dns, RULES)
+    action = policy.decide(request(BAD_IP, "boss@strict.net"))
+    assert action.startswith("550 5.7.23 SPF: strict.net does not allow 198.51.100.7 ")
+    assert "publishes no DMARC policy" in action
+
+
+def test_spf_pass_and_other_results_are_left_alone(dns: Dns) -> None:
+    policy = InboundPolicy(dns, RULES)
+    assert policy.decide(request(GOOD_IP, "boss@strict.net")) == DUNNO
+    assert policy.decide(request(BAD_IP, "someone@no-spf.net")) == DUNNO  # none
+
+
+@pytest.mark.parametrize("sender", ["boss@dmarc.net", "boss@shop.strict.com"])
+def test_with_a_dmarc_policy_dmarc_decides(dns: Dns, sender: str) -> None:
+    """At the domain or at its organizational domain (RFC 7489 §6.6.3)."""
+    assert InboundPolicy(dns, RULES).decide(request(BAD_IP, sender)) == DUNNO
+
+
+def test_a_failed_dmarc_lookup_never_refuses(dns: Dns) -> None:
+    dns.broken.add("_dmarc.strict.net")
+    assert InboundPolicy(dns, RULES).decide(request(BAD_IP, "boss@strict.net")) == DUNNO
+
+
+@pytest.mark.parametrize("attributes", [
+    {"sasl_username": "alice@example.com"},  # one of our users
+    {"client_address": "127.0.0.1"},  # this container
+    {"client_address": "unknown"},
+    {"sender": ""},  # a bounce: DMARC judges it by its From: at the end of data
+])
+def test_our_users_local_mail_and_bounces_are_never_judged(
+        dns: Dns, attributes: dict[str, str]) -> None:
+    asked = {**request(BAD_IP, "boss@strict.net"), **attributes}
+    assert InboundPolicy(dns, RULES).decide(asked) == DUNNO
+
+
+def test_one_verdict_per_client_sender_and_helo(dns: Dns) -> None:
+    policy = InboundPolicy(dns, RULES)
+    for _ in range(5):  # five recipients of one message
+        policy.decide(request(BAD_IP, "boss@strict.net"))
+    assert dns.asked.count(("strict.net", "TXT")) == 1
+
+
+def test_a_blocklist_that_refuses_our_resolver_is_said_once_an_hour(
+        dns: Dns, caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    dns.records[(f"{reverse_name(GOOD_IP)}.key.zen.dq.spamhaus.net", "A")] = ("127.255.255.254",)
+    policy = InboundPolicy(dns, RULES, [Blocklist("key.zen.dq.spamhaus.net", "zen.spamhaus.org")],
+                           clock=lambda: now[0])
+    assert policy.decide(request(GOOD_IP, "boss@strict.net")) == DUNNO
+    assert caplog.text.count("this blocklist refuses our resolver: zen.spamhaus.org answered "
+                             f"127.255.255.254 (\"query refused\") for {GOOD_IP}") == 1
+    assert "key.zen" not in caplog.text  # the DQS key stays out of our lines
+    now[0] = 1800.0
+    policy.decide(request("192.0.2.11", "boss@strict.net"))
+    assert caplog.text.count("refuses our resolver") == 1
+    now[0] = 3700.0
+    policy.decide(request(GOOD_IP, "boss@strict.net"))
+    assert caplog.text.count("refuses our resolver") == 2
+
+
+def test_a_real_listing_is_not_a_refusal(dns: Dns, caplog: pytest.LogCaptureFixture) -> None:
+    dns.records[(f"{reverse_name(GOOD_IP)}.zen.spamhaus.org", "A")] = ("127.0.0.2",)
+    policy = InboundPolicy(dns, RULES, [Blocklist("zen.spamhaus.org", "zen.spamhaus.org")])
+    policy.decide(request(GOOD_IP, "boss@strict.net"))
+    assert "refuses" not in caplog.text
+
+
+def test_many_sessions_from_the_gateway_mean_dockers_proxy(
+        dns: Dns, caplog: pytest.LogCaptureFixture) -> None:
+    policy = InboundPolicy(dns, RULES, gateway="172.17.0.1")
+    policy.decide(request("172.17.0.1", "a@no-spf.net", instance="1"))
+    policy.decide(request("172.17.0.1", "a@no-spf.net", instance="1"))  # one session, 2 RCPTs
+    policy.decide(request("172.17.0.2", "a@no-spf.net", instance="2"))  # another client
+    policy.decide(request("172.17.0.1", "a@no-spf.net", instance="3"))
+    assert "userland proxy" not in caplog.text
+    for session in ("4", "5", "6"):
+        policy.decide(request("172.17.0.1", "a@no-spf.net", instance=session))
+    assert caplog.text.count("comes from 172.17.0.1, this container's gateway: Docker's "
+                             "userland proxy hides the senders' addresses") == 1
+
+
+def test_default_gateway_from_proc_net_route() -> None:
+    table = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
+             "eth0\t00000000\t010011AC\t0003\t0\t0\t0\t00000000\n"
+             "eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\n")
+    assert default_gateway(table) == "172.17.0.1"
+    assert default_gateway(table.splitlines()[0]) is None
+
+
+def test_reverse_names_for_blocklists() -> None:
+    assert reverse_name("192.0.2.7") == "7.2.0.192"
+    assert reverse_name("2001:db8::1").startswith("1.0.0.0.") and reverse_name(
+        "2001:db8::1").endswith(".8.b.d.0.1.0.0.2")
+
+
+@pytest.mark.parametrize(("domain", "organizational"), [
+    ("a.b.example.com", "example.com"),
+    ("example.com", "example.com"),
+    ("x.y.example.co.uk", "example.co.uk"),
+    ("a.b.foo.ck", "b.foo.ck"),  # *.ck: foo.ck is a suffix
+    ("a.www.ck", "www.ck"),  # !www.ck: an exception to it
+    ("example.unlisted", "example.unlisted"),  # the implicit * rule
+    ("com", "com"),
+])
+def test_organizational_domain(domain: str, organizational: str) -> None:
+    assert RULES.organizational_domain(domain) == organizational
+
+
+def test_policy_protocol_over_the_unix_socket(tmp_path: Path) -> None:
+    """What smtpd sends (SMTPD_POLICY_README), twice on one connection; a crash is DUNNO."""
+    seen: list[dict[str, str]] = []
+
+    def decide(attributes: Mapping[str, str]) -> str:
+        seen.append(dict(attributes))
+        if attributes["sender"] == "crash@example.net":
+            raise RuntimeError("bug")
+        return "550 5.7.23 no"
+
+    path = tmp_path / "policy"
+    server = smtp_policy.start(path, decide, None)
+    try:
+        assert path.stat().st_mode & 0o777 == 0o600
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+            stream = client.makefile("rwb")
+            for sender, expected in (("a@example.net", b"action=550 5.7.23 no\n\n"),
+                                     ("crash@example.net", b"action=DUNNO\n\n")):
+                stream.write(f"request=smtpd_access_policy\nsender={sender}\n"
+                             "client_address=192.0.2.1\n\n".encode())
+                stream.flush()
+                assert stream.readline() + stream.readline() == expected
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[0] == {"request": "smtpd_access_policy", "sender": "a@example.net",
+                       "client_address": "192.0.2.1"}
+
+
