@@ -113,6 +113,7 @@ def machine_lines() -> list[str]:
                platform.processor())
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
     packages = {"Postfix": "postfix", "Dovecot": "dovecot-core", "OpenDKIM": "opendkim",
+                "OpenDMARC": "opendmarc", "Unbound": "unbound", "bogofilter": "bogofilter-sqlite",
                 "Python": "python3", "acme": "python3-acme", "cryptography": "python3-cryptography",
                 "dnspython": "python3-dnspython"}
     query = " ".join(f"$(dpkg-query -W -f='${{Version}}' {name})" for name in packages.values())

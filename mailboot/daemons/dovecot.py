@@ -168,14 +168,19 @@ def prepare(paths: Paths) -> None:
 
 def compile_sieve_scripts(paths: Paths) -> None:
     """Dovecot runs the global scripts from a directory it can't write: they are compiled here
-    (sievec, as root, with the real configuration for its extensions), when they changed."""
+    (sievec, as root, with the real configuration for its extensions), when they changed. One
+    sievec run compiles the whole directory (each run costs about 0.4 s of start-up)."""
     if not Path(SIEVEC).exists():
         return  # not in the image
-    for name in SIEVE_SCRIPTS:
-        script = paths.config(name)
-        binary = script.with_suffix(".svbin")
-        if not binary.exists() or binary.stat().st_mtime < script.stat().st_mtime:
-            run([SIEVEC, "-c", str(paths.config("dovecot/dovecot.conf")), str(script)])
+    scripts = [paths.config(name) for name in SIEVE_SCRIPTS]
+    if all(_compiled(script) for script in scripts):
+        return
+    run([SIEVEC, "-c", str(paths.config("dovecot/dovecot.conf")), str(scripts[0].parent)])
+
+
+def _compiled(script: Path) -> bool:
+    binary = script.with_suffix(".svbin")
+    return binary.exists() and binary.stat().st_mtime >= script.stat().st_mtime
 
 
 # Linux's default fs.nr_open: the most a soft limit may be when the hard one is unlimited.
