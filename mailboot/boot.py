@@ -154,9 +154,11 @@ def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.
 def log_outbound(settings: Settings) -> None:
     """One line: how mail leaves, and what SPF says about it (never the password)."""
     if settings.relay_host is None:
-        log.info("outbound: direct delivery by MX lookup from %s, HELO %s, DANE or "
-                 "opportunistic TLS", ", ".join(map(str, settings.public_addresses)) or
-                 "this server", settings.hostname)
+        tls = ("DANE or opportunistic TLS" if settings.dnssec_validation == "on" else
+               "opportunistic TLS (no DANE: DNSSEC_VALIDATION=off)")
+        log.info("outbound: direct delivery by MX lookup from %s, HELO %s, %s",
+                 ", ".join(map(str, settings.public_addresses)) or "this server",
+                 settings.hostname, tls)
         return
     host, port = settings.relay_host
     login = f"AUTH as {settings.relay_user}" if settings.relay_user else "no AUTH"

@@ -180,8 +180,9 @@ def system_failure(error: dns.exception.DNSException) -> str:
         return f"no DNS server answered ({_resolver_reasons(errors)}): {_REACH_ADVICE}"
     if isinstance(error, dns.resolver.NoNameservers):
         return (f"the container's DNS server failed the question ({_resolver_reasons(errors)}): "
-                "it may not reach the internet itself, or a domain's DNS is broken; check it, "
-                "or set DNS_RESOLVERS")
+                "it may not reach the internet itself (the container's own resolver asks the "
+                "internet's DNS servers on port 53: where the host's network blocks that, set "
+                "DNS_FORWARDERS), or a domain's DNS is broken")
     return f"the container's DNS server failed: {error}"
 
 

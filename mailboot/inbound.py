@@ -40,8 +40,9 @@ PROXY_SESSIONS = 3
 REFUSAL_REPEAT = 3600.0
 PROBE_REPEAT = 600.0
 MAX_REMEMBERED = 4096
-# RFC 5782 §2.1 and Spamhaus: 127.255.255.252-255 are errors ("refused", "typo", "limit").
-REFUSED = ipaddress.ip_network("127.255.255.0/24")
+# Answers that mean "we won't answer you", not a listing: Spamhaus's 127.255.255.252-255
+# ("public resolver", "typo", "limit"), DNSWL's 127.0.0.255 ("limit exceeded").
+REFUSED = (ipaddress.ip_network("127.255.255.0/24"), ipaddress.ip_network("127.0.0.255/32"))
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,7 @@ class InboundPolicy:
         reversed_name = reverse_name(client)
         for blocklist in self.blocklists:
             answer = self.lookup(f"{reversed_name}.{blocklist.query_zone}", "A")
-            refusals = [value for value in answer.values
-                        if _is_ipv4(value) and ipaddress.ip_address(value) in REFUSED]
+            refusals = [value for value in answer.values if _is_refusal(value)]
             if refusals:
                 self._warn_refusal(blocklist, refusals[0], client, now)
 
@@ -176,11 +176,12 @@ def reverse_name(address: str) -> str:
     return parsed.reverse_pointer.removesuffix(".in-addr.arpa").removesuffix(".ip6.arpa")
 
 
-def _is_ipv4(text: str) -> bool:
+def _is_refusal(text: str) -> bool:
     try:
-        return ipaddress.ip_address(text).version == 4
+        address = ipaddress.ip_address(text)
     except ValueError:
         return False
+    return any(address in network for network in REFUSED)
 
 
 def _is_remote(client: str) -> bool:

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from mailboot import dkim, publicsuffix, smtp_policy
 from mailboot.daemons import registry
-from mailboot.daemons.postfix import DBL_ZONE, POLICY_SOCKET
+from mailboot.daemons.postfix import POLICY_SOCKET
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import Record, all_records, build_record_groups
 from mailboot.dnswatch import DnsWatcher
@@ -90,8 +90,9 @@ LOCAL_RESOLVER = ("127.0.0.1", 53)
 
 
 def inbound_policy(settings: Settings) -> InboundPolicy:
-    zones = [site.zone for site in settings.dnsbl] + ([DBL_ZONE] if settings.dnsbl else [])
-    blocklists = [Blocklist(settings.blocklist_zone(zone), zone) for zone in dict.fromkeys(zones)]
+    # The address blocklists postscreen asks (the DBL lists domains, not addresses).
+    zones = dict.fromkeys(site.zone for site in settings.dnsbl)
+    blocklists = [Blocklist(settings.blocklist_zone(zone), zone) for zone in zones]
     try:
         routes = Path("/proc/net/route").read_text()
     except OSError:

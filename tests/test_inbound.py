@@ -115,6 +115,13 @@ def test_a_blocklist_that_refuses_our_resolver_is_said_once_an_hour(
     assert caplog.text.count("refuses our resolver") == 2
 
 
+def test_dnswls_limit_answer_is_a_refusal_too(dns: Dns, caplog: pytest.LogCaptureFixture) -> None:
+    dns.records[(f"{reverse_name(GOOD_IP)}.list.dnswl.org", "A")] = ("127.0.0.255",)
+    policy = InboundPolicy(dns, RULES, [Blocklist("list.dnswl.org", "list.dnswl.org")])
+    policy.decide(request(GOOD_IP, "boss@strict.net"))
+    assert "this blocklist refuses our resolver: list.dnswl.org answered 127.0.0.255" in caplog.text
+
+
 def test_a_real_listing_is_not_a_refusal(dns: Dns, caplog: pytest.LogCaptureFixture) -> None:
     dns.records[(f"{reverse_name(GOOD_IP)}.zen.spamhaus.org", "A")] = ("127.0.0.2",)
     policy = InboundPolicy(dns, RULES, [Blocklist("zen.spamhaus.org", "zen.spamhaus.org")])

@@ -339,3 +339,29 @@ class FakeClock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def test_the_policy_service_probes_the_address_blocklists_where_postscreen_asks(
+        make_settings: Callable[..., Settings]) -> None:
+    key = "abcdefghij0123456789klmnop"
+    policy = worker.inbound_policy(make_settings(MAIL_DOMAINS="example.com",
+                                                 SPAMHAUS_DQS_KEY=key))
+    assert [(b.query_zone, b.shown_as) for b in policy.blocklists] == [
+        (f"{key}.zen.dq.spamhaus.net", "zen.spamhaus.org"), ("list.dnswl.org", "list.dnswl.org")]
+    assert worker.inbound_policy(make_settings(MAIL_DOMAINS="example.com",
+                                               DNSBL="off")).blocklists == []
+
+
+def test_the_policy_service_listens_only_where_postfix_has_its_queue(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com")
+    paths = Paths(settings.data_dir)
+    assert worker.start_policy_service(settings, paths) is None  # no queue: nobody would ask
+    (paths.postfix_queue / "private").mkdir(parents=True)
+    server = worker.start_policy_service(settings, paths)
+    assert server is not None
+    try:
+        assert (paths.postfix_queue / "private" / "mailboot-policy").is_socket()
+    finally:
+        server.shutdown()
+        server.server_close()
