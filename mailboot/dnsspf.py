@@ -39,33 +39,31 @@ def evaluate(record: str, domain: str, address: str, lookup: Lookup) -> SpfResul
     """Evaluate the SPF `record` published at `domain` for mail from `address` (as the
     check_host() function of RFC 7208 §4 with sender postmaster@domain). A broken record or a
     failed lookup is a result (permerror, temperror), not an exception."""
-    query = _Query(lookup, address, domain)
-    result, _code, explanation = query.check(spf=record)
-    for prefix in ("SPF Permanent Error: ", "SPF Temporary Error: "):
-        explanation = explanation.removeprefix(prefix)
-    return SpfResult(result, explanation, query.mechanism, query.lookup_error)
+    query = _Query(lookup, address, f"postmaster@{domain}", domain)
+    return query.outcome(*query.check(spf=record))
 
 
 def check_sender(address: str, sender: str, helo: str, lookup: Lookup) -> SpfResult:
     """What a receiver concludes for mail from `sender` (MAIL FROM) arriving from `address`
     after HELO `helo`: RFC 7208 §2.4 checks the MAIL FROM identity, or postmaster@HELO for the
     null sender. The record is looked up through `lookup`."""
-    domain = sender.rpartition("@")[2] or helo
-    query = _Query(lookup, address, domain, sender=sender or f"postmaster@{helo}", helo=helo)
-    result, _code, explanation = query.check()
-    for prefix in ("SPF Permanent Error: ", "SPF Temporary Error: "):
-        explanation = explanation.removeprefix(prefix)
-    return SpfResult(result, explanation, query.mechanism, query.lookup_error)
+    query = _Query(lookup, address, sender or f"postmaster@{helo}", helo)
+    return query.outcome(*query.check())
 
 
 class _Query(spf.query):  # type: ignore[misc]  # pyspf has no type hints
     """pyspf's query with its DNS method answered by our lookup; one per evaluation."""
 
-    def __init__(self, lookup: Lookup, address: str, domain: str, sender: str | None = None,
-                 helo: str | None = None) -> None:
-        super().__init__(i=address, s=sender or f"postmaster@{domain}", h=helo or domain)
+    def __init__(self, lookup: Lookup, address: str, sender: str, helo: str) -> None:
+        super().__init__(i=address, s=sender, h=helo)
         self._lookup = lookup
         self.lookup_error: str | None = None
+
+    def outcome(self, result: str, _code: int, explanation: str) -> SpfResult:
+        """pyspf's (result, code, explanation) as an SpfResult, without pyspf's prefixes."""
+        for prefix in ("SPF Permanent Error: ", "SPF Temporary Error: "):
+            explanation = explanation.removeprefix(prefix)
+        return SpfResult(result, explanation, self.mechanism, self.lookup_error)
 
     def dns(self, name: str, qtype: str, cnames: object = None,
             ignore_void: bool = False) -> list[object]:

@@ -67,7 +67,7 @@ class InboundPolicy:
         self._proxy_warned = False
         self._refusal_warned: dict[str, float] = {}
         self._probed: dict[str, float] = {}
-        self._verdicts: dict[tuple[str, str, str], str] = {}
+        self._verdicts: dict[tuple[str, str, str, str], str] = {}
 
     def decide(self, request: Mapping[str, str]) -> str:
         """The action for one policy request (Postfix's attributes); DUNNO when unsure."""
@@ -76,15 +76,17 @@ class InboundPolicy:
             return DUNNO
         self._notice_proxy(client, request.get("instance", ""))
         self._notice_refusing_blocklists(client)
-        return self._spf_without_dmarc(client, request.get("sender", ""),
-                                       request.get("helo_name", ""))
+        return self._spf_without_dmarc(request.get("instance", ""), client,
+                                       request.get("sender", ""), request.get("helo_name", ""))
 
     # --- SPF fail and no DMARC ---------------------------------------------------------------
 
-    def _spf_without_dmarc(self, client: str, sender: str, helo: str) -> str:
+    def _spf_without_dmarc(self, message: str, client: str, sender: str, helo: str) -> str:
+        """One verdict per message (Postfix's `instance`), not per recipient; the next message
+        is judged afresh, so a sender who fixes SPF or adds DMARC is heard at once."""
         if not sender:
             return DUNNO  # bounces: DMARC judges their From: at end of data
-        key = (client, sender.lower(), helo.lower())
+        key = (message, client, sender.lower(), helo.lower())
         with self._lock:
             known = self._verdicts.get(key)
         if known is not None:

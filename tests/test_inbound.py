@@ -90,11 +90,14 @@ def test_our_users_local_mail_and_bounces_are_never_judged(
     assert InboundPolicy(dns, RULES).decide(asked) == DUNNO
 
 
-def test_one_verdict_per_client_sender_and_helo(dns: Dns) -> None:
+def test_one_verdict_per_message(dns: Dns) -> None:
     policy = InboundPolicy(dns, RULES)
     for _ in range(5):  # five recipients of one message
         policy.decide(request(BAD_IP, "boss@strict.net"))
     assert dns.asked.count(("strict.net", "TXT")) == 1
+    # The next message is judged afresh: the domain has published DMARC meanwhile.
+    dns.records[("_dmarc.strict.net", "TXT")] = ("v=DMARC1; p=none",)
+    assert policy.decide(request(BAD_IP, "boss@strict.net", instance="a2.1")) == DUNNO
 
 
 def test_a_blocklist_that_refuses_our_resolver_is_said_once_an_hour(

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 UNBOUND = "/usr/sbin/unbound"
 CHECKCONF = "/usr/sbin/unbound-checkconf"
-CONTROL = "/usr/sbin/unbound-control"
 TEMPLATES = ("unbound/unbound.conf",)
 # The DNSSEC root trust anchor, from Debian's dns-root-data (updated with the package, so no
 # writable RFC 5011 state is needed in the container).
@@ -83,19 +82,6 @@ def boot_resolv_conf(resolv_conf: Path = SYSTEM_RESOLV_CONF,
     except OSError:
         return resolv_conf
     return saved if ours and saved.exists() else resolv_conf
-
-
-def statistics() -> dict[str, float]:
-    """Unbound's counters (`unbound-control stats_noreset`): total.num.queries and the like."""
-    output = run([CONTROL, "-s", CONTROL_SOCKET, "stats_noreset"])
-    values: dict[str, float] = {}
-    for line in output.splitlines():
-        name, _, value = line.partition("=")
-        try:
-            values[name] = float(value)
-        except ValueError:
-            continue
-    return values
 
 
 DAEMON = Daemon(
