@@ -31,7 +31,7 @@ RUN set -eux; \
         unbound dns-root-data opendmarc dbconfig-no-thanks publicsuffix dovecot-sieve \
         bogofilter-sqlite \
         python3 python3-acme python3-josepy python3-dnspython python3-cryptography \
-        python3-jinja2 python3-idna python3-spf tini openssl ca-certificates; \
+        python3-jinja2 python3-idna python3-spf python3-dkim tini openssl ca-certificates; \
     rm -rf /var/lib/apt/lists/* /etc/dovecot/conf.d /etc/postfix/main.cf; \
     groupadd --system --gid 5000 vmail; \
     useradd --system --uid 5000 --gid 5000 --home-dir /data/mail --no-create-home \

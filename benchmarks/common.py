@@ -90,7 +90,7 @@ class Report:
                           "|---|---|---|---|", *rows])
 
 
-SECTION_ORDER = ("Boot", "Footprint", "ACME", "Mail throughput")
+SECTION_ORDER = ("Boot", "Footprint", "ACME", "Ready after DNS", "Mail throughput")
 
 
 def _sections(markdown: str) -> dict[str, str]:

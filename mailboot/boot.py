@@ -17,14 +17,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from mailboot import accounts, dkim, dnscheck, dnsformat, render
+from mailboot import accounts, dane, dkim, dnscheck, dnsformat, publicaddress, render
 from mailboot.dnsanswer import Lookup
 from mailboot.dnsrecords import Record, RecordGroup, all_records, build_record_groups
 from mailboot.errors import DnsNotReady, StateError
 from mailboot.files import remove_stale_temp_files
 from mailboot.paths import Paths
 from mailboot.settings import Settings
-from mailboot.tls import certificates
+from mailboot.tls import caa, certificates, tlskeys
+from mailboot.tls.tlskeys import TlsaKeys
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class BootPlatform:
     prepare: Callable[[Paths], None]
     validate: Callable[[Paths], None]
     lookup: Lookup | None = None  # DNS for the record check; None: no network (tests)
+    # Finds the addresses the internet sees when PUBLIC_IPV4/6 are unset; None: no network
+    discover: publicaddress.Discover | None = None
 
 
 @contextmanager
@@ -75,6 +78,8 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
     """Make everything the daemons need, check it, and print the DNS records to `out`."""
     check_data_dir(paths)
     remove_leftovers(paths)
+    with stage("public address"):
+        settings = publicaddress.settle(settings, paths, platform.discover, now)
     with stage("dkim keys"):
         keys = dkim.ensure_keys(paths, settings.domains, now)
     with stage("tls certificate"):
@@ -101,8 +106,13 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
     with stage("prepare the daemons"):
         platform.prepare(paths)
     with stage("dns records"):
+        lookup = platform.lookup if settings.dns_check != "off" else None
+        tlsa = dane.TlsaSource(settings, paths, lookup, budget=BOOT_DNS_BUDGET)()
+        if (no_caa := caa.why_none(settings)) is not None:
+            log.info("dns: %s", no_caa)
         print_records(settings, keys, platform.lookup, out,
-                      certificates.names_with_real_certificates(paths, now))
+                      certificates.names_with_real_certificates(paths, now), tlsa,
+                      caa.value_for(settings, paths))
 
 
 # Seconds: the boot never waits longer on name servers; the worker checks the rest right after.
@@ -110,9 +120,10 @@ BOOT_DNS_BUDGET = 1.0
 
 
 def print_records(settings: Settings, keys: Sequence[dkim.DomainKeys], lookup: Lookup | None,
-                  out: TextIO, real_names: Collection[str] | None = None) -> None:
+                  out: TextIO, real_names: Collection[str] | None = None,
+                  tlsa: TlsaKeys | None = None, caa_value: str | None = None) -> None:
     """Print the records with their status (DNS_CHECK); strict mode fails on missing ones."""
-    groups = build_record_groups(settings, keys, real_names)
+    groups = build_record_groups(settings, keys, real_names, tlsa, caa_value)
     findings = None
     if settings.dns_check != "off" and lookup is not None:
         findings = check_published(groups, settings, lookup, budget=BOOT_DNS_BUDGET)
@@ -148,7 +159,13 @@ def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.
         live = certificates.read_live(paths)
         if live is not None:
             return live
-    return certificates.ensure_certificate(paths, certificates.tls_names(settings), now)
+    key_pem = None
+    if settings.tls_mode == "acme":  # the kept key, so a TLSA record holds for this one too
+        live = certificates.read_live(paths)
+        adopt = live.key_path.read_bytes() if live is not None and live.source == "acme" else None
+        tlskeys.ensure_keys(paths, adopt)  # an upgrade keeps the key it serves: no new order
+        key_pem = tlskeys.current_key(paths)
+    return certificates.ensure_certificate(paths, certificates.tls_names(settings), now, key_pem)
 
 
 def log_outbound(settings: Settings) -> None:

@@ -18,15 +18,15 @@ from typing import TextIO
 
 import dns.resolver
 
-from mailboot import boot, cli_accounts, dkim, dnsformat, health
+from mailboot import boot, cli_accounts, dane, dkim, dnsformat, health, publicaddress, selftest
 from mailboot.daemons import registry, unbound
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
 from mailboot.errors import ConfigError, MailbootError, UsageError
-from mailboot.parse import SettingValueError, parse_domain_name
+from mailboot.parse import SettingValueError, parse_domain_name, parse_email_address
 from mailboot.paths import Paths
 from mailboot.settings import Settings, load_settings, settings_markdown
-from mailboot.tls import certificates
+from mailboot.tls import caa, certificates, tlskeys
 
 log = logging.getLogger("mailboot")
 
@@ -78,6 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(run=run_server)
     health = commands.add_parser("health", help="exit 0 when SMTP and IMAP answer (HEALTHCHECK)")
     health.set_defaults(run=run_health)
+    test = commands.add_parser("selftest", help="judge our mail as receivers will (DKIM, SPF, "
+                               "DMARC against the published records); exit 1 unless all pass")
+    test.add_argument("--to", metavar="ADDRESS",
+                      help="also send a test message per domain to ADDRESS (an external checker)")
+    test.set_defaults(run=run_selftest)
+    tls = commands.add_parser("tls", help="the certificate's key (DANE)")
+    tls_actions = tls.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tls_actions.add_parser("rollover", help="switch to the next key once its TLSA record is "
+                           "served").set_defaults(run=run_tls_rollover)
     _account_parsers(commands)
     return parser
 
@@ -125,9 +134,12 @@ def _load(environ: Mapping[str, str]) -> Settings:
 def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Print the records (creating DKIM keys first where a domain has none)."""
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
+    settings = publicaddress.effective_settings(settings, paths)  # what the boot found
     keys = dkim.ensure_keys(paths, settings.domains, now)
+    tlsa = dane.TlsaSource(settings, paths, DnsLookup(settings.dns_resolvers))()
     groups = build_record_groups(settings, keys,
-                                 certificates.names_with_real_certificates(paths, now))
+                                 certificates.names_with_real_certificates(paths, now), tlsa,
+                                 caa.value_for(settings, paths))
     if arguments.domain:
         groups = _select_zone(groups, arguments.domain)
     findings = None
@@ -161,10 +173,13 @@ def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) 
     """Boot, then replace this process with the supervisor (a fresh, small Python)."""
     # The boot checks the records before Unbound runs: through the resolver Docker gave us.
     system = dns.resolver.Resolver(filename=str(unbound.boot_resolv_conf()))
+    source = settings.address_discovery
     platform = boot.BootPlatform(prepare=registry.prepare_all,
                                  validate=registry.check_all,
                                  lookup=DnsLookup(settings.dns_resolvers, timeout=2.0,
-                                                  system=system))
+                                                  system=system),
+                                 discover=None if source == "off" else
+                                 publicaddress.make_discover(source, system))
     boot.boot(settings, Paths(settings.data_dir), datetime.now(UTC), platform, out)
     log.info("boot: handing over to the supervisor, %.3f s after the entrypoint started",
              seconds_since_process_start())
@@ -184,6 +199,38 @@ def seconds_since_process_start() -> float:
         return float("nan")
     started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22; the split starts at 3
     return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+
+
+def run_selftest(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Print the verdicts per domain and address; with --to, send the test messages too."""
+    recipient = None
+    if arguments.to:
+        try:
+            recipient = parse_email_address(arguments.to)
+        except SettingValueError as error:
+            raise UsageError(f"--to: {error}") from None
+    paths, now = Paths(settings.data_dir), datetime.now(UTC)
+    settings = publicaddress.effective_settings(settings, paths)  # what the boot found
+    report = selftest.run(settings, paths, DnsLookup(settings.dns_resolvers), now)
+    out.write(selftest.report_text(report, settings.hostname))
+    if recipient is not None:
+        for sender in selftest.senders_for(settings, paths).values():
+            selftest.send(sender, recipient, now)
+            out.write(f"sent a test message from {sender} to {recipient}\n")
+    return 0 if report.ok else 1
+
+
+def run_tls_rollover(_arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Ask the worker for a key rollover; it switches once the next key's TLSA is served."""
+    if settings.tls_mode != "acme":
+        raise UsageError(f"TLS_MODE={settings.tls_mode}: the certificate key is not kept by "
+                         "mailboot, so there is no key to roll over")
+    keys = tlskeys.request_rollover(Paths(settings.data_dir))
+    name = dane.tlsa_name(settings.hostname)
+    out.write(f"key rollover requested: the worker switches to the next key once {name} TLSA "
+              f"{keys.next} is served by the DNS (publish it now if it is not); the log says "
+              "when, and which record to remove after\n")
+    return 0
 
 
 def run_health(_arguments: argparse.Namespace, _settings: Settings, _out: TextIO) -> int:

@@ -150,7 +150,12 @@ class _Problem:
 
 
 def _relevant(record: Record, values: tuple[str, ...]) -> tuple[str, ...]:
-    """For TXT kinds, only the values with the kind's tag (a name may hold other TXT records)."""
+    """For TXT kinds, only the values with the kind's tag (a name may hold other TXT records);
+    for TLSA, only the record itself (the current and the next key's records share a name)."""
+    if record.kind is Kind.TLSA:
+        return tuple(v for v in values if _tlsa(v) == _tlsa(record.value or ""))
+    if record.kind is Kind.CAA:  # `issuewild` and `iodef` records are the user's own business
+        return tuple(v for v in values if _caa(v)[0] == "issue")
     tag = record.kind.tag
     if tag is None:
         return values
@@ -194,6 +199,12 @@ def _judge(record: Record, values: tuple[str, ...], ours: Sequence[str],
             return None
         case Kind.DMARC | Kind.DMARC_REPORT_AUTH | Kind.MTA_STS | Kind.TLSRPT:
             return _wrong(_compare_tags(_tags(expected), _tags(values[0])))
+        case Kind.TLSA:
+            return None  # present means right: only the matching record is relevant
+        case Kind.CAA:  # other CAs may be allowed too; ours must be, as printed
+            if _caa(expected) not in {_caa(v) for v in values}:
+                return _Problem(f"it allows {', '.join(values)}, not {expected}")
+            return None
         case Kind.MTA_STS_HOST | Kind.SRV | Kind.PTR:
             if {_norm(v) for v in values} != {_norm(expected)}:
                 return _Problem(f"it is {', '.join(values)} instead of {expected}")
@@ -204,6 +215,21 @@ def _judge(record: Record, values: tuple[str, ...], ours: Sequence[str],
 
 def _wrong(problem: str | None) -> _Problem | None:
     return None if problem is None else _Problem(problem)
+
+
+def _tlsa(value: str) -> str:
+    """`3 1 1 ABCD EF01` -> `3 1 1 abcdef01`: the hex may be split and in either case."""
+    fields = value.split()
+    return " ".join([*fields[:3], "".join(fields[3:]).lower()])
+
+
+def _caa(value: str) -> tuple[str, str, tuple[str, ...]]:
+    """`0 issue "ca.example; accounturi=X"` -> ("issue", "ca.example", ("accounturi=X",)): the
+    tag, the issuer and its parameters, spacing and case of names aside (RFC 8659 §4.2)."""
+    _flags, tag, *rest = [*value.split(maxsplit=2), "", ""]
+    issuer, *parameters = " ".join(rest).strip().strip('"').split(";")
+    return (tag.lower(), issuer.strip().lower(),
+            tuple(sorted("".join(p.split()) for p in parameters if p.strip())))
 
 
 def _norm(value: str) -> str:
@@ -342,6 +368,9 @@ _CONSEQUENCES: Final[Mapping[Kind, str]] = {
     Kind.TLSRPT: "nobody tells us when TLS delivery to us fails",
     Kind.SRV: "mail clients can't configure themselves automatically",
     Kind.PTR: "large receivers (Gmail, Microsoft) refuse or junk mail from this address",
+    Kind.CAA: "any CA may issue a certificate for this server to anyone who can pass its checks",
+    Kind.TLSA: ("senders that use DANE can't verify our certificate (and, for the next key, a "
+                "key rollover waits for it)"),
 }
 
 

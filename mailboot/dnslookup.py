@@ -72,7 +72,9 @@ class DnsLookup:
         zone: _ZoneServers | None = None
         if not self.servers:
             try:
-                zone = self._authoritative(name)
+                # RFC 4035 §3.1.4.1: a zone's DS record is the parent's data, answered by the
+                # parent's servers (the zone's own servers say it has none).
+                zone = self._authoritative(_parent(name) if rtype.upper() == "DS" else name)
             except dns.exception.DNSException as error:
                 return Answer(error=system_failure(error))
         query = dns.message.make_query(name, rtype)
@@ -160,6 +162,11 @@ class DnsLookup:
         keep = max(NS_TTL_FLOOR, min(ttl, NS_TTL_CEILING))
         return _ZoneServers(zone, tuple(n.rstrip(".") for n in names), tuple(addresses),
                             self._clock() + keep)
+
+
+def _parent(name: str) -> str:
+    """`example.com` -> `com`; a top-level name -> the root."""
+    return name.rstrip(".").partition(".")[2] or "."
 
 
 def system_failure(error: dns.exception.DNSException) -> str:

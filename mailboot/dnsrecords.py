@@ -20,6 +20,7 @@ import idna
 from mailboot.dkim import DkimKey, DomainKeys
 from mailboot.settings import Settings
 from mailboot.tls import mtasts
+from mailboot.tls.tlskeys import TlsaKeys
 
 DEFAULT_TTL = 3600
 MX_PREFERENCE = 10
@@ -49,6 +50,8 @@ class Kind(StrEnum):
     TLSRPT = "tlsrpt"
     SRV = "srv"
     PTR = "ptr"
+    TLSA = "tlsa"  # DANE for inbound mail: the key port 25 serves (RFC 7672 §3)
+    CAA = "caa"  # which CA, and which of its accounts, may issue for the host (RFC 8659, 8657)
 
     @property
     def rtype(self) -> str:
@@ -64,6 +67,7 @@ _RTYPES: Final[Mapping[Kind, str]] = {
     Kind.MX: "MX", Kind.A: "A", Kind.AAAA: "AAAA", Kind.SPF: "TXT", Kind.HELO_SPF: "TXT",
     Kind.DKIM: "TXT", Kind.DMARC: "TXT", Kind.DMARC_REPORT_AUTH: "TXT", Kind.MTA_STS: "TXT",
     Kind.MTA_STS_HOST: "CNAME", Kind.TLSRPT: "TXT", Kind.SRV: "SRV", Kind.PTR: "PTR",
+    Kind.TLSA: "TLSA", Kind.CAA: "CAA",
 }
 # RFC 7208 §4.5, RFC 6376 §3.6.1, RFC 7489 §6.3, RFC 8461 §3.1, RFC 8460 §3.
 _TAGS: Final[Mapping[Kind, str]] = {
@@ -130,11 +134,16 @@ class RecordGroup:
 
 
 def build_record_groups(settings: Settings, keys: Sequence[DomainKeys],
-                        real_names: Collection[str] | None = None) -> tuple[RecordGroup, ...]:
+                        real_names: Collection[str] | None = None,
+                        tlsa: TlsaKeys | None = None,
+                        caa: str | None = None) -> tuple[RecordGroup, ...]:
     """Every record for `settings`, grouped by the zone it belongs in; the PTR group comes last.
 
     `real_names`: names that have a certificate from a CA; the `_mta-sts` record of a domain
     whose policy host has none yet is marked to be held back. None: don't know (no hold).
+    `tlsa`: the TLSA values of the certificate's keys, given only when the zone holding
+    MAIL_HOSTNAME is DNSSEC-signed (`dane.TlsaSource`); None: no TLSA records.
+    `caa`: the CAA value for MAIL_HOSTNAME (`caa.record_value`); None: no CAA record.
     """
     keys_by_domain = {domain_keys.domain: domain_keys for domain_keys in keys}
     host_zone = hostname_zone(settings.hostname, settings.domains)
@@ -146,6 +155,8 @@ def build_record_groups(settings: Settings, keys: Sequence[DomainKeys],
         by_zone[domain] += [mx, *hosted, *others]
     if host_zone not in by_zone:
         by_zone[host_zone] = host_records(settings, host_zone)
+    by_zone[host_zone] += tlsa_records(settings.hostname, host_zone, tlsa)
+    by_zone[host_zone] += caa_records(settings.hostname, host_zone, caa)
     for record in report_authorisations(settings):
         by_zone.setdefault(record.zone, []).append(record)
     groups = [_zone_group(settings, zone, records) for zone, records in by_zone.items()]
@@ -344,6 +355,32 @@ def srv_record(domain: str, service: str, what: str, host: str | None = None, po
                       f"tells mail clients {what} is not offered", domain, required=False)
     return Record(f"{service}.{domain}", Kind.SRV, f"{priority} 1 {port} {host}.",
                   f"mail clients find {what}", domain, required=False)
+
+
+def tlsa_records(host: str, zone: str, tlsa: TlsaKeys | None) -> list[Record]:
+    """`_25._tcp.<host> TLSA 3 1 1` for the key in use and the next one (RFC 7671 §8.1 "current
+    + next": the next key's record is published before a rollover switches to it). Optional:
+    mail flows without them, but DANE senders (RFC 7672) then can't verify our certificate."""
+    if tlsa is None:
+        return []
+    name = f"_25._tcp.{host}"
+    return [Record(name, Kind.TLSA, tlsa.current,
+                   "DANE: the key of the certificate port 25 serves; sending servers that check "
+                   "DNSSEC verify our certificate by it (RFC 7672)", zone, required=False),
+            Record(name, Kind.TLSA, tlsa.next,
+                   "DANE: the next certificate key, published ahead of a key rollover "
+                   "(`mailboot tls rollover`; RFC 7671 §8.1)", zone, required=False)]
+
+
+def caa_records(host: str, zone: str, caa: str | None) -> list[Record]:
+    """CAA at MAIL_HOSTNAME (RFC 8659): only our CA, for our account, may issue for it. The
+    mta-sts. names are CNAMEs to it and so covered by the same record (RFC 8659 §3)."""
+    if caa is None:
+        return []
+    return [Record(host, Kind.CAA, caa,
+                   f"only this CA, for this server's ACME account, may issue certificates for "
+                   f"{host} and the mta-sts. names that point to it (RFC 8659, RFC 8657)",
+                   zone, required=False)]
 
 
 def report_authorisations(settings: Settings) -> list[Record]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 import idna
@@ -281,6 +281,76 @@ def _parse_host(item: str, host: str, *, names: bool) -> str:
         raise SettingValueError(f"{item!r} is not host[:port]: the host {error}") from None
 
 
+# --- the network self-checks ---------------------------------------------------------------------
+
+# RFC 5321 §4.5.4.1: servers deliver to each other on port 25.
+SMTP_PORT = 25
+
+
+@dataclass(frozen=True)
+class OutboundTarget:
+    """Where the outbound port-25 check connects: the MX hosts of `host` (`by_mx`), or `host`
+    itself (a name or an IP address) on `port`."""
+
+    host: str
+    port: int = SMTP_PORT
+    by_mx: bool = False
+
+    def __str__(self) -> str:
+        if self.by_mx:
+            return f"the MX hosts of {self.host}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_outbound_check(text: str) -> OutboundTarget | Literal["off"]:
+    """`off`; a domain, whose MX hosts are tried on port 25; or `host:port`, `[ipv6]:port` or
+    an IP address, tried itself (port 25 unless given)."""
+    value = text.strip()
+    if value.lower() == "off":
+        return "off"
+    if not value:
+        raise SettingValueError("is empty; give a domain, host:port, or off")
+    host, port = parse_host_port(value, default_port=SMTP_PORT, names=True)
+    has_port = value.startswith("[") or (value.count(":") == 1)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return OutboundTarget(host, port, by_mx=not has_port)
+    return OutboundTarget(host, port)
+
+
+@dataclass(frozen=True)
+class EchoServer:
+    """A DNS name whose authoritative server answers with the asker's own address, and that
+    server (a name or an IP address, and a port)."""
+
+    name: str
+    server: str
+    port: int = DNS_PORT
+
+    def __str__(self) -> str:
+        at = f"[{self.server}]" if ":" in self.server else self.server
+        return f"{self.name}@{at}" + (f":{self.port}" if self.port != DNS_PORT else "")
+
+
+def parse_address_discovery(text: str) -> EchoServer | Literal["off"]:
+    """`off`, or `NAME@SERVER[:PORT]`: the name to ask and the authoritative server to ask it of
+    directly (a recursive resolver would answer with its own address, not ours)."""
+    value = text.strip()
+    if value.lower() == "off":
+        return "off"
+    name, at, server = value.partition("@")
+    if not at or not name.strip() or not server.strip():
+        raise SettingValueError(f"{text!r} is not NAME@SERVER[:PORT] (the name that answers "
+                                "with the asker's address, @ the server to ask), or off")
+    try:
+        ascii_name = parse_domain_name(name)
+    except SettingValueError as error:
+        raise SettingValueError(f"{text!r}: the name {error}") from None
+    host, port = parse_host_port(server, default_port=DNS_PORT, names=True)
+    return EchoServer(ascii_name, host, port)
+
+
 # --- DNS blocklists ---------------------------------------------------------------------------
 
 
@@ -349,6 +419,17 @@ def parse_dqs_key(text: str) -> str:
         raise SettingValueError("is not a Spamhaus DQS key (10 to 64 letters and digits, as "
                                 "shown in your Spamhaus account)")
     return value
+
+
+def parse_caa_issuer(text: str) -> str:
+    """A CA's CAA issuer domain (RFC 8659 §4.2, e.g. `letsencrypt.org`), or `off`."""
+    if text.strip().lower() == "off":
+        return "off"
+    try:
+        return parse_domain_name(text)
+    except SettingValueError as error:
+        raise SettingValueError(f"{error}; give the domain your CA documents for CAA records "
+                                "(e.g. letsencrypt.org), or off") from None
 
 
 # --- URLs, files, tokens and secrets --------------------------------------------------------------

@@ -6,8 +6,10 @@ State lives below DATA_DIR (the one volume); rendered configuration lives below 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,17 @@ class Paths:
         return self.tls_live if slot == 0 else self.tls_dir / f"live-{slot + 1}"
 
     @property
+    def tls_keys_dir(self) -> Path:
+        """The certificate's private keys, kept across renewals (current, next; DANE)."""
+        return self.tls_dir / "keys"
+
+    def acme_account_dir(self, directory_url: str) -> Path:
+        """One ACME account per CA directory: switching CAs never reuses another CA's account."""
+        parts = urlsplit(directory_url)
+        digest = hashlib.sha256(directory_url.encode()).hexdigest()[:8]
+        return self.data_dir / "acme" / f"{parts.hostname}-{digest}"
+
+    @property
     def accounts_dir(self) -> Path:
         return self.data_dir / "accounts"
 
@@ -67,6 +80,12 @@ class Paths:
         """Postfix's caches worth keeping across restarts (postscreen's verdicts)."""
         return self.data_dir / "postfix"
 
+    @property
+    def found_addresses(self) -> Path:
+        """The public addresses the boot found (PUBLIC_ADDRESS_DISCOVERY), kept for the next boot
+        should discovery fail then."""
+        return self.data_dir / "found-addresses.json"
+
     # --- rendered configuration ---
     def config(self, relative: str) -> Path:
         """Where a rendered file lands: `postfix/main.cf` -> /etc/postfix/main.cf."""
@@ -81,3 +100,8 @@ class Paths:
     @property
     def syslog_socket(self) -> Path:
         return self.run_dir / "log.sock"
+
+    @property
+    def outbound_check_state(self) -> Path:
+        """The last outbound port-25 check, as JSON (for `mailboot status`)."""
+        return self.run_dir / "outbound-port25.json"

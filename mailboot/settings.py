@@ -16,14 +16,19 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from mailboot.errors import ConfigError
 from mailboot.parse import (
     DnsblSite,
+    EchoServer,
+    OutboundTarget,
     SettingValueError,
     choice,
     parse_absolute_file,
+    parse_address_discovery,
+    parse_caa_issuer,
     parse_connection_limit,
     parse_data_dir,
     parse_dnsbl,
@@ -36,6 +41,7 @@ from mailboot.parse import (
     parse_https_url,
     parse_mailto_list,
     parse_max_age,
+    parse_outbound_check,
     parse_password,
     parse_public_ipv4,
     parse_public_ipv6,
@@ -82,12 +88,32 @@ class MtaStsMode(StrEnum):
 
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+# Google's authoritative servers answer this TXT question with the asker's own address.
+DEFAULT_ADDRESS_DISCOVERY = "o-o.myaddr.l.google.com@ns1.google.com"
 # Spamhaus ZEN (SBL, CSS, XBL, PBL: 127.0.0.2-11; 127.255.255.x means "query refused", never a
 # listing) refuses alone; DNSWL's allowlist (127.0.x.0-3 by trust) outweighs some of it.
 # Spamhaus's free Data Query Service answers any resolver, for a key (SPAMHAUS_DQS_KEY).
 SPAMHAUS_DQS_ZONES = {"zen.spamhaus.org": "zen.dq.spamhaus.net",
                       "dbl.spamhaus.org": "dbl.dq.spamhaus.net"}
 DEFAULT_DNSBL = "zen.spamhaus.org=127.0.0.[2..11]*3, list.dnswl.org=127.0.[0..255].[0..3]*-2"
+
+
+# Directory host -> the issuer domain the CA documents for CAA.
+KNOWN_ISSUERS = {
+    "acme-v02.api.letsencrypt.org": "letsencrypt.org",
+    "acme-staging-v02.api.letsencrypt.org": "letsencrypt.org",
+    "acme.zerossl.com": "sectigo.com",  # ZeroSSL issues from Sectigo's CA
+    "api.buypass.com": "buypass.com",
+    "api.test4.buypass.no": "buypass.com",
+    "dv.acme-v02.api.pki.goog": "pki.goog",
+    "dv.acme-v02.test-api.pki.goog": "pki.goog",
+    "acme.ssl.com": "ssl.com",
+}
+
+
+def issuer_for_directory(directory_url: str) -> str | None:
+    """The CAA issuer domain of a known CA's directory; None for a CA we don't know."""
+    return KNOWN_ISSUERS.get((urlsplit(directory_url).hostname or "").lower())
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -127,6 +153,14 @@ def _postmaster_of_primary(values: Mapping[str, Any]) -> tuple[str, ...]:
     return (f"mailto:postmaster@{values['domains'][0]}",)
 
 
+# CAA_ISSUER's value when ACME_DIRECTORY is a CA not in KNOWN_ISSUERS (no dot: never a domain).
+CAA_UNKNOWN = "unknown"
+
+
+def _caa_issuer_of_directory(values: Mapping[str, Any]) -> str:
+    return issuer_for_directory(values["acme_directory"]) or CAA_UNKNOWN
+
+
 def _none_listed(_values: Mapping[str, Any]) -> tuple[Any, ...]:
     return ()
 
@@ -152,6 +186,15 @@ TABLE: tuple[Setting, ...] = (
         "PUBLIC_IPV6", "public_ipv6", parse_public_ipv6, None, "unset",
         "The server's public IPv6 address: the AAAA record, its PTR and their checks.",
         "2001:db8::25",
+    ),
+    Setting(
+        "PUBLIC_ADDRESS_DISCOVERY", "address_discovery", parse_address_discovery,
+        DEFAULT_ADDRESS_DISCOVERY, f"`{DEFAULT_ADDRESS_DISCOVERY}`",
+        "How the addresses the internet sees are found when PUBLIC_IPV4 or PUBLIC_IPV6 is "
+        "unset (and checked against them when set): NAME@SERVER[:PORT], a name whose "
+        "authoritative SERVER answers with the asker's address (TXT, A or AAAA), asked "
+        "directly over IPv4 and IPv6; or off.",
+        "off",
     ),
     Setting(
         "DATA_DIR", "data_dir", parse_data_dir, "/data", "`/data`",
@@ -227,8 +270,19 @@ TABLE: tuple[Setting, ...] = (
     ),
     Setting(
         "ACME_RETRY_INTERVAL", "acme_retry_interval", parse_duration, "5m", "`5m`",
-        "First wait after a failed certificate attempt (1s to 1h); it doubles up to an hour.",
+        "First wait after a certificate attempt the CA refused or failed (1s to 1h); it "
+        "doubles up to an hour. Names whose DNS records are not ready yet are not attempts: "
+        "they are looked at every DNS_CHECK_INTERVAL.",
         "2m",
+    ),
+    Setting(
+        "CAA_ISSUER", "caa_issuer", parse_caa_issuer, None,
+        "the CA of `ACME_DIRECTORY` when known (Let's Encrypt, ZeroSSL, Buypass, Google, "
+        "SSL.com)",
+        "The CA's domain for the optional CAA record (RFC 8659) that lets only it, and only "
+        "for our ACME account (RFC 8657), issue for MAIL_HOSTNAME; for another CA, the domain "
+        "it documents. `off`: no CAA record.",
+        "letsencrypt.org", derive=_caa_issuer_of_directory,
     ),
     Setting(
         "DNS_CHECK", "dns_check", choice(DnsCheckMode), "warn", "`warn`",
@@ -238,8 +292,9 @@ TABLE: tuple[Setting, ...] = (
     ),
     Setting(
         "DNS_CHECK_INTERVAL", "dns_check_interval", parse_duration, "1m", "`1m`",
-        "First wait between background DNS checks while records are missing (1s to 1h); it "
-        "doubles up to an hour, and the check runs daily once everything is in place.",
+        "How often, while records are missing, the background DNS check and the certificate's "
+        "pre-checks look again (1s to 1h; longer with many domains); daily once everything "
+        "is in place.",
         "30s",
     ),
     Setting(
@@ -314,6 +369,13 @@ TABLE: tuple[Setting, ...] = (
         "added to every domain's SPF record.",
         "_spf.relay.example.net",
     ),
+    Setting(
+        "OUTBOUND_CHECK", "outbound_check", parse_outbound_check, "gmail.com", "`gmail.com`",
+        "Where the worker checks, at start and daily, that this host can open port 25 to the "
+        "outside (many providers block it): a domain whose MX hosts are tried, host:port, or "
+        "off. With RELAY_HOST the relay is tried instead.",
+        "mx.example.net:25",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in TABLE}
@@ -334,6 +396,7 @@ class Settings:
     hostname: str
     public_ipv4: ipaddress.IPv4Address | None
     public_ipv6: ipaddress.IPv6Address | None
+    address_discovery: EchoServer | Literal["off"]
     data_dir: Path
     dmarc_policy: DmarcPolicy
     dmarc_rua: tuple[str, ...]
@@ -349,6 +412,7 @@ class Settings:
     acme_eab_kid: str | None
     acme_eab_hmac_key: str | None = dataclasses.field(repr=False)  # secret
     acme_retry_interval: int
+    caa_issuer: str  # a domain; "off": no record; CAA_UNKNOWN: derived for a CA we don't know
     dns_check: DnsCheckMode
     dns_check_interval: int
     dns_resolvers: tuple[tuple[str, int], ...]
@@ -362,6 +426,7 @@ class Settings:
     relay_password: str | None = dataclasses.field(repr=False)  # secret
     relay_password_file: Path | None
     relay_spf_include: str | None
+    outbound_check: OutboundTarget | Literal["off"]
     warnings: tuple[str, ...]
 
     def blocklist_zone(self, zone: str) -> str:

@@ -19,7 +19,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-from mailboot import dkim, publicsuffix, smtp_policy
+import dns.resolver
+
+from mailboot import (
+    dane,
+    dkim,
+    netcheck,
+    publicaddress,
+    publicsuffix,
+    selftest,
+    smtp_policy,
+)
 from mailboot.daemons import registry
 from mailboot.daemons.postfix import POLICY_SOCKET
 from mailboot.dnslookup import DnsLookup
@@ -28,9 +38,9 @@ from mailboot.dnswatch import DnsWatcher
 from mailboot.inbound import Blocklist, InboundPolicy, default_gateway
 from mailboot.paths import Paths
 from mailboot.settings import DnsCheckMode, Settings, load_settings
-from mailboot.tls import certificates, http_server, mtasts, policy_server
+from mailboot.tls import caa, certificates, http_server, mtasts, policy_server, rollover
 from mailboot.tls.acme_issuer import AcmeConfig, AcmeIssuer, ChallengeStore
-from mailboot.tls.keeper import keeper_for
+from mailboot.tls.keeper import AcmeKeeper, Keeper, keeper_for
 from mailboot.tls.precheck import fetch_http, make_resolver
 from mailboot.users import user_ids
 
@@ -49,14 +59,45 @@ class Task(Protocol):
     def step(self, now: datetime) -> datetime: ...
 
 
-def run(tasks: Sequence[Task], stop: threading.Event, clock: Clock = _now) -> None:
-    """Run each task when it is due; sleep until the next one is (or a stop is asked)."""
+class Wake:
+    """Sleeps until a time, a stop, or a nudge (a task learnt something another task needs)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.nudged = threading.Event()
+        self._either = threading.Condition()
+
+    def request_stop(self) -> None:
+        with self._either:
+            self.stop.set()
+            self._either.notify_all()
+
+    def nudge(self) -> None:
+        with self._either:
+            self.nudged.set()
+            self._either.notify_all()
+
+    def sleep(self, seconds: float) -> None:
+        with self._either:
+            if not (self.stop.is_set() or self.nudged.is_set()):
+                self._either.wait(seconds)
+
+
+def run(tasks: Sequence[Task], wake: Wake, clock: Clock = _now) -> None:
+    """Run each task when it is due; sleep until the next one is (or a stop is asked).
+
+    A nudge steps every task at once: each task's `step` returns its own next time unchanged
+    when called early, so only those with something new to do act on it.
+    """
     due = {index: clock() for index in range(len(tasks))}
-    while not stop.is_set():
+    while not wake.stop.is_set():
+        if wake.nudged.is_set():
+            wake.nudged.clear()
+            due = {index: min(when, clock()) for index, when in due.items()}
         for index, task in enumerate(tasks):
             if due[index] <= clock():
                 due[index] = run_step(task, clock())
-        stop.wait(max(0.0, (min(due.values()) - clock()).total_seconds()))
+        wake.sleep(max(0.0, (min(due.values()) - clock()).total_seconds()))
 
 
 def run_step(task: Task, now: datetime) -> datetime:
@@ -73,16 +114,25 @@ def run_step(task: Task, now: datetime) -> datetime:
         return retry
 
 
-def dns_watcher(settings: Settings, paths: Paths) -> DnsWatcher:
+def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None]) -> DnsWatcher:
     keys = dkim.ensure_keys(paths, settings.domains, _now())
+
+    tlsa = dane.TlsaSource(settings, paths, DnsLookup(settings.dns_resolvers))
 
     def records() -> list[Record]:
         real = certificates.names_with_real_certificates(paths, _now())
-        return all_records(build_record_groups(settings, keys, real))
+        return all_records(build_record_groups(settings, keys, real, tlsa(),
+                                               caa.value_for(settings, paths)))
 
-    return DnsWatcher(records, DnsLookup(settings.dns_resolvers),
-                      [str(a) for a in settings.public_addresses], settings.domains,
-                      timedelta(seconds=settings.dns_check_interval))
+    lookup = DnsLookup(settings.dns_resolvers)
+
+    def on_ready() -> None:
+        # What receivers will make of our mail, against the records now published.
+        selftest.log_summary(settings, paths, lookup, _now())
+
+    return DnsWatcher(records, lookup, [str(a) for a in settings.public_addresses],
+                      settings.domains, timedelta(seconds=settings.dns_check_interval),
+                      on_change=on_change, on_ready=on_ready)
 
 
 # The container's own resolver (Unbound): recursive, validating, and what blocklists accept.
@@ -109,10 +159,37 @@ def start_policy_service(settings: Settings, paths: Paths) -> smtp_policy.Policy
     return smtp_policy.start(socket_path, inbound_policy(settings).decide, user_ids("postfix"))
 
 
+def on_dns_change(keeper: Keeper, wake: Wake) -> Callable[[], None]:
+    """An address, MX or CNAME record changed: names waiting for DNS are looked at now."""
+
+    def changed() -> None:
+        if isinstance(keeper, AcmeKeeper):
+            keeper.nudge()
+            wake.nudge()
+
+    return changed
+
+
+def network_checks(configured: Settings, settings: Settings, paths: Paths) -> list[Task]:
+    """Can mail leave by port 25 (or reach the relay)? Is the address the one the internet
+    sees? Each at start, then daily."""
+    tasks: list[Task] = []
+    if settings.outbound_check != "off":
+        tasks.append(netcheck.outbound_task(settings.outbound_check, settings.relay_host,
+                                            DnsLookup([LOCAL_RESOLVER]),
+                                            paths.outbound_check_state))
+    if settings.address_discovery != "off":
+        # Through the container's resolver (Unbound) to find the echo server; then asked directly.
+        find = publicaddress.make_discover(settings.address_discovery, dns.resolver.Resolver())
+        tasks.append(publicaddress.AddressCheck(configured, settings, find))
+    return tasks
+
+
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mailboot: %(message)s")
-    settings = load_settings(os.environ)  # the boot has validated them already
-    paths = Paths(settings.data_dir)
+    configured = load_settings(os.environ)  # the boot has validated them already
+    paths = Paths(configured.data_dir)
+    settings = publicaddress.effective_settings(configured, paths)  # with what the boot found
     store = ChallengeStore()
     names = certificates.tls_names(settings)
     server = http_server.start(80, store, names)
@@ -121,19 +198,20 @@ def main() -> int:
     config = AcmeConfig(settings.acme_directory, settings.acme_email, settings.acme_ca_bundle,
                         settings.acme_eab_kid, settings.acme_eab_hmac_key)
     keeper = keeper_for(settings, paths, lambda: AcmeIssuer(config, paths, store),
-                        make_resolver(settings.dns_resolvers), fetch_http, store,
+                        make_resolver(DnsLookup(settings.dns_resolvers)), fetch_http, store,
                         lambda: registry.reload_all(paths))
-    tasks: list[Task] = [keeper]
+    wake = Wake()
+    tasks: list[Task] = [rollover.for_keeper(settings, paths, keeper)]
     if settings.dns_check is not DnsCheckMode.OFF:
-        tasks.append(dns_watcher(settings, paths))
-    stop = threading.Event()
+        tasks.append(dns_watcher(settings, paths, on_dns_change(keeper, wake)))
+    tasks += network_checks(configured, settings, paths)
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+        wake.request_stop()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    run(tasks, stop)
+    run(tasks, wake)
     server.shutdown()
     policies.shutdown()
     if inbound is not None:

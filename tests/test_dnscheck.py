@@ -18,6 +18,7 @@ from mailboot.dnscheck import (
 )
 from mailboot.dnsrecords import Kind, Record, all_records, build_record_groups
 from mailboot.settings import Settings
+from mailboot.tls.tlskeys import TlsaKeys
 
 HOST_IP = "203.0.113.25"
 
@@ -271,7 +272,9 @@ def test_nothing_published_every_record_says_what_its_absence_costs(
     settings = make_settings(MAIL_DOMAINS="example.com", MAIL_HOSTNAME="mx.hosting.example.net",
                              PUBLIC_IPV4=HOST_IP, PUBLIC_IPV6="2001:db8::25",
                              DMARC_RUA="reports@dmarc.example.net")
-    many = all_records(build_record_groups(settings, make_keys(settings)))
+    tlsa = TlsaKeys("3 1 1 " + "ab" * 32, "3 1 1 " + "cd" * 32)  # as for a signed zone
+    many = all_records(build_record_groups(settings, make_keys(settings), None, tlsa,
+                                           '0 issue "letsencrypt.org"'))
     findings = check_records(many, lookup_from({}), [HOST_IP])
     assert {f.record.kind for f in findings} == set(Kind)
     assert {f.status for f in findings} == {Status.MISSING}

@@ -12,12 +12,19 @@ from mailboot.dnsrecords import (
     Where,
     all_records,
     build_record_groups,
+    caa_records,
+    tlsa_records,
 )
 from mailboot.settings import Settings
 from mailboot.tls import mtasts
+from mailboot.tls.tlskeys import TlsaKeys
 
 MakeSettings = Callable[..., Settings]
 MakeKeys = Callable[[Settings], tuple[DomainKeys, ...]]
+
+
+# Signed zones only (dane.TlsaSource decides): the current and the next key's values.
+TLSA = TlsaKeys("3 1 1 " + "ab" * 32, "3 1 1 " + "cd" * 32)
 
 
 def groups_for(
@@ -235,7 +242,8 @@ def test_every_record_has_a_kind_its_type_and_tag_follow_from(
     groups = groups_for(make_settings, make_keys, MAIL_DOMAINS="example.com,example.org",
                         MAIL_HOSTNAME="mx.hosting.example.net", PUBLIC_IPV4="203.0.113.25",
                         PUBLIC_IPV6="2001:db8::25", DMARC_RUA="reports@dmarc.example.net")
-    records = all_records(groups)
+    records = (all_records(groups) + tlsa_records("mx.hosting.example.net", "example.net", TLSA)
+               + caa_records("mx.hosting.example.net", "example.net", '0 issue "ca.example"'))
     assert {r.kind for r in records} == set(Kind)  # every kind is made by some builder
     for record in records:
         assert record.rtype == record.kind.rtype

@@ -38,21 +38,27 @@ def test_watcher_logs_changes_and_the_ready_line_once(
     assert watcher.step(NOW) == NOW + timedelta(minutes=1)
     assert "dns: example.com MX is missing: Add @ MX 10 mail.example.com." in caplog.text
     assert "READY" not in caplog.text
-    assert watcher.step(NOW) == NOW + timedelta(minutes=2)  # backing off
+    assert watcher.step(NOW) == NOW + timedelta(minutes=1)  # too early: nothing is asked
+    later = NOW + timedelta(minutes=1)
+    assert watcher.step(later) == later + timedelta(minutes=1)  # polling, never backing off
     caplog.clear()
-    watcher.step(NOW)
+    later += timedelta(minutes=1)
+    watcher.step(later)
     assert caplog.text == ""  # nothing changed, nothing said
     for record in records:
         if record.value is not None:
             dns[(record.name, record.rtype)] = Answer((record.value,))
-    assert watcher.step(NOW) == NOW + timedelta(days=1)
+    later += timedelta(minutes=1)
+    assert watcher.step(later) == later + timedelta(days=1)
     assert "dns: example.com MX is now in place" in caplog.text
     assert caplog.text.count("dns: READY - every required DNS record is in place") == 1
     caplog.clear()
-    watcher.step(NOW)
+    later += timedelta(days=1)
+    watcher.step(later)
     assert "READY" not in caplog.text
     del dns[("_dmarc.example.com", "TXT")]
-    watcher.step(NOW)
+    later += timedelta(days=1)
+    watcher.step(later)
     assert "_dmarc.example.com TXT is missing" in caplog.text
     assert "no longer in place" in caplog.text
 
@@ -75,11 +81,39 @@ def test_dns_unreachable_is_said_once_and_what_was_known_is_kept(
     assert "dns: READY" in caplog.text
     caplog.clear()
     reason.append("no DNS server answered (10.0.0.2: timed out): can this container reach ...")
-    assert watcher.step(NOW) == NOW + timedelta(minutes=1)
-    assert watcher.step(NOW) == NOW + timedelta(minutes=2)  # backing off
+    later = NOW + timedelta(days=1)
+    assert watcher.step(later) == later + timedelta(minutes=1)
+    later += timedelta(minutes=1)
+    assert watcher.step(later) == later + timedelta(minutes=1)
     assert caplog.messages == [f"dns: can't check the DNS records: {reason[0]}"]
     caplog.clear()
     reason.clear()
-    assert watcher.step(NOW) == NOW + timedelta(days=1)
+    later += timedelta(minutes=1)
+    assert watcher.step(later) == later + timedelta(days=1)
     # The records were in place before and still are: nothing but the recovery to say.
     assert caplog.messages == ["dns: DNS lookups get answers again"]
+
+
+def test_an_address_or_mx_change_is_passed_on_and_the_poll_stretches_with_many_records(
+    records: list[Record],
+) -> None:
+    dns: dict[tuple[str, str], Answer] = {}
+    changes: list[str] = []
+
+    def lookup(name: str, rtype: str) -> Answer:
+        return dns.get((name, rtype), Answer(nxdomain=True))
+
+    watcher = DnsWatcher(lambda: records, lookup, ["203.0.113.25"], ["example.com"],
+                         timedelta(minutes=1), on_change=lambda: changes.append("changed"))
+    watcher.step(NOW)
+    assert changes == []  # the first look is not a change
+    dkim = next(r for r in records if r.kind.value == "dkim")
+    dns[(dkim.name, "TXT")] = Answer((dkim.value or "",))
+    watcher.step(NOW + timedelta(minutes=1))
+    assert changes == []  # a DKIM record is no news to the certificate keeper
+    dns[("mail.example.com", "A")] = Answer(("203.0.113.25",))
+    watcher.step(NOW + timedelta(minutes=2))
+    assert changes == ["changed"]
+    many = DnsWatcher(lambda: records * 100, lookup, [], ["example.com"], timedelta(minutes=1))
+    moment = NOW + timedelta(minutes=3)
+    assert many.step(moment) - moment == timedelta(seconds=len(records) * 100 / 10)

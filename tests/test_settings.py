@@ -141,6 +141,17 @@ BAD_INPUTS = [
     ("RELAY_SPF_INCLUDE", "ip4:192.0.2.1", "not a valid domain name"),
     ("RELAY_SPF_INCLUDE", "relay", "at least two labels"),
     ("RELAY_SPF_INCLUDE", "%{i}._spf.example.net", "not a valid domain name"),
+    ("CAA_ISSUER", "letsencrypt", "not a fully-qualified domain name"),
+    ("CAA_ISSUER", "lets encrypt.org", "documents for CAA"),
+    ("OUTBOUND_CHECK", "smtp://mx.example.net", "looks like a URL"),
+    ("OUTBOUND_CHECK", "mx.example.net:smtp", "port that is not a number"),
+    ("OUTBOUND_CHECK", "localhost", "not host[:port]"),
+    ("OUTBOUND_CHECK", "[2001:db8::1", "without closing it"),
+    ("PUBLIC_ADDRESS_DISCOVERY", "ns1.google.com", "is not NAME@SERVER[:PORT]"),
+    ("PUBLIC_ADDRESS_DISCOVERY", "o-o.myaddr.l.google.com@", "is not NAME@SERVER[:PORT]"),
+    ("PUBLIC_ADDRESS_DISCOVERY", "myaddr@ns1.google.com", "the name"),
+    ("PUBLIC_ADDRESS_DISCOVERY", "whoami.example@192.0.2.53:99999", "outside 1-65535"),
+    ("PUBLIC_ADDRESS_DISCOVERY", "whoami.example@ns_1.example", "not host[:port]"),
 ]
 
 

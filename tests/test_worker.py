@@ -93,22 +93,62 @@ def test_first_start_with_dns_ready_issues_for_every_name(
     assert wake == NOW + timedelta(hours=12)  # re-evaluated twice a day; renewal is far off
 
 
-def test_names_not_resolving_yet_means_no_order_and_a_growing_wait(
+def test_names_not_resolving_yet_are_polled_every_minute_however_long_it_takes(
     make_keeper: Callable[..., Keeper], world: World, ca: FakeCa,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     keeper = make_keeper()
     caplog.set_level(logging.INFO)
     first = keeper.step(NOW)
-    assert first == NOW + timedelta(minutes=5)
+    assert first == NOW + timedelta(minutes=1)  # DNS_CHECK_INTERVAL, not ACME_RETRY_INTERVAL
     assert ca.orders == []
     assert "serving a temporary certificate: mail.example.com does not resolve yet" in caplog.text
-    assert keeper.step(NOW + timedelta(minutes=1)) == first  # too early: nothing happens
-    second = keeper.step(first)
-    assert second == first + timedelta(minutes=10)
+    assert "looking again every 1 min, and as soon as the DNS records change" in caplog.text
+    assert keeper.step(NOW + timedelta(seconds=30)) == first  # too early: nothing happens
+    caplog.clear()
+    moment = first
+    for _ in range(180):  # three hours of polls: the wait never grows
+        wake = keeper.step(moment)
+        assert wake == moment + timedelta(minutes=1)
+        moment = wake
+    assert ca.orders == []
+    # Said again hourly while it lasts, not at every poll.
+    assert caplog.text.count("mail.example.com does not resolve yet") == 3
+    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    keeper.step(moment)
+    assert ca.orders == [["mail.example.com", "mta-sts.example.com"]]
+
+
+def test_a_dns_change_brings_the_next_look_forward(
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
+) -> None:
+    keeper = make_keeper()
     assert isinstance(keeper, AcmeKeeper)
-    waits = [keeper.step(keeper.slots[0].next_try or NOW) for _ in range(6)]
-    assert waits[-1] - waits[-2] == timedelta(hours=1)  # the wait stops growing at an hour
+    keeper.step(NOW)
+    world.dns = {"mail.example.com": {HOST}}
+    assert keeper.step(NOW + timedelta(seconds=5)) == NOW + timedelta(minutes=1)
+    assert ca.orders == []
+    keeper.nudge()
+    keeper.step(NOW + timedelta(seconds=5))
+    assert ca.orders == [["mail.example.com"]]
+
+
+def test_failures_that_reached_the_ca_back_off_and_polls_keep_that_backoff(
+    make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
+) -> None:
+    world.dns = {"mail.example.com": {HOST}}
+    ca.fail = IssueError("waiting for validation: the CA could not connect")
+    keeper = make_keeper()
+    assert isinstance(keeper, AcmeKeeper)
+    assert keeper.step(NOW) == NOW + timedelta(minutes=5)  # ACME_RETRY_INTERVAL
+    keeper.nudge()  # a DNS change does not cut a CA backoff short
+    assert keeper.step(NOW + timedelta(minutes=1)) == NOW + timedelta(minutes=5)
+    second = NOW + timedelta(minutes=5)
+    assert keeper.step(second) == second + timedelta(minutes=10)  # doubling
+    ca.fail = None
+    world.dns = {}  # the record went away: polled again, but not before the backoff ends
+    assert keeper.step(second + timedelta(minutes=10)) == second + timedelta(minutes=11)
+    assert len(ca.orders) == 2  # the two failed attempts; none while the record is missing
 
 
 def test_name_pointing_elsewhere_is_not_ordered(
@@ -141,7 +181,7 @@ def test_missing_mta_sts_name_is_added_when_it_resolves(
     keeper = make_keeper()
     retry = keeper.step(NOW)
     assert ca.orders == [["mail.example.com"]]
-    assert retry == NOW + timedelta(minutes=5)
+    assert retry == NOW + timedelta(minutes=1)
     world.dns["mta-sts.example.com"] = {HOST}
     keeper.step(retry)
     assert ca.orders[-1] == ["mail.example.com", "mta-sts.example.com"]
@@ -312,25 +352,60 @@ class Counting:
         return now + timedelta(minutes=1)
 
 
+class FakeWake(worker.Wake):
+    """Sleeping moves the fake clock instead."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def sleep(self, seconds: float) -> None:
+        if not self.nudged.is_set():
+            self.clock.now += timedelta(seconds=seconds)
+
+
 def test_a_failing_task_is_logged_and_retried_while_the_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    stop = threading.Event()
-    exploding, counting = Exploding(), Counting(stop, until=20)
     clock = FakeClock()
-    stop_wait = stop.wait
-
-    def advance(timeout: float | None = None) -> bool:
-        clock.now += timedelta(seconds=timeout or 0)
-        return stop_wait(0)
-
-    stop.wait = advance  # type: ignore[method-assign]
+    wake = FakeWake(clock)
+    exploding, counting = Exploding(), Counting(wake.stop, until=20)
     with caplog.at_level(logging.ERROR):
-        worker.run([exploding, counting], stop, clock)
+        worker.run([exploding, counting], wake, clock)
     assert counting.calls == 20  # the loop went on for 19 minutes of fake time
     assert exploding.calls == 4  # at 0, 5, 10 and 15 minutes
     assert "Exploding failed: RuntimeError: a bug in one task; trying again at" in caplog.text
     assert "Mail is not affected" in caplog.text
+
+
+class Hourly:
+    def __init__(self) -> None:
+        self.steps: list[datetime] = []
+
+    def step(self, now: datetime) -> datetime:
+        self.steps.append(now)
+        return now + timedelta(hours=1)
+
+
+class NudgingOnce:
+    def __init__(self, wake: worker.Wake) -> None:
+        self.wake, self.calls = wake, 0
+
+    def step(self, now: datetime) -> datetime:
+        self.calls += 1
+        if self.calls == 3:
+            self.wake.nudge()
+        if self.calls == 5:
+            self.wake.request_stop()
+        return now + timedelta(minutes=1)
+
+
+def test_a_nudge_steps_every_task_at_once() -> None:
+    clock = FakeClock()
+    wake = FakeWake(clock)
+    hourly = Hourly()
+    worker.run([hourly, NudgingOnce(wake)], wake, clock)
+    assert hourly.steps == [NOW, NOW + timedelta(minutes=2)]
 
 
 class FakeClock:

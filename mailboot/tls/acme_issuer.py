@@ -3,7 +3,8 @@
 The story of one issuance, top to bottom (`AcmeIssuer.issue`):
 account (reused from DATA_DIR/acme, created once) -> order for the names -> for each name, the
 HTTP-01 token is put where our port-80 listener serves it -> the CA is told to validate ->
-finalize with a CSR of a fresh key -> the full chain. Errors become `IssueError`, whose message
+finalize with a CSR of the kept key (DATA_DIR/tls/keys/current.pem, so that a DANE TLSA record
+stays true across renewals) -> the full chain. Errors become `IssueError`, whose message
 says what failed and whether the CA asked us to wait.
 
 Works with Debian trixie's acme 4.0 and PyPI's 5.x: ARI (`renewal_time`) exists only in 5.x and
@@ -12,7 +13,6 @@ is used when present; with 4.0, `ari.ask_ca` asks the CA through the library's n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import requests
 from acme import challenges, client, crypto_util, errors, messages
@@ -34,7 +33,7 @@ from josepy.jwk import JWKEC
 from mailboot.errors import IssueError
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
-from mailboot.tls import ari
+from mailboot.tls import ari, tlskeys
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +77,14 @@ class Issued:
     chain_pem: bytes
 
 
-def account_dir(paths: Paths, directory_url: str) -> Path:
-    """One account per CA directory: switching CAs never reuses another CA's account."""
-    parts = urlsplit(directory_url)
-    digest = hashlib.sha256(directory_url.encode()).hexdigest()[:8]
-    return paths.data_dir / "acme" / f"{parts.hostname}-{digest}"
-
-
 class AcmeIssuer:
     """Talks to one ACME CA; real state (a connection and an account), hence a class."""
 
     def __init__(self, config: AcmeConfig, paths: Paths, store: ChallengeStore) -> None:
         self.config = config
+        self.paths = paths
         self.store = store
-        self.account_dir = account_dir(paths, config.directory_url)
+        self.account_dir = paths.acme_account_dir(config.directory_url)
         self.account_key = _load_or_create_account_key(self.account_dir / "account.key")
         self._client: client.ClientV2 | None = None
 
@@ -140,12 +133,10 @@ class AcmeIssuer:
         return account
 
     def issue(self, names: Sequence[str]) -> Issued:
-        """Order, validate and download a certificate for `names` (MAIL_HOSTNAME first)."""
+        """Order, validate and download a certificate for `names` (MAIL_HOSTNAME first), with
+        the kept key: renewals keep it, only a rollover (`tls.rollover`) changes it."""
         acme_client = self._connect()
-        key = ec.generate_private_key(ec.SECP256R1())
-        key_pem = key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        key_pem = tlskeys.current_key(self.paths)
         csr = crypto_util.make_csr(key_pem, list(names))
         with _explained("placing the order"):
             order = acme_client.new_order(csr)

@@ -69,11 +69,14 @@ class Certificate:
         return self.directory / CHAIN_FILE
 
 
-def ensure_certificate(paths: Paths, names: Sequence[str], now: datetime) -> Certificate:
+def ensure_certificate(paths: Paths, names: Sequence[str], now: datetime,
+                       key_pem: bytes | None = None) -> Certificate:
     """Return the live certificate, making a self-signed one when none is usable for `names`.
 
     A live certificate is kept while it is valid beyond RENEW_BEFORE and names MAIL_HOSTNAME
-    (`names[0]`). Raises StateError when the TLS directory can't be written.
+    (`names[0]`). A new one is made with `key_pem` when given (the kept key, so that a TLSA
+    record stays true for the temporary certificate too), else a fresh key. Raises StateError
+    when the TLS directory can't be written.
     """
     remove_stale_temp_files(paths.tls_dir)
     current = read_live(paths)
@@ -81,7 +84,7 @@ def ensure_certificate(paths: Paths, names: Sequence[str], now: datetime) -> Cer
         return current
     reason = "none yet" if current is None else "the current one is expiring or names other hosts"
     try:
-        directory = write_self_signed(paths.tls_dir, names, now)
+        directory = write_self_signed(paths.tls_dir, names, now, key_pem)
         switch_live(paths, directory)
     except OSError as error:
         raise StateError(
@@ -139,9 +142,12 @@ def _dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
     return tuple(extension.value.get_values_for_type(x509.DNSName))
 
 
-def write_self_signed(tls_dir: Path, names: Sequence[str], now: datetime) -> Path:
-    """Write a new self-signed certificate directory and return its final path."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def write_self_signed(tls_dir: Path, names: Sequence[str], now: datetime,
+                      key_pem: bytes | None = None) -> Path:
+    """Write a new self-signed certificate directory (with `key_pem`, or a fresh EC key) and
+    return its final path."""
+    key = (ec.generate_private_key(ec.SECP256R1()) if key_pem is None
+           else _private_key(key_pem))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     certificate = (
         x509.CertificateBuilder()
@@ -160,6 +166,13 @@ def write_self_signed(tls_dir: Path, names: Sequence[str], now: datetime) -> Pat
     name = f"{SELF_SIGNED_PREFIX}{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
     return install_directory(tls_dir, name, key_pem,
                              certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def _private_key(key_pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise StateError("the kept certificate key is not an EC key")
+    return key
 
 
 def install_directory(tls_dir: Path, name: str, key_pem: bytes, chain_pem: bytes) -> Path:
@@ -181,8 +194,9 @@ def install_directory(tls_dir: Path, name: str, key_pem: bytes, chain_pem: bytes
 
 
 def switch_live(paths: Paths, directory: Path, slot: int = 0) -> None:
-    """Point a slot's link at `directory` with one atomic rename; then remove directories no
-    link points at, except the one this slot served before."""
+    """Point a slot's link at `directory` with one atomic rename; then remove certificate
+    directories no link points at, except the one this slot served before (other directories,
+    such as the kept keys, are not certificates)."""
     target = paths.tls_slot(slot)
     previous = target.resolve().name if target.is_symlink() else None
     link = temp_path_for(target)
@@ -191,7 +205,8 @@ def switch_live(paths: Paths, directory: Path, slot: int = 0) -> None:
     fsync_directory(paths.tls_dir)
     in_use = {p.resolve().name for p in paths.tls_dir.iterdir() if p.is_symlink()}
     for old in paths.tls_dir.iterdir():
-        if old.is_dir() and not old.is_symlink() and old.name not in in_use | {previous}:
+        if old.is_dir() and not old.is_symlink() and old.name not in in_use | {previous} \
+                and old.name.startswith(tuple(s + "-" for s in SOURCES)):
             shutil.rmtree(old, ignore_errors=True)
 
 

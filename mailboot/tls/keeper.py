@@ -1,7 +1,10 @@
 """Keeping the served certificate current: one small keeper per TLS_MODE, chosen once at start.
 
 - `AcmeKeeper`: asks the CA for names that are ready (pre-checked locally first), renews at the
-  CA's suggestion (ARI) or when a third of the lifetime remains, and backs off on failures;
+  CA's suggestion (ARI) or when a third of the lifetime remains. Names that are not ready yet are
+  looked at again every poll interval (and at once when the DNS doctor sees their records change),
+  however long they have been missing: the pre-checks cost the CA nothing. Only failures that
+  reached the CA back off, doubling up to an hour (its rate limits count those);
 - `ManualKeeper`: serves the mounted files and follows their changes;
 - `SelfSignedKeeper`: replaces the self-signed certificate before it expires.
 
@@ -22,7 +25,7 @@ from typing import Protocol
 from mailboot.errors import IssueError, MailbootError
 from mailboot.paths import Paths
 from mailboot.settings import Settings, TlsMode
-from mailboot.tls import ari, certificates, mtasts, renewal
+from mailboot.tls import ari, certificates, mtasts, renewal, tlskeys
 from mailboot.tls.acme_issuer import ChallengeStore, Issued
 from mailboot.tls.certificates import Certificate
 from mailboot.tls.precheck import Fetch, Resolve, check_names
@@ -31,6 +34,7 @@ log = logging.getLogger("mailboot.tls")
 
 IDLE_WAKEUP = timedelta(hours=12)  # re-evaluate at least this often
 MANUAL_POLL = timedelta(seconds=5)
+WAITING_REMINDER = timedelta(hours=1)  # a name still not ready is mentioned again this often
 # Let's Encrypt puts at most 100 names in one certificate.
 MAX_NAMES_PER_CERTIFICATE = 100
 Reload = Callable[[], None]
@@ -64,6 +68,11 @@ def keeper_for(settings: Settings, paths: Paths, issuer: Callable[[], Issuer], r
 
 def when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _span(interval: timedelta) -> str:
+    seconds = int(interval.total_seconds())
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
 
 
 class ManualKeeper:
@@ -116,9 +125,12 @@ class Slot:
 
     number: int
     names: list[str] = field(default_factory=list)
-    delay: timedelta | None = None
+    delay: timedelta | None = None  # the CA backoff: grows only with failures that reached the CA
     next_try: datetime | None = None
+    polling: bool = False  # next_try is a pre-check poll (a nudge may bring it forward)
     told: str | None = None  # the last renewal plan logged, so each plan is logged once
+    waiting_for: str | None = None  # the last "not ready" reason logged
+    waiting_told: datetime | None = None
 
 
 def certificate_groups(names: Sequence[str],
@@ -139,6 +151,14 @@ class AcmeKeeper:
                       enumerate(certificate_groups(certificates.tls_names(settings)))}
         self.announced: set[str] = set()
         self.first_retry = timedelta(seconds=settings.acme_retry_interval)
+        self.poll = timedelta(seconds=settings.dns_check_interval)
+
+    def nudge(self) -> None:
+        """The DNS changed (the doctor saw an A, AAAA, MX or CNAME record change): names waiting
+        for their records are looked at on the next step. A CA backoff is kept."""
+        for slot in self.slots.values():
+            if slot.polling:
+                slot.next_try = None
 
     def step(self, now: datetime) -> datetime:
         return min(self._step_slot(now, slot) for slot in self.slots.values())
@@ -157,8 +177,9 @@ class AcmeKeeper:
     def _is_current(self, live: Certificate | None, now: datetime, slot: Slot) -> bool:
         if live is None or live.source != "acme" or live.not_after <= now:
             return False
-        if slot.number == 0:
-            return self.settings.hostname in live.names
+        if slot.number == 0:  # and made with the kept key: a rollover switched it (DANE)
+            return self.settings.hostname in live.names and tlskeys.is_current_key(
+                self.paths, live.key_path.read_bytes())
         return any(name in live.names for name in slot.names)
 
     def _attempt(self, now: datetime, slot: Slot, live: Certificate | None) -> datetime:
@@ -171,11 +192,11 @@ class AcmeKeeper:
         readiness = check_names(slot.names, ours, self.resolve, self.fetch, self.store)
         needed = self.settings.hostname if slot.number == 0 else None
         if not readiness.ready or (needed and needed not in readiness.ready):
-            return self._failed(now, "; ".join(readiness.problems), None, live, slot)
+            return self._not_ready(now, "; ".join(readiness.problems), live, slot)
         if self._is_current(live, now, slot) and live is not None and (
                 set(readiness.ready) <= set(live.names)) and now < self._renew_time(
                     live, now, slot):
-            return self._schedule(now, None, slot)  # nothing new is ready yet: look again later
+            return self._poll_again(now, slot)  # nothing new is ready yet: look again soon
         try:
             issued = self._get_issuer().issue(readiness.ready)
             installed = certificates.install(self.paths, "acme", issued.key_pem,
@@ -189,10 +210,12 @@ class AcmeKeeper:
                  "installed in %.2f s)", when(installed.not_after), ", ".join(installed.names),
                  installed.issuer, time.monotonic() - started)
         self._announce_mta_sts(installed)
-        slot.delay, slot.next_try = None, None
+        slot.delay, slot.next_try, slot.polling = None, None, False
+        slot.waiting_for = None
         if readiness.problems:
-            log.info("tls: left out for now: %s", "; ".join(readiness.problems))
-            return self._schedule(now, None, slot)
+            log.info("tls: left out for now (looked at again every %s): %s",
+                     _span(self.poll), "; ".join(readiness.problems))
+            return self._poll_again(now, slot)
         return min(self._renew_time(installed, now, slot), now + IDLE_WAKEUP)
 
     def _announce_mta_sts(self, installed: Certificate) -> None:
@@ -218,9 +241,31 @@ class AcmeKeeper:
         log.warning("tls: %s: %s; next try at %s", state, why, when(wake))
         return wake
 
+    def _not_ready(self, now: datetime, why: str, live: Certificate | None,
+                   slot: Slot) -> datetime:
+        """A name is not ready (no record yet, pointing elsewhere): nothing was asked of the CA,
+        so look again at the next poll, not after a backoff. Said when the reason changes, and
+        again every hour while it lasts."""
+        wake = self._poll_again(now, slot)
+        if why != slot.waiting_for or slot.waiting_told is None or (
+                now - slot.waiting_told >= WAITING_REMINDER):
+            slot.waiting_for, slot.waiting_told = why, now
+            state = ("keeping the current certificate" if self._is_current(live, now, slot)
+                     else "serving a temporary certificate")
+            log.warning("tls: %s: %s; looking again every %s, and as soon as the DNS records "
+                        "change", state, why, _span(self.poll))
+        return wake
+
+    def _poll_again(self, now: datetime, slot: Slot) -> datetime:
+        # Never sooner than the CA backoff of an earlier failure that reached the CA.
+        backoff_ends = slot.next_try if (slot.next_try and not slot.polling) else now
+        slot.next_try, slot.polling = max(now + self.poll, backoff_ends), True
+        return slot.next_try
+
     def _schedule(self, now: datetime, retry_at: datetime | None, slot: Slot) -> datetime:
         slot.delay = renewal.next_retry(slot.delay, self.first_retry)
         slot.next_try = renewal.retry_time(now, slot.delay, retry_at)
+        slot.polling = False
         return slot.next_try
 
     def _renew_time(self, live: Certificate, now: datetime, slot: Slot) -> datetime:

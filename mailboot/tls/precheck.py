@@ -11,13 +11,10 @@ import http.client
 import ipaddress
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import dns.exception
-import dns.nameserver
-import dns.resolver
-
+from mailboot.dnsanswer import Lookup
 from mailboot.tls.acme_issuer import ChallengeStore
 from mailboot.tls.http_server import CHALLENGE_PREFIX
 
@@ -35,23 +32,28 @@ class Readiness:
     problems: tuple[str, ...]
 
 
-def make_resolver(servers: Sequence[tuple[str, int]]) -> Resolve:
-    """A resolver for A and AAAA (CNAMEs followed): DNS_RESOLVERS if set, else the system's."""
-    resolver = dns.resolver.Resolver(configure=not servers)
-    if servers:
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in servers]
-    resolver.lifetime = 5.0
+# CNAMEs followed at most this deep (a loop or a long chain is not a name that is ready).
+MAX_CNAME_CHAIN = 8
 
-    def resolve(name: str) -> set[str]:
+
+def make_resolver(lookup: Lookup) -> Resolve:
+    """A, AAAA (CNAMEs followed) through the DNS doctor's lookup: the zones' own name servers
+    (or DNS_RESOLVERS), never a cache. A caching resolver keeps "no such record" for the zone's
+    negative TTL (RFC 2308 §5, often an hour): the name would stay "not ready" that long after
+    the user published it."""
+
+    def resolve(name: str, depth: int = 0) -> set[str]:
         found: set[str] = set()
         for rtype in ("A", "AAAA"):
-            try:
-                found |= {r.to_text() for r in resolver.resolve(name, rtype)}
-            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-                continue
-            except dns.exception.DNSException as error:
-                log.info("tls: looking up %s %s failed: %s", name, rtype, error)
-        return found
+            answer = lookup(name, rtype)
+            if answer.error is not None:
+                log.info("tls: looking up %s %s failed: %s", name, rtype, answer.error)
+            found |= set(answer.values)
+        if found or depth >= MAX_CNAME_CHAIN:
+            return found
+        # An authoritative server answers a CNAME to another zone without its addresses.
+        targets = lookup(name, "CNAME").values
+        return set().union(*(resolve(t.rstrip("."), depth + 1) for t in targets))
 
     return resolve
 

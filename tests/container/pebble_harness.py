@@ -169,7 +169,10 @@ def test_network() -> Iterator[DockerNetwork]:
     pytest.fail("no free subnet for the test network")
 
 
-def start_pebble(network: DockerNetwork, directory: Path, validity: int) -> Pebble:
+def start_pebble(network: DockerNetwork, directory: Path, validity: int,
+                 dns: str | None = None) -> Pebble:
+    """Pebble on the test network; `dns` (host:port): the server it validates names through,
+    instead of its challenge test server."""
     docker("build", "-q", "-t", PEBBLE_IMAGE, str(HERE / "pebble_image"), timeout=600)
     ip = network.allocate()
     directory.mkdir(parents=True, exist_ok=True)
@@ -178,7 +181,8 @@ def start_pebble(network: DockerNetwork, directory: Path, validity: int) -> Pebb
     pebble = Pebble(f"mailboot-pebble-{ip.rsplit('.', 1)[1]}-{random.randint(0, 9999)}",  # noqa: S311
                     network, ip, directory, validity)
     docker("run", "-d", "--name", pebble.name, "--network", network.name, "--ip", ip,
-           "-v", f"{directory}:/pebble:ro", PEBBLE_IMAGE)
+           "-v", f"{directory}:/pebble:ro", *(("-e", f"PEBBLE_DNS={dns}") if dns else ()),
+           PEBBLE_IMAGE)
     wait_for_pebble(pebble)
     return pebble
 

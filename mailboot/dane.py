@@ -1,0 +1,102 @@
+"""DANE for inbound mail (RFC 7672): the TLSA records of port 25, printed only where they work.
+
+A TLSA record means something to senders only in a DNSSEC-signed zone (RFC 7672 §2.2): they
+ignore it otherwise. So the records are printed when the zone that holds MAIL_HOSTNAME has a DS
+record at its parent (the parent vouches for the zone's key, RFC 4035 §5), and otherwise the log
+says why, once. The certificate's key is kept across renewals (`tls.tlskeys`), so the records
+change only with a rollover.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mailboot.dnsanswer import Lookup
+from mailboot.dnsrecords import hostname_zone
+from mailboot.paths import Paths
+from mailboot.settings import Settings, TlsMode
+from mailboot.tls import tlskeys
+from mailboot.tls.tlskeys import TlsaKeys
+
+log = logging.getLogger("mailboot.dns")
+
+SMTP_PORT = 25
+
+
+class Signing(StrEnum):
+    SIGNED = "signed"
+    UNSIGNED = "unsigned"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ZoneSigning:
+    state: Signing
+    why: str  # for UNSIGNED and UNKNOWN: in plain words
+
+
+def tlsa_name(hostname: str) -> str:
+    """`_25._tcp.<MAIL_HOSTNAME>` (RFC 6698 §3, RFC 7672 §3)."""
+    return f"_{SMTP_PORT}._tcp.{hostname}"
+
+
+def zone_signing(zone: str, lookup: Lookup) -> ZoneSigning:
+    """Whether `zone` is DNSSEC-signed: a DS record for it at its parent (RFC 4034 §5)."""
+    answer = lookup(zone, "DS")
+    if answer.error is not None:
+        # The lookup's error is logged by the record check; said again here it would be noise.
+        return ZoneSigning(Signing.UNKNOWN, f"whether {zone} is DNSSEC-signed is unknown: the "
+                                            "question for its DS record got no answer")
+    if answer.values:
+        return ZoneSigning(Signing.SIGNED, "")
+    return ZoneSigning(Signing.UNSIGNED, f"{zone} is not DNSSEC-signed (no DS at its parent); "
+                                         "sign the zone at your DNS provider to let senders "
+                                         "verify our certificate")
+
+
+def within(budget: float | None, zone: str, lookup: Lookup) -> ZoneSigning:
+    """`zone_signing`, giving up after `budget` seconds (the boot must not wait)."""
+    if budget is None:
+        return zone_signing(zone, lookup)
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(zone_signing, zone, lookup)
+    pool.shutdown(wait=False)
+    try:
+        return future.result(timeout=budget)
+    except FutureTimeout:
+        return ZoneSigning(Signing.UNKNOWN, f"whether {zone} is DNSSEC-signed is not known yet "
+                                            "(no answer in time; the worker asks again)")
+
+
+class TlsaSource:
+    """The TLSA values to print for MAIL_HOSTNAME, or None where they would not work; logs why
+    not once per reason. Real state (the reason last told), so a class."""
+
+    def __init__(self, settings: Settings, paths: Paths, lookup: Lookup | None,
+                 budget: float | None = None) -> None:
+        self.settings, self.paths, self.lookup, self.budget = settings, paths, lookup, budget
+        self.told: str | None = None
+
+    def __call__(self) -> TlsaKeys | None:
+        keys, why = self._decide()
+        if why is not None and why != self.told:
+            log.info("dns: no TLSA (DANE) records: %s", why)
+        self.told = why
+        return keys
+
+    def _decide(self) -> tuple[TlsaKeys | None, str | None]:
+        if self.settings.tls_mode is not TlsMode.ACME:
+            return None, (f"TLS_MODE={self.settings.tls_mode}: mailboot keeps no certificate "
+                          "key of its own to publish")
+        if self.lookup is None:
+            return None, ("the DNS is not asked (DNS_CHECK=off), so whether the zone is signed "
+                          "is unknown")
+        zone = hostname_zone(self.settings.hostname, self.settings.domains)
+        signing = within(self.budget, zone, self.lookup)
+        if signing.state is not Signing.SIGNED:
+            return None, signing.why
+        return tlskeys.ensure_keys(self.paths), None
