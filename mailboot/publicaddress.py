@@ -47,7 +47,6 @@ _RTYPE = {4: "A", 6: "AAAA"}
 _SETTING = {4: "PUBLIC_IPV4", 6: "PUBLIC_IPV6"}
 
 
-
 class NoAnswerError(Exception):
     """The server answered, but with an error code instead of an answer."""
 

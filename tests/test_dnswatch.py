@@ -117,3 +117,24 @@ def test_an_address_or_mx_change_is_passed_on_and_the_poll_stretches_with_many_r
     many = DnsWatcher(lambda: records * 100, lookup, [], ["example.com"], timedelta(minutes=1))
     moment = NOW + timedelta(minutes=3)
     assert many.step(moment) - moment == timedelta(seconds=len(records) * 100 / 10)
+
+
+def test_on_ready_runs_once_when_every_required_record_is_in_place(
+    records: list[Record],
+) -> None:
+    dns: dict[tuple[str, str], Answer] = {}
+    readies: list[str] = []
+
+    def lookup(name: str, rtype: str) -> Answer:
+        return dns.get((name, rtype), Answer(nxdomain=True))
+
+    watcher = DnsWatcher(lambda: records, lookup, ["203.0.113.25"], ["example.com"],
+                         timedelta(minutes=1), on_ready=lambda: readies.append("ready"))
+    watcher.step(NOW)
+    assert readies == []
+    for record in records:
+        if record.value is not None:
+            dns[(record.name, record.rtype)] = Answer((record.value,))
+    watcher.step(NOW + timedelta(minutes=1))
+    watcher.step(NOW + timedelta(days=2))
+    assert readies == ["ready"]  # the self-test's log line comes once, not daily

@@ -3,7 +3,8 @@
 The receiver (tests/container/receiver_image) is Debian's Postfix with postfix-policyd-spf-python,
 OpenDKIM in verify mode and OpenDMARC, resolving names through BIND, which serves the zones that
 `mailboot dns --zone` printed, as the user would publish them. Our users submit on 587; the
-verdicts are read from the receiver's own Authentication-Results in the delivered message.
+verdicts are read from the receiver's own Authentication-Results in the delivered message, and
+`mailboot selftest` must foresee the same verdicts for the same zones.
 """
 
 from __future__ import annotations
@@ -154,6 +155,14 @@ def verdicts(message: EmailMessage) -> dict[str, str]:
     return found
 
 
+def selftest_verdicts(mail: Container, domain: str) -> dict[str, str]:
+    """method -> result from `mailboot selftest`'s block for `domain` (our one address)."""
+    output = mail.exec("mailboot", "selftest", check=False).stdout
+    block = output.split(f"{domain}: ", 1)[1].split("\n\n", 1)[0]
+    return {method.lower(): result for method, result in
+            re.findall(r"^  (DKIM|SPF|DMARC)\s+(\w+)", block, re.MULTILINE)}
+
+
 def receiver_tls(message: EmailMessage) -> str:
     """The TLS version in the receiver's Received header (smtpd_tls_received_header)."""
     for header in message.get_all("Received", []):
@@ -214,6 +223,7 @@ def test_the_published_records_carry_the_verdicts(world: World, mail: Container)
     found = verdicts(message)
     # RFC 6376 §6.1.2: no key record for the signature makes it fail; DMARC passes on SPF alone.
     assert found == {"spf": "pass", "dkim": "fail", "dmarc": "pass"}, found
+    assert selftest_verdicts(mail, "example.com") == found  # the self-test foresaw it
     assert 'reason="key not found in DNS"' in " ".join(
         str(h) for h in message.get_all("Authentication-Results", []))
 
@@ -222,6 +232,8 @@ def test_the_published_records_carry_the_verdicts(world: World, mail: Container)
         return zone.replace('"v=spf1 a mx -all"', '"v=spf1 ip4:192.0.2.1 -all"')
 
     world.publish(mail, no_dkim_and_foreign_spf)
+    assert selftest_verdicts(mail, "example.com") == {"spf": "fail", "dkim": "fail",
+                                                      "dmarc": "fail"}
     token = send(mail, sender)
     # The receiver refuses it under our p=reject, and our server tells the sender so.
     bounce = fetch_text(mail, sender, token, timeout=60, password=PASSWORD)
@@ -233,6 +245,8 @@ def test_the_published_records_carry_the_verdicts(world: World, mail: Container)
     world.publish(mail)
     message = received(world, send(mail, sender))
     assert verdicts(message) == {"spf": "pass", "dkim": "pass", "dmarc": "pass"}
+    assert selftest_verdicts(mail, "example.com") == verdicts(message)
+    assert mail.exec("mailboot", "selftest", check=False).returncode == 0
 
 
 def test_a_recipient_the_receiver_refuses_is_bounced_to_the_sender(
