@@ -9,14 +9,17 @@ change only with a rollover.
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from mailboot.dnsanswer import Lookup
 from mailboot.dnsrecords import hostname_zone
+from mailboot.files import write_atomically
 from mailboot.paths import Paths
 from mailboot.settings import Settings, TlsMode
 from mailboot.tls import tlskeys
@@ -53,9 +56,39 @@ def zone_signing(zone: str, lookup: Lookup) -> ZoneSigning:
                                             "question for its DS record got no answer")
     if answer.values:
         return ZoneSigning(Signing.SIGNED, "")
-    return ZoneSigning(Signing.UNSIGNED, f"{zone} is not DNSSEC-signed (no DS at its parent); "
-                                         "sign the zone at your DNS provider to let senders "
-                                         "verify our certificate")
+    return ZoneSigning(Signing.UNSIGNED, _unsigned_why(zone))
+
+
+def _unsigned_why(zone: str) -> str:
+    return (f"{zone} is not DNSSEC-signed (no DS at its parent); sign the zone at your DNS "
+            "provider to let senders verify our certificate")
+
+
+def remembered(paths: Paths, zone: str) -> ZoneSigning | None:
+    """The last definite answer for `zone` (the worker and `mailboot dns` keep it), so a restart
+    prints the TLSA records without waiting on name servers."""
+    try:
+        kept = json.loads(_memo(paths).read_text())
+        if kept["zone"] == zone and kept["state"] in (Signing.SIGNED, Signing.UNSIGNED):
+            state = Signing(kept["state"])
+            return ZoneSigning(state, "" if state is Signing.SIGNED else _unsigned_why(zone))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def remember(paths: Paths, zone: str, signing: ZoneSigning) -> None:
+    if signing.state is Signing.UNKNOWN or remembered(paths, zone) == signing:
+        return
+    try:  # a memo, not state: the worker asks again
+        write_atomically(_memo(paths), json.dumps({"zone": zone, "state": signing.state})
+                         .encode(), mode=0o644)
+    except OSError as error:
+        log.info("dns: can't keep whether %s is signed: %s", zone, error)
+
+
+def _memo(paths: Paths) -> Path:
+    return paths.tls_dir / "zone-signing.json"
 
 
 def within(budget: float | None, zone: str, lookup: Lookup) -> ZoneSigning:
@@ -96,7 +129,11 @@ class TlsaSource:
             return None, ("the DNS is not asked (DNS_CHECK=off), so whether the zone is signed "
                           "is unknown")
         zone = hostname_zone(self.settings.hostname, self.settings.domains)
-        signing = within(self.budget, zone, self.lookup)
+        # With a budget (the boot), what was learnt before is enough; without, ask again.
+        signing = remembered(self.paths, zone) if self.budget is not None else None
+        if signing is None:
+            signing = within(self.budget, zone, self.lookup)
+            remember(self.paths, zone, signing)
         if signing.state is not Signing.SIGNED:
             return None, signing.why
         return tlskeys.ensure_keys(self.paths), None

@@ -250,3 +250,18 @@ def test_without_a_request_nothing_rolls_over(settings: Settings) -> None:
         task.step(NOW + timedelta(hours=hour))
     assert tlskeys.ensure_keys(paths) == keys and len(ca.orders) == 1
     assert tlsa_name("mail.example.com") == NAME
+
+
+def test_the_boot_uses_what_was_learnt_before_and_asks_only_without_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com")
+    paths = Paths(settings.data_dir)
+    asked: list[tuple[str, str]] = []
+    assert TlsaSource(settings, paths, lookup_from(SIGNED, asked), budget=1.0)() is not None
+    assert asked  # nothing known yet: the boot asked, within its budget
+    asked.clear()
+    assert TlsaSource(settings, paths, lookup_from({}, asked), budget=1.0)() is not None
+    assert asked == []  # a restart prints the records without asking
+    assert TlsaSource(settings, paths, lookup_from({}, asked))() is None  # the worker asks
+    assert TlsaSource(settings, paths, lookup_from({}, asked), budget=1.0)() is None
