@@ -2,8 +2,8 @@
 
 A map of the package, from the top floor down (imports only go down; tests keep it so):
 
-- `cli`, `cli_accounts`: the `mailboot` command; the one place errors become exit codes, and
-  where the production clock, DNS lookup and daemon checks are chosen.
+- `cli`, `cli_accounts`, `cli_dkim`: the `mailboot` command; the one place errors become exit
+  codes, and where the production clock, DNS lookup and daemon checks are chosen.
 - `boot`: the boot story, one logged stage each: settings -> DKIM keys -> TLS -> accounts ->
   rendered configuration -> the daemons' own checks -> prepared state -> DNS records; then the
   process becomes the supervisor.
@@ -20,7 +20,9 @@ A map of the package, from the top floor down (imports only go down; tests keep 
 - `daemons/`: one module per daemon (unbound, opendkim, opendmarc, dovecot, postfix),
   `registry.DAEMONS` (the one
   list the boot and the supervisor iterate over) and the `supervisor`.
-- `accounts`, `dkim`, `health`: mailboxes and aliases, DKIM keys, the container's health check.
+- `accounts`, `dkim`, `health`: mailboxes and aliases, DKIM keys, the container's health check;
+  `dkimstate` (which key signs, which waits, which was replaced) and `dkimrotation` (the
+  worker's switch once a new key's record is served, and the retirement after the grace).
 - Ground floor: `settings` (one table of environment variables -> frozen `Settings`), `parse`
   (the value parsers), `errors` (every error the user can meet, with its exit code), `paths`
   (every location, re-rootable for tests), `files` (atomic writes), `commands` (running

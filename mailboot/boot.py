@@ -81,7 +81,7 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
     with stage("public address"):
         settings = publicaddress.settle(settings, paths, platform.discover, now)
     with stage("dkim keys"):
-        keys = dkim.ensure_keys(paths, settings.domains, now)
+        keys = dkim.ensure_keys(paths, settings.domains, now, settings.dkim_algorithms)
     with stage("tls certificate"):
         certificate = ensure_tls(settings, paths, now)
         log_certificate(certificate, settings)

@@ -18,7 +18,17 @@ from typing import TextIO
 
 import dns.resolver
 
-from mailboot import boot, cli_accounts, dane, dkim, dnsformat, health, publicaddress, selftest
+from mailboot import (
+    boot,
+    cli_accounts,
+    cli_backup,
+    cli_dkim,
+    dane,
+    dkim,
+    dnsformat,
+    health,
+    publicaddress,
+)
 from mailboot.daemons import registry, unbound
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
@@ -26,6 +36,8 @@ from mailboot.errors import ConfigError, MailbootError, UsageError
 from mailboot.parse import SettingValueError, parse_domain_name, parse_email_address
 from mailboot.paths import Paths
 from mailboot.settings import Settings, load_settings, settings_markdown
+from mailboot.status import gather, production_sources
+from mailboot.statusformat import status_json, status_text
 from mailboot.tls import caa, certificates, tlskeys
 
 log = logging.getLogger("mailboot")
@@ -44,6 +56,8 @@ def main(
         if arguments.command == "settings":
             out.write(settings_markdown())
             return 0
+        if arguments.command in cli_backup.COMMANDS:  # DATA_DIR alone: no mail settings needed
+            return int(arguments.run(arguments, os.environ if environ is None else environ))
         settings = _load(os.environ if environ is None else environ)
         return int(arguments.run(arguments, settings, out))
     except ConfigError as error:
@@ -83,11 +97,17 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--to", metavar="ADDRESS",
                       help="also send a test message per domain to ADDRESS (an external checker)")
     test.set_defaults(run=run_selftest)
+    status = commands.add_parser("status", help="is everything in place? certificate, DNS, "
+                                 "DKIM, queue, mailboxes, disk, worker; exit 1 unless all is")
+    status.add_argument("--json", action="store_true", help="a JSON object (fields in README)")
+    status.set_defaults(run=run_status)
     tls = commands.add_parser("tls", help="the certificate's key (DANE)")
     tls_actions = tls.add_subparsers(dest="action", required=True, metavar="ACTION")
     tls_actions.add_parser("rollover", help="switch to the next key once its TLSA record is "
                            "served").set_defaults(run=run_tls_rollover)
     _account_parsers(commands)
+    cli_backup.add_parsers(commands)
+    cli_dkim.add_parsers(commands)
     return parser
 
 
@@ -135,7 +155,7 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
     """Print the records (creating DKIM keys first where a domain has none)."""
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
     settings = publicaddress.effective_settings(settings, paths)  # what the boot found
-    keys = dkim.ensure_keys(paths, settings.domains, now)
+    keys = dkim.ensure_keys(paths, settings.domains, now, settings.dkim_algorithms)
     tlsa = dane.TlsaSource(settings, paths, DnsLookup(settings.dns_resolvers))()
     groups = build_record_groups(settings, keys,
                                  certificates.names_with_real_certificates(paths, now), tlsa,
@@ -209,6 +229,10 @@ def run_selftest(arguments: argparse.Namespace, settings: Settings, out: TextIO)
             recipient = parse_email_address(arguments.to)
         except SettingValueError as error:
             raise UsageError(f"--to: {error}") from None
+    # Imported here, not at the top: dkimpy and pyspf would slow every boot (this module is
+    # the entrypoint's) for a command run by hand.
+    from mailboot import selftest
+
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
     settings = publicaddress.effective_settings(settings, paths)  # what the boot found
     report = selftest.run(settings, paths, DnsLookup(settings.dns_resolvers), now)
@@ -218,6 +242,20 @@ def run_selftest(arguments: argparse.Namespace, settings: Settings, out: TextIO)
             selftest.send(sender, recipient, now)
             out.write(f"sent a test message from {sender} to {recipient}\n")
     return 0 if report.ok else 1
+
+
+def run_status(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """One look at every part; exit 1 when any is not in place (the text says which)."""
+    paths, now = Paths(settings.data_dir), datetime.now(UTC)
+    settings = publicaddress.effective_settings(settings, paths)  # what the boot found
+    level = log.level
+    log.setLevel(logging.WARNING)  # the screen says it all; warnings on stderr still show
+    try:
+        report = gather(settings, paths, now, production_sources(settings, paths, now))
+    finally:
+        log.setLevel(level)
+    out.write(status_json(report) if arguments.json else status_text(report))
+    return 1 if report.not_in_place else 0
 
 
 def run_tls_rollover(_arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:

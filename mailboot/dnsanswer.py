@@ -14,6 +14,7 @@ class Answer:
     values: tuple[str, ...] = ()
     nxdomain: bool = False
     error: str | None = None  # no usable answer: what failed and what to check, in plain words
+    ttl: int | None = None  # the answer's TTL in seconds, when the lookup knows it
 
 
 Lookup = Callable[[str, str], Answer]

@@ -93,7 +93,7 @@ class DnsLookup:
             if rcode != dns.rcode.NOERROR:
                 failures.append((address, dns.rcode.to_text(rcode), True))
                 continue
-            return Answer(_values(response, rtype))
+            return Answer(_values(response, rtype), ttl=_ttl(response, rtype))
         return Answer(error=self._failure(zone, failures))
 
     def _ask(self, query: dns.message.Message, address: str, port: int) -> dns.message.Message:
@@ -212,6 +212,13 @@ def _os_reason(error: Exception) -> str:
     """`connection refused` rather than `[Errno 111] Connection refused`."""
     text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
     return (text[:1].lower() + text[1:]) or type(error).__name__
+
+
+def _ttl(response: dns.message.Message, rtype: str) -> int | None:
+    """The smallest TTL of the answer's records of the asked type; None without any."""
+    wanted = dns.rdatatype.from_text(rtype)
+    ttls = [rrset.ttl for rrset in response.answer if rrset.rdtype == wanted]
+    return min(ttls) if ttls else None
 
 
 def _values(response: dns.message.Message, rtype: str) -> tuple[str, ...]:

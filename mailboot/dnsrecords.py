@@ -18,6 +18,7 @@ from typing import Final
 import idna
 
 from mailboot.dkim import DkimKey, DomainKeys
+from mailboot.dkimstate import Role
 from mailboot.settings import Settings
 from mailboot.tls import mtasts
 from mailboot.tls.tlskeys import TlsaKeys
@@ -272,13 +273,33 @@ def domain_records(settings: Settings, domain: str, keys: DomainKeys,
 
 
 def dkim_records(keys: DomainKeys) -> list[Record]:
-    return [dkim_record(key, signing=key is keys.signing) for key in keys.keys]
+    """One record per published key: the signing ones, the next one of a rotation (publish it
+    now), and replaced ones until they are retired."""
+    signers = keys.signers
+    records = []
+    for key in keys.keys:
+        role = Role.SIGNING if key in signers else keys.role(key)
+        if role is Role.SIGNING and key not in signers:
+            role = Role.PREVIOUS  # its algorithm was taken out of DKIM_ALGORITHMS
+        records.append(dkim_record(key, signing=role is Role.SIGNING, role=role))
+    return records
 
 
-def dkim_record(key: DkimKey, *, signing: bool) -> Record:
-    role = "signs outgoing mail" if signing else "older key, still published"
-    return Record(key.record_name, Kind.DKIM, f"v=DKIM1; k=rsa; t=s; p={key.public_key_b64}",
-                  f"DKIM public key, selector {key.selector} ({role}; RFC 6376)", key.domain)
+_DKIM_ROLES: Final[Mapping[Role, str]] = {
+    Role.SIGNING: "signs outgoing mail",
+    Role.NEXT: "the next key: publish it now; it signs once this record is served",
+    Role.PREVIOUS: "older key, still published until the log says it is retired",
+}
+
+
+def dkim_record(key: DkimKey, *, signing: bool, role: Role | None = None) -> Record:
+    """A key's record (RFC 6376 §3.6.1; RFC 8463 §4 for Ed25519). Only the signing keys' are
+    required: a next key's record is what a rotation waits for."""
+    role = role or (Role.SIGNING if signing else Role.PREVIOUS)
+    algorithm = "Ed25519" if key.algorithm == "ed25519" else "RSA"
+    return Record(key.record_name, Kind.DKIM, key.record_value,
+                  f"DKIM public key ({algorithm}), selector {key.selector} ({_DKIM_ROLES[role]}; "
+                  "RFC 6376)", key.domain, required=role is Role.SIGNING)
 
 
 def dmarc_record(settings: Settings, domain: str) -> Record:

@@ -61,6 +61,12 @@ class AccountError(MailbootError):
     exit_code = EXIT_DATAERR
 
 
+class KeyImportError(MailbootError):
+    """A DKIM key offered to `mailboot dkim import` that can't be used (nothing was changed)."""
+
+    exit_code = EXIT_DATAERR
+
+
 class CommandError(MailbootError):
     """A program we ran failed; the message carries what it said."""
 
@@ -74,3 +80,9 @@ class IssueError(MailbootError):
     def __init__(self, message: str, retry_at: datetime | None = None) -> None:
         super().__init__(message)
         self.retry_at = retry_at
+
+
+class ArchiveError(MailbootError):
+    """A backup archive that can't be restored as it is (truncated, damaged, not ours)."""
+
+    exit_code = EXIT_DATAERR

@@ -582,6 +582,31 @@ def parse_max_age(text: str) -> int:
     return seconds
 
 
+# A replaced DKIM key stays published this long at most (a year); at least a second (tests).
+LONGEST_DKIM_GRACE = 366 * 86400
+
+
+def parse_grace(text: str) -> int:
+    """Seconds, or a number with a unit (s, m, h, d, w); 1 second to a year."""
+    seconds = _seconds(text)
+    if not 1 <= seconds <= LONGEST_DKIM_GRACE:
+        raise SettingValueError(f"{text!r} is outside 1 second to 366 days (366d)")
+    return seconds
+
+
+def parse_dkim_algorithms(text: str) -> tuple[str, ...]:
+    """`rsa` or `rsa,ed25519` (RFC 8463 §4: Ed25519 only beside RSA, which every receiver
+    verifies; those that don't know Ed25519 ignore its signature)."""
+    names = [name.lower() for name in _split_list(text)]
+    unknown = [name for name in names if name not in ("rsa", "ed25519")]
+    if unknown:
+        raise SettingValueError(f"{unknown[0]!r} is not a DKIM algorithm (rsa, ed25519)")
+    if "rsa" not in names:
+        raise SettingValueError(f"{text!r} leaves out rsa: many receivers verify only RSA "
+                                "signatures (RFC 8463 §4), so rsa always signs; use rsa,ed25519")
+    return tuple(name for name in ("rsa", "ed25519") if name in names)
+
+
 def choice(options: type[E]) -> Callable[[str], E]:
     """A parser for one of a StrEnum's values, any case."""
 

@@ -47,6 +47,10 @@ class Paths:
         one certificate takes."""
         return self.tls_live if slot == 0 else self.tls_dir / f"live-{slot + 1}"
 
+    def renewal_info(self, slot: int) -> Path:
+        """What the CA last suggested for renewing a slot's certificate (ARI, RFC 9773)."""
+        return self.tls_dir / f"renewal-info-{slot}.json"
+
     @property
     def tls_keys_dir(self) -> Path:
         """The certificate's private keys, kept across renewals (current, next; DANE)."""
@@ -105,3 +109,8 @@ class Paths:
     def outbound_check_state(self) -> Path:
         """The last outbound port-25 check, as JSON (for `mailboot status`)."""
         return self.run_dir / "outbound-port25.json"
+
+    @property
+    def worker_problems(self) -> Path:
+        """The worker's last warnings and errors, as JSON (for `mailboot status`)."""
+        return self.run_dir / "worker-problems.json"

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 
 from mailboot.accounts import PostfixMaps
-from mailboot.daemons import postfix, registry
+from mailboot.daemons import opendkim, postfix, registry
 from mailboot.dkim import DomainKeys
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
@@ -66,15 +66,31 @@ def context(settings: Settings, paths: Paths, keys: Sequence[DomainKeys],
         "tls_chain": str(live / certificate.chain_path.name),
         "vmail_uid": VMAIL_UID,
         "vmail_gid": VMAIL_GID,
-        "signing_keys": [
-            {"domain": k.domain, "selector": k.signing.selector, "path": str(k.signing.path)}
-            for k in keys
-        ],
+        **dkim_table_values(keys),
         "mailboxes": maps.mailboxes,
         "aliases": maps.aliases,
         "senders": maps.senders,
         **daemon_values(settings, paths),
     }
+
+
+def signing_keys(keys: Sequence[DomainKeys], algorithm: str = "rsa") -> list[dict[str, str]]:
+    """OpenDKIM's KeyTable and SigningTable rows: every key of `algorithm` that signs."""
+    return [{"name": key.record_name, "domain": key.domain, "selector": key.selector,
+             "path": str(key.path)}
+            for domain_keys in keys for key in domain_keys.signers if key.algorithm == algorithm]
+
+
+def dkim_table_values(keys: Sequence[DomainKeys]) -> dict[str, Any]:
+    """What OpenDKIM's tables need: the RSA instance's keys and the Ed25519 instance's."""
+    return {"signing_keys": signing_keys(keys), "ed25519_signing_keys": signing_keys(keys,
+                                                                                    "ed25519")}
+
+
+def render_dkim_tables(keys: Sequence[DomainKeys], paths: Paths,
+                       templates_dir: Path = TEMPLATES_DIR) -> list[RenderedFile]:
+    """Only OpenDKIM's KeyTables and SigningTables (a DKIM key switch changes nothing else)."""
+    return _render(opendkim.SIGNING_TABLES, dkim_table_values(keys), paths, templates_dir)
 
 
 def daemon_values(settings: Settings, paths: Paths) -> dict[str, Any]:

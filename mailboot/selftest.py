@@ -108,7 +108,7 @@ def run(settings: Settings, paths: Paths, lookup: Lookup, now: datetime,
         suffixes: SuffixRules | None = None) -> Report:
     """Evaluate every domain's mail with the live keys and our users. Raises StateError when
     the keys or the accounts can't be read."""
-    keys = dkim_keys.ensure_keys(paths, settings.domains, now)
+    keys = dkim_keys.ensure_keys(paths, settings.domains, now, settings.dkim_algorithms)
     return evaluate(settings, keys, senders_for(settings, paths), lookup, now,
                     load_rules() if suffixes is None else suffixes)
 

@@ -31,6 +31,7 @@ from mailboot.parse import (
     parse_caa_issuer,
     parse_connection_limit,
     parse_data_dir,
+    parse_dkim_algorithms,
     parse_dnsbl,
     parse_domain_list,
     parse_domain_name,
@@ -38,6 +39,7 @@ from mailboot.parse import (
     parse_duration,
     parse_eab_hmac_key,
     parse_email_address,
+    parse_grace,
     parse_https_url,
     parse_mailto_list,
     parse_max_age,
@@ -314,6 +316,20 @@ TABLE: tuple[Setting, ...] = (
         "192.0.2.53,192.0.2.54:5353", derive=_none_listed,
     ),
     Setting(
+        "DKIM_ALGORITHMS", "dkim_algorithms", parse_dkim_algorithms, "rsa", "`rsa`",
+        "The DKIM keys every domain signs with: rsa, or rsa,ed25519 to add an Ed25519 key "
+        "(RFC 8463); both sign every message, and receivers that don't know Ed25519 ignore its "
+        "signature. An Ed25519 key added later signs once its record is published.",
+        "rsa,ed25519",
+    ),
+    Setting(
+        "DKIM_ROTATION_GRACE", "dkim_rotation_grace", parse_grace, "7d", "`7d`",
+        "After `mailboot dkim rotate` switches to the new key, how long the old key's record "
+        "stays published (mail signed with it is still being verified) before the old key is "
+        "retired and the log says to remove its record.",
+        "14d",
+    ),
+    Setting(
         "DNSBL", "dnsbl", parse_dnsbl, DEFAULT_DNSBL, f"`{DEFAULT_DNSBL}`",
         "DNS blocklists and allowlists postscreen asks about each client on port 25, in its "
         "own `zone=filter*weight` form (comma- or space-separated); a client whose weights add "
@@ -417,6 +433,8 @@ class Settings:
     dns_check_interval: int
     dns_resolvers: tuple[tuple[str, int], ...]
     dns_forwarders: tuple[tuple[str, int], ...]
+    dkim_algorithms: tuple[str, ...]
+    dkim_rotation_grace: int
     dnsbl: tuple[DnsblSite, ...]
     spamhaus_dqs_key: str | None
     dnssec_validation: OnOff

@@ -25,13 +25,16 @@ from mailboot import (
     dane,
     dkim,
     netcheck,
+    problems,
     publicaddress,
     publicsuffix,
+    render,
     selftest,
     smtp_policy,
 )
-from mailboot.daemons import registry
+from mailboot.daemons import opendkim, registry
 from mailboot.daemons.postfix import POLICY_SOCKET
+from mailboot.dkimrotation import DkimRotation
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import Record, all_records, build_record_groups
 from mailboot.dnswatch import DnsWatcher
@@ -115,12 +118,12 @@ def run_step(task: Task, now: datetime) -> datetime:
 
 
 def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None]) -> DnsWatcher:
-    keys = dkim.ensure_keys(paths, settings.domains, _now())
-
     tlsa = dane.TlsaSource(settings, paths, DnsLookup(settings.dns_resolvers))
 
     def records() -> list[Record]:
         real = certificates.names_with_real_certificates(paths, _now())
+        # Read again each time: a DKIM rotation adds and retires keys while we run.
+        keys = dkim.ensure_keys(paths, settings.domains, _now(), settings.dkim_algorithms)
         return all_records(build_record_groups(settings, keys, real, tlsa(),
                                                caa.value_for(settings, paths)))
 
@@ -133,6 +136,21 @@ def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None])
     return DnsWatcher(records, lookup, [str(a) for a in settings.public_addresses],
                       settings.domains, timedelta(seconds=settings.dns_check_interval),
                       on_change=on_change, on_ready=on_ready)
+
+
+def dkim_rotation(settings: Settings, paths: Paths) -> DkimRotation:
+    """Switches DKIM keys once their records are served; retires the replaced ones."""
+
+    def apply() -> None:
+        keys = dkim.ensure_keys(paths, settings.domains, _now(), settings.dkim_algorithms)
+        render.write_files(render.render_dkim_tables(keys, paths))
+        opendkim.prepare(paths)  # a key made by `mailboot dkim` is root's until now
+        opendkim.reload(paths)
+
+    return DkimRotation(paths, settings.domains, settings.dkim_algorithms,
+                        DnsLookup(settings.dns_resolvers),
+                        timedelta(seconds=settings.dns_check_interval),
+                        timedelta(seconds=settings.dkim_rotation_grace), apply)
 
 
 # The container's own resolver (Unbound): recursive, validating, and what blocklists accept.
@@ -189,6 +207,7 @@ def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mailboot: %(message)s")
     configured = load_settings(os.environ)  # the boot has validated them already
     paths = Paths(configured.data_dir)
+    problems.keep_problems(paths.worker_problems)  # for `mailboot status`
     settings = publicaddress.effective_settings(configured, paths)  # with what the boot found
     store = ChallengeStore()
     names = certificates.tls_names(settings)
@@ -205,6 +224,7 @@ def main() -> int:
     if settings.dns_check is not DnsCheckMode.OFF:
         tasks.append(dns_watcher(settings, paths, on_dns_change(keeper, wake)))
     tasks += network_checks(configured, settings, paths)
+    tasks.append(dkim_rotation(settings, paths))
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
         wake.request_stop()

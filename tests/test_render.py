@@ -72,8 +72,9 @@ def test_postfix(rendered: dict[str, str]) -> None:
 
 def test_opendkim_tables_sign_every_domain(rendered: dict[str, str]) -> None:
     for domain in ("example.com", "example.org"):
-        assert f"\n{domain} {domain}:mb20261125:" in rendered["opendkim/KeyTable"]
-        assert f"\n*@{domain} {domain}\n*@*.{domain} {domain}\n" in (
+        name = f"mb20261125._domainkey.{domain}"
+        assert f"\n{name} {domain}:mb20261125:" in rendered["opendkim/KeyTable"]
+        assert f"\n*@{domain} {name}\n*@*.{domain} {name}\n" in (
             rendered["opendkim/SigningTable"])
 
 

@@ -164,6 +164,10 @@ def prepare(paths: Paths) -> None:
         chown(paths.passwd_file, owner)
     raise_open_files_limit()
     compile_sieve_scripts(paths)
+    # A container killed (not stopped) keeps Dovecot's pid file; at the next start its PID may
+    # be another daemon's, and Dovecot then refuses to start ("already running"). Nothing runs
+    # yet while the boot prepares, so any pid file is stale.
+    (paths.config_root / "run" / "dovecot" / "master.pid").unlink(missing_ok=True)
 
 
 def compile_sieve_scripts(paths: Paths) -> None:

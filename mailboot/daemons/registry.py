@@ -23,8 +23,8 @@ WORKER = Daemon("worker", (sys.executable, "-P", "-m", "mailboot.worker"),
 
 # Start order: the resolver before everything that resolves; the milters before Postfix, which
 # uses them; Dovecot before Postfix delivers to it.
-DAEMONS: tuple[Daemon, ...] = (unbound.DAEMON, opendkim.DAEMON, opendmarc.DAEMON, dovecot.DAEMON,
-                               postfix.DAEMON, WORKER)
+DAEMONS: tuple[Daemon, ...] = (unbound.DAEMON, opendkim.DAEMON, opendkim.ED25519_DAEMON,
+                               opendmarc.DAEMON, dovecot.DAEMON, postfix.DAEMON, WORKER)
 
 
 def templates() -> tuple[str, ...]:

@@ -296,4 +296,4 @@ class AcmeKeeper:
         return suggested
 
     def _ari_memo(self, slot: Slot) -> Path:
-        return self.paths.tls_dir / f"renewal-info-{slot.number}.json"
+        return self.paths.renewal_info(slot.number)
