@@ -204,7 +204,9 @@ def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) 
     log.info("boot: handing over to the supervisor, %.3f s after the entrypoint started",
              seconds_since_process_start())
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons.supervisor"])  # noqa: S606
+    skip = ",".join(registry.unwanted(settings))
+    os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons.supervisor",  # noqa: S606
+                              *(("--skip", skip) if skip else ())])
 
 
 def seconds_since_process_start() -> float:

@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from mailboot.daemons import unbound
+from mailboot.daemons import registry, unbound
 from mailboot.daemons.supervisor import format_syslog
+from mailboot.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,3 +138,12 @@ def test_the_container_resolves_through_unbound_and_the_boot_through_dockers_res
     assert unbound.boot_resolv_conf(resolv_conf, saved) == saved  # the next start
     unbound.use_local_resolver(resolv_conf, saved)  # a restart changes nothing
     assert saved.read_text() == "nameserver 127.0.0.11\noptions ndots:0\n"
+
+
+def test_the_ed25519_signer_runs_only_when_the_settings_ask_for_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    rsa = make_settings(MAIL_DOMAINS="example.com")
+    both = make_settings(MAIL_DOMAINS="example.com", DKIM_ALGORITHMS="rsa,ed25519")
+    assert registry.unwanted(rsa) == ("opendkim-ed25519",)
+    assert registry.unwanted(both) == ()

@@ -24,6 +24,10 @@ def _no_values(_settings: Settings, _paths: Paths) -> Mapping[str, Any]:
     return {}
 
 
+def _always(_settings: Settings) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Daemon:
     """A program that stays in the foreground until it is asked to stop, and its duties."""
@@ -49,3 +53,6 @@ class Daemon:
     prepare: Action = _nothing
     # Re-read the certificate (and tables) without dropping connections, if it is running.
     reload: Action = _nothing
+    # Whether the settings call for it at all: one that isn't wanted is not started (its files
+    # are still rendered and checked, so turning it on later changes nothing else).
+    wanted: Callable[[Settings], bool] = _always

@@ -8,11 +8,15 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailboot.daemons import dovecot, opendkim, opendmarc, postfix, unbound
 from mailboot.daemons.daemon import Daemon
 from mailboot.errors import MailbootError
 from mailboot.paths import Paths
+
+if TYPE_CHECKING:  # the supervisor imports this module, and never needs the settings
+    from mailboot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,11 @@ WORKER = Daemon("worker", (sys.executable, "-P", "-m", "mailboot.worker"),
 # uses them; Dovecot before Postfix delivers to it.
 DAEMONS: tuple[Daemon, ...] = (unbound.DAEMON, opendkim.DAEMON, opendkim.ED25519_DAEMON,
                                opendmarc.DAEMON, dovecot.DAEMON, postfix.DAEMON, WORKER)
+
+
+def unwanted(settings: Settings) -> tuple[str, ...]:
+    """The daemons these settings don't call for (the supervisor leaves them out)."""
+    return tuple(daemon.name for daemon in DAEMONS if not daemon.wanted(settings))
 
 
 def templates() -> tuple[str, ...]:

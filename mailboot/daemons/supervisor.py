@@ -169,9 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m mailboot.daemons.supervisor")
     parser.add_argument("--syslog", type=Path, default=Path("/dev/log"),
                         help="where to receive syslog messages (empty: don't)")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated daemons not to start (the settings don't call "
+                             "for them)")
     arguments = parser.parse_args(argv)
     syslog = arguments.syslog if str(arguments.syslog) else None
-    return Supervisor(DAEMONS, syslog).run()
+    skipped = set(filter(None, arguments.skip.split(",")))
+    return Supervisor([d for d in DAEMONS if d.name not in skipped], syslog).run()
 
 
 if __name__ == "__main__":
