@@ -172,6 +172,9 @@ class DkimRotation:
             wake, switched = min(wake, domain_wake), switched or changed
         if switched:
             self.apply()
+            # Said after the tables are written and OpenDKIM was told, not before.
+            log.info("dkim: OpenDKIM has the new signing tables; messages from now on are "
+                     "signed as said above")
         self.due = wake
         return wake
 

@@ -91,11 +91,11 @@ DAEMON = Daemon(
     "opendkim", (OPENDKIM, "-f", "-x", "/etc/opendkim.conf"),
     templates=TEMPLATES, context=context, check=check, prepare=prepare, reload=reload,
 )
-# Its reload is the first instance's: SIGUSR1 reaches every OpenDKIM process.
 def _signs_ed25519(settings: Settings) -> bool:
     return "ed25519" in settings.dkim_algorithms
 
 
+# Its reload is the first instance's: SIGUSR1 reaches every OpenDKIM process.
 ED25519_DAEMON = Daemon(
     "opendkim-ed25519", (OPENDKIM, "-f", "-x", "/etc/opendkim-ed25519.conf"),
     templates=ED25519_TEMPLATES, check=check_ed25519, wanted=_signs_ed25519,

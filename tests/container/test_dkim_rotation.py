@@ -154,6 +154,7 @@ def test_rotation_switches_once_the_records_are_served_and_retires_after_grace(
     assert world.selectors("next") == new
     assert_signed_by(world, old)
 
+    applied = world.mail.logs().count("OpenDKIM has the new signing tables")
     zone = world.publish()
     for selector in new:
         assert f"{selector}._domainkey.example.com." in zone
@@ -161,6 +162,7 @@ def test_rotation_switches_once_the_records_are_served_and_retires_after_grace(
         world.mail.wait_for_log(f"{selector} (", timeout=60)
     logs = world.mail.wait_for_log("signs now instead of", timeout=60)
     assert "Keep the old record" in logs
+    world.wait_for_more("OpenDKIM has the new signing tables", applied, timeout=30)
     assert_signed_by(world, new)
 
     world.restart_hard()  # killed in the grace period: the new keys keep signing
@@ -188,8 +190,10 @@ def test_import_refuses_a_bad_key_and_signs_a_good_one_once_served(world: World)
                     "imported", stdin=pem)
     assert "imported" in world.selectors("next")
     ed25519_signing = world.selectors("signing", "ed25519")
+    applied = world.mail.logs().count("OpenDKIM has the new signing tables")
     world.publish()
     world.mail.wait_for_log("imported (rsa) signs now", timeout=60)
+    world.wait_for_more("OpenDKIM has the new signing tables", applied, timeout=30)
     assert_signed_by(world, {"imported", *ed25519_signing})
 
 
