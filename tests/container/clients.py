@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import imaplib
+import re
 import socket
 import ssl
 import time
+from email.message import EmailMessage
 
 from tests.container.conftest import Container, insecure_context
 
@@ -60,3 +62,14 @@ def search_inbox(container: Container, user: str, criteria: tuple[str, str], tok
             raise AssertionError(f"message {token} did not arrive for {user}:\n"
                                  f"{container.logs()[-3000:]}")
         time.sleep(0.5)
+
+
+def our_verdicts(message: EmailMessage) -> dict[str, str]:
+    """method -> result from the Authentication-Results headers with our authserv-id."""
+    found: dict[str, str] = {}
+    for header in message.get_all("Authentication-Results", []):
+        text = " ".join(str(header).split())
+        if re.match(r"^mail\.example\.com\s*;", text):
+            for method, result in re.findall(r"\b(spf|dkim|dmarc)=(\w+)", text):
+                found.setdefault(method, result)
+    return found

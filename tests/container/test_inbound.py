@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.container.clients import our_verdicts
 from tests.container.conftest import Container, docker, insecure_context
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.zoneserver import ZoneServer, start_zone_server
@@ -223,16 +224,6 @@ def find(mail: Container, user: str, token: str, mailbox: str = "INBOX",
             return None
         time.sleep(0.5)
 
-
-def our_verdicts(message: EmailMessage) -> dict[str, str]:
-    """method -> result from the Authentication-Results headers with our authserv-id."""
-    found: dict[str, str] = {}
-    for header in message.get_all("Authentication-Results", []):
-        text = " ".join(str(header).split())
-        if re.match(r"^mail\.example\.com\s*;", text):
-            for method, result in re.findall(r"\b(spf|dkim|dmarc)=(\w+)", text):
-                found.setdefault(method, result)
-    return found
 
 
 # --- postscreen --------------------------------------------------------------------------------

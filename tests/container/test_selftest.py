@@ -23,6 +23,7 @@ from email.message import EmailMessage
 import dkim
 import pytest
 
+from tests.container.clients import our_verdicts
 from tests.container.conftest import Container, docker, insecure_context
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_server, without
@@ -206,16 +207,6 @@ def find(mail: Container, message_id: str, timeout: float = 30) -> EmailMessage:
         assert time.monotonic() < deadline, f"{message_id} never arrived:\n{mail.logs()[-3000:]}"
         time.sleep(0.5)
 
-
-def our_verdicts(message: EmailMessage) -> dict[str, str]:
-    """method -> result from the Authentication-Results headers with our authserv-id."""
-    found: dict[str, str] = {}
-    for header in message.get_all("Authentication-Results", []):
-        text = " ".join(str(header).split())
-        if re.match(r"^mail\.example\.com\s*;", text):
-            for method, result in re.findall(r"\b(spf|dkim|dmarc)=(\w+)", text):
-                found.setdefault(method, result)
-    return found
 
 
 def test_to_sends_the_message_for_real_signed_once_by_opendkim(world: World) -> None:
