@@ -22,6 +22,7 @@ from typing import Final, assert_never
 from mailboot import dnsspf
 from mailboot.dnsanswer import Answer, Lookup
 from mailboot.dnsrecords import Kind, Record, Where
+from mailboot.tls.tlskeys import normal_tlsa
 
 PROPAGATION = ("changes usually show within minutes; a record that existed before may take up to "
                "its old TTL (often an hour)")
@@ -153,7 +154,7 @@ def _relevant(record: Record, values: tuple[str, ...]) -> tuple[str, ...]:
     """For TXT kinds, only the values with the kind's tag (a name may hold other TXT records);
     for TLSA, only the record itself (the current and the next key's records share a name)."""
     if record.kind is Kind.TLSA:
-        return tuple(v for v in values if _tlsa(v) == _tlsa(record.value or ""))
+        return tuple(v for v in values if normal_tlsa(v) == normal_tlsa(record.value or ""))
     if record.kind is Kind.CAA:  # `issuewild` and `iodef` records are the user's own business
         return tuple(v for v in values if _caa(v)[0] == "issue")
     tag = record.kind.tag
@@ -215,12 +216,6 @@ def _judge(record: Record, values: tuple[str, ...], ours: Sequence[str],
 
 def _wrong(problem: str | None) -> _Problem | None:
     return None if problem is None else _Problem(problem)
-
-
-def _tlsa(value: str) -> str:
-    """`3 1 1 ABCD EF01` -> `3 1 1 abcdef01`: the hex may be split and in either case."""
-    fields = value.split()
-    return " ".join([*fields[:3], "".join(fields[3:]).lower()])
 
 
 def _caa(value: str) -> tuple[str, str, tuple[str, ...]]:

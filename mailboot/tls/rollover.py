@@ -40,12 +40,6 @@ def for_keeper(settings: Settings, paths: Paths, keeper: Keeper) -> Keeper:
                        timedelta(seconds=settings.dns_check_interval))
 
 
-def _norm(value: str) -> str:
-    """`3 1 1 ABCD ef01` -> `3 1 1 abcdef01` (the hex may be split and in either case)."""
-    fields = value.split()
-    return " ".join([*fields[:3], "".join(fields[3:]).lower()])
-
-
 class KeyRollover:
     """Real state (what was told, when the keeper is due), hence a class; `step` as a keeper."""
 
@@ -99,7 +93,7 @@ class KeyRollover:
         answer = self.lookup(self.name, "TLSA")
         if answer.error is not None:
             return f"{self.name} TLSA can be looked up ({answer.error})"
-        if _norm(target) in {_norm(value) for value in answer.values}:
+        if tlskeys.normal_tlsa(target) in {tlskeys.normal_tlsa(v) for v in answer.values}:
             return None
         return (f"{self.name} TLSA {target} is served by the DNS: add it at the DNS provider of "
                 f"{zone}")

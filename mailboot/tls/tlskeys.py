@@ -47,6 +47,12 @@ class TlsaKeys:
     next: str
 
 
+def normal_tlsa(value: str) -> str:
+    """`3 1 1 ABCD EF01` -> `3 1 1 abcdef01`: the hex may be split and in either case."""
+    fields = value.split()
+    return " ".join([*fields[:3], "".join(fields[3:]).lower()])
+
+
 def tlsa_value(public_key: PublicKeyTypes) -> str:
     """`3 1 1 <SHA-256 of the DER SubjectPublicKeyInfo>`: DANE-EE(3), SPKI(1), SHA2-256(1)."""
     spki = public_key.public_bytes(serialization.Encoding.DER,
