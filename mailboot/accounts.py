@@ -29,6 +29,11 @@ from mailboot.paths import Paths
 
 ROLE_ADDRESSES = ("postmaster", "abuse")  # RFC 2142 §2 and §4
 MIN_PASSWORD_LENGTH = 10
+# App passwords per address: Dovecot tries one passdb per slot after the main password, so each
+# slot costs a bcrypt check on a login with a later slot's password.
+APP_PASSWORD_SLOTS = 10
+# The userdb extra field (passwd-file) that overrides MAILBOX_QUOTA for one mailbox, in bytes.
+QUOTA_FIELD = "userdb_quota_storage_size"
 _HASH = re.compile(r"^\{[A-Z0-9-]+\}\S+$")
 
 Hasher = Callable[[str], str]

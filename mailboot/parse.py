@@ -607,6 +607,23 @@ def parse_dkim_algorithms(text: str) -> tuple[str, ...]:
     return tuple(name for name in ("rsa", "ed25519") if name in names)
 
 
+_SIZE = re.compile(r"^([0-9]+)\s*([kmgt]?)i?b?$")
+_UNIT_BYTES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int | None:
+    """A storage size in bytes, or a number with K, M, G or T (binary: 5G is 5 GiB);
+    `none` for no limit (None)."""
+    value = text.strip().lower().replace("_", "")
+    if value in ("none", "unlimited"):
+        return None
+    match = _SIZE.match(value)
+    number = _ascii_whole_number(match.group(1)) if match else None
+    if match is None or number is None or number == 0:
+        raise SettingValueError(f"{text!r} is not a size (like 500M, 5G or 1T; none for no limit)")
+    return number * _UNIT_BYTES[match.group(2)]
+
+
 def choice(options: type[E]) -> Callable[[str], E]:
     """A parser for one of a StrEnum's values, any case."""
 

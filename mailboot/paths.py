@@ -71,6 +71,11 @@ class Paths:
         """The accounts in Dovecot's passwd-file format: Dovecot authenticates against it."""
         return self.accounts_dir / "passwd"
 
+    def app_password_file(self, slot: int) -> Path:
+        """App passwords in Dovecot's passwd-file format, at most one per address in each slot
+        file: Dovecot tries the main password, then each slot's (one passdb per slot)."""
+        return self.accounts_dir / "app-passwords" / str(slot)
+
     @property
     def mail_dir(self) -> Path:
         return self.data_dir / "mail"
