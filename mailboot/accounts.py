@@ -3,6 +3,9 @@
 - `passwd`: Dovecot's passwd-file, `address:{SCHEME}hash::::::` per line, in creation order. It
   holds only strong hashes; Dovecot re-reads it when it changes, so no restart is needed.
 - `aliases`: `source destination[,destination...]` per line, as the user added them.
+- `app-passwords/1` .. `/10`: each device's own password, passwd-file lines with the app's name
+  in the gecos field, at most one per address in each file (Dovecot has one passdb per file:
+  a passwd-file keeps only the first line of a user).
 
 From these two, `postfix_maps` derives what Postfix looks up (rendered into /etc/postfix): which
 addresses exist, where aliases go, and which login may send as which address. RFC 2142 requires
@@ -39,10 +42,26 @@ _HASH = re.compile(r"^\{[A-Z0-9-]+\}\S+$")
 Hasher = Callable[[str], str]
 
 
+# Account.quota: the mailbox's own limit in bytes; None follows MAILBOX_QUOTA, UNLIMITED none.
+UNLIMITED = 0
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+
+
 @dataclass(frozen=True)
 class Account:
     address: str
     password_hash: str
+    quota: int | None = None
+
+
+@dataclass(frozen=True)
+class AppPassword:
+    """A device's own password: it logs in as `address` and can be revoked alone."""
+
+    address: str
+    name: str
+    password_hash: str
+    slot: int  # which of the APP_PASSWORD_SLOTS files (and Dovecot passdbs) holds it
 
 
 @dataclass(frozen=True)
@@ -96,13 +115,45 @@ def aliases_path(paths: Paths) -> Path:
 def read_accounts(paths: Paths) -> list[Account]:
     accounts = []
     for number, line in _lines(passwd_path(paths)):
-        address, _, rest = line.partition(":")
-        password_hash = rest.split(":", 1)[0]
-        if not address or not _HASH.match(password_hash):
-            raise StateError(f"{passwd_path(paths)} line {number} is not `address:{{SCHEME}}hash`; "
-                             "fix or remove that line")
-        accounts.append(Account(address, password_hash))
+        address, password_hash, _gecos, extra = _passwd_fields(line)
+        quota = _quota_field(extra)
+        if not address or not _HASH.match(password_hash) or quota == -1:
+            raise StateError(f"{passwd_path(paths)} line {number} is not `address:{{SCHEME}}hash"
+                             f"::::::[{QUOTA_FIELD}=bytes]`; fix or remove that line")
+        accounts.append(Account(address, password_hash, quota))
     return accounts
+
+
+def read_app_passwords(paths: Paths) -> list[AppPassword]:
+    """Every app password, slot by slot."""
+    found = []
+    for slot in range(1, APP_PASSWORD_SLOTS + 1):
+        path = paths.app_password_file(slot)
+        for number, line in _lines(path):
+            address, password_hash, name, _extra = _passwd_fields(line)
+            if not address or not _HASH.match(password_hash) or not _APP_NAME.match(name):
+                raise StateError(f"{path} line {number} is not `address:{{SCHEME}}hash:::name:::`;"
+                                 " fix or remove that line")
+            found.append(AppPassword(address, name, password_hash, slot))
+    return found
+
+
+def _passwd_fields(line: str) -> tuple[str, str, str, str]:
+    """address, hash, gecos and the extra fields of a passwd-file line
+    (`user:password:uid:gid:gecos:home:shell:extra`, Dovecot's passwd-file format)."""
+    fields = line.split(":", 7) + [""] * 7
+    return fields[0], fields[1], fields[4], fields[7]
+
+
+def _quota_field(extra: str) -> int | None:
+    """The quota in the extra fields: bytes, UNLIMITED, None when absent, -1 when malformed."""
+    for field in extra.split():
+        name, _, value = field.partition("=")
+        if name == QUOTA_FIELD:
+            if value == "unlimited":
+                return UNLIMITED
+            return int(value) if value.isascii() and value.isdigit() and int(value) else -1
+    return None
 
 
 def read_aliases(paths: Paths) -> list[Alias]:
@@ -131,8 +182,29 @@ def write_accounts(
     paths: Paths, accounts: Sequence[Account], owner: tuple[int, int] | None
 ) -> None:
     # Dovecot's passwd-file keeps the other fields empty: uid, gid and home come from its userdb.
-    text = "".join(f"{a.address}:{a.password_hash}::::::\n" for a in accounts)
-    path = passwd_path(paths)
+    text = "".join(f"{a.address}:{a.password_hash}::::::{_quota_text(a.quota)}\n"
+                   for a in accounts)
+    _write_passwd_file(passwd_path(paths), text, owner)
+
+
+def _quota_text(quota: int | None) -> str:
+    """The userdb field that overrides MAILBOX_QUOTA for this mailbox (Dovecot reads the extra
+    fields of a passwd-file line as userdb fields)."""
+    if quota is None:
+        return ""
+    return f"{QUOTA_FIELD}={'unlimited' if quota == UNLIMITED else quota}"
+
+
+def write_app_passwords(paths: Paths, passwords: Sequence[AppPassword],
+                        owner: tuple[int, int] | None) -> None:
+    """One file per slot; the app's name rides in the gecos field, which Dovecot ignores."""
+    for slot in range(1, APP_PASSWORD_SLOTS + 1):
+        text = "".join(f"{p.address}:{p.password_hash}:::{p.name}:::\n"
+                       for p in passwords if p.slot == slot)
+        _write_passwd_file(paths.app_password_file(slot), text, owner)
+
+
+def _write_passwd_file(path: Path, text: str, owner: tuple[int, int] | None) -> None:
     previous = path.stat().st_mtime if path.exists() else 0.0
     if write_atomically(path, text.encode(), mode=0o640, owner=owner):
         # Dovecot notices a changed passwd-file by its mtime (in seconds) and size; a new hash of
@@ -159,13 +231,53 @@ def locked(paths: Paths) -> Iterator[None]:
 
 
 def add_account(accounts: list[Account], aliases: Sequence[Alias], address: str,
-                password_hash: str) -> list[Account]:
+                password_hash: str, quota: int | None = None) -> list[Account]:
     if any(a.address == address for a in accounts):
         raise AccountError(f"{address} already exists; use `mailboot account password` to change "
                            "its password")
     if any(a.source == address for a in aliases):
         raise AccountError(f"{address} is an alias; remove the alias first")
-    return [*accounts, Account(address, password_hash)]
+    return [*accounts, Account(address, password_hash, quota)]
+
+
+def set_quota(accounts: list[Account], address: str, quota: int | None) -> list[Account]:
+    if not any(a.address == address for a in accounts):
+        raise AccountError(f"{address} is not an account (see `mailboot account list`)")
+    return [Account(a.address, a.password_hash, quota) if a.address == address else a
+            for a in accounts]
+
+
+def check_app_name(name: str) -> str:
+    if not _APP_NAME.match(name):
+        raise AccountError(f"{name!r} is not an app name: use 1 to 40 letters, digits, dots, "
+                           "dashes or underscores, like phone or laptop-2")
+    return name
+
+
+def add_app_password(passwords: list[AppPassword], accounts: Sequence[Account], address: str,
+                     name: str, password_hash: str) -> list[AppPassword]:
+    """Into the first slot this address doesn't use yet."""
+    if not any(a.address == address for a in accounts):
+        raise AccountError(f"{address} is not an account (see `mailboot account list`)")
+    own = [p for p in passwords if p.address == address]
+    if any(p.name == name for p in own):
+        raise AccountError(f"{address} already has an app password named {name}; remove it "
+                           "first with --remove-app")
+    used = {p.slot for p in own}
+    free = [slot for slot in range(1, APP_PASSWORD_SLOTS + 1) if slot not in used]
+    if not free:
+        raise AccountError(f"{address} has {APP_PASSWORD_SLOTS} app passwords already, the most "
+                           "there can be; remove one first with --remove-app")
+    return [*passwords, AppPassword(address, name, password_hash, free[0])]
+
+
+def remove_app_password(passwords: list[AppPassword], address: str,
+                        name: str) -> list[AppPassword]:
+    remaining = [p for p in passwords if (p.address, p.name) != (address, name)]
+    if len(remaining) == len(passwords):
+        raise AccountError(f"{address} has no app password named {name} (see `mailboot account "
+                           "list`)")
+    return remaining
 
 
 def remove_account(accounts: list[Account], address: str) -> list[Account]:
@@ -178,7 +290,8 @@ def remove_account(accounts: list[Account], address: str) -> list[Account]:
 def set_password(accounts: list[Account], address: str, password_hash: str) -> list[Account]:
     if not any(a.address == address for a in accounts):
         raise AccountError(f"{address} is not an account (see `mailboot account list`)")
-    return [Account(a.address, password_hash) if a.address == address else a for a in accounts]
+    return [Account(a.address, password_hash, a.quota) if a.address == address else a
+            for a in accounts]
 
 
 def add_alias(aliases: list[Alias], accounts: Sequence[Account], source: str,

@@ -112,18 +112,40 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _account_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    account = commands.add_parser("account", help="add, remove, list mailboxes; set passwords")
+    account = commands.add_parser("account", help="add, remove, list mailboxes; passwords, app "
+                                  "passwords, quotas; import many")
     actions = account.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, text in (("add", "create a mailbox"), ("password", "set a new password")):
-        action = actions.add_parser(name, help=text)
+    add = actions.add_parser("add", help="create a mailbox")
+    password = actions.add_parser("password", help="set a new password, or add or remove an "
+                                  "app password")
+    for action in (add, password):
         action.add_argument("address")
         action.add_argument("--password-stdin", action="store_true",
                             help="read the password from the first line of standard input")
         action.set_defaults(run=cli_accounts.run_account)
-    remove = actions.add_parser("remove", help="delete a mailbox's login (its mail is kept)")
+    add.add_argument("--quota", type=cli_accounts.parse_quota_option, default=None,
+                     help="its storage limit (500M, 5G, unlimited); default: MAILBOX_QUOTA")
+    apps = password.add_mutually_exclusive_group()
+    apps.add_argument("--add-app", metavar="NAME", help="add a password for one device or app "
+                      "(the main password keeps working)")
+    apps.add_argument("--remove-app", metavar="NAME", help="revoke that device's password")
+    quota = actions.add_parser("quota", help="set a mailbox's storage limit")
+    quota.add_argument("address")
+    quota.add_argument("--quota", type=cli_accounts.parse_quota_option, required=True,
+                       help="500M, 5G, unlimited, or default (MAILBOX_QUOTA)")
+    quota.set_defaults(run=cli_accounts.run_account)
+    remove = actions.add_parser("remove", help="delete a mailbox's login and app passwords (its "
+                                "mail is kept)")
     remove.add_argument("address")
     remove.set_defaults(run=cli_accounts.run_account)
-    actions.add_parser("list", help="list mailboxes").set_defaults(run=cli_accounts.run_account)
+    listing = actions.add_parser("list", help="mailboxes with use, limit and app passwords")
+    listing.add_argument("--json", action="store_true", help="a JSON list")
+    listing.set_defaults(run=cli_accounts.run_account)
+    bulk = actions.add_parser("import", help="create many mailboxes from standard input: lines "
+                              "of address<TAB>password (plain or {SCHEME}hash)")
+    bulk.add_argument("--skip-invalid", action="store_true",
+                      help="import the good lines even when some are refused")
+    bulk.set_defaults(run=cli_accounts.run_account)
     alias = commands.add_parser("alias", help="add, remove, list aliases")
     alias_actions = alias.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = alias_actions.add_parser("add", help="deliver mail for SOURCE to DESTINATIONS")

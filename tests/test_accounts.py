@@ -92,3 +92,68 @@ def test_no_mailbox_means_no_role_aliases() -> None:
 def test_role_address_of_a_domain_without_mailbox_goes_to_the_first_mailbox() -> None:
     maps = accounts.postfix_maps(DOMAINS, [Account("alice@example.com", HASH)], [])
     assert dict(maps.aliases)["postmaster@example.org"] == "alice@example.com"
+
+
+def test_quota_is_kept_in_the_passwd_line(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    written = [Account("alice@example.com", HASH, 1 << 20),
+               Account("bob@example.org", HASH, accounts.UNLIMITED),
+               Account("carol@example.org", HASH)]
+    accounts.write_accounts(paths, written, owner=None)
+    lines = (tmp_path / "accounts" / "passwd").read_text().splitlines()
+    assert lines[0] == f"alice@example.com:{HASH}::::::{accounts.QUOTA_FIELD}=1048576"
+    assert lines[1] == f"bob@example.org:{HASH}::::::{accounts.QUOTA_FIELD}=unlimited"
+    assert lines[2] == f"carol@example.org:{HASH}::::::"
+    assert accounts.read_accounts(paths) == written
+    changed = accounts.set_password(written, "alice@example.com", "{BLF-CRYPT}new")
+    assert changed[0].quota == 1 << 20  # a new password keeps the quota
+    assert accounts.set_quota(changed, "alice@example.com", None)[0].quota is None
+    with pytest.raises(AccountError, match="is not an account"):
+        accounts.set_quota(changed, "dave@example.com", 5)
+
+
+def test_malformed_quota_field_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "accounts").mkdir()
+    (tmp_path / "accounts" / "passwd").write_text(
+        f"alice@example.com:{HASH}::::::{accounts.QUOTA_FIELD}=5G\n")
+    with pytest.raises(StateError, match="line 1 is not"):
+        accounts.read_accounts(Paths(tmp_path))
+
+
+def test_app_passwords_take_the_first_free_slot_and_round_trip(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    owners = [Account("alice@example.com", HASH), Account("bob@example.org", HASH)]
+    apps = accounts.add_app_password([], owners, "alice@example.com", "phone", "{BLF-CRYPT}a")
+    apps = accounts.add_app_password(apps, owners, "alice@example.com", "laptop", "{BLF-CRYPT}b")
+    apps = accounts.add_app_password(apps, owners, "bob@example.org", "phone", "{BLF-CRYPT}c")
+    assert [(p.address, p.name, p.slot) for p in apps] == [
+        ("alice@example.com", "phone", 1), ("alice@example.com", "laptop", 2),
+        ("bob@example.org", "phone", 1)]
+    apps = accounts.remove_app_password(apps, "alice@example.com", "phone")
+    apps = accounts.add_app_password(apps, owners, "alice@example.com", "tablet", "{BLF-CRYPT}d")
+    assert [(p.name, p.slot) for p in apps if p.address == "alice@example.com"] == [
+        ("laptop", 2), ("tablet", 1)]  # the freed slot is taken again
+    accounts.write_app_passwords(paths, apps, owner=None)
+    assert (tmp_path / "accounts/app-passwords/1").read_text() == (
+        "bob@example.org:{BLF-CRYPT}c:::phone:::\nalice@example.com:{BLF-CRYPT}d:::tablet:::\n")
+    assert (tmp_path / "accounts/app-passwords/3").read_text() == ""
+    assert sorted(accounts.read_app_passwords(paths), key=str) == sorted(apps, key=str)
+
+
+def test_app_password_refusals() -> None:
+    owners = [Account("alice@example.com", HASH)]
+    apps: list[accounts.AppPassword] = []
+    with pytest.raises(AccountError, match="is not an account"):
+        accounts.add_app_password(apps, owners, "bob@example.com", "phone", HASH)
+    for number in range(accounts.APP_PASSWORD_SLOTS):
+        apps = accounts.add_app_password(apps, owners, "alice@example.com", f"d{number}", HASH)
+    with pytest.raises(AccountError, match="already has an app password named d1"):
+        accounts.add_app_password(apps, owners, "alice@example.com", "d1", HASH)
+    with pytest.raises(AccountError, match="10 app passwords already"):
+        accounts.add_app_password(apps, owners, "alice@example.com", "one-more", HASH)
+    with pytest.raises(AccountError, match="no app password named tv"):
+        accounts.remove_app_password(apps, "alice@example.com", "tv")
+    for bad in ("", "my phone", "a:b", "-x", "x" * 41):
+        with pytest.raises(AccountError, match="is not an app name"):
+            accounts.check_app_name(bad)
+    assert accounts.check_app_name("laptop-2.home_1") == "laptop-2.home_1"

@@ -1,5 +1,5 @@
 """Ready the minute DNS propagates: a server that waited a long time for its records gets the
-real certificate and the READY line within two minutes of their publication (issue 15).
+real certificate and the READY line within a DNS check interval of their publication (issue 15).
 
 Pebble validates through the test BIND, as Let's Encrypt validates through the internet's DNS:
 the records the user publishes are the ones both the CA and the DNS doctor see.
@@ -27,11 +27,16 @@ from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_serv
 
 pytestmark = pytest.mark.container
 
-# The old backoff, started at ACME_RETRY_INTERVAL=1s and doubling (1, 2, 4, ... 128 s), had
-# grown to a wait of 256 s (over four minutes) once the records had been missing this long.
-WAIT_BEFORE_PUBLISHING = 260
+# The DNS check interval, scaled down from the default minute so the test takes a minute and
+# not five; the benchmark (`scripts/benchmark --only ready`) measures the default.
+POLL = 10
+# The old backoff, started at ACME_RETRY_INTERVAL=1s and doubling (1, 2, 4, ... 32 s), had grown
+# to a wait of 64 s, six polls, once the records had been missing this long.
+WAIT_BEFORE_PUBLISHING = 70
 READY = "dns: READY - every required DNS record is in place"
-PROMISE = 120  # seconds from the records being answered to the certificate and the READY line
+# Seconds from the records being answered to the certificate and the READY line: a poll, the
+# issuance, and room for a busy machine; the old backoff would still be waiting.
+PROMISE = 45
 
 
 def reverse_zone(network: DockerNetwork) -> str:
@@ -57,7 +62,7 @@ def pebble_via_bind(test_network: DockerNetwork, bind: ZoneServer,
     pebble.remove()
 
 
-def test_records_published_late_bring_the_certificate_and_ready_within_two_minutes(
+def test_records_published_late_bring_the_certificate_and_ready_within_a_poll(
     make_container: MakeContainer, pebble_via_bind: Pebble, bind: ZoneServer,
     test_network: DockerNetwork, tmp_path: Path,
 ) -> None:
@@ -67,6 +72,7 @@ def test_records_published_late_bring_the_certificate_and_ready_within_two_minut
         env={"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": ip,
              "ACME_DIRECTORY": pebble.directory_url, "ACME_CA_BUNDLE": "/acme/ca.pem",
              "DNS_RESOLVERS": bind.ip, "ACME_RETRY_INTERVAL": "1s",
+             "DNS_CHECK_INTERVAL": f"{POLL}s",
              "CAA_ISSUER": "pebble.test"},
         volumes={str(pebble.directory): "/acme"}, network=pebble.network.name, ip=ip,
         dns=bind.ip)
@@ -75,7 +81,7 @@ def test_records_published_late_bring_the_certificate_and_ready_within_two_minut
     time.sleep(WAIT_BEFORE_PUBLISHING - 5)
     logs = mail.logs()
     assert pebble.new_order_count() == 0 and READY not in logs
-    assert "looking again every 1 min, and as soon as the DNS records change" in logs
+    assert f"looking again every {POLL} s, and as soon as the DNS records change" in logs
     # Polls, not a growing backoff: the reason was said once, and the CA was never asked.
     assert logs.count("mail.example.com does not resolve yet") == 1
 
