@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import acme, boots, footprint, ready, throughput
+from benchmarks import accounts, acme, boots, footprint, ready, throughput
 from benchmarks.common import ROOT, Report, build_image, machine_lines
 
 
@@ -26,7 +26,8 @@ def main() -> int:
                         help="seconds a container idles before its memory is read")
     parser.add_argument("--ready-wait", type=int, default=600,
                         help="seconds a first start waits for its DNS records (ready section)")
-    parser.add_argument("--only", choices=("boot", "footprint", "acme", "ready", "throughput"),
+    parser.add_argument("--only", choices=("boot", "footprint", "acme", "ready", "throughput",
+                                                 "import"),
                         action="append", help="run only these sections (repeatable)")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     arguments = parser.parse_args()
@@ -34,7 +35,7 @@ def main() -> int:
     report = Report()
     build_image()
     sections = {"boot": boots.run, "footprint": footprint.run, "acme": acme.run,
-                "ready": ready.run, "throughput": throughput.run}
+                "ready": ready.run, "throughput": throughput.run, "import": accounts.run}
     for name, section in sections.items():
         if arguments.only and name not in arguments.only:
             continue

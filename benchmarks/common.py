@@ -90,7 +90,8 @@ class Report:
                           "|---|---|---|---|", *rows])
 
 
-SECTION_ORDER = ("Boot", "Footprint", "ACME", "Ready after DNS", "Mail throughput")
+SECTION_ORDER = ("Boot", "Footprint", "ACME", "Ready after DNS", "Mail throughput",
+                 "Bulk import")
 
 
 def _sections(markdown: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mailboot import accounts, cli_accounts
 from mailboot.cli import main
 from mailboot.dnscheck import SHARED_FAILURE_HINT
 from tests.conftest import FakeDns, snapshot
@@ -224,3 +226,29 @@ def test_warnings_go_to_stderr(env: dict[str, str]) -> None:
     assert result.returncode == 0
     assert "DMARC_POLCY is not a mailboot setting and is ignored; did you mean DMARC_POLICY?" in (
         result.stderr)
+
+
+def test_quota_options_and_sizes_read_as_people_write_them() -> None:
+    assert cli_accounts.parse_quota_option("5G") == 5 << 30
+    assert cli_accounts.parse_quota_option("500m") == 500 << 20
+    assert cli_accounts.parse_quota_option("1MiB") == 1 << 20
+    assert cli_accounts.parse_quota_option("default") is None
+    assert cli_accounts.parse_quota_option("unlimited") == accounts.UNLIMITED
+    for bad in ("5X", "-1G", "0", "lots"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not a size"):
+            cli_accounts.parse_quota_option(bad)
+    assert [cli_accounts.format_size(n) for n in (512, 1536, 5 << 20, 3 << 40)] == [
+        "512 B", "1.5 KiB", "5.0 MiB", "3.0 TiB"]
+
+
+def test_account_import_refuses_the_whole_list_for_one_bad_line(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """Before any hashing or writing: nothing outside the image is needed to see it refused."""
+    lines = "ok@example.com\t{BLF-CRYPT}$2y$05$abc\nbad@example.net\tlong enough password\n"
+    result = subprocess.run([sys.executable, "-m", "mailboot", "account", "import"],
+                            input=lines, env={"PATH": "/usr/bin:/bin", **env},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 65, result.stderr
+    assert "line 2: 'bad@example.net' is not at one of the mail domains" in result.stderr
+    assert "nothing was imported" in result.stderr
+    assert not (tmp_path / "data" / "accounts" / "passwd").exists()
