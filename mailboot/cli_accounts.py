@@ -70,10 +70,13 @@ def run_account(arguments: argparse.Namespace, settings: Settings, out: TextIO) 
             _remove_app_passwords_of(paths, address)
         accounts.write_accounts(paths, changed, owner=dovecot.passwd_owner())
         apply(settings, paths, changed, aliases)
-    log.info("account: %s %s", address, {
-        "add": "created", "password": "has a new password", "quota": "has a new quota ("
-        + describe_quota(arguments.quota, settings) + ")",
-        "remove": "removed (its mail is kept)"}[arguments.action])
+    if arguments.action == "quota":
+        log.info("account: %s has a new quota (%s)", address,
+                 describe_quota(arguments.quota, settings))
+    else:
+        log.info("account: %s %s", address, {
+            "add": "created", "password": "has a new password",
+            "remove": "removed with its app passwords (its mail is kept)"}[arguments.action])
     return 0
 
 
