@@ -206,7 +206,7 @@ def _judge(record: Record, values: tuple[str, ...], ours: Sequence[str],
             if _caa(expected) not in {_caa(v) for v in values}:
                 return _Problem(f"it allows {', '.join(values)}, not {expected}")
             return None
-        case Kind.MTA_STS_HOST | Kind.SRV | Kind.PTR:
+        case Kind.MTA_STS_HOST | Kind.CLIENT_HOST | Kind.SRV | Kind.PTR:
             if {_norm(v) for v in values} != {_norm(expected)}:
                 return _Problem(f"it is {', '.join(values)} instead of {expected}")
             return None
@@ -360,6 +360,8 @@ _CONSEQUENCES: Final[Mapping[Kind, str]] = {
     Kind.DMARC_REPORT_AUTH: "that domain's reports for us are dropped",
     Kind.MTA_STS: "senders don't insist on TLS when delivering to us",
     Kind.MTA_STS_HOST: "senders can't fetch the MTA-STS policy",
+    Kind.CLIENT_HOST: ("mail clients don't find their settings there, and the certificate "
+                       "doesn't cover the name"),
     Kind.TLSRPT: "nobody tells us when TLS delivery to us fails",
     Kind.SRV: "mail clients can't configure themselves automatically",
     Kind.PTR: "large receivers (Gmail, Microsoft) refuse or junk mail from this address",

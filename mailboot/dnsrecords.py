@@ -17,6 +17,7 @@ from typing import Final
 
 import idna
 
+from mailboot import clientconfig
 from mailboot.dkim import DkimKey, DomainKeys
 from mailboot.dkimstate import Role
 from mailboot.settings import Settings
@@ -48,6 +49,7 @@ class Kind(StrEnum):
     DMARC_REPORT_AUTH = "dmarc_report_auth"  # a report domain agrees to receive (RFC 7489 §7.1)
     MTA_STS = "mta_sts"  # the _mta-sts TXT record (RFC 8461 §3.1)
     MTA_STS_HOST = "mta_sts_host"  # the mta-sts.<domain> CNAME to the policy server
+    CLIENT_HOST = "client_host"  # autoconfig./autodiscover.<domain> CNAMEs: clients' settings
     TLSRPT = "tlsrpt"
     SRV = "srv"
     PTR = "ptr"
@@ -67,8 +69,8 @@ class Kind(StrEnum):
 _RTYPES: Final[Mapping[Kind, str]] = {
     Kind.MX: "MX", Kind.A: "A", Kind.AAAA: "AAAA", Kind.SPF: "TXT", Kind.HELO_SPF: "TXT",
     Kind.DKIM: "TXT", Kind.DMARC: "TXT", Kind.DMARC_REPORT_AUTH: "TXT", Kind.MTA_STS: "TXT",
-    Kind.MTA_STS_HOST: "CNAME", Kind.TLSRPT: "TXT", Kind.SRV: "SRV", Kind.PTR: "PTR",
-    Kind.TLSA: "TLSA", Kind.CAA: "CAA",
+    Kind.MTA_STS_HOST: "CNAME", Kind.CLIENT_HOST: "CNAME", Kind.TLSRPT: "TXT", Kind.SRV: "SRV",
+    Kind.PTR: "PTR", Kind.TLSA: "TLSA", Kind.CAA: "CAA",
 }
 # RFC 7208 §4.5, RFC 6376 §3.6.1, RFC 7489 §6.3, RFC 8461 §3.1, RFC 8460 §3.
 _TAGS: Final[Mapping[Kind, str]] = {
@@ -268,6 +270,7 @@ def domain_records(settings: Settings, domain: str, keys: DomainKeys,
         mta_sts_record(settings, domain, real_names),
         mta_sts_host_record(settings, domain),
         tlsrpt_record(settings, domain),
+        *client_host_records(settings.hostname, domain),
         *srv_records(settings.hostname, domain),
     ]
 
@@ -353,17 +356,36 @@ def tlsrpt_record(settings: Settings, domain: str) -> Record:
                   domain, required=False)
 
 
+def client_host_records(host: str, domain: str) -> list[Record]:
+    """The names Thunderbird and Outlook ask first for a domain's settings, served by our port
+    443 (`clientconfig`). Optional: the certificate covers each from the first DNS check after
+    it appears (the CA must reach the name: its HTTP-01 challenge, RFC 8555 §8.3)."""
+    clients = {"autoconfig": "Thunderbird (and the iPhone profile)", "autodiscover": "Outlook"}
+    return [Record(name, Kind.CLIENT_HOST, f"{host}.",
+                   f"{clients[name.split('.')[0]]} fetches its settings from https://{name}; "
+                   "the certificate grows to cover the name within a DNS check interval of "
+                   "this record appearing", domain, required=False)
+            for name in clientconfig.client_hosts([domain])]
+
+
 def srv_records(host: str, domain: str) -> list[Record]:
-    """Mail client autoconfiguration (RFC 6186, RFC 8314 §5.1: implicit TLS first)."""
+    """Mail client autoconfiguration (RFC 6186, RFC 8314 §5.1: implicit TLS first), Outlook's
+    last way to its settings, and ManageSieve (RFC 5804 §1.8)."""
     return [
         srv_record(domain, "_submissions._tcp", "submission with implicit TLS (port 465)",
-                   host, 465, priority=0),
+                   host, clientconfig.SUBMISSIONS_PORT, priority=0),
         srv_record(domain, "_submission._tcp", "submission with STARTTLS (port 587)",
-                   host, 587, priority=10),
-        srv_record(domain, "_imaps._tcp", "IMAP with implicit TLS (port 993)", host, 993),
+                   host, clientconfig.SUBMISSION_PORT, priority=10),
+        srv_record(domain, "_imaps._tcp", "IMAP with implicit TLS (port 993)", host,
+                   clientconfig.IMAPS_PORT),
         srv_record(domain, "_imap._tcp", "IMAP without TLS"),
         srv_record(domain, "_pop3._tcp", "POP3"),
         srv_record(domain, "_pop3s._tcp", "POP3 with TLS"),
+        # Outlook asks this when autodiscover.<domain> gives nothing, then POSTs to the target.
+        srv_record(domain, "_autodiscover._tcp", "Outlook's settings (HTTPS, port 443)",
+                   host, 443),
+        srv_record(domain, "_sieve._tcp", "ManageSieve for filter rules (port 4190)",
+                   host, 4190),
     ]
 
 
@@ -395,12 +417,14 @@ def tlsa_records(host: str, zone: str, tlsa: TlsaKeys | None) -> list[Record]:
 
 def caa_records(host: str, zone: str, caa: str | None) -> list[Record]:
     """CAA at MAIL_HOSTNAME (RFC 8659): only our CA, for our account, may issue for it. The
-    mta-sts. names are CNAMEs to it and so covered by the same record (RFC 8659 §3)."""
+    mta-sts., autoconfig. and autodiscover. names are CNAMEs to it and so covered by the same
+    record (RFC 8659 §3)."""
     if caa is None:
         return []
     return [Record(host, Kind.CAA, caa,
                    f"only this CA, for this server's ACME account, may issue certificates for "
-                   f"{host} and the mta-sts. names that point to it (RFC 8659, RFC 8657)",
+                   f"{host} and the mta-sts., autoconfig. and autodiscover. names that point to "
+                   "it (RFC 8659, RFC 8657)",
                    zone, required=False)]
 
 

@@ -30,7 +30,7 @@ RECORDS_PER_SECOND = 10
 READY_LINE = ("dns: READY - every required DNS record is in place; mail for {domains} can be "
               "delivered, signed and trusted")
 # What the certificate keeper's pre-checks read: a change may make a name ready.
-ADDRESSING_KINDS = frozenset({Kind.A, Kind.AAAA, Kind.MX, Kind.MTA_STS_HOST})
+ADDRESSING_KINDS = frozenset({Kind.A, Kind.AAAA, Kind.MX, Kind.MTA_STS_HOST, Kind.CLIENT_HOST})
 
 
 def _nothing() -> None:

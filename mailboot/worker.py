@@ -22,6 +22,7 @@ from typing import Protocol
 import dns.resolver
 
 from mailboot import (
+    clientconfig,
     dane,
     dkim,
     netcheck,
@@ -212,7 +213,8 @@ def main() -> int:
     store = ChallengeStore()
     names = certificates.tls_names(settings)
     server = http_server.start(80, store, names)
-    policies = policy_server.start(443, paths, mtasts.policy_hosts(settings))
+    policies = policy_server.start(443, paths, mtasts.policy_hosts(settings),
+                                   service=clientconfig.service_for(settings))
     inbound = start_policy_service(settings, paths)
     config = AcmeConfig(settings.acme_directory, settings.acme_email, settings.acme_ca_bundle,
                         settings.acme_eab_kid, settings.acme_eab_hmac_key)

@@ -65,6 +65,13 @@ def test_one_domain_dual_stack(make_settings: MakeSettings, make_keys: MakeKeys)
     assert value(groups, "_submission._tcp.example.com", "SRV") == "10 1 587 mail.example.com."
     assert value(groups, "_imaps._tcp.example.com", "SRV") == "0 1 993 mail.example.com."
     assert value(groups, "_imap._tcp.example.com", "SRV") == "0 0 0 ."
+    assert value(groups, "_autodiscover._tcp.example.com", "SRV") == "0 1 443 mail.example.com."
+    assert value(groups, "_sieve._tcp.example.com", "SRV") == "0 1 4190 mail.example.com."
+    for client_host in ("autoconfig.example.com", "autodiscover.example.com"):
+        (cname,) = find(groups, client_host, "CNAME")
+        assert (cname.kind, cname.value, cname.required) == (
+            Kind.CLIENT_HOST, "mail.example.com.", False)
+        assert f"https://{client_host}" in cname.purpose and "certificate" in cname.purpose
     ptrs = {r.name: r for r in groups[-1].records}
     assert set(ptrs) == {
         "25.113.0.203.in-addr.arpa",

@@ -279,7 +279,7 @@ def test_each_part_that_is_not_in_place_says_so(
     assert "4.0% of" in found[2]
     assert "set RELAY_HOST" in found[3]
     assert "1 problem(s) logged in the last 2 hours; the latest: worker: it broke" in found[4]
-    assert ("dns          example.com: NOT READY, 12 of 15 records ok (2 required not in "
+    assert ("dns          example.com: NOT READY, 16 of 19 records ok (2 required not in "
             "place, 1 optional not in place)\n") in statusformat.status_text(report)
 
 

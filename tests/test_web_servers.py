@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from mailboot.clientconfig import MailService
 from mailboot.paths import Paths
 from mailboot.tls import certificates, http_server, policy_server
 from mailboot.tls.acme_issuer import ChallengeStore
 from mailboot.tls.http_core import (
     BadRequest,
     Limits,
+    Request,
     Server,
     client_address,
     parse_head,
@@ -106,6 +108,48 @@ def test_a_bad_head_is_refused(head: bytes, status: int) -> None:
     with pytest.raises(BadRequest) as refused:
         parse_head(head)
     assert refused.value.status == status
+
+
+POSTING = ("GET", "HEAD", "POST")
+
+
+def test_a_post_head_says_how_long_its_body_is() -> None:
+    request = parse_head(b"POST /a HTTP/1.1\r\nHost: a.example\r\nContent-Length: 12\r\n"
+                         b"Expect: 100-Continue", POSTING, max_body=12)
+    assert (request.content_length, request.expects_continue) == (12, True)
+    repeated = b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3, 3\r\nContent-Length: 3"
+    assert parse_head(repeated, POSTING, 10).content_length == 3  # RFC 9110 8.6
+    assert parse_head(b"POST / HTTP/1.1\r\nHost: a.example", POSTING, 10).content_length == 0
+    old = parse_head(b"POST / HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue", POSTING, 1)
+    assert not old.expects_continue  # RFC 9110 10.1.1: ignored from HTTP/1.0
+    # A GET's body is never read: the connection closes after the answer.
+    get_with_body = b"GET / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 99999"
+    assert parse_head(get_with_body, POSTING, 10).content_length == 0
+
+
+@pytest.mark.parametrize(("fields", "status"), [
+    (b"Content-Length: 11", 413),
+    (b"Content-Length: 99999999999999999999", 413),
+    (b"Transfer-Encoding: chunked", 411),
+    (b"Content-Length: 3\r\nTransfer-Encoding: chunked", 411),
+    (b"Content-Length: 3\r\nContent-Length: 4", 400),
+    (b"Content-Length: -1", 400),
+    (b"Content-Length: 0x1", 400),
+    (b"Content-Length: \xd9\xa3", 400),  # an Arabic-Indic digit: isdigit(), but not DIGIT
+])
+def test_a_post_body_we_wont_read_is_refused(fields: bytes, status: int) -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_head(b"POST / HTTP/1.1\r\nHost: a.example\r\n" + fields, POSTING, max_body=10)
+    assert refused.value.status == status
+
+
+def test_query_parameters_are_percent_decoded_and_a_plus_stays() -> None:
+    request = Request("GET", "/x?a=1&emailaddress=a+b%40example.com&emailaddress=2", "h")
+    assert request.path == "/x"
+    assert request.query("emailaddress") == "a+b@example.com"
+    assert request.query("a") == "1"
+    assert request.query("b") is None
+    assert Request("GET", "/x", "h").query("a") is None
 
 
 def test_the_connection_to_close_is_the_oldest_of_the_source_holding_the_most() -> None:
@@ -447,6 +491,59 @@ def test_policy_head_and_post(port443: Server) -> None:
     assert head.headers["Content-Length"] == str(len(POLICIES["mta-sts.example.com"]))
     post = fetch(port443.port, "mta-sts.example.com", "mta-sts.example.com", method="POST")
     assert post.status == 405
+
+
+OUTLOOK_REQUEST = (b"<Autodiscover><Request><EMailAddress>alice@example.com</EMailAddress>"
+                   b"</Request></Autodiscover>")
+
+
+@pytest.fixture
+def clients443(slots: tuple[Paths, bytes, bytes]) -> Iterator[Server]:
+    service = MailService("mail.example.com", ("example.com", "example.org"))
+    server = policy_server.start(0, slots[0], POLICIES, host=LOOPBACK, service=service)
+    yield server
+    server.shutdown()
+
+
+def tls_connection(port: int, sni: str) -> ssl.SSLSocket:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context.wrap_socket(socket.create_connection((LOOPBACK, port), timeout=TIMEOUT),
+                               server_hostname=sni)
+
+
+def test_outlooks_post_is_read_in_pieces_after_100_continue(clients443: Server) -> None:
+    host = "autodiscover.example.com"
+    with tls_connection(clients443.port, host) as connection:
+        connection.sendall(f"POST /Autodiscover/Autodiscover.xml HTTP/1.1\r\nHost: {host}\r\n"
+                           f"Content-Length: {len(OUTLOOK_REQUEST)}\r\n"
+                           "Expect: 100-continue\r\n\r\n".encode() + OUTLOOK_REQUEST[:10])
+        assert connection.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        connection.sendall(OUTLOOK_REQUEST[10:50])
+        connection.sendall(OUTLOOK_REQUEST[50:])
+        reply = parse_reply(read_to_end(connection))
+    assert reply.status == 200
+    assert reply.headers["Content-Type"] == "application/xml; charset=utf-8"
+    assert b"<LoginName>alice@example.com</LoginName>" in reply.body
+
+
+def test_a_body_too_big_is_refused_unread_and_one_never_finished_is_dropped(
+        slots: tuple[Paths, bytes, bytes]) -> None:
+    service = MailService("mail.example.com", ("example.com",))
+    server = policy_server.start(0, slots[0], POLICIES, host=LOOPBACK, service=service,
+                                 limits=Limits(head_deadline=0.5, max_body=100))
+    host = "autodiscover.example.com"
+    head = f"POST /autodiscover/autodiscover.xml HTTP/1.1\r\nHost: {host}\r\n"
+    try:
+        with tls_connection(server.port, host) as connection:
+            connection.sendall(f"{head}Content-Length: 101\r\n\r\n".encode())
+            assert parse_reply(read_to_end(connection)).status == 413
+        with tls_connection(server.port, host) as connection:
+            connection.sendall(f"{head}Content-Length: 100\r\n\r\n".encode() + b"<" * 99)
+            assert read_to_end(connection) == b""  # the deadline covers the body too
+    finally:
+        server.shutdown()
 
 
 def test_a_client_that_never_says_hello_is_dropped(slots: tuple[Paths, bytes, bytes]) -> None:

@@ -21,6 +21,13 @@ from mailboot.tls.keeper import AcmeKeeper, Keeper, keeper_for
 from tests.conftest import NOW, FakeCa
 
 HOST = "203.0.113.25"
+# Every name the certificate is for (`certificates.tls_names`), with MAIL_DOMAINS=example.com.
+NAMES = ["mail.example.com", "mta-sts.example.com", "autoconfig.example.com",
+         "autodiscover.example.com"]
+
+
+def all_ready() -> dict[str, set[str]]:
+    return {name: {HOST} for name in NAMES}
 
 
 class World:
@@ -84,13 +91,32 @@ def live(keeper: Keeper) -> certificates.Certificate:
 def test_first_start_with_dns_ready_issues_for_every_name(
     make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
-    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    world.dns = all_ready()
     keeper = make_keeper()
     wake = keeper.step(NOW)
-    assert ca.orders == [["mail.example.com", "mta-sts.example.com"]]
+    assert ca.orders == [NAMES]
     assert live(keeper).source == "acme" and live(keeper).issuer == "CN=Fake CA"
     assert world.reloads == 1
     assert wake == NOW + timedelta(hours=12)  # re-evaluated twice a day; renewal is far off
+
+
+def test_each_new_name_is_announced_once_with_what_it_makes_possible(
+    make_keeper: Callable[..., Keeper], world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.dns = {"mail.example.com": {HOST}, "autoconfig.example.com": {HOST}}
+    keeper = make_keeper()
+    caplog.set_level(logging.INFO)
+    retry = keeper.step(NOW)
+    assert caplog.text.count("autoconfig: autoconfig.example.com has a certificate from the CA "
+                             "now: mail clients can configure themselves") == 1
+    assert "mta-sts.example.com has a certificate" not in caplog.text
+    world.dns = all_ready()
+    keeper.step(retry)
+    assert caplog.text.count("autoconfig.example.com has a certificate") == 1  # said once
+    assert "autoconfig: autodiscover.example.com has a certificate from the CA now" in (
+        caplog.text)
+    assert "mta-sts: mta-sts.example.com has a certificate from the CA now: publish " in (
+        caplog.text)
 
 
 def test_names_not_resolving_yet_are_polled_every_minute_however_long_it_takes(
@@ -114,9 +140,9 @@ def test_names_not_resolving_yet_are_polled_every_minute_however_long_it_takes(
     assert ca.orders == []
     # Said again hourly while it lasts, not at every poll.
     assert caplog.text.count("mail.example.com does not resolve yet") == 3
-    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    world.dns = all_ready()
     keeper.step(moment)
-    assert ca.orders == [["mail.example.com", "mta-sts.example.com"]]
+    assert ca.orders == [NAMES]
 
 
 def test_a_dns_change_brings_the_next_look_forward(
@@ -190,7 +216,7 @@ def test_missing_mta_sts_name_is_added_when_it_resolves(
 def test_restart_with_a_valid_certificate_asks_the_ca_nothing(
     make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
-    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    world.dns = all_ready()
     make_keeper().step(NOW)
     made = world.issuers_made
     restarted = make_keeper()
@@ -202,7 +228,7 @@ def test_restart_with_a_valid_certificate_asks_the_ca_nothing(
 def test_renewal_when_a_third_of_the_lifetime_remains(
     make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
-    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    world.dns = all_ready()
     keeper = make_keeper()
     keeper.step(NOW)
     first = live(keeper)
@@ -219,7 +245,7 @@ def test_ca_errors_keep_the_temporary_certificate_and_honour_retry_after(
     make_keeper: Callable[..., Keeper], world: World, ca: FakeCa,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    world.dns = all_ready()
     ca.fail = IssueError("placing the order: the CA said rateLimited: too many certificates",
                          retry_at=NOW + timedelta(hours=3))
     keeper = make_keeper()
@@ -301,7 +327,7 @@ def test_certificate_groups() -> None:
 def test_the_cas_renewal_suggestion_is_followed_and_remembered_across_restarts(
     make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
-    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    world.dns = all_ready()
     ca.suggestion = NOW + timedelta(days=20)  # sooner than a third of the lifetime before expiry
     keeper = make_keeper()
     assert keeper.step(NOW) == NOW + timedelta(hours=12)
@@ -323,7 +349,7 @@ def test_the_cas_renewal_suggestion_is_followed_and_remembered_across_restarts(
 def test_a_renewal_suggestion_past_the_lifetime_is_capped(
     make_keeper: Callable[..., Keeper], world: World, ca: FakeCa
 ) -> None:
-    world.dns = {"mail.example.com": {HOST}, "mta-sts.example.com": {HOST}}
+    world.dns = all_ready()
     ca.suggestion = NOW + timedelta(days=400)
     keeper = make_keeper()
     keeper.step(NOW)

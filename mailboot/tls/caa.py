@@ -3,8 +3,9 @@
 A CAA record at MAIL_HOSTNAME lets only the configured CA issue for it, and RFC 8657's
 `accounturi` binds that to our own ACME account (and `validationmethods` to HTTP-01, the only
 one we answer): another customer of the same CA can't get a certificate for our name either.
-The `mta-sts.` names are CNAMEs to MAIL_HOSTNAME, and a CA's CAA lookup follows the CNAME
-(RFC 8659 §3), so the one record covers them too; a CAA record can't sit beside a CNAME anyway.
+The `mta-sts.`, `autoconfig.` and `autodiscover.` names are CNAMEs to MAIL_HOSTNAME, and a CA's
+CAA lookup follows the CNAME (RFC 8659 §3), so the one record covers them too; a CAA record
+can't sit beside a CNAME anyway.
 
 The CA's CAA domain is not in its ACME directory: settings.py knows the usual CAs by the host of
 their directory URL (CAA_ISSUER's default); CAA_ISSUER names any other.

@@ -9,8 +9,9 @@ So, instead of a thread per connection (memory and threads grow with every idle 
 - one asyncio event loop in one background thread per listener; a connection is a coroutine;
 - a total deadline for the TLS handshake plus the whole request head, not per read, so a client
   dribbling bytes is dropped as surely as a silent one;
-- a size limit on the head (431), GET and HEAD only (405), and `Connection: close` after one
-  answer, with a deadline for writing it;
+- a size limit on the head (431), GET and HEAD only (405) unless a listener takes more, a body
+  only with POST, only with Content-Length and only up to `max_body` (411, 413), read within the
+  same deadline as the head; `Connection: close` after one answer, with a deadline for writing it;
 - at most `max_connections` open, counted from accept(): when a new one arrives and the table
   is full, the oldest idle connection (still without a complete request) of the source holding
   the most is closed to make room. A flood from one source (an IPv4 address or an IPv6 /64)
@@ -40,9 +41,10 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TypeVar
@@ -53,7 +55,9 @@ BACKLOG = 511  # pending connections the kernel holds for us (as nginx); a burst
 DROP_REPORT_INTERVAL = 60.0  # seconds: dropped connections are logged as one summary line
 ACCEPT_RETRY = 1.0  # seconds to wait when accept() fails for want of file descriptors
 LINGER_BYTES = 65536  # after answering, read and discard at most this much (see _linger)
-ALLOWED_METHODS = ("GET", "HEAD")
+ALLOWED_METHODS = ("GET", "HEAD")  # unless a listener takes more (`serve(methods=...)`)
+# RFC 9110 §10.1.1: the interim answer to `Expect: 100-continue`, so the client sends its body.
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _T = TypeVar("_T")
 
@@ -67,9 +71,10 @@ class Limits:
     # Open connections per listener: two listeners stay far inside the usual 1024 descriptors.
     max_connections: int = 256
     answer_deadline: float = 10.0  # seconds to write the answer and close
+    max_body: int = 0  # bytes of a POST body (read within head_deadline too); 0: no body
 
     def __post_init__(self) -> None:
-        if self.max_connections < 1 or self.max_head < 1:
+        if self.max_connections < 1 or self.max_head < 1 or self.max_body < 0:
             raise ValueError(f"limits must allow one connection and one byte: {self}")
 
 
@@ -78,9 +83,27 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True)
 class Request:
-    method: str  # GET or HEAD
+    method: str  # GET or HEAD, or another the listener takes
     target: str  # as sent: an origin-form path ("/x?y") or another form
     host: str | None  # from parse_host; None when the request named no host (HTTP/1.0)
+    body: bytes = b""  # a POST's, complete (`content_length` bytes)
+    content_length: int = 0  # what the head announced for a POST (RFC 9112 §6.3)
+    expects_continue: bool = False  # `Expect: 100-continue` (RFC 9110 §10.1.1)
+
+    @property
+    def path(self) -> str:
+        """The target without its query (RFC 3986 §3.4)."""
+        return self.target.partition("?")[0]
+
+    def query(self, name: str) -> str | None:
+        """The first value of the query parameter `name`, percent-decoded; None when absent.
+
+        A `+` stays a `+` (RFC 3986 has no plus-for-space, and addresses contain `+`)."""
+        for pair in self.target.partition("?")[2].split("&"):
+            key, _, value = pair.partition("=")
+            if urllib.parse.unquote(key) == name:
+                return urllib.parse.unquote(value)
+        return None
 
 
 @dataclass(frozen=True)
@@ -139,11 +162,13 @@ def parse_host(value: str) -> str | None:
     return host
 
 
-def parse_head(head: bytes) -> Request:
-    """The request line and Host of a request head (without its final empty line).
+def parse_head(head: bytes, methods: Sequence[str] = ALLOWED_METHODS,
+               max_body: int = 0) -> Request:
+    """The request line, Host and body length of a request head (without its final empty line).
 
     Raises BadRequest: 400 for a malformed head, a missing (HTTP/1.1) or repeated Host, or a
-    Host that can't be one (RFC 9112 §3.2); 405 for a method other than GET and HEAD.
+    Host that can't be one (RFC 9112 §3.2); 405 for a method not in `methods`; for a POST, 411
+    for a body sent without Content-Length and 413 for one over `max_body` bytes.
     """
     lines = _LINE_END.split(head.decode("latin-1"))  # RFC 9112 §2.2: octets, not UTF-8
     parts = lines[0].split(" ")
@@ -153,27 +178,53 @@ def parse_head(head: bytes) -> Request:
     if not (_TOKEN.fullmatch(method) and _TARGET.fullmatch(target)
             and _VERSION.fullmatch(version)):
         raise BadRequest(HTTPStatus.BAD_REQUEST, "malformed request line")
-    hosts = []
+    fields: dict[str, list[str]] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         # No whitespace before the colon, no line folding (RFC 9112 §5.1, §5.2).
         if not colon or not _TOKEN.fullmatch(name):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "malformed header field")
-        if name.lower() == "host":
-            hosts.append(value.strip(" \t"))
+        fields.setdefault(name.lower(), []).append(value.strip(" \t"))
+    hosts = fields.get("host", [])
     if len(hosts) > 1 or (not hosts and version != "HTTP/1.0"):
         raise BadRequest(HTTPStatus.BAD_REQUEST, "one Host header field is required")
     try:
         host = parse_host(hosts[0]) if hosts else None
     except ValueError:
         raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Host header field") from None
-    if method not in ALLOWED_METHODS:
-        raise BadRequest(HTTPStatus.METHOD_NOT_ALLOWED, "only GET and HEAD")
-    return Request(method, target, host)
+    if method not in methods:
+        raise BadRequest(HTTPStatus.METHOD_NOT_ALLOWED, f"only {', '.join(methods)}")
+    if method != "POST":  # a body sent anyway stays unread: the connection closes after answering
+        return Request(method, target, host)
+    # RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored.
+    expects = version != "HTTP/1.0" and any(
+        value.lower() == "100-continue" for value in fields.get("expect", []))
+    return Request(method, target, host, content_length=_body_length(fields, max_body),
+                   expects_continue=expects)
 
 
-def render(response: Response, with_body: bool, extra: Sequence[tuple[str, str]] = ()) -> bytes:
-    """The response's bytes; every answer closes the connection (RFC 9112 §9.6)."""
+def _body_length(fields: dict[str, list[str]], limit: int) -> int:
+    """A POST body's length (RFC 9112 §6.3): Content-Length, or none at all."""
+    if "transfer-encoding" in fields:  # chunked bodies of unknown size: not for our small ones
+        raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "send the body with Content-Length")
+    # RFC 9110 §8.6: repeated values must all be the same number.
+    values = {value.strip(" \t") for field in fields.get("content-length", [])
+              for value in field.split(",")}
+    if not values:
+        return 0
+    if len(values) > 1 or not all(value.isascii() and value.isdigit() for value in values):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length header field")
+    value = values.pop()
+    if len(value) > 12 or int(value) > limit:
+        raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,  # RFC 9110 §15.5.14
+                         f"request body over {limit} bytes")
+    return int(value)
+
+
+def render(response: Response, with_body: bool, extra: Sequence[tuple[str, str]] = (),
+           methods: Sequence[str] = ALLOWED_METHODS) -> bytes:
+    """The response's bytes; every answer closes the connection (RFC 9112 §9.6). A 405 says
+    which methods are allowed: the response's own Allow, or else `methods`."""
     headers = [
         ("Server", "mailboot"),
         ("Date", formatdate(usegmt=True)),  # RFC 9110 §6.6.1
@@ -182,8 +233,9 @@ def render(response: Response, with_body: bool, extra: Sequence[tuple[str, str]]
         ("Content-Length", str(len(response.body))),  # a HEAD gets GET's length (RFC 9110 §9.3.2)
         ("Connection", "close"),
     ]
-    if response.status is HTTPStatus.METHOD_NOT_ALLOWED:
-        headers.append(("Allow", ", ".join(ALLOWED_METHODS)))  # RFC 9110 §15.5.6
+    if response.status is HTTPStatus.METHOD_NOT_ALLOWED and not any(
+            name.lower() == "allow" for name, _ in response.headers):
+        headers.append(("Allow", ", ".join(methods)))  # RFC 9110 §15.5.6
     lines = [f"HTTP/1.1 {response.status.value} {response.status.phrase}",
              *(f"{name}: {value}" for name, value in headers)]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -232,8 +284,9 @@ def victim(sources: Sequence[str]) -> int:
 Receive = Callable[[int], Awaitable[bytes]]
 
 
-async def read_head(receive: Receive, limit: int) -> bytes | None:
-    """The request head without its final empty line; None when the client closed first.
+async def read_head(receive: Receive, limit: int) -> tuple[bytes, bytes] | None:
+    """The request head without its final empty line, and what came after it (the start of a
+    body); None when the client closed first.
 
     Raises BadRequest (431) when the head is longer than `limit` bytes.
     """
@@ -246,10 +299,24 @@ async def read_head(receive: Receive, limit: int) -> bytes | None:
         buffer += chunk
         end = _HEAD_END.search(buffer, searched)
         if end is not None and end.start() <= limit:
-            return bytes(buffer[:end.start()])
+            return bytes(buffer[:end.start()]), bytes(buffer[end.end():])
         if len(buffer) >= limit + 4:
             raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
                              f"request head over {limit} bytes")  # RFC 6585 §5
+
+
+async def read_body(receive: Receive, start: bytes, length: int) -> bytes:
+    """`length` bytes of body, `start` being those read with the head.
+
+    Raises ConnectionAbortedError when the client closes before sending them all.
+    """
+    body = bytearray(start[:length])
+    while len(body) < length:
+        chunk = await receive(length - len(body))
+        if not chunk:
+            raise ConnectionAbortedError("closed before the whole request body")
+        body += chunk
+    return bytes(body)
 
 
 class _Plain:
@@ -383,18 +450,20 @@ class Server:
     """One listening socket served by its own event loop in one background thread.
 
     `label` starts every log line ("http", "https"); `tls` makes it an HTTPS server;
-    `headers` go into every response.
+    `headers` go into every response; `methods` are those it answers (others get 405).
     """
 
     def __init__(self, sock: socket.socket, answer: Answer, label: str, limits: Limits,
                  tls: ssl.SSLContext | None = None,
-                 headers: Sequence[tuple[str, str]] = ()) -> None:
+                 headers: Sequence[tuple[str, str]] = (),
+                 methods: Sequence[str] = ALLOWED_METHODS) -> None:
         self._sock = sock
         self._answer = answer
         self.label = label
         self.limits = limits
         self._tls = tls
         self._headers = tuple(headers)
+        self._methods = tuple(methods)
         self.port: int = sock.getsockname()[1]
         self._open: dict[int, _Connection] = {}  # in order of arrival
         self._drops = _Drops(label)
@@ -500,38 +569,44 @@ class Server:
 
     async def _exchange(self, channel: _Plain, connection: _Connection) -> bool:
         """Read one request and answer it; False when the client gave us nothing to answer."""
+        head = b""
         try:
-            async with asyncio.timeout(self.limits.head_deadline):  # handshake and head, total
+            # One deadline for the handshake, the head and the body together.
+            async with asyncio.timeout(self.limits.head_deadline):
                 await channel.open()
-                head = await read_head(channel.receive, self.limits.max_head)
+                received = await read_head(channel.receive, self.limits.max_head)
+                if received is None:
+                    return False
+                head, start = received
+                request = await self._read_request(channel, head, start)
         except OSError:  # timeout (TimeoutError is one), reset, a failed TLS handshake
             return False
-        except BadRequest as error:  # too long: answered without the head
-            head, response, with_body = b"", _refusal(error), True
+        except BadRequest as error:  # answered without reading on (too long: without the head)
+            response, with_body = _refusal(error), True
         else:
-            if head is None:
-                return False
-            response, with_body = self._respond(head)
+            response, with_body = self._answer(request), request.method != "HEAD"
         connection.answering = True
         line = printable(_LINE_END.split(head.decode("latin-1"), 1)[0]) or "-"
         log.info("%s: %s \"%s\" %d", self.label, connection.address, line,
                  response.status.value)
         try:
             async with asyncio.timeout(self.limits.answer_deadline):
-                await channel.send(render(response, with_body, self._headers))
+                await channel.send(render(response, with_body, self._headers, self._methods))
                 await channel.finish()
                 await _linger(channel.sock)
         except OSError:  # the client went away or read too slowly
             pass
         return True
 
-    def _respond(self, head: bytes) -> tuple[Response, bool]:
-        """The response to a complete head, and whether to send its body."""
-        try:
-            request = parse_head(head)
-        except BadRequest as error:
-            return _refusal(error), True
-        return self._answer(request), request.method != "HEAD"
+    async def _read_request(self, channel: _Plain, head: bytes, start: bytes) -> Request:
+        """The request of a complete head, with its body. Raises BadRequest, OSError."""
+        request = parse_head(head, self._methods, self.limits.max_body)
+        if request.content_length == 0:
+            return request
+        if request.expects_continue and len(start) < request.content_length:
+            await channel.send(CONTINUE)
+        body = await read_body(channel.receive, start, request.content_length)
+        return replace(request, body=body)
 
 
 async def _linger(sock: socket.socket) -> None:
@@ -559,13 +634,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(answer: Answer, host: str, port: int, label: str, limits: Limits,
-          tls: ssl.SSLContext | None = None, headers: Sequence[tuple[str, str]] = ()) -> Server:
+          tls: ssl.SSLContext | None = None, headers: Sequence[tuple[str, str]] = (),
+          methods: Sequence[str] = ALLOWED_METHODS) -> Server:
     """Listen on host:port (port 0: any free port, see `.port`) and answer in the background.
 
     Raises OSError when the port can't be had.
     """
     sock = listening_socket(host, port)
-    server = Server(sock, answer, label, limits, tls, headers)
+    server = Server(sock, answer, label, limits, tls, headers, methods)
     try:
         server.start()
     except BaseException:

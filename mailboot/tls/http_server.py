@@ -2,7 +2,8 @@
 
 The CA fetches `http://<name>/.well-known/acme-challenge/<token>` (RFC 8555 §8.3) and sends the
 name it validates as Host: challenges are answered whatever the Host. Any other request is
-redirected to https only when its Host is one of our names (MAIL_HOSTNAME, mta-sts.<domain>):
+redirected to https only when its Host is one of our names (MAIL_HOSTNAME, mta-sts.<domain>,
+autoconfig.<domain>, autodiscover.<domain>: `certificates.tls_names`):
 redirecting whatever Host a client sends would make us an open redirector for any name that
 points here. Other hosts get 404, a Host that can't be a host name 400.
 

@@ -121,7 +121,7 @@ class SelfSignedKeeper:
 @dataclass
 class Slot:
     """One certificate and its retry state. Slot 0 names MAIL_HOSTNAME (the daemons serve it);
-    further slots take the mta-sts names that don't fit in one certificate."""
+    further slots take the mta-sts and client names that don't fit in one certificate."""
 
     number: int
     names: list[str] = field(default_factory=list)
@@ -131,6 +131,21 @@ class Slot:
     told: str | None = None  # the last renewal plan logged, so each plan is logged once
     waiting_for: str | None = None  # the last "not ready" reason logged
     waiting_told: datetime | None = None
+
+
+def announcement(name: str, mta_sts_record: str) -> str | None:
+    """The news for users when `name` first has a certificate from the CA; None: no news.
+
+    The policy host: the `_mta-sts` record, held back until now, can go out (RFC 8461 §3.3).
+    The client hosts: clients fetch their settings over HTTPS and refuse a self-signed
+    certificate, so only now do they configure themselves."""
+    if name.startswith("mta-sts."):
+        return (f"mta-sts: {name} has a certificate from the CA now: publish _{name} TXT "
+                f"\"{mta_sts_record}\"")
+    if name.startswith(("autoconfig.", "autodiscover.")):
+        return (f"autoconfig: {name} has a certificate from the CA now: mail clients can "
+                "configure themselves")
+    return None
 
 
 def certificate_groups(names: Sequence[str],
@@ -209,7 +224,7 @@ class AcmeKeeper:
         log.info("tls: certificate valid until %s for %s, from %s (ordered, validated and "
                  "installed in %.2f s)", when(installed.not_after), ", ".join(installed.names),
                  installed.issuer, time.monotonic() - started)
-        self._announce_mta_sts(installed)
+        self._announce(installed)
         slot.delay, slot.next_try, slot.polling = None, None, False
         slot.waiting_for = None
         if readiness.problems:
@@ -218,14 +233,14 @@ class AcmeKeeper:
             return self._poll_again(now, slot)
         return min(self._renew_time(installed, now, slot), now + IDLE_WAKEUP)
 
-    def _announce_mta_sts(self, installed: Certificate) -> None:
-        """The policy host has a real certificate: the _mta-sts record can go out now."""
+    def _announce(self, installed: Certificate) -> None:
+        """Say once what a name's first certificate from the CA makes possible."""
         record = mtasts.record_value(mtasts.policy_for(self.settings))
         for name in installed.names:
-            if name.startswith("mta-sts.") and name not in self.announced:
+            line = announcement(name, record)
+            if line is not None and name not in self.announced:
                 self.announced.add(name)
-                log.info("mta-sts: %s has a certificate from the CA now: publish _%s TXT \"%s\"",
-                         name, name, record)
+                log.info("%s", line)
 
     def _get_issuer(self) -> Issuer:
         if self._issuer is None:

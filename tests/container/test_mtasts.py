@@ -1,12 +1,15 @@
-"""MTA-STS: the policy served over HTTPS by SNI with Pebble's certificates, and the hold-back."""
+"""MTA-STS: the policy served over HTTPS by SNI with Pebble's certificates, and the hold-back;
+mail clients' settings from the same server, under the same certificates."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import plistlib
 import socket
 import ssl
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,14 +26,16 @@ DOMAINS = ("example.com", "example.org")
 
 
 def get(mail: Container, context: ssl.SSLContext, host: str, path: str,
-        timeout: float = 10) -> http.client.HTTPResponse:
-    """GET https://host/path from the container's 443, with SNI and the Host header."""
+        timeout: float = 10, method: str = "GET", body: bytes | None = None
+        ) -> http.client.HTTPResponse:
+    """GET (or `method`) https://host/path from the container's 443, with SNI and the Host
+    header."""
     connection = http.client.HTTPSConnection("127.0.0.1", mail.ports[443], context=context,
                                              timeout=timeout)
     connection.sock = context.wrap_socket(
         socket.create_connection(("127.0.0.1", mail.ports[443]), timeout=timeout),
         server_hostname=host)
-    connection.request("GET", path, headers={"Host": host})
+    connection.request(method, path, body=body, headers={"Host": host})
     return connection.getresponse()
 
 
@@ -49,7 +54,8 @@ def test_policy_is_served_per_domain_and_the_record_is_held_until_the_certificat
     assert "hold this record back until mta-sts.example.com has a certificate" in str(
         held["hold"])
     assert "HOLD BACK: hold this record back" in mail.logs()
-    for name in ["mail.example.com", *(f"mta-sts.{d}" for d in DOMAINS)]:
+    for name in ["mail.example.com", *(f"{prefix}.{d}" for d in DOMAINS
+                                       for prefix in ("mta-sts", "autoconfig", "autodiscover"))]:
         pebble.set_a(name, ip)
     context = pebble_context(pebble, tmp_path)
     wait_for_pebble_certificate(mail, context)
@@ -69,6 +75,44 @@ def test_policy_is_served_per_domain_and_the_record_is_held_until_the_certificat
     assert get(mail, context, "mta-sts.example.com", "/other").status == 404
     assert get(mail, context, "mta-sts.example.com", "/.well-known/mta-sts.txt/x").status == 404
     assert get(mail, insecure(), "mta-sts.example.net", "/.well-known/mta-sts.txt").status == 404
+    mail_clients_configure_themselves(mail, context)
+
+
+def mail_clients_configure_themselves(mail: Container, context: ssl.SSLContext) -> None:
+    """Thunderbird's, Outlook's and Apple's documents, each over HTTPS verified with Pebble's
+    root for the name the client asks (the certificate covers autoconfig. and autodiscover.)."""
+    deadline = time.monotonic() + 30
+    while "autoconfig: autodiscover.example.org has a certificate from the CA now" not in (
+            mail.logs()):
+        assert time.monotonic() < deadline, mail.logs()[-3000:]
+        time.sleep(1)
+    for domain in DOMAINS:
+        address = f"alice@{domain}"
+        thunderbird = get(mail, context, f"autoconfig.{domain}",
+                          f"/mail/config-v1.1.xml?emailaddress=alice%40{domain}")
+        assert thunderbird.status == 200
+        config = ET.fromstring(thunderbird.read())  # noqa: S314 - our own container's answer
+        assert config.find("emailProvider").get("id") == domain  # type: ignore[union-attr]
+        assert [(s.findtext("hostname"), s.findtext("port"), s.findtext("socketType"))
+                for s in config.iter("incomingServer")] == [("mail.example.com", "993", "SSL")]
+        request = ("<Autodiscover xmlns=\"http://schemas.microsoft.com/exchange/autodiscover/"
+                   f"outlook/requestschema/2006\"><Request><EMailAddress>{address}"
+                   "</EMailAddress></Request></Autodiscover>").encode()
+        outlook = get(mail, context, f"autodiscover.{domain}", "/Autodiscover/Autodiscover.xml",
+                      method="POST", body=request)
+        assert outlook.status == 200
+        answer = ET.fromstring(outlook.read())  # noqa: S314 - our own container's answer
+        logins = [e.text for e in answer.iter() if e.tag.endswith("}LoginName")]
+        assert logins == [address, address]
+        apple = get(mail, context, f"autoconfig.{domain}",
+                    f"/apple/mail.mobileconfig?emailaddress={address}")
+        assert apple.status == 200
+        assert apple.getheader("Content-Type") == "application/x-apple-aspen-config"
+        (payload,) = plistlib.loads(apple.read())["PayloadContent"]
+        assert (payload["EmailAddress"], payload["IncomingMailServerHostName"]) == (
+            address, "mail.example.com")
+        assert "IncomingPassword" not in payload
+    assert get(mail, insecure(), "autoconfig.example.net", "/mail/config-v1.1.xml").status == 404
 
 
 def insecure() -> ssl.SSLContext:
