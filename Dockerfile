@@ -1,6 +1,7 @@
 # mailboot: Postfix, Dovecot, OpenDKIM, OpenDMARC and Unbound configured by a Python entrypoint.
 # Everything comes from Debian's packages (security updates included); PyPI is not used.
 # libsasl2-modules: the PLAIN and LOGIN mechanisms Postfix uses to log in to a RELAY_HOST.
+# dovecot-managesieved: ManageSieve, with which mail clients upload their Sieve filters.
 # dbconfig-no-thanks: OpenDMARC's report database is not used; without it, apt satisfies
 # OpenDMARC's "dbconfig-mysql | dbconfig-no-thanks" with the MariaDB client and Perl (130 MB).
 FROM debian:trixie-slim
@@ -29,6 +30,7 @@ RUN set -eux; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         postfix libsasl2-modules dovecot-core dovecot-imapd dovecot-lmtpd opendkim \
         unbound dns-root-data opendmarc dbconfig-no-thanks publicsuffix dovecot-sieve \
+        dovecot-managesieved \
         bogofilter-sqlite \
         python3 python3-acme python3-josepy python3-dnspython python3-cryptography \
         python3-jinja2 python3-idna python3-spf python3-dkim tini openssl ca-certificates; \
@@ -51,9 +53,10 @@ ENV PYTHONPATH=/opt/mailboot PYTHONDONTWRITEBYTECODE=1
 # 465: submission for mail clients, implicit TLS, authentication required (RFC 8314)
 # 587: submission for mail clients, STARTTLS required, authentication required (RFC 6409)
 # 993: IMAP for mail clients, implicit TLS
+# 4190: ManageSieve (RFC 5804) for mail clients' filters and vacation replies, STARTTLS required
 # 80: ACME HTTP-01 challenges (certificates); our own names are redirected to 443
 # 443: the MTA-STS policy (https://mta-sts.<domain>/.well-known/mta-sts.txt)
-EXPOSE 25 465 587 993 80 443
+EXPOSE 25 465 587 993 4190 80 443
 
 # Keys, certificates, mailboxes, the mail queue and accounts: all state lives here.
 VOLUME ["/data"]

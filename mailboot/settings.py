@@ -50,6 +50,7 @@ from mailboot.parse import (
     parse_relay_host,
     parse_relay_user,
     parse_resolvers,
+    parse_size,
     parse_spf_include,
     parse_tlsrpt_list,
     parse_token,
@@ -357,6 +358,14 @@ TABLE: tuple[Setting, ...] = (
         "2000",
     ),
     Setting(
+        "MAILBOX_QUOTA", "mailbox_quota", parse_size, None, "unset (no limit)",
+        "How much mail each mailbox may hold (K, M, G, T: binary units; `none`: no limit). "
+        "At 90 % its owner gets a warning; mail that would not fit is refused when the sending "
+        "server names the recipient, so the sender is told. `mailboot account quota` sets one "
+        "mailbox's own.",
+        "5G",
+    ),
+    Setting(
         "RELAY_HOST", "relay_host", parse_relay_host, None, "unset (direct delivery by MX)",
         "Send outbound mail through this smarthost (host[:port] or [ipv6]:port, port 587 "
         "unless given; 465 means TLS from the start), for providers that block outbound port "
@@ -439,6 +448,7 @@ class Settings:
     spamhaus_dqs_key: str | None
     dnssec_validation: OnOff
     imap_max_connections: int
+    mailbox_quota: int | None  # bytes; None: no limit
     relay_host: tuple[str, int] | None
     relay_user: str | None
     relay_password: str | None = dataclasses.field(repr=False)  # secret

@@ -153,6 +153,8 @@ BAD_INPUTS = [
     ("OUTBOUND_CHECK", "mx.example.net:smtp", "port that is not a number"),
     ("OUTBOUND_CHECK", "localhost", "not host[:port]"),
     ("OUTBOUND_CHECK", "[2001:db8::1", "without closing it"),
+    ("MAILBOX_QUOTA", "5 gigs", "is not a size"),
+    ("MAILBOX_QUOTA", "0", "is not a size"),
     ("PUBLIC_ADDRESS_DISCOVERY", "ns1.google.com", "is not NAME@SERVER[:PORT]"),
     ("PUBLIC_ADDRESS_DISCOVERY", "o-o.myaddr.l.google.com@", "is not NAME@SERVER[:PORT]"),
     ("PUBLIC_ADDRESS_DISCOVERY", "myaddr@ns1.google.com", "the name"),

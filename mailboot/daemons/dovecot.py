@@ -35,7 +35,17 @@ SIEVE_SCRIPTS = ("dovecot/sieve/spam-filing.sieve", "dovecot/sieve/learn-spam.si
                  "dovecot/sieve/learn-ham.sieve")
 # The only programs the global Sieve scripts may run (sieve_*_bin_dir).
 SIEVE_PROGRAMS = ("dovecot/sieve-bin/bogofilter-classify", "dovecot/sieve-bin/bogofilter-train")
-TEMPLATES = ("dovecot/dovecot.conf", *SIEVE_SCRIPTS, *SIEVE_PROGRAMS)
+# Run by the quota-warning service: a note into the INBOX of a mailbox that is nearly full.
+QUOTA_WARNING = "dovecot/quota-warning"
+TEMPLATES = ("dovecot/dovecot.conf", *SIEVE_SCRIPTS, *SIEVE_PROGRAMS, QUOTA_WARNING)
+# A save that takes a mailbox past this share of its quota puts a warning into its INBOX.
+QUOTA_WARNING_PERCENTAGE = 90
+# In Trash the quota is this share of the mailbox's own, so a full mailbox can still delete
+# (clients move mail to Trash first). Dovecot's per-mailbox quota_storage_percentage.
+TRASH_QUOTA_PERCENTAGE = 110
+# App passwords per address: slot files 1..10, one passdb each. The same number as
+# accounts.APP_PASSWORD_SLOTS (a test holds them equal: daemon modules don't import accounts).
+APP_PASSWORD_SLOTS = range(1, 11)
 # Parallel deliveries into mailboxes: Dovecot's lmtp processes, and Postfix's LMTP connections
 # to them (one limit for both: more connections than processes are dropped and deferred).
 LMTP_CONCURRENCY = 10
@@ -140,7 +150,38 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         "sieve_authserv_id_regex": settings.hostname.replace(".", "\\\\."),
         # Cores this container may run on (`docker run --cpuset-cpus` narrows them).
         "imap": imap_limits(settings.imap_max_connections, len(os.sched_getaffinity(0))),
+        "quota": quota_values(settings.mailbox_quota, paths),
+        "app_password_files": [AppPasswordFile(slot, str(paths.app_password_file(slot)))
+                               for slot in APP_PASSWORD_SLOTS],
     }
+
+
+@dataclass(frozen=True)
+class QuotaValues:
+    """What dovecot.conf says about quotas."""
+
+    storage_size: str  # Dovecot's size: bytes, or "unlimited"
+    warning_percentage: int
+    trash_percentage: int
+    warning_script: str
+
+
+def quota_values(mailbox_quota: int | None, paths: Paths) -> QuotaValues:
+    """MAILBOX_QUOTA (bytes, None for no limit) as Dovecot's quota_storage_size."""
+    return QuotaValues(
+        storage_size="unlimited" if mailbox_quota is None else str(mailbox_quota),
+        warning_percentage=QUOTA_WARNING_PERCENTAGE,
+        trash_percentage=TRASH_QUOTA_PERCENTAGE,
+        warning_script=str(paths.config(QUOTA_WARNING)),
+    )
+
+
+@dataclass(frozen=True)
+class AppPasswordFile:
+    """One slot of app passwords: a passwd-file Dovecot tries as a passdb of its own."""
+
+    slot: int
+    path: str
 
 
 def check(paths: Paths) -> None:
@@ -157,17 +198,27 @@ def prepare(paths: Paths) -> None:
     paths.accounts_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     chown(paths.accounts_dir, (0, 0))
     paths.accounts_dir.chmod(0o755)
-    if not paths.passwd_file.exists():
-        write_atomically(paths.passwd_file, b"", mode=0o640)
     owner = passwd_owner()
-    if owner is not None:
-        chown(paths.passwd_file, owner)
+    prepare_passwd_file(paths.passwd_file, owner)
+    app_passwords = paths.app_password_file(1).parent
+    app_passwords.mkdir(mode=0o755, exist_ok=True)
+    for slot in APP_PASSWORD_SLOTS:
+        prepare_passwd_file(paths.app_password_file(slot), owner)
     raise_open_files_limit()
     compile_sieve_scripts(paths)
     # A container killed (not stopped) keeps Dovecot's pid file; at the next start its PID may
     # be another daemon's, and Dovecot then refuses to start ("already running"). Nothing runs
     # yet while the boot prepares, so any pid file is stale.
     (paths.config_root / "run" / "dovecot" / "master.pid").unlink(missing_ok=True)
+
+
+def prepare_passwd_file(path: Path, owner: tuple[int, int] | None) -> None:
+    """A passwd-file exists (Dovecot logs an error for every lookup in a missing one) and
+    belongs to root:dovecot, 0640."""
+    if not path.exists():
+        write_atomically(path, b"", mode=0o640)
+    if owner is not None:
+        chown(path, owner)
 
 
 def compile_sieve_scripts(paths: Paths) -> None:
@@ -240,8 +291,61 @@ def hash_password(password: str) -> str:
     return hashed
 
 
+@dataclass(frozen=True)
+class QuotaUse:
+    """How much of its quota a mailbox uses; limit_bytes None: no limit."""
+
+    used_bytes: int
+    limit_bytes: int | None
+
+
+def quota_usage() -> dict[str, QuotaUse]:
+    """Every mailbox's use and limit, from one `doveadm quota get -A`.
+
+    Raises CommandError when doveadm fails (Dovecot not running, say)."""
+    return parse_quota_usage(run([DOVEADM, "-f", "tab", "quota", "get", "-A"]))
+
+
+# doveadm counts storage in KiB (src/plugins/quota/doveadm-quota.c: STORAGE is kilobytes).
+QUOTA_UNIT = 1024
+
+
+def parse_quota_usage(text: str) -> dict[str, QuotaUse]:
+    """address -> QuotaUse from `doveadm -f tab quota get -A`: a header line, then one line per
+    user, quota root and resource ("Username, Quota name, Type, Value, Limit, %"); the limit is
+    "-" when there is none. Only STORAGE counts; with several roots, the tightest limit.
+
+    Raises CommandError on output it doesn't understand."""
+    found: dict[str, QuotaUse] = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split("\t")
+        if len(fields) < 5:
+            if line.strip():
+                raise CommandError(f"doveadm quota get gave an unexpected line: {line!r}")
+            continue
+        user, _root, kind, value, limit = fields[:5]
+        if kind != "STORAGE":
+            continue
+        try:
+            use = QuotaUse(int(value) * QUOTA_UNIT,
+                           None if limit == "-" else int(limit) * QUOTA_UNIT)
+        except ValueError:
+            raise CommandError(f"doveadm quota get gave an unexpected line: {line!r}") from None
+        found[user] = _tighter(found.get(user), use)
+    return found
+
+
+def _tighter(known: QuotaUse | None, new: QuotaUse) -> QuotaUse:
+    if known is None or known.limit_bytes is None:
+        return new
+    if new.limit_bytes is None or known.limit_bytes <= new.limit_bytes:
+        return known
+    return new
+
+
 DAEMON = Daemon(
     "dovecot", (DOVECOT, "-F", "-c", "/etc/dovecot/dovecot.conf"),
-    templates=TEMPLATES, executable_templates=frozenset(SIEVE_PROGRAMS), context=context,
+    templates=TEMPLATES, executable_templates=frozenset({*SIEVE_PROGRAMS, QUOTA_WARNING}),
+    context=context,
     check=check, prepare=prepare, reload=reload,
 )

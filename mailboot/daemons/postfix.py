@@ -34,6 +34,8 @@ TEMPLATES = ("postfix/main.cf", "postfix/master.cf", *ACCOUNT_TABLES,
 DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
 # Our policy service (mailboot.inbound, in the worker), relative to the queue directory.
 POLICY_SOCKET = "private/mailboot-policy"
+# Dovecot's quota-status policy service (dovecot.conf), relative to the queue directory.
+QUOTA_STATUS_SOCKET = "private/quota-status"
 QUEUE_DIRECTORIES = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
                      "incoming", "maildrop", "private", "public", "saved", "trace")
 
@@ -65,6 +67,7 @@ def inbound_context(settings: Settings) -> dict[str, Any]:
         "dbl": (f"{settings.blocklist_zone(DBL_ZONE)}={DBL_LISTED}" if settings.dnsbl
                 else ""),
         "policy_socket": POLICY_SOCKET,
+        "quota_status_socket": QUOTA_STATUS_SOCKET,
         "own_authserv_id_pattern": settings.hostname.replace(".", "\\."),
     }
 

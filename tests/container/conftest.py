@@ -28,7 +28,7 @@ from tests.container.dockercli import docker as docker  # re-exported for the te
 ROOT = Path(__file__).resolve().parent.parent.parent
 # A worktree of its own may build and test its own image beside another one.
 IMAGE = os.environ.get("MAILBOOT_TEST_IMAGE", "mailboot:test")
-PORTS = (25, 465, 587, 993, 80, 443)
+PORTS = (25, 465, 587, 993, 4190, 80, 443)
 BOOT_TIMEOUT = 90.0
 
 

@@ -35,7 +35,7 @@ def test_compose_file_is_valid() -> None:
 def test_compose_up_runs_the_mail_server(image: str, tmp_path: Path) -> None:
     """The user's compose file, with ports moved to loopback-only ones for the test machine."""
     text = (ROOT / "compose.yaml").read_text()
-    for port in (25, 465, 587, 993, 80, 443):
+    for port in (25, 465, 587, 993, 4190, 80, 443):
         text = text.replace(f'"{port}:{port}"', f'"127.0.0.1::{port}"')
     project = f"mailboot-compose-{secrets.token_hex(3)}"
     text = text.replace("build: .", f"build: {ROOT}").replace("image: mailboot:latest",

@@ -305,7 +305,7 @@ def scanned(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Co
 
 
 @pytest.mark.parametrize(("port", "starttls"), [(25, "smtp"), (465, None), (587, "smtp"),
-                                                (993, None), (443, None)])
+                                                (993, None), (4190, "sieve"), (443, None)])
 def test_testssl_finds_no_old_protocol_and_no_weak_cipher(
     scanned: Container, tmp_path: Path, port: int, starttls: str | None
 ) -> None:
