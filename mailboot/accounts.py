@@ -119,7 +119,8 @@ def read_accounts(paths: Paths) -> list[Account]:
         quota = _quota_field(extra)
         if not address or not _HASH.match(password_hash) or quota == -1:
             raise StateError(f"{passwd_path(paths)} line {number} is not `address:{{SCHEME}}hash"
-                             f"::::::[{QUOTA_FIELD}=bytes]`; fix or remove that line")
+                             f"::::::` (with `{QUOTA_FIELD}=bytes` at the end for a mailbox's "
+                             "own quota); fix or remove that line")
         accounts.append(Account(address, password_hash, quota))
     return accounts
 

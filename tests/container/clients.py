@@ -29,6 +29,16 @@ def smtp_starttls(raw: socket.socket) -> bool:
         return reader.readline().startswith(b"220")
 
 
+def sieve_starttls(raw: socket.socket) -> bool:
+    """Read the ManageSieve greeting (capabilities, then OK) and ask for STARTTLS on a plain
+    connection (RFC 5804 §2.2); True when the server agrees."""
+    with raw.makefile("rb") as reader:
+        while not reader.readline().startswith(b"OK"):
+            pass
+        raw.sendall(b"STARTTLS\r\n")
+        return reader.readline().startswith(b"OK")
+
+
 def served_certificate(container: Container, port: int, context: ssl.SSLContext) -> bytes:
     """The DER certificate a port presents (STARTTLS on 25 and 587), verified by `context`
     for mail.example.com."""

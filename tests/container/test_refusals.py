@@ -16,7 +16,7 @@ import pytest
 
 from mailboot.tls.certificates import write_self_signed
 from tests.conftest import NOW
-from tests.container.clients import smtp_starttls
+from tests.container.clients import sieve_starttls, smtp_starttls
 from tests.container.conftest import Container, insecure_context, running
 
 pytestmark = pytest.mark.container
@@ -121,6 +121,8 @@ def handshake(port: int, version: ssl.TLSVersion, starttls: str | None) -> str:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         if starttls == "smtp":
             assert smtp_starttls(raw)
+        elif starttls == "sieve":
+            assert sieve_starttls(raw)
         with client_context(version).wrap_socket(raw) as tls:
             return str(tls.version())
 
@@ -158,7 +160,7 @@ def test_control_the_client_can_speak_old_tls(old_tls_server: int, name: str) ->
 
 
 @pytest.mark.parametrize(("port", "starttls"), [(25, "smtp"), (465, None), (587, "smtp"),
-                                                (993, None)])
+                                                (993, None), (4190, "sieve")])
 @pytest.mark.parametrize("name", list(VERSIONS))
 def test_only_tls_12_and_13_are_accepted(
     mail: Container, port: int, starttls: str | None, name: str
