@@ -227,8 +227,10 @@ def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) 
              seconds_since_process_start())
     sys.stderr.flush()
     skip = ",".join(registry.unwanted(settings))
+    worker_state = Paths(settings.data_dir).worker_state
     os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons.supervisor",  # noqa: S606
-                              *(("--skip", skip) if skip else ())])
+                              f"--worker-state={worker_state}", "--http-port=80",
+                              "--https-port=443", *(("--skip", skip) if skip else ())])
 
 
 def seconds_since_process_start() -> float:

@@ -119,3 +119,21 @@ class Paths:
     def worker_problems(self) -> Path:
         """The worker's last warnings and errors, as JSON (for `mailboot status`)."""
         return self.run_dir / "worker-problems.json"
+
+    @property
+    def worker_state(self) -> Path:
+        """What the worker's runs remember between them (retry state, what was said, the next
+        due time), as JSON; the supervisor reads when to run it next."""
+        return self.run_dir / "worker-state.json"
+
+    @property
+    def acme_challenges(self) -> Path:
+        """HTTP-01 answers in flight, one file per token: the worker's run writes them, the
+        port-80 child reads them."""
+        return self.run_dir / "acme-challenges"
+
+    @property
+    def inbound_state(self) -> Path:
+        """What the port-25 policy processes remember between them (warnings said, sessions
+        seen); writable by the user they run as."""
+        return self.run_dir / "inbound"
