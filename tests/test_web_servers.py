@@ -22,7 +22,7 @@ import pytest
 from mailboot.clientconfig import MailService
 from mailboot.paths import Paths
 from mailboot.tls import certificates, http_server, policy_server
-from mailboot.tls.acme_issuer import ChallengeStore
+from mailboot.tls.challenges import ChallengeStore
 from mailboot.tls.http_core import (
     BadRequest,
     Limits,
@@ -241,8 +241,8 @@ def open_fds() -> int:
 
 
 @pytest.fixture
-def store() -> ChallengeStore:
-    challenges = ChallengeStore()
+def store(tmp_path: Path) -> ChallengeStore:
+    challenges = ChallengeStore(tmp_path / "challenges")
     challenges.put(TOKEN, KEY_AUTHORIZATION)
     return challenges
 

@@ -20,7 +20,6 @@ drive them with numbers.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -62,7 +61,7 @@ def next_run_after(now: float, asked: float | None) -> float:
 
 def retry_delay(failures: int) -> float:
     """The wait after `failures` failed runs in a row (1 or more): 1 min, 2, 4, ... 1 h."""
-    return min(FIRST_RETRY * 2 ** min(failures - 1, 16), MAX_RETRY)
+    return min(FIRST_RETRY * 2.0 ** min(failures - 1, 16), MAX_RETRY)
 
 
 def read_plan(path: Path) -> tuple[float | None, dict[str, str]] | None:
@@ -209,7 +208,7 @@ class HttpActivation:
 
     def _crashed(self) -> None:
         self.failures += 1
-        delay = min(HTTP_RESTART_FIRST * 2 ** min(self.failures - 1, 16), HTTP_RESTART_MAX)
+        delay = min(HTTP_RESTART_FIRST * 2.0 ** min(self.failures - 1, 16), HTTP_RESTART_MAX)
         self.not_before = time.monotonic() + delay
 
     def stop(self) -> None:
