@@ -198,6 +198,7 @@ def test_a_connection_starts_the_child_which_serves_both_ports_and_ends_when_idl
     assert activation.watched() == []  # the child has them now
     answer = client.getresponse()
     assert (answer.status, answer.getheader("Location")) == (301, "https://mail.example.com/")
+    answer.read()  # and so close the socket: the server waits for the client's close
     client.close()
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
@@ -226,5 +227,7 @@ def test_a_crashed_child_is_said_and_the_next_connection_starts_another(
     client = http.client.HTTPConnection("127.0.0.1", ports["http"], timeout=30)
     client.request("GET", "/.well-known/acme-challenge/unknown", headers={"Host": "x.example"})
     wait_for_a_client(activation, timeout=15)
-    assert client.getresponse().status == 404
+    missing = client.getresponse()
+    assert missing.status == 404
+    missing.read()
     client.close()
