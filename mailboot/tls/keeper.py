@@ -45,7 +45,9 @@ from mailboot.tls.precheck import Fetch, Resolve, check_names
 log = logging.getLogger("mailboot.tls")
 
 IDLE_WAKEUP = timedelta(hours=12)  # re-evaluate at least this often
-MANUAL_POLL = timedelta(seconds=5)
+# The mounted files are watched by the supervisor (a stat every few seconds), which runs the
+# worker when they change: the keeper itself looks again only this late.
+MANUAL_POLL = IDLE_WAKEUP
 WAITING_REMINDER = timedelta(hours=1)  # a name still not ready is mentioned again this often
 # Let's Encrypt puts at most 100 names in one certificate.
 MAX_NAMES_PER_CERTIFICATE = 100
