@@ -147,3 +147,43 @@ def test_the_ed25519_signer_runs_only_when_the_settings_ask_for_it(
     both = make_settings(MAIL_DOMAINS="example.com", DKIM_ALGORITHMS="rsa,ed25519")
     assert registry.unwanted(rsa) == ("opendkim-ed25519",)
     assert registry.unwanted(both) == ()
+
+
+SUPERVISE_WITH_WORKER = """
+import sys
+from pathlib import Path
+from mailboot.daemons.children import WorkerRuns
+from mailboot.daemons.daemon import Daemon
+from mailboot.daemons.supervisor import Supervisor, say
+state, runs = Path(sys.argv[2]), Path(sys.argv[3])
+stand_in = ("import json, sys, time; from pathlib import Path; "
+            "Path(sys.argv[2]).open('a').write(' '.join(sys.argv[3:]) + ';'); "
+            "Path(sys.argv[1]).write_text(json.dumps({'next_run': time.time() + 3600, "
+            "'watch': {}}))")
+worker = WorkerRuns((sys.executable, "-c", stand_in, str(state), str(runs)), state, {}, say)
+daemons = [Daemon("sleeper", ("sleep", "60"))]
+raise SystemExit(Supervisor(daemons, Path(sys.argv[1]), stop_timeout=1.0, worker=worker).run())
+"""
+
+
+def test_the_supervisor_runs_the_worker_at_start_and_again_on_sigusr1(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISE_WITH_WORKER, str(tmp_path / "log.sock"),
+         str(tmp_path / "state.json"), str(runs)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: runs.exists() and runs.read_text() == ";")
+        process.send_signal(signal.SIGUSR1)  # `kill -USR1`: run every task now
+        wait_until(lambda: runs.read_text() == ";--all;")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert "worker run" not in stderr  # no run failed
+
+
+def wait_until(done: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.05)
