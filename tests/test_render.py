@@ -240,7 +240,8 @@ def test_port_25_runs_postscreen_and_the_verifying_milters(rendered: dict[str, s
             "        default_action=DUNNO }") in main
     # Postfix starts it per smtpd that asks, as nobody, with the lists postscreen asks.
     assert ("\nmailboot-policy unix -  n       n       -       50      spawn\n  user=nobody "
-            "argv=/usr/bin/python3 -P -m mailboot.inbound_policy --notes=") in master
+            "argv=/usr/bin/env PYTHONPATH=") in master
+    assert " /usr/bin/python3 -P -m mailboot.inbound_policy --notes=" in master
     assert "--blocklist=zen.spamhaus.org=zen.spamhaus.org --blocklist=list.dnswl.org" in master
     # Submission (our users) keeps signing only: no DMARC judgement, no policy service.
     assert master.count("-o smtpd_milters=$non_smtpd_milters") == 2

@@ -40,6 +40,9 @@ POLICY_SOCKET = f"private/{POLICY_SERVICE}"
 # nothing but the resolver and their notes (below the run directory, made for them here).
 POLICY_USER = "nobody"
 POLICY_PYTHON = "/usr/bin/python3"  # Debian's, where the image installs mailboot
+# spawn(8) gives its command only Postfix's export_environment (no PYTHONPATH): the command
+# line names where the mailboot package is (/opt/mailboot in the image).
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # At most this many at once (one per smtpd that asks); each ends when its smtpd lets go of it.
 POLICY_PROCESS_LIMIT = 50
 # Dovecot's quota-status policy service (dovecot.conf), relative to the queue directory.
@@ -89,7 +92,8 @@ def policy_argv(settings: Settings, paths: Paths) -> str:
     (with the DQS key, as postscreen's sites in main.cf do) and the name shown in the log."""
     zones = dict.fromkeys(site.zone for site in settings.dnsbl)
     lists = [f"--blocklist={settings.blocklist_zone(zone)}={zone}" for zone in zones]
-    return " ".join([POLICY_PYTHON, "-P", "-m", "mailboot.inbound_policy",
+    return " ".join(["/usr/bin/env", f"PYTHONPATH={PACKAGE_ROOT}", POLICY_PYTHON, "-P", "-m",
+                     "mailboot.inbound_policy",
                      f"--notes={paths.inbound_state}", *lists])
 
 
