@@ -6,7 +6,6 @@ State lives below DATA_DIR (the one volume); rendered configuration lives below 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,6 +57,10 @@ class Paths:
 
     def acme_account_dir(self, directory_url: str) -> Path:
         """One ACME account per CA directory: switching CAs never reuses another CA's account."""
+        # Imported here: hashlib loads OpenSSL's library (5 MiB) into the resident supervisor,
+        # which imports this module but never asks this.
+        import hashlib
+
         parts = urlsplit(directory_url)
         digest = hashlib.sha256(directory_url.encode()).hexdigest()[:8]
         return self.data_dir / "acme" / f"{parts.hostname}-{digest}"
