@@ -7,15 +7,18 @@ behind a healthy-looking container. It also receives syslog messages on /dev/log
 only log there) and writes them to stderr, so every daemon's log reaches `docker logs`.
 
 This module is run as `python3 -m mailboot.daemons.supervisor` after the boot execs it: a fresh
-process that imports little (never `ssl`, the ACME client or dnspython), so the supervisor, the
-one Python process that stays, is small for the container's whole life. It runs the daemons of
-`registry.DAEMONS`, and the short children of `children`: the worker's runs when they are due,
-and the server of ports 80 and 443 when a client connects (it binds those ports itself).
+process that imports little (the standard library's light modules and `children`: never
+`ssl`, the ACME client, dnspython, nor even `dataclasses`, `typing` or `logging`), so the
+supervisor, the one Python process that stays, is small for the container's whole life. The
+boot hands it the daemons to run (`registry.DAEMONS` that the settings call for) as JSON on its
+command line; it runs them, and the short children of `children`: the worker's runs when they
+are due, and the server of ports 80 and 443 when a client connects (it binds those ports).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import select
@@ -28,16 +31,45 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from mailboot.commands import CHILD_ENV
 from mailboot.daemons.children import HttpActivation, WorkerRuns, how_it_ended
-from mailboot.daemons.daemon import Daemon
-from mailboot.daemons.registry import DAEMONS
 from mailboot.listen import listening_socket
 
 STOP_TIMEOUT = 8.0  # seconds; Docker sends SIGKILL 10 s after SIGTERM by default
 EXIT_DAEMON_DIED = 1
 # RFC 3164 §4.1: "<PRI>TIMESTAMP HOSTNAME TAG: MSG" (glibc omits the HOSTNAME on /dev/log).
 _SYSLOG = re.compile(rb"^<\d{1,3}>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(.*)$", re.DOTALL)
+# The daemons' environment: never the settings (passwords, keys). As `commands.CHILD_ENV`, which
+# the supervisor doesn't import (it is for the boot's commands).
+CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+class Program:
+    """What the supervisor runs: a daemon's name, argv, and the command that stops it when
+    SIGTERM is not enough (empty: SIGTERM). The boot makes them from `registry.DAEMONS`."""
+
+    __slots__ = ("argv", "name", "stop_argv")
+
+    def __init__(self, name: str, argv: Sequence[str], stop_argv: Sequence[str] = ()) -> None:
+        self.name, self.argv, self.stop_argv = name, tuple(argv), tuple(stop_argv)
+
+
+def programs_json(programs: Sequence[Program]) -> str:
+    return json.dumps([[p.name, list(p.argv), list(p.stop_argv)] for p in programs])
+
+
+def read_programs(text: str) -> list[Program]:
+    """The programs of `programs_json`. Raises ValueError for anything else."""
+    programs = []
+    for entry in json.loads(text):
+        name, argv, stop_argv = entry
+        if not (isinstance(name, str) and _texts(argv) and _texts(stop_argv) and argv):
+            raise ValueError(f"not a program: {entry!r}")
+        programs.append(Program(name, argv, stop_argv))
+    return programs
+
+
+def _texts(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 
@@ -45,7 +77,7 @@ _SYSLOG = re.compile(rb"^<\d{1,3}>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(.*)
 class Supervisor:
     """Runs daemons until one exits or a stop signal arrives; real state, hence a class."""
 
-    def __init__(self, daemons: Sequence[Daemon], syslog_path: Path | None,
+    def __init__(self, daemons: Sequence[Program], syslog_path: Path | None,
                  stop_timeout: float = STOP_TIMEOUT, worker: WorkerRuns | None = None,
                  http: HttpActivation | None = None) -> None:
         self.daemons = tuple(daemons)
@@ -62,8 +94,7 @@ class Supervisor:
         syslog = self._open_syslog()
         try:
             for daemon in self.daemons:
-                env = dict(os.environ) if daemon.inherit_environment else dict(CHILD_ENV)
-                self.processes[daemon.name] = subprocess.Popen(daemon.argv, env=env)
+                self.processes[daemon.name] = subprocess.Popen(daemon.argv, env=dict(CHILD_ENV))
                 say(f"started {daemon.name} (pid {self.processes[daemon.name].pid})")
             code = self._wait(syslog)
         finally:
@@ -193,16 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m mailboot.daemons.supervisor")
     parser.add_argument("--syslog", type=Path, default=Path("/dev/log"),
                         help="where to receive syslog messages (empty: don't)")
-    parser.add_argument("--skip", default="",
-                        help="comma-separated daemons not to start (the settings don't call "
-                             "for them)")
+    parser.add_argument("--daemons", type=read_programs, default=[],
+                        help="the daemons to run, in start order, as JSON: "
+                             "[[name, argv, stop_argv], ...]")
     parser.add_argument("--worker-state", type=Path,
                         help="run the worker, planning its runs by this state file")
     parser.add_argument("--http-port", type=int, help="serve HTTP here, on demand (80)")
     parser.add_argument("--https-port", type=int, help="serve HTTPS here, on demand (443)")
     arguments = parser.parse_args(argv)
     syslog = arguments.syslog if str(arguments.syslog) else None
-    skipped = set(filter(None, arguments.skip.split(",")))
     ports = {name: port for name, port in (("http", arguments.http_port),
                                            ("https", arguments.https_port)) if port is not None}
     sockets = bind_ports(ports)
@@ -212,8 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.worker_state is not None:
         worker = WorkerRuns((sys.executable, "-P", "-m", "mailboot.worker", "--once"),
                             arguments.worker_state, dict(os.environ), say)
-    return Supervisor([d for d in DAEMONS if d.name not in skipped], syslog, worker=worker,
-                      http=http).run()
+    return Supervisor(arguments.daemons, syslog, worker=worker, http=http).run()
 
 
 if __name__ == "__main__":
