@@ -60,7 +60,6 @@ from mailboot.tls.precheck import fetch_http, make_resolver
 
 log = logging.getLogger("mailboot.worker")
 
-Clock = Callable[[], datetime]
 # After a task raised: try it again this much later (its own backoff is lost with the error).
 RETRY_AFTER_CRASH = timedelta(minutes=5)
 # A nudge (the DNS watcher saw a record change) steps the nudged task again in the same run;
