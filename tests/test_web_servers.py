@@ -607,3 +607,17 @@ def test_shutdown_closes_everything(store: ChallengeStore) -> None:
     assert open_fds() <= fds
     with pytest.raises(OSError):
         socket.create_connection((LOOPBACK, server.port), timeout=TIMEOUT)
+
+
+def test_challenges_are_files_one_process_writes_and_another_reads(tmp_path: Path) -> None:
+    """The worker's run puts the answer; the port-80 child, another process, reads it."""
+    writer, reader = ChallengeStore(tmp_path / "c"), ChallengeStore(tmp_path / "c")
+    writer.put(TOKEN, KEY_AUTHORIZATION)
+    assert reader.get(TOKEN) == KEY_AUTHORIZATION
+    writer.remove(TOKEN)
+    assert reader.get(TOKEN) is None
+    # A request's path never leaves the directory: only base64url tokens name files.
+    (tmp_path / "secret").write_text("not for you")
+    assert reader.get("../secret") is None and reader.get("") is None
+    with pytest.raises(ValueError, match="not an ACME token"):
+        writer.put("../secret", "x")

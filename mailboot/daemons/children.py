@@ -34,6 +34,9 @@ MIN_GAP = 5.0  # seconds between two runs at least, so a confused state can't sp
 FIRST_RETRY, MAX_RETRY = 60.0, 3600.0
 WATCH_EVERY = 5.0  # seconds between two looks at the watched files
 HTTP_RESTART_FIRST, HTTP_RESTART_MAX = 1.0, 60.0  # after a crashed HTTP child
+# Seconds a child gets to end on SIGTERM at a stop: the daemons still need theirs within the
+# 10 s Docker waits before SIGKILL.
+CHILD_STOP_TIMEOUT = 2.0
 Say = Callable[[str], None]
 
 
@@ -150,13 +153,7 @@ class WorkerRuns:
                  "affected; see the log above)")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process)
 
 
 class HttpActivation:
@@ -212,13 +209,19 @@ class HttpActivation:
         self.not_before = time.monotonic() + delay
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process)
+
+
+def stop_child(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after CHILD_STOP_TIMEOUT."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=CHILD_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def how_it_ended(returncode: int) -> str:
