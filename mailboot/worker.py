@@ -49,6 +49,7 @@ from mailboot.taskstate import (
     Saved,
     StateUnreadable,
     read_object,
+    read_text,
     read_time,
     time_value,
 )
@@ -195,7 +196,26 @@ def load_run(path: Path) -> Run | None:
         return None
 
 
-def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None]) -> DnsWatcher:
+class DnsTask:
+    """The DNS watcher and the TLSA source its records take: each remembers what it said, so
+    a run says again only what changed."""
+
+    def __init__(self, watcher: DnsWatcher, tlsa: dane.TlsaSource) -> None:
+        self.watcher, self.tlsa = watcher, tlsa
+
+    def step(self, now: datetime) -> datetime:
+        return self.watcher.step(now)
+
+    def state(self) -> JsonObject:
+        return {"watcher": self.watcher.state(), "tlsa_told": self.tlsa.told}
+
+    def restore(self, saved: Saved) -> None:
+        """Raises StateUnreadable."""
+        self.watcher.restore(read_object(saved.get("watcher", {})))
+        self.tlsa.told = read_text(saved.get("tlsa_told"))
+
+
+def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None]) -> DnsTask:
     tlsa = dane.TlsaSource(settings, paths, DnsLookup(settings.dns_resolvers))
 
     def records() -> list[Record]:
@@ -211,9 +231,10 @@ def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None])
         # What receivers will make of our mail, against the records now published.
         selftest.log_summary(settings, paths, lookup, _now())
 
-    return DnsWatcher(records, lookup, [str(a) for a in settings.public_addresses],
-                      settings.domains, timedelta(seconds=settings.dns_check_interval),
-                      on_change=on_change, on_ready=on_ready)
+    watcher = DnsWatcher(records, lookup, [str(a) for a in settings.public_addresses],
+                         settings.domains, timedelta(seconds=settings.dns_check_interval),
+                         on_change=on_change, on_ready=on_ready)
+    return DnsTask(watcher, tlsa)
 
 
 def dkim_rotation(settings: Settings, paths: Paths) -> DkimRotation:

@@ -490,3 +490,18 @@ def test_the_state_file_tells_the_supervisor_when_and_what_to_watch(tmp_path: Pa
     assert document["next_run"] == (NOW + timedelta(hours=1)).timestamp()
     assert document["watch"] == {str(watched): "missing"}
     assert document["ran"] == NOW.timestamp()
+
+
+def test_the_dns_task_says_why_there_is_no_tlsa_record_once_across_runs(
+        make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com", TLS_MODE="self-signed")
+    paths = Paths(settings.data_dir)
+    first = worker.dns_watcher(settings, paths, lambda: None)
+    with caplog.at_level(logging.INFO):
+        assert first.tlsa() is None
+    assert caplog.text.count("no TLSA (DANE) records") == 1
+    second = worker.dns_watcher(settings, paths, lambda: None)
+    second.restore(json.loads(json.dumps(first.state())))
+    with caplog.at_level(logging.INFO):
+        second.tlsa()
+    assert caplog.text.count("no TLSA (DANE) records") == 1
