@@ -7,11 +7,13 @@ A map of the package, from the top floor down (imports only go down; tests keep 
 - `boot`: the boot story, one logged stage each: settings -> DKIM keys -> TLS -> accounts ->
   rendered configuration -> the daemons' own checks -> prepared state -> DNS records; then the
   process becomes the supervisor.
-- `worker`: the background process: port-80/443 servers, the certificate keeper, DNS checks,
-  the port-25 policy service; a failing task is retried, never fatal.
-- `inbound` (what port 25 decides beyond postscreen and the milters: SPF fail without DMARC,
-  a blocklist refusing our resolver, Docker's proxy), `smtp_policy` (Postfix's policy
-  protocol), `publicsuffix` (DMARC's organizational domain).
+- `worker`: the background tasks (the certificate keeper, DNS checks, DKIM rotation, network
+  checks) as short runs the supervisor starts when one is due; each task's memory is kept
+  between runs in a state file (`taskstate`); a failing task is retried, never fatal.
+- `inbound_policy`: the port-25 policy process Postfix starts per smtpd (spawn(8)); `inbound`
+  (what it decides beyond postscreen and the milters: SPF fail without DMARC, a blocklist
+  refusing our resolver, Docker's proxy), `smtp_policy` (Postfix's policy protocol),
+  `publicsuffix` (DMARC's organizational domain).
 - `render`: the daemons' configuration from templates/ (which mirrors /etc).
 - `dnsrecords` (typed records, one builder per kind), `dnsformat` (zone file, table, JSON),
   `dnscheck` (the DNS doctor: findings, never exceptions), `dnsspf` (SPF evaluated as receivers
@@ -19,14 +21,16 @@ A map of the package, from the top floor down (imports only go down; tests keep 
 - `tls/`: certificates, ACME, renewal timing and ARI, pre-checks, the web servers (see its map).
 - `daemons/`: one module per daemon (unbound, opendkim, opendmarc, dovecot, postfix),
   `registry.DAEMONS` (the one
-  list the boot and the supervisor iterate over) and the `supervisor`.
+  list the boot and the supervisor iterate over), the `supervisor` (the one resident Python
+  process) and its short `children` (the worker's runs; ports 80 and 443 on demand).
 - `accounts`, `dkim`, `health`: mailboxes and aliases, DKIM keys, the container's health check;
   `dkimstate` (which key signs, which waits, which was replaced) and `dkimrotation` (the
   worker's switch once a new key's record is served, and the retirement after the grace).
 - Ground floor: `settings` (one table of environment variables -> frozen `Settings`), `parse`
   (the value parsers), `errors` (every error the user can meet, with its exit code), `paths`
   (every location, re-rootable for tests), `files` (atomic writes), `commands` (running
-  programs with a fixed environment), `users` (the image's system users).
+  programs with a fixed environment), `users` (the image's system users), `listen` (listening
+  sockets without importing more than `socket`).
 """
 
 __version__ = "0.1.0"

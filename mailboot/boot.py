@@ -73,11 +73,22 @@ def remove_leftovers(paths: Paths) -> None:
             remove_stale_temp_files(Path(directory))
 
 
+def forget_the_last_run(paths: Paths) -> None:
+    """The run directory survives `docker restart`: the worker's memory of the last run (and
+    challenges it left) would hold its first run of this start back, and a start is when it
+    says where everything stands. Its kept problems stay, for `mailboot status`."""
+    paths.worker_state.unlink(missing_ok=True)
+    if paths.acme_challenges.is_dir():
+        for challenge in paths.acme_challenges.iterdir():
+            challenge.unlink(missing_ok=True)
+
+
 def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform,
          out: TextIO) -> None:
     """Make everything the daemons need, check it, and print the DNS records to `out`."""
     check_data_dir(paths)
     remove_leftovers(paths)
+    forget_the_last_run(paths)
     with stage("public address"):
         settings = publicaddress.settle(settings, paths, platform.discover, now)
     with stage("dkim keys"):

@@ -29,7 +29,7 @@ from mailboot import (
     health,
     publicaddress,
 )
-from mailboot.daemons import registry, unbound
+from mailboot.daemons import registry, supervisor, unbound
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
 from mailboot.errors import ConfigError, MailbootError, UsageError
@@ -226,9 +226,12 @@ def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) 
     log.info("boot: handing over to the supervisor, %.3f s after the entrypoint started",
              seconds_since_process_start())
     sys.stderr.flush()
-    skip = ",".join(registry.unwanted(settings))
+    worker_state = Paths(settings.data_dir).worker_state
+    daemons = supervisor.programs_json([supervisor.Program(d.name, d.argv, d.stop_argv)
+                                        for d in registry.DAEMONS if d.wanted(settings)])
     os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons.supervisor",  # noqa: S606
-                              *(("--skip", skip) if skip else ())])
+                              f"--daemons={daemons}", f"--worker-state={worker_state}",
+                              "--http-port=80", "--https-port=443"])
 
 
 def seconds_since_process_start() -> float:

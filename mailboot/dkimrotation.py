@@ -33,11 +33,15 @@ from mailboot.dnscheck import Status
 from mailboot.dnsrecords import DEFAULT_TTL, dkim_record
 from mailboot.errors import KeyImportError, MailbootError, UsageError
 from mailboot.paths import Paths
+from mailboot.taskstate import JsonObject, Saved, read_object, read_time, time_value
 
 log = logging.getLogger("mailboot.dkim")
 
 # How often the state files are read while nothing is pending (a rotation is noticed soon).
-IDLE_POLL = timedelta(seconds=10)
+# With nothing waiting, look again this late: the supervisor runs the worker as soon as
+# `mailboot dkim rotate` or `import` changes a domain's key directory (the worker asks it to
+# watch them).
+IDLE_POLL = timedelta(hours=12)
 
 
 def _when(moment: datetime) -> str:
@@ -157,6 +161,18 @@ class DkimRotation:
         self.due: datetime | None = None
         self.told: dict[str, str] = {}  # record name -> what the log said last about it
         self.next_check: dict[str, datetime] = {}  # record name -> when to ask for it again
+
+    def state(self) -> JsonObject:
+        return {"told": dict(self.told),
+                "next_check": {name: time_value(when) for name, when in self.next_check.items()}}
+
+    def restore(self, saved: Saved) -> None:
+        """Raises StateUnreadable."""
+        self.told = {str(name): str(text) for name, text in read_object(
+            saved.get("told", {})).items()}
+        checks = read_object(saved.get("next_check", {}))
+        self.next_check = {str(name): when for name, value in checks.items()
+                           if (when := read_time(value)) is not None}
 
     def step(self, now: datetime) -> datetime:
         if self.due is not None and now < self.due:

@@ -20,6 +20,7 @@ from mailboot import dnscheck
 from mailboot.dnsanswer import Lookup
 from mailboot.dnscheck import Finding, Status
 from mailboot.dnsrecords import Kind, Record
+from mailboot.taskstate import JsonObject, Saved, StateUnreadable, read_text
 
 log = logging.getLogger("mailboot.dns")
 
@@ -57,6 +58,22 @@ class DnsWatcher:
         self.previous: dict[tuple[str, Kind, str | None], Status] = {}
         self.ready = False
         self.failing: str | None = None  # why no lookup got an answer last time
+
+    def state(self) -> JsonObject:
+        return {"previous": [[name, kind.value, value, status.value] for (name, kind, value),
+                             status in self.previous.items()],
+                "ready": self.ready, "failing": self.failing}
+
+    def restore(self, saved: Saved) -> None:
+        """Raises StateUnreadable."""
+        previous: dict[tuple[str, Kind, str | None], Status] = {}
+        try:
+            for name, kind, value, status in saved.get("previous", []):
+                previous[(str(name), Kind(kind), read_text(value))] = Status(status)
+        except (TypeError, ValueError) as error:
+            raise StateUnreadable(f"dns findings: {error}") from None
+        self.previous, self.ready = previous, saved.get("ready") is True
+        self.failing = read_text(saved.get("failing"))
 
     def step(self, now: datetime) -> datetime:
         if self.due is not None and now < self.due:

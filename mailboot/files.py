@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,9 @@ TEMP_MARK = ".tmp-"
 
 def temp_path_for(path: Path) -> Path:
     """A sibling temporary name that `remove_stale_temp_files` recognises as ours."""
-    return path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}")
+    # os.urandom, as secrets.token_hex uses, without importing secrets: that brings hmac and
+    # OpenSSL's hash library (5 MiB) into the supervisor, which imports this module for life.
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.urandom(4).hex()}")
 
 
 def write_new_file(path: Path, content: bytes, mode: int) -> None:

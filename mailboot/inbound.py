@@ -15,16 +15,23 @@ is accepted. It decides one thing and notices two:
   senders' addresses are hidden and SPF and the blocklists judge the gateway. Said once.
 
 Every other case answers DUNNO (no opinion): a failed lookup never refuses mail.
+
+Postfix starts one policy process per smtpd that asks (`inbound_policy`, a spawn(8) service), so
+what must be said once across them (the proxy, a refusing blocklist within the hour) is
+remembered in `FileNotes`, small files in the run directory; tests use `MemoryNotes`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from mailboot.dnsanswer import Lookup
 from mailboot.dnsspf import check_sender
@@ -51,21 +58,114 @@ class Blocklist:
     shown_as: str  # its public name, for the log
 
 
+class Notes(Protocol):
+    """What the policy processes remember together: sessions from the gateway, and when each
+    thing was last said."""
+
+    def add_gateway_session(self, session: str) -> int:
+        """Remember one session from the gateway; return how many distinct ones so far."""
+        ...
+
+    def first_to_say(self, what: str) -> bool:
+        """True exactly once per `what`, across every process."""
+        ...
+
+    def said_at(self, what: str) -> float | None:
+        """When `what` was last said (`clock` seconds), or None."""
+        ...
+
+    def say(self, what: str, now: float) -> None: ...
+
+
+@dataclass
+class MemoryNotes:
+    """Notes in this process only (tests, and one process that holds them all)."""
+
+    sessions: set[str] = field(default_factory=set)
+    said: dict[str, float] = field(default_factory=dict)
+    once: set[str] = field(default_factory=set)
+
+    def add_gateway_session(self, session: str) -> int:
+        self.sessions.add(session)
+        return len(self.sessions)
+
+    def first_to_say(self, what: str) -> bool:
+        first = what not in self.once
+        self.once.add(what)
+        return first
+
+    def said_at(self, what: str) -> float | None:
+        return self.said.get(what)
+
+    def say(self, what: str, now: float) -> None:
+        self.said[what] = now
+
+
+class FileNotes:
+    """Notes as files in `directory`, shared by every policy process (each one is started by
+    Postfix for one smtpd). A failure to read or write one is a note forgotten: at worst a
+    line said twice, never mail held up."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def add_gateway_session(self, session: str) -> int:
+        path = self.directory / "gateway-sessions"
+        try:
+            # O_APPEND: lines from several processes never interleave (each is one write).
+            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(descriptor, _safe(session).encode() + b"\n")
+            finally:
+                os.close(descriptor)
+            return len(set(path.read_text().splitlines()))
+        except OSError:
+            return 0
+
+    def first_to_say(self, what: str) -> bool:
+        try:  # O_EXCL: exactly one process creates it
+            os.close(os.open(self.directory / f"said-{_safe(what)}",
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError:
+            return False
+        return True
+
+    def said_at(self, what: str) -> float | None:
+        try:
+            return float((self.directory / f"said-at-{_safe(what)}").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def say(self, what: str, now: float) -> None:
+        path = self.directory / f"said-at-{_safe(what)}"
+        try:
+            temp = path.with_name(f".{path.name}.{os.getpid()}")
+            temp.write_text(repr(now))
+            temp.replace(path)
+        except OSError:
+            pass
+
+
+def _safe(text: str) -> str:
+    """A file name part from a blocklist's name or a session id (no / or .. can reach it)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:100]
+
+
 @dataclass
 class InboundPolicy:
-    """One per worker; `decide` is called from several threads at once."""
+    """One per policy process; `decide` may be called from several threads at once."""
 
     lookup: Lookup  # recursive, through the container's resolver
     suffixes: SuffixRules
     blocklists: Sequence[Blocklist] = ()
     gateway: str | None = None  # the container's default gateway (Docker's proxy speaks as it)
-    clock: Callable[[], float] = time.monotonic
+    # Wall-clock seconds: the notes are shared by processes, and compared across them.
+    clock: Callable[[], float] = time.time
+    notes: Notes = field(default_factory=MemoryNotes)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._gateway_sessions: set[str] = set()
         self._proxy_warned = False
-        self._refusal_warned: dict[str, float] = {}
         self._probed: dict[str, float] = {}
         self._verdicts: dict[tuple[str, str, str, str], str] = {}
 
@@ -129,10 +229,11 @@ class InboundPolicy:
         if client != self.gateway or self._proxy_warned:
             return
         with self._lock:
-            self._gateway_sessions.add(session)
-            if len(self._gateway_sessions) < PROXY_SESSIONS or self._proxy_warned:
+            if self.notes.add_gateway_session(session) < PROXY_SESSIONS:
                 return
             self._proxy_warned = True
+            if not self.notes.first_to_say("proxy"):
+                return  # another process said it
         log.error(
             "inbound: every session on port 25 comes from %s, this container's gateway: Docker's "
             "userland proxy hides the senders' addresses, so SPF, DMARC and the blocklists judge "
@@ -159,11 +260,12 @@ class InboundPolicy:
                 self._warn_refusal(blocklist, refusals[0], client, now)
 
     def _warn_refusal(self, blocklist: Blocklist, code: str, client: str, now: float) -> None:
+        what = f"refusal-{blocklist.shown_as}"
         with self._lock:
-            last = self._refusal_warned.get(blocklist.shown_as)
-            if last is not None and now - last < REFUSAL_REPEAT:
+            last = self.notes.said_at(what)
+            if last is not None and 0 <= now - last < REFUSAL_REPEAT:
                 return
-            self._refusal_warned[blocklist.shown_as] = now
+            self.notes.say(what, now)
         log.warning(
             "inbound: this blocklist refuses our resolver: %s answered %s (\"query refused\") "
             "for %s, so its answers never count and it protects nothing. Blocklists refuse "

@@ -21,6 +21,7 @@ from pathlib import Path
 from mailboot.dnsanswer import Lookup
 from mailboot.files import write_atomically
 from mailboot.parse import OutboundTarget
+from mailboot.taskstate import JsonObject, Saved, StateUnreadable, read_text
 
 log = logging.getLogger("mailboot.outbound")
 
@@ -169,6 +170,17 @@ class OutboundPortCheck:
         self.check, self.relay, self.state_file = check, relay, state_file
         self.last: PortStatus | None = None
         self.due: datetime | None = None
+
+    def state(self) -> JsonObject:
+        return {"last": None if self.last is None else self.last.value}
+
+    def restore(self, saved: Saved) -> None:
+        """Raises StateUnreadable."""
+        last = read_text(saved.get("last"))
+        try:
+            self.last = None if last is None else PortStatus(last)
+        except ValueError as error:
+            raise StateUnreadable(str(error)) from None
 
     def step(self, now: datetime) -> datetime:
         if self.due is not None and now < self.due:

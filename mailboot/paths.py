@@ -6,7 +6,6 @@ State lives below DATA_DIR (the one volume); rendered configuration lives below 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,6 +57,10 @@ class Paths:
 
     def acme_account_dir(self, directory_url: str) -> Path:
         """One ACME account per CA directory: switching CAs never reuses another CA's account."""
+        # Imported here: hashlib loads OpenSSL's library (5 MiB) into the resident supervisor,
+        # which imports this module but never asks this.
+        import hashlib
+
         parts = urlsplit(directory_url)
         digest = hashlib.sha256(directory_url.encode()).hexdigest()[:8]
         return self.data_dir / "acme" / f"{parts.hostname}-{digest}"
@@ -119,3 +122,21 @@ class Paths:
     def worker_problems(self) -> Path:
         """The worker's last warnings and errors, as JSON (for `mailboot status`)."""
         return self.run_dir / "worker-problems.json"
+
+    @property
+    def worker_state(self) -> Path:
+        """What the worker's runs remember between them (retry state, what was said, the next
+        due time), as JSON; the supervisor reads when to run it next."""
+        return self.run_dir / "worker-state.json"
+
+    @property
+    def acme_challenges(self) -> Path:
+        """HTTP-01 answers in flight, one file per token: the worker's run writes them, the
+        port-80 child reads them."""
+        return self.run_dir / "acme-challenges"
+
+    @property
+    def inbound_state(self) -> Path:
+        """What the port-25 policy processes remember between them (warnings said, sessions
+        seen); writable by the user they run as."""
+        return self.run_dir / "inbound"

@@ -36,6 +36,7 @@ from mailboot.files import write_atomically
 from mailboot.parse import EchoServer, IPAddress
 from mailboot.paths import Paths
 from mailboot.settings import Settings
+from mailboot.taskstate import JsonObject, Saved, StateUnreadable, read_object
 
 log = logging.getLogger("mailboot.address")
 
@@ -336,6 +337,17 @@ class AddressCheck:
         self.configured, self.in_use, self.find = configured_settings, in_use, find
         self.said: dict[int, str] = {}
         self.due: datetime | None = None
+
+    def state(self) -> JsonObject:
+        return {"said": {str(family): text for family, text in self.said.items()}}
+
+    def restore(self, saved: Saved) -> None:
+        """Raises StateUnreadable."""
+        try:
+            self.said = {int(family): str(text) for family, text in read_object(
+                saved.get("said", {})).items()}
+        except ValueError as error:
+            raise StateUnreadable(str(error)) from None
 
     def step(self, now: datetime) -> datetime:
         if self.due is not None and now < self.due:

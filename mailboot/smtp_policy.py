@@ -1,19 +1,16 @@
-"""Postfix's policy delegation protocol (SMTPD_POLICY_README), served on a unix socket.
+"""Postfix's policy delegation protocol (SMTPD_POLICY_README) on one stream.
 
 smtpd sends `name=value` lines ending in an empty line and waits for `action=...` and an empty
-line; it keeps the connection for the next request. Only Postfix's own smtpd processes connect
-(the socket is in its private directory and belongs to the postfix user), at most one per
-smtpd process, so a thread per connection is bounded by Postfix's process limit.
+line; it keeps the connection for the next request, and closes it after `max_idle` without one.
+Postfix's spawn(8) runs our policy process with that connection as its standard input and
+output, so serving is a loop over requests until the end of the stream.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socketserver
-import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +18,12 @@ Decide = Callable[[Mapping[str, str]], str]
 MAX_REQUEST = 64 * 1024  # bytes; Postfix's requests are well under 2 KiB
 
 
-def read_request(stream: socketserver.StreamRequestHandler) -> dict[str, str] | None:
-    """One request's attributes, or None at the end of the connection (or a broken request)."""
+def read_request(stream: BinaryIO) -> dict[str, str] | None:
+    """One request's attributes, or None at the end of the stream (or a broken request)."""
     attributes: dict[str, str] = {}
     size = 0
     while True:
-        line = stream.rfile.readline(MAX_REQUEST)
+        line = stream.readline(MAX_REQUEST)
         size += len(line)
         if not line or size > MAX_REQUEST:
             return None
@@ -38,34 +35,16 @@ def read_request(stream: socketserver.StreamRequestHandler) -> dict[str, str] | 
             attributes[name] = value
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    server: PolicyServer
-
-    def handle(self) -> None:
-        while (request := read_request(self)) is not None:
-            try:
-                action = self.server.decide(request)
-            except Exception:  # a bug here must not refuse mail: no opinion, and say so
-                log.exception("inbound: the policy check failed; the message was let through")
-                action = "DUNNO"
-            self.wfile.write(f"action={action}\n\n".encode())
-            self.wfile.flush()
-
-
-class PolicyServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path: Path, decide: Decide) -> None:
-        self.decide = decide
-        path.unlink(missing_ok=True)  # a socket left by the last run
-        super().__init__(str(path), _Handler)
-
-
-def start(path: Path, decide: Decide, owner: tuple[int, int] | None) -> PolicyServer:
-    """Listen on `path` (mode 0600, owned by `owner`) in a background thread."""
-    server = PolicyServer(path, decide)
-    if owner is not None:
-        os.chown(path, *owner)
-    path.chmod(0o600)
-    threading.Thread(target=server.serve_forever, name="smtp-policy", daemon=True).start()
-    return server
+def serve(incoming: BinaryIO, outgoing: BinaryIO, decide: Decide) -> int:
+    """Answer every request until the stream ends; return how many were answered."""
+    answered = 0
+    while (request := read_request(incoming)) is not None:
+        try:
+            action = decide(request)
+        except Exception:  # a bug here must not refuse mail: no opinion, and say so
+            log.exception("inbound: the policy check failed; the message was let through")
+            action = "DUNNO"
+        outgoing.write(f"action={action}\n\n".encode())
+        outgoing.flush()
+        answered += 1
+    return answered

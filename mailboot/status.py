@@ -8,6 +8,7 @@ place. `not_in_place` judges the whole: `mailboot status` exits 0 only when it f
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,31 @@ class Outbound:
 
 
 @dataclass(frozen=True)
+class WorkerRun:
+    """When the worker's last run finished, and when it asked to run next (its state file)."""
+
+    ran: datetime
+    next_run: datetime | None
+
+
+# The supervisor runs the worker at least every 12 hours, and retries a failed run within an
+# hour: a last run older than this means the runs fail.
+WORKER_STALE = timedelta(hours=13)
+
+
+def worker_run(paths: Paths) -> WorkerRun | None:
+    """The worker's last finished run; None before the first (or when it can't be read)."""
+    try:
+        saved = json.loads(paths.worker_state.read_text())
+        ran = datetime.fromtimestamp(float(saved["ran"]), UTC)
+        asked = saved.get("next_run")
+        next_run = None if asked is None else datetime.fromtimestamp(float(asked), UTC)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
+        return None
+    return WorkerRun(ran, next_run)
+
+
+@dataclass(frozen=True)
 class StatusReport:
     checked: datetime
     hostname: str
@@ -140,6 +166,7 @@ class StatusReport:
     disk: Disk | Unavailable
     outbound: Outbound | None  # None: not checked (yet, or OUTBOUND_CHECK=off)
     worker_problems: tuple[Problem, ...]
+    worker: WorkerRun | None = None  # None: no run has finished yet
 
     @property
     def not_in_place(self) -> tuple[str, ...]:
@@ -190,7 +217,7 @@ def gather(settings: Settings, paths: Paths, now: datetime, sources: Sources) ->
         now, settings.hostname, str(settings.tls_mode), certificate_state(settings, paths),
         dns, dkim, _attempt(sources.queue), _attempt(lambda: mailboxes(paths)),
         _attempt(lambda: Disk(paths.data_dir, *sources.disk(paths.data_dir))),
-        outbound_state(paths), problems.read_problems(paths.worker_problems))
+        outbound_state(paths), problems.read_problems(paths.worker_problems), worker_run(paths))
 
 
 def _dns_and_dkim(sources: Sources) -> tuple[tuple[ZoneDns, ...] | Unavailable,
@@ -378,12 +405,16 @@ def recent_problems(report: StatusReport) -> tuple[Problem, ...]:
 
 
 def _worker_problems(report: StatusReport) -> list[str]:
+    found = []
+    if report.worker is not None and report.checked - report.worker.ran > WORKER_STALE:
+        found.append(f"worker: its last run finished at {when(report.worker.ran)}; the runs "
+                     "since have failed (the log says why; mail is not affected)")
     recent = recent_problems(report)
     if not recent:
-        return []
+        return found
     hours = RECENT.total_seconds() / 3600
-    return [f"worker: {len(recent)} problem(s) logged in the last {hours:g} hours; the latest: "
-            f"{recent[-1].message}"]
+    return [*found, f"worker: {len(recent)} problem(s) logged in the last {hours:g} hours; the "
+            f"latest: {recent[-1].message}"]
 
 
 def when(moment: datetime) -> str:

@@ -47,6 +47,8 @@ def status_json(report: StatusReport) -> str:
             "status": report.outbound.status, "target": report.outbound.target,
             "detail": report.outbound.detail, "via_relay": report.outbound.via_relay,
             "checked": report.outbound.checked},
+        "worker": None if report.worker is None else {
+            "ran": _time(report.worker.ran), "next_run": _time(report.worker.next_run)},
         "worker_problems": {
             "recent_seconds": int(RECENT.total_seconds()),
             "recent": len(recent_problems(report)),
@@ -189,9 +191,13 @@ def _outbound_lines(outbound: Outbound | None) -> list[str]:
 def _worker_lines(report: StatusReport) -> list[str]:
     recent = recent_problems(report)
     hours = f"{RECENT.total_seconds() / 3600:g} hours"
+    run = report.worker
+    lines = ["no run finished yet" if run is None else
+             f"last run {when(run.ran)}" + ("" if run.next_run is None else
+                                           f", next at {when(run.next_run)}")]
     if not report.worker_problems:
-        return ["no problems logged"]
-    lines = [f"{len(recent)} problem(s) in the last {hours}; the last ones:"]
+        return [*lines, "no problems logged"]
+    lines += [f"{len(recent)} problem(s) in the last {hours}; the last ones:"]
     lines += [f"{when(p.time)} {p.level} {p.message}"
               for p in report.worker_problems[-SHOWN_PROBLEMS:]]
     return lines

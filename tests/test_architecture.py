@@ -124,8 +124,17 @@ def test_the_supervisor_imports_nothing_heavy() -> None:
     loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
                                 capture_output=True, text=True).stdout.split())
     heavy = {"mailboot.settings", "idna", "cryptography", "jinja2", "dns", "acme", "requests",
-             "spf"}
+             "spf", "ssl", "_ssl", "asyncio", "mailboot.worker", "mailboot.tls.http_core",
+             "_hashlib"}  # OpenSSL's hash library: 5 MiB resident
     assert not heavy & loaded
+
+
+def test_the_port_25_policy_process_imports_no_tls_stack_or_templates() -> None:
+    """Postfix starts one per smtpd that asks: it needs dnspython, not the rest."""
+    probe = "import sys, mailboot.inbound_policy; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout.split())
+    assert not {"cryptography", "jinja2", "acme", "requests", "mailboot.settings"} & loaded
 
 
 def declared_dependencies() -> set[str]:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from mailboot.daemons import registry, unbound
 from mailboot.daemons.supervisor import format_syslog
 from mailboot.settings import Settings
@@ -20,9 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SUPERVISE = """
 import sys
 from pathlib import Path
-from mailboot.daemons.daemon import Daemon
-from mailboot.daemons.supervisor import Supervisor
-daemons = [Daemon(name, ("sh", "-c", command)) for name, command in
+from mailboot.daemons.supervisor import Program, Supervisor
+daemons = [Program(name, ("sh", "-c", command)) for name, command in
            zip(sys.argv[2::2], sys.argv[3::2])]
 raise SystemExit(Supervisor(daemons, Path(sys.argv[1]), stop_timeout=1.0).run())
 """
@@ -101,11 +102,10 @@ def test_format_syslog() -> None:
 STOPPED_BY_COMMAND = """
 import sys
 from pathlib import Path
-from mailboot.daemons.daemon import Daemon
-from mailboot.daemons.supervisor import Supervisor
+from mailboot.daemons.supervisor import Program, Supervisor
 marker = sys.argv[2]
 loop = f"trap '' TERM; while [ ! -e {marker} ]; do sleep 0.1; done"
-daemons = [Daemon("detached", ("sh", "-c", loop), stop_argv=("touch", marker))]
+daemons = [Program("detached", ("sh", "-c", loop), stop_argv=("touch", marker))]
 raise SystemExit(Supervisor(daemons, Path(sys.argv[1]), stop_timeout=5.0).run())
 """
 
@@ -147,3 +147,59 @@ def test_the_ed25519_signer_runs_only_when_the_settings_ask_for_it(
     both = make_settings(MAIL_DOMAINS="example.com", DKIM_ALGORITHMS="rsa,ed25519")
     assert registry.unwanted(rsa) == ("opendkim-ed25519",)
     assert registry.unwanted(both) == ()
+
+
+SUPERVISE_WITH_WORKER = """
+import sys
+from pathlib import Path
+from mailboot.daemons.children import WorkerRuns
+from mailboot.daemons.supervisor import Program, Supervisor, say
+state, runs = Path(sys.argv[2]), Path(sys.argv[3])
+stand_in = ("import json, sys, time; from pathlib import Path; "
+            "Path(sys.argv[2]).open('a').write(' '.join(sys.argv[3:]) + ';'); "
+            "Path(sys.argv[1]).write_text(json.dumps({'next_run': time.time() + 3600, "
+            "'watch': {}}))")
+worker = WorkerRuns((sys.executable, "-c", stand_in, str(state), str(runs)), state, {}, say)
+daemons = [Program("sleeper", ("sleep", "60"))]
+raise SystemExit(Supervisor(daemons, Path(sys.argv[1]), stop_timeout=1.0, worker=worker).run())
+"""
+
+
+def test_the_supervisor_runs_the_worker_at_start_and_again_on_sigusr1(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISE_WITH_WORKER, str(tmp_path / "log.sock"),
+         str(tmp_path / "state.json"), str(runs)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: runs.exists() and runs.read_text() == ";")
+        process.send_signal(signal.SIGUSR1)  # `kill -USR1`: run every task now
+        wait_until(lambda: runs.read_text() == ";--all;")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert "worker run" not in stderr  # no run failed
+
+
+def wait_until(done: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.05)
+
+
+def test_the_boot_hands_the_daemons_over_as_json_and_only_those_the_settings_want(
+        make_settings: Callable[..., Settings]) -> None:
+    from mailboot.daemons import supervisor
+
+    settings = make_settings(MAIL_DOMAINS="example.com")
+    wanted = [supervisor.Program(d.name, d.argv, d.stop_argv) for d in registry.DAEMONS
+              if d.wanted(settings)]
+    back = supervisor.read_programs(supervisor.programs_json(wanted))
+    assert [(p.name, p.argv, p.stop_argv) for p in back] == [
+        (p.name, p.argv, p.stop_argv) for p in wanted]
+    assert "opendkim-ed25519" not in [p.name for p in back]
+    assert back[-1].name == "postfix" and back[-1].stop_argv[-1] == "stop"
+    for broken in ('[["x", [], []]]', '[["x", "sh", []]]', '{"x": 1}'):
+        with pytest.raises(ValueError):
+            supervisor.read_programs(broken)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,6 +14,7 @@ from mailboot.dnsanswer import Answer
 from mailboot.dnsrecords import Record, all_records, build_record_groups
 from mailboot.dnswatch import DnsWatcher
 from mailboot.settings import Settings
+from mailboot.taskstate import StateUnreadable
 from tests.conftest import NOW
 
 
@@ -138,3 +140,39 @@ def test_on_ready_runs_once_when_every_required_record_is_in_place(
     watcher.step(NOW + timedelta(minutes=1))
     watcher.step(NOW + timedelta(days=2))
     assert readies == ["ready"]  # the self-test's log line comes once, not daily
+
+
+def test_a_new_run_with_the_last_runs_memory_says_only_what_changed(
+    records: list[Record], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker is a new process each run: the findings it restores keep it from saying
+    everything again, and the ready line comes once."""
+    caplog.set_level(logging.INFO)
+    dns: dict[tuple[str, str], Answer] = {}
+
+    def lookup(name: str, rtype: str) -> Answer:
+        return dns.get((name, rtype), Answer(nxdomain=True))
+
+    def run(saved: dict[str, object] | None) -> DnsWatcher:
+        watcher = DnsWatcher(lambda: records, lookup, ["203.0.113.25"], ["example.com"],
+                             timedelta(minutes=1))
+        if saved is not None:
+            watcher.restore(json.loads(json.dumps(saved)))
+        watcher.step(NOW)
+        return watcher
+
+    first = run(None)
+    assert "example.com MX is missing" in caplog.text
+    caplog.clear()
+    second = run(first.state())
+    assert caplog.text == ""
+    for record in records:
+        if record.value is not None:
+            dns[(record.name, record.rtype)] = Answer((record.value,))
+    third = run(second.state())
+    assert caplog.text.count("READY") == 1 and "example.com MX is now in place" in caplog.text
+    caplog.clear()
+    run(third.state())
+    assert caplog.text == ""
+    with pytest.raises(StateUnreadable):
+        first.restore({"previous": [["example.com", "no-such-kind", None, "ok"]]})

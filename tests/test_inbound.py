@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import socket
+import io
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from mailboot import smtp_policy
+from mailboot import inbound_policy, smtp_policy
 from mailboot.dnsanswer import Answer
 from mailboot.inbound import (
     DUNNO,
     Blocklist,
+    FileNotes,
     InboundPolicy,
     default_gateway,
     reverse_name,
@@ -173,8 +176,9 @@ def test_organizational_domain(domain: str, organizational: str) -> None:
     assert RULES.organizational_domain(domain) == organizational
 
 
-def test_policy_protocol_over_the_unix_socket(tmp_path: Path) -> None:
-    """What smtpd sends (SMTPD_POLICY_README), twice on one connection; a crash is DUNNO."""
+def test_policy_protocol_on_one_stream() -> None:
+    """What smtpd sends (SMTPD_POLICY_README), twice on one connection; a crash is DUNNO; the
+    end of the stream ends the service."""
     seen: list[dict[str, str]] = []
 
     def decide(attributes: Mapping[str, str]) -> str:
@@ -183,23 +187,45 @@ def test_policy_protocol_over_the_unix_socket(tmp_path: Path) -> None:
             raise RuntimeError("bug")
         return "550 5.7.23 no"
 
-    path = tmp_path / "policy"
-    server = smtp_policy.start(path, decide, None)
-    try:
-        assert path.stat().st_mode & 0o777 == 0o600
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(str(path))
-            stream = client.makefile("rwb")
-            for sender, expected in (("a@example.net", b"action=550 5.7.23 no\n\n"),
-                                     ("crash@example.net", b"action=DUNNO\n\n")):
-                stream.write(f"request=smtpd_access_policy\nsender={sender}\n"
-                             "client_address=192.0.2.1\n\n".encode())
-                stream.flush()
-                assert stream.readline() + stream.readline() == expected
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert seen[0] == {"request": "smtpd_access_policy", "sender": "a@example.net",
-                       "client_address": "192.0.2.1"}
+    asked = b"".join(f"request=smtpd_access_policy\nsender={sender}\nclient_address=192.0.2.1"
+                     "\n\n".encode() for sender in ("a@example.net", "crash@example.net"))
+    answers = io.BytesIO()
+    assert smtp_policy.serve(io.BytesIO(asked), answers, decide) == 2
+    assert answers.getvalue() == b"action=550 5.7.23 no\n\naction=DUNNO\n\n"
+    assert [s["sender"] for s in seen] == ["a@example.net", "crash@example.net"]
 
 
+def test_the_policy_process_answers_on_stdin_and_stdout_and_ends_at_eof(tmp_path: Path) -> None:
+    """As spawn(8) runs it: the connection is its stdin and stdout; nothing on stderr (that is
+    the connection too); local clients are never judged, so no DNS is asked here."""
+    asked = ("request=smtpd_access_policy\nclient_address=127.0.0.1\nsender=a@example.net\n\n"
+             * 2).encode()
+    done = subprocess.run([sys.executable, "-P", "-m", "mailboot.inbound_policy",
+                           f"--notes={tmp_path}", "--blocklist=key.zen.dq.spamhaus.net="
+                           "zen.spamhaus.org"], input=asked, capture_output=True, timeout=30,
+                          check=True)
+    assert done.stdout == b"action=DUNNO\n\n" * 2
+    assert done.stderr == b""
+
+
+def test_what_is_said_once_is_said_once_across_processes(
+        dns: Dns, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """Postfix runs one policy process per smtpd: the notes are files they share."""
+    dns.records[(f"{reverse_name(GOOD_IP)}.zen.spamhaus.org", "A")] = ("127.255.255.254",)
+    lists = [Blocklist("zen.spamhaus.org", "zen.spamhaus.org")]
+    first, second = (InboundPolicy(dns, RULES, lists, gateway="172.17.0.1",
+                                   notes=FileNotes(tmp_path)) for _ in range(2))
+    first.decide(request(GOOD_IP, "boss@strict.net"))
+    second.decide(request(GOOD_IP, "boss@strict.net"))
+    assert caplog.text.count("refuses our resolver") == 1
+    for policy, session in ((first, "1"), (second, "2"), (first, "3"), (second, "4")):
+        policy.decide(request("172.17.0.1", "a@no-spf.net", instance=session))
+    assert caplog.text.count("Docker's userland proxy hides") == 1
+    assert FileNotes(tmp_path / "missing").first_to_say("x") is False  # never raises
+
+
+def test_the_blocklist_argument_keeps_the_key_out_of_the_log() -> None:
+    assert inbound_policy.blocklist("key.zen.dq.spamhaus.net=zen.spamhaus.org") == Blocklist(
+        "key.zen.dq.spamhaus.net", "zen.spamhaus.org")
+    assert inbound_policy.blocklist("list.dnswl.org") == Blocklist("list.dnswl.org",
+                                                                   "list.dnswl.org")

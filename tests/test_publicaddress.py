@@ -350,7 +350,8 @@ def test_the_worker_runs_both_checks_with_the_addresses_in_use(tmp_path: Path) -
     configured = settings()
     in_use = settings(PUBLIC_IPV4=str(V4))
     tasks = network_checks(configured, in_use, paths)
-    assert [type(task) for task in tasks] == [OutboundPortCheck, AddressCheck]
-    assert isinstance(tasks[1], AddressCheck) and tasks[1].in_use is in_use
+    assert {name: type(task) for name, task in tasks.items()} == {
+        "outbound": OutboundPortCheck, "address": AddressCheck}
+    assert isinstance(tasks["address"], AddressCheck) and tasks["address"].in_use is in_use
     off = settings(OUTBOUND_CHECK="off", PUBLIC_ADDRESS_DISCOVERY="off")
-    assert network_checks(off, off, paths) == []
+    assert network_checks(off, off, paths) == {}

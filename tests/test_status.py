@@ -324,8 +324,9 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     report = gather(settings, paths, fakes, make_keys, timedelta(0))
     document = json.loads(statusformat.status_json(report))
     assert set(document) == {"ok", "not_in_place", "checked", "hostname", "certificate", "dns",
-                             "dkim", "queue", "mailboxes", "disk", "outbound",
+                             "dkim", "queue", "mailboxes", "disk", "outbound", "worker",
                              "worker_problems"}
+    assert document["worker"] is None  # no run has finished (no state file)
     assert document["ok"] is False and len(document["not_in_place"]) == 1  # the queue
     assert document["certificate"]["renewal"] == (NOW + timedelta(days=60)).isoformat()
     assert document["dns"][0]["zone"] == "example.com" and document["dns"][0]["ready"]
@@ -376,3 +377,22 @@ def test_the_command_exits_1_and_still_reports_every_part(
     assert "unavailable" in document["queue"]
     assert document["dkim"][0]["signing"][0]["selector"].startswith("mb")
     assert document["dns"][0]["zone"] == "example.com" and not document["dns"][0]["ready"]
+
+
+def test_the_workers_last_run_is_shown_and_runs_failing_for_long_are_a_problem(
+        settings: Settings, paths: Paths,
+        make_keys: Callable[[Settings], tuple[DomainKeys, ...]]) -> None:
+    all_in_place(settings, paths)
+    ran, next_run = NOW - timedelta(hours=1), NOW + timedelta(hours=11)
+    paths.worker_state.write_text(json.dumps({"ran": ran.timestamp(),
+                                              "next_run": next_run.timestamp()}))
+    report = gather(settings, paths, Fakes(), make_keys, timedelta(0))
+    assert report.worker == status.WorkerRun(ran, next_run)
+    assert not any(line.startswith("worker:") for line in report.not_in_place)
+    assert "last run 2026-11-25 11:00 UTC, next at 2026-11-25 23:00 UTC" in (
+        statusformat.status_text(report))
+    stale = NOW - timedelta(hours=14)
+    paths.worker_state.write_text(json.dumps({"ran": stale.timestamp(), "next_run": None}))
+    report = gather(settings, paths, Fakes(), make_keys, timedelta(0))
+    assert "worker: its last run finished at 2026-11-24 22:00 UTC; the runs since have failed" \
+        in report.not_in_place[-1]

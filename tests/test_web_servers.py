@@ -22,7 +22,7 @@ import pytest
 from mailboot.clientconfig import MailService
 from mailboot.paths import Paths
 from mailboot.tls import certificates, http_server, policy_server
-from mailboot.tls.acme_issuer import ChallengeStore
+from mailboot.tls.challenges import ChallengeStore
 from mailboot.tls.http_core import (
     BadRequest,
     Limits,
@@ -241,8 +241,8 @@ def open_fds() -> int:
 
 
 @pytest.fixture
-def store() -> ChallengeStore:
-    challenges = ChallengeStore()
+def store(tmp_path: Path) -> ChallengeStore:
+    challenges = ChallengeStore(tmp_path / "challenges")
     challenges.put(TOKEN, KEY_AUTHORIZATION)
     return challenges
 
@@ -607,3 +607,17 @@ def test_shutdown_closes_everything(store: ChallengeStore) -> None:
     assert open_fds() <= fds
     with pytest.raises(OSError):
         socket.create_connection((LOOPBACK, server.port), timeout=TIMEOUT)
+
+
+def test_challenges_are_files_one_process_writes_and_another_reads(tmp_path: Path) -> None:
+    """The worker's run puts the answer; the port-80 child, another process, reads it."""
+    writer, reader = ChallengeStore(tmp_path / "c"), ChallengeStore(tmp_path / "c")
+    writer.put(TOKEN, KEY_AUTHORIZATION)
+    assert reader.get(TOKEN) == KEY_AUTHORIZATION
+    writer.remove(TOKEN)
+    assert reader.get(TOKEN) is None
+    # A request's path never leaves the directory: only base64url tokens name files.
+    (tmp_path / "secret").write_text("not for you")
+    assert reader.get("../secret") is None and reader.get("") is None
+    with pytest.raises(ValueError, match="not an ACME token"):
+        writer.put("../secret", "x")

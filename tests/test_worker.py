@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,8 +15,9 @@ from mailboot import worker
 from mailboot.errors import IssueError
 from mailboot.paths import Paths
 from mailboot.settings import Settings
+from mailboot.taskstate import JsonObject, Saved, StateUnreadable
 from mailboot.tls import certificates
-from mailboot.tls.acme_issuer import ChallengeStore
+from mailboot.tls.challenges import ChallengeStore
 from mailboot.tls.keeper import AcmeKeeper, Keeper, keeper_for
 from tests.conftest import NOW, FakeCa
 
@@ -68,7 +69,7 @@ def make_keeper(
                                     **variables})
         paths = Paths(settings.data_dir)
         certificates.ensure_certificate(paths, ["mail.example.com"], NOW)  # what the boot does
-        store = ChallengeStore()
+        store = ChallengeStore(paths.acme_challenges)
 
         def make_issuer() -> FakeCa:
             world.issuers_made += 1
@@ -366,103 +367,141 @@ class Exploding:
         self.calls += 1
         raise RuntimeError("a bug in one task")
 
+    def state(self) -> JsonObject:
+        return {}
 
-class Counting:
-    def __init__(self, stop: threading.Event, until: int) -> None:
-        self.calls, self.stop, self.until = 0, stop, until
+    def restore(self, saved: Saved) -> None:
+        pass
+
+
+class Hourly:
+    """Steps hourly and remembers how often it was stepped (its state)."""
+
+    def __init__(self, nudges: worker.Nudges | None = None, nudge: str | None = None) -> None:
+        self.steps: list[datetime] = []
+        self.total = 0
+        self.nudges, self.nudge = nudges, nudge
 
     def step(self, now: datetime) -> datetime:
-        self.calls += 1
-        if self.calls >= self.until:
-            self.stop.set()
-        return now + timedelta(minutes=1)
+        self.steps.append(now)
+        self.total += 1
+        if self.nudges is not None and self.nudge is not None and self.total == 1:
+            self.nudges.names.add(self.nudge)
+        return now + timedelta(hours=1)
 
+    def state(self) -> JsonObject:
+        return {"total": self.total}
 
-class FakeWake(worker.Wake):
-    """Sleeping moves the fake clock instead."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__()
-        self.clock = clock
-
-    def sleep(self, seconds: float) -> None:
-        if not self.nudged.is_set():
-            self.clock.now += timedelta(seconds=seconds)
+    def restore(self, saved: Saved) -> None:
+        total = saved.get("total")
+        if not isinstance(total, int):
+            raise StateUnreadable(f"total: {total!r}")
+        self.total = total
 
 
 def test_a_failing_task_is_logged_and_retried_while_the_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = FakeClock()
-    wake = FakeWake(clock)
-    exploding, counting = Exploding(), Counting(wake.stop, until=20)
+    exploding, hourly = Exploding(), Hourly()
     with caplog.at_level(logging.ERROR):
-        worker.run([exploding, counting], wake, clock)
-    assert counting.calls == 20  # the loop went on for 19 minutes of fake time
-    assert exploding.calls == 4  # at 0, 5, 10 and 15 minutes
+        run = worker.run_once({"boom": exploding, "hourly": hourly}, None, {}, worker.Nudges(),
+                              NOW)
+    assert exploding.calls == 1 and hourly.steps == [NOW]
+    assert run.due == {"boom": NOW + worker.RETRY_AFTER_CRASH,
+                       "hourly": NOW + timedelta(hours=1)}
+    assert run.next_due == NOW + worker.RETRY_AFTER_CRASH
     assert "Exploding failed: RuntimeError: a bug in one task; trying again at" in caplog.text
     assert "Mail is not affected" in caplog.text
 
 
-class Hourly:
-    def __init__(self) -> None:
-        self.steps: list[datetime] = []
-
-    def step(self, now: datetime) -> datetime:
-        self.steps.append(now)
-        return now + timedelta(hours=1)
-
-
-class NudgingOnce:
-    def __init__(self, wake: worker.Wake) -> None:
-        self.wake, self.calls = wake, 0
-
-    def step(self, now: datetime) -> datetime:
-        self.calls += 1
-        if self.calls == 3:
-            self.wake.nudge()
-        if self.calls == 5:
-            self.wake.request_stop()
-        return now + timedelta(minutes=1)
+def test_only_due_tasks_are_stepped_and_each_gets_its_memory_back() -> None:
+    first = worker.run_once({"a": Hourly(), "b": Hourly()}, None, {}, worker.Nudges(), NOW)
+    saved = worker.read_run(worker.state_json(first, NOW))
+    assert saved is not None and saved.due == first.due
+    a, b = Hourly(), Hourly()
+    later = NOW + timedelta(minutes=30)
+    second = worker.run_once({"a": a, "b": b}, replace(saved, due={**saved.due, "b": later}),
+                             {}, worker.Nudges(), later)
+    assert a.steps == [] and b.steps == [later]  # a is due at NOW + 1 h
+    assert (a.total, b.total) == (1, 2)  # restored from the first run, then stepped
+    assert second.due["a"] == NOW + timedelta(hours=1)
 
 
-def test_a_nudge_steps_every_task_at_once() -> None:
-    clock = FakeClock()
-    wake = FakeWake(clock)
-    hourly = Hourly()
-    worker.run([hourly, NudgingOnce(wake)], wake, clock)
-    assert hourly.steps == [NOW, NOW + timedelta(minutes=2)]
+def test_forced_runs_step_every_task_now() -> None:
+    first = worker.run_once({"a": Hourly()}, None, {}, worker.Nudges(), NOW)
+    a = Hourly()
+    worker.run_once({"a": a}, first, {}, worker.Nudges(), NOW + timedelta(minutes=1), force=True)
+    assert a.steps == [NOW + timedelta(minutes=1)]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def test_the_policy_service_probes_the_address_blocklists_where_postscreen_asks(
-        make_settings: Callable[..., Settings]) -> None:
-    key = "abcdefghij0123456789klmnop"
-    policy = worker.inbound_policy(make_settings(MAIL_DOMAINS="example.com",
-                                                 SPAMHAUS_DQS_KEY=key))
-    assert [(b.query_zone, b.shown_as) for b in policy.blocklists] == [
-        (f"{key}.zen.dq.spamhaus.net", "zen.spamhaus.org"), ("list.dnswl.org", "list.dnswl.org")]
-    assert worker.inbound_policy(make_settings(MAIL_DOMAINS="example.com",
-                                               DNSBL="off")).blocklists == []
+def test_a_changed_watched_file_steps_its_task(tmp_path: Path) -> None:
+    request = tmp_path / "rollover"
+    watch = {"a": [request]}
+    first = worker.run_once({"a": Hourly(), "b": Hourly()}, None, watch, worker.Nudges(), NOW)
+    soon = NOW + timedelta(minutes=1)
+    a, b = Hourly(), Hourly()
+    worker.run_once({"a": a, "b": b}, first, watch, worker.Nudges(), soon)
+    assert a.steps == [] and b.steps == []  # nothing changed, nothing due
+    request.write_text("next\n")
+    worker.run_once({"a": a, "b": b}, first, watch, worker.Nudges(), soon)
+    assert a.steps == [soon] and b.steps == []
 
 
-def test_the_policy_service_listens_only_where_postfix_has_its_queue(
-        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    settings = make_settings(MAIL_DOMAINS="example.com")
+def test_a_nudge_steps_the_nudged_task_again_in_the_same_run() -> None:
+    nudges = worker.Nudges()
+    keeper, watcher = Hourly(), Hourly(nudges, nudge="keeper")
+    worker.run_once({"keeper": keeper, "dns": watcher}, None, {}, nudges, NOW)
+    assert keeper.steps == [NOW, NOW] and watcher.steps == [NOW]
+
+
+def test_a_state_that_cant_be_read_starts_the_task_afresh(
+        caplog: pytest.LogCaptureFixture) -> None:
+    saved = worker.Run({"a": NOW}, {"a": {"total": "many"}}, {"a": {}})
+    a = Hourly()
+    with caplog.at_level(logging.INFO):
+        worker.run_once({"a": a}, saved, {}, worker.Nudges(), NOW)
+    assert a.total == 1 and "starting a afresh" in caplog.text
+    assert worker.read_run("{not json") is None
+    assert worker.read_run(json.dumps({"version": 0})) is None
+
+
+def test_the_keepers_memory_survives_a_run(
+    make_keeper: Callable[..., Keeper], world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the next run needs: the CA backoff, the announcements, what was said."""
+    world.dns = all_ready()
+    keeper = make_keeper()
+    keeper.step(NOW)
+    saved = json.loads(json.dumps(keeper.state()))
+    again = make_keeper()
+    again.restore(saved)
+    assert again.state() == keeper.state()
+    assert isinstance(again, AcmeKeeper) and again.slots[0].told is not None
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        again.step(NOW + timedelta(minutes=1))
+    assert "renewal at" not in caplog.text  # the plan was said by the run before
+
+
+def test_the_state_file_tells_the_supervisor_when_and_what_to_watch(tmp_path: Path) -> None:
+    watched = tmp_path / "dkim"
+    run = worker.run_once({"a": Hourly()}, None, {"a": [watched]}, worker.Nudges(), NOW)
+    document = json.loads(worker.state_json(run, NOW))
+    assert document["next_run"] == (NOW + timedelta(hours=1)).timestamp()
+    assert document["watch"] == {str(watched): "missing"}
+    assert document["ran"] == NOW.timestamp()
+
+
+def test_the_dns_task_says_why_there_is_no_tlsa_record_once_across_runs(
+        make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(MAIL_DOMAINS="example.com", TLS_MODE="self-signed")
     paths = Paths(settings.data_dir)
-    assert worker.start_policy_service(settings, paths) is None  # no queue: nobody would ask
-    (paths.postfix_queue / "private").mkdir(parents=True)
-    server = worker.start_policy_service(settings, paths)
-    assert server is not None
-    try:
-        assert (paths.postfix_queue / "private" / "mailboot-policy").is_socket()
-    finally:
-        server.shutdown()
-        server.server_close()
+    first = worker.dns_watcher(settings, paths, lambda: None)
+    with caplog.at_level(logging.INFO):
+        assert first.tlsa() is None
+    assert caplog.text.count("no TLSA (DANE) records") == 1
+    second = worker.dns_watcher(settings, paths, lambda: None)
+    second.restore(json.loads(json.dumps(first.state())))
+    with caplog.at_level(logging.INFO):
+        second.tlsa()
+    assert caplog.text.count("no TLSA (DANE) records") == 1

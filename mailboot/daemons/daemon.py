@@ -37,8 +37,6 @@ class Daemon:
     # How to stop it when SIGTERM is not enough: `postfix start-fg` is a script whose master
     # runs in a session of its own and outlives a signal to the script.
     stop_argv: tuple[str, ...] = ()
-    # Our own worker needs the settings; the daemons get a minimal environment without them.
-    inherit_environment: bool = False
     # Templates below templates/, rendered to the same path below /etc; secret ones are 0600.
     templates: tuple[str, ...] = ()
     secret_templates: frozenset[str] = frozenset()

@@ -6,7 +6,6 @@ A new daemon is one module in this package, its templates, and one entry in `DAE
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,15 +19,11 @@ if TYPE_CHECKING:  # the supervisor imports this module, and never needs the set
 
 log = logging.getLogger(__name__)
 
-# Our own background worker: ACME challenges on 80, the MTA-STS policy on 443, certificate
-# renewal and the DNS checks. It needs the settings, so it inherits the environment.
-WORKER = Daemon("worker", (sys.executable, "-P", "-m", "mailboot.worker"),
-                inherit_environment=True)
-
 # Start order: the resolver before everything that resolves; the milters before Postfix, which
-# uses them; Dovecot before Postfix delivers to it.
+# uses them; Dovecot before Postfix delivers to it. Our own worker and the servers of ports 80
+# and 443 are not daemons: the supervisor starts them as short runs (`children`).
 DAEMONS: tuple[Daemon, ...] = (unbound.DAEMON, opendkim.DAEMON, opendkim.ED25519_DAEMON,
-                               opendmarc.DAEMON, dovecot.DAEMON, postfix.DAEMON, WORKER)
+                               opendmarc.DAEMON, dovecot.DAEMON, postfix.DAEMON)
 
 
 def unwanted(settings: Settings) -> tuple[str, ...]:

@@ -7,13 +7,18 @@ behind a healthy-looking container. It also receives syslog messages on /dev/log
 only log there) and writes them to stderr, so every daemon's log reaches `docker logs`.
 
 This module is run as `python3 -m mailboot.daemons.supervisor` after the boot execs it: a fresh
-process that imports little, so the supervisor stays small for the container's whole life. It
-runs the daemons of `registry.DAEMONS`.
+process that imports little (the standard library's light modules and `children`: never
+`ssl`, the ACME client, dnspython, nor even `dataclasses`, `typing` or `logging`), so the
+supervisor, the one Python process that stays, is small for the container's whole life. The
+boot hands it the daemons to run (`registry.DAEMONS` that the settings call for) as JSON on its
+command line; it runs them, and the short children of `children`: the worker's runs when they
+are due, and the server of ports 80 and 443 when a client connects (it binds those ports).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import select
@@ -22,18 +27,49 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from mailboot.commands import CHILD_ENV
-from mailboot.daemons.daemon import Daemon
-from mailboot.daemons.registry import DAEMONS
+from mailboot.daemons.children import HttpActivation, WorkerRuns, how_it_ended
+from mailboot.listen import listening_socket
 
 STOP_TIMEOUT = 8.0  # seconds; Docker sends SIGKILL 10 s after SIGTERM by default
 EXIT_DAEMON_DIED = 1
 # RFC 3164 §4.1: "<PRI>TIMESTAMP HOSTNAME TAG: MSG" (glibc omits the HOSTNAME on /dev/log).
 _SYSLOG = re.compile(rb"^<\d{1,3}>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(.*)$", re.DOTALL)
+# The daemons' environment: never the settings (passwords, keys). As `commands.CHILD_ENV`, which
+# the supervisor doesn't import (it is for the boot's commands).
+CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+class Program:
+    """What the supervisor runs: a daemon's name, argv, and the command that stops it when
+    SIGTERM is not enough (empty: SIGTERM). The boot makes them from `registry.DAEMONS`."""
+
+    __slots__ = ("argv", "name", "stop_argv")
+
+    def __init__(self, name: str, argv: Sequence[str], stop_argv: Sequence[str] = ()) -> None:
+        self.name, self.argv, self.stop_argv = name, tuple(argv), tuple(stop_argv)
+
+
+def programs_json(programs: Sequence[Program]) -> str:
+    return json.dumps([[p.name, list(p.argv), list(p.stop_argv)] for p in programs])
+
+
+def read_programs(text: str) -> list[Program]:
+    """The programs of `programs_json`. Raises ValueError for anything else."""
+    programs = []
+    for entry in json.loads(text):
+        name, argv, stop_argv = entry
+        if not (isinstance(name, str) and _texts(argv) and _texts(stop_argv) and argv):
+            raise ValueError(f"not a program: {entry!r}")
+        programs.append(Program(name, argv, stop_argv))
+    return programs
+
+
+def _texts(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 
@@ -41,9 +77,11 @@ _SYSLOG = re.compile(rb"^<\d{1,3}>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(.*)
 class Supervisor:
     """Runs daemons until one exits or a stop signal arrives; real state, hence a class."""
 
-    def __init__(self, daemons: Sequence[Daemon], syslog_path: Path | None,
-                 stop_timeout: float = STOP_TIMEOUT) -> None:
+    def __init__(self, daemons: Sequence[Program], syslog_path: Path | None,
+                 stop_timeout: float = STOP_TIMEOUT, worker: WorkerRuns | None = None,
+                 http: HttpActivation | None = None) -> None:
         self.daemons = tuple(daemons)
+        self.worker, self.http = worker, http
         self.syslog_path = syslog_path
         self.stop_timeout = stop_timeout
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -56,11 +94,11 @@ class Supervisor:
         syslog = self._open_syslog()
         try:
             for daemon in self.daemons:
-                env = dict(os.environ) if daemon.inherit_environment else dict(CHILD_ENV)
-                self.processes[daemon.name] = subprocess.Popen(daemon.argv, env=env)
+                self.processes[daemon.name] = subprocess.Popen(daemon.argv, env=dict(CHILD_ENV))
                 say(f"started {daemon.name} (pid {self.processes[daemon.name].pid})")
             code = self._wait(syslog)
         finally:
+            self._stop_children()
             self._stop_all()
             if syslog is not None:
                 _drain_syslog(syslog)
@@ -73,6 +111,11 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._request_stop)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select() via the fd
+        signal.signal(signal.SIGUSR1, self._request_worker_run)
+
+    def _request_worker_run(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.worker is not None:
+            self.worker.request()
 
     def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
         self.stop_requested = signum
@@ -87,13 +130,16 @@ class Supervisor:
         return sock
 
     def _wait(self, syslog: socket.socket | None) -> int:
-        readable = [self.wakeup_read] + ([syslog] if syslog else [])
         while True:
+            listening = self.http.watched() if self.http is not None else []
+            readable = [self.wakeup_read, *([syslog] if syslog else []), *listening]
             ready, _, _ = select.select(readable, [], [], 1.0)
             if self.wakeup_read in ready:
                 self.wakeup_read.recv(4096)
             if syslog is not None and syslog in ready:
                 _drain_syslog(syslog)
+            if self.http is not None and any(sock in ready for sock in listening):
+                self.http.start()  # a client waits on port 80 or 443
             if self.stop_requested is not None:
                 say(f"received {signal.Signals(self.stop_requested).name}; stopping the daemons")
                 return 0
@@ -102,6 +148,13 @@ class Supervisor:
                     say(f"{name} exited with code {process.returncode}; stopping the container "
                         "so that Docker's restart policy acts (see the log above for why)")
                     return EXIT_DAEMON_DIED
+            if self.worker is not None:
+                self.worker.tick()
+
+    def _stop_children(self) -> None:
+        for child in (self.http, self.worker):
+            if child is not None:
+                child.stop()
 
     def _stop_all(self) -> None:
         running = {n: p for n, p in self.processes.items() if p.poll() is None}
@@ -123,16 +176,6 @@ class Supervisor:
                 say(f"{name} stopped ({how_it_ended(process.returncode)})")
         if running:
             say("all daemons stopped")
-
-
-def how_it_ended(returncode: int) -> str:
-    """`exit 0`, `exit 3`, or the signal's name (Popen reports a signal as its negative)."""
-    if returncode >= 0:
-        return f"exit {returncode}"
-    try:
-        return f"on {signal.Signals(-returncode).name}"
-    except ValueError:
-        return f"on signal {-returncode}"
 
 
 def _run_stop_command(name: str, argv: tuple[str, ...]) -> None:
@@ -165,17 +208,41 @@ def say(message: str) -> None:
     sys.stderr.flush()
 
 
+def bind_ports(ports: Mapping[str, int]) -> dict[str, socket.socket]:
+    """Listening sockets for the HTTP child, bound now (as root, before any daemon); a port
+    that can't be had is said and left out: mail never depends on it."""
+    bound = {}
+    for name, port in ports.items():
+        try:
+            bound[name] = listening_socket("", port)
+        except OSError as error:
+            say(f"can't listen on port {port} ({name}): {error}; it stays closed")
+    return bound
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m mailboot.daemons.supervisor")
     parser.add_argument("--syslog", type=Path, default=Path("/dev/log"),
                         help="where to receive syslog messages (empty: don't)")
-    parser.add_argument("--skip", default="",
-                        help="comma-separated daemons not to start (the settings don't call "
-                             "for them)")
+    parser.add_argument("--daemons", type=read_programs, default=[],
+                        help="the daemons to run, in start order, as JSON: "
+                             "[[name, argv, stop_argv], ...]")
+    parser.add_argument("--worker-state", type=Path,
+                        help="run the worker, planning its runs by this state file")
+    parser.add_argument("--http-port", type=int, help="serve HTTP here, on demand (80)")
+    parser.add_argument("--https-port", type=int, help="serve HTTPS here, on demand (443)")
     arguments = parser.parse_args(argv)
     syslog = arguments.syslog if str(arguments.syslog) else None
-    skipped = set(filter(None, arguments.skip.split(",")))
-    return Supervisor([d for d in DAEMONS if d.name not in skipped], syslog).run()
+    ports = {name: port for name, port in (("http", arguments.http_port),
+                                           ("https", arguments.https_port)) if port is not None}
+    sockets = bind_ports(ports)
+    # Our own children need the settings: they get the environment the boot was given.
+    http = HttpActivation(sockets, dict(os.environ), say) if sockets else None
+    worker = None
+    if arguments.worker_state is not None:
+        worker = WorkerRuns((sys.executable, "-P", "-m", "mailboot.worker", "--once"),
+                            arguments.worker_state, dict(os.environ), say)
+    return Supervisor(arguments.daemons, syslog, worker=worker, http=http).run()
 
 
 if __name__ == "__main__":

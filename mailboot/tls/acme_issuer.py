@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,32 +33,13 @@ from mailboot.errors import IssueError
 from mailboot.files import write_atomically
 from mailboot.paths import Paths
 from mailboot.tls import ari, tlskeys
+from mailboot.tls.challenges import ChallengeStore
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "mailboot"
 ORDER_TIMEOUT = timedelta(seconds=120)
 _RETRY_AFTER_TEXT = re.compile(r"retry after (\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)", re.IGNORECASE)
-
-
-class ChallengeStore:
-    """HTTP-01 tokens and their answers, shared with the port-80 listener (another thread)."""
-
-    def __init__(self) -> None:
-        self._answers: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def put(self, token: str, answer: str) -> None:
-        with self._lock:
-            self._answers[token] = answer
-
-    def remove(self, token: str) -> None:
-        with self._lock:
-            self._answers.pop(token, None)
-
-    def get(self, token: str) -> str | None:
-        with self._lock:
-            return self._answers.get(token)
 
 
 @dataclass(frozen=True)

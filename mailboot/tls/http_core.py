@@ -49,9 +49,10 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import TypeVar
 
+from mailboot.listen import listening_socket
+
 log = logging.getLogger(__name__)
 
-BACKLOG = 511  # pending connections the kernel holds for us (as nginx); a burst waits there
 DROP_REPORT_INTERVAL = 60.0  # seconds: dropped connections are logged as one summary line
 ACCEPT_RETRY = 1.0  # seconds to wait when accept() fails for want of file descriptors
 LINGER_BYTES = 65536  # after answering, read and discard at most this much (see _linger)
@@ -466,6 +467,7 @@ class Server:
         self._methods = tuple(methods)
         self.port: int = sock.getsockname()[1]
         self._open: dict[int, _Connection] = {}  # in order of arrival
+        self._last_active = time.monotonic()  # the last accept or close
         self._drops = _Drops(label)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -475,6 +477,13 @@ class Server:
     def open_connections(self) -> int:
         """How many accepted sockets are open now (at most `limits.max_connections`)."""
         return len(self._open)
+
+    def idle_seconds(self) -> float:
+        """How long no connection has been open (0 while one is): the HTTP child ends after a
+        while without clients, and the supervisor starts a new one on the next."""
+        if self._open:
+            return 0.0
+        return time.monotonic() - self._last_active
 
     def start(self) -> None:
         """Start serving; raises what the event loop raised while starting."""
@@ -543,6 +552,7 @@ class Server:
             idle = [c for c in connections if not c.answering] or connections
             self._drop(idle[victim([c.source for c in idle])])
             self._drops.count(crowded=True, limit=self.limits.max_connections)
+        self._last_active = time.monotonic()
         connection = _Connection(sock, address, source_of(address))
         self._open[id(connection)] = connection
         connection.task = asyncio.get_running_loop().create_task(
@@ -564,6 +574,7 @@ class Server:
                         exc_info=True)
         finally:
             self._open.pop(id(connection), None)
+            self._last_active = time.monotonic()
             connection.sock.close()
             connection.task = None  # no cycle through a cancellation's traceback
 
@@ -624,23 +635,17 @@ def _refusal(error: BadRequest) -> Response:
     return Response(error.status, f"{error}\n".encode("ascii"))
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket; for host "" on IPv6 and IPv4 both where the system can."""
-    if host == "" and socket.has_dualstack_ipv6():
-        return socket.create_server(("", port), family=socket.AF_INET6, backlog=BACKLOG,
-                                    dualstack_ipv6=True)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=BACKLOG)
-
-
 def serve(answer: Answer, host: str, port: int, label: str, limits: Limits,
           tls: ssl.SSLContext | None = None, headers: Sequence[tuple[str, str]] = (),
-          methods: Sequence[str] = ALLOWED_METHODS) -> Server:
+          methods: Sequence[str] = ALLOWED_METHODS,
+          sock: socket.socket | None = None) -> Server:
     """Listen on host:port (port 0: any free port, see `.port`) and answer in the background.
 
-    Raises OSError when the port can't be had.
+    With `sock`, serve that listening socket instead (one the supervisor bound and handed
+    over); host and port are then ignored. Raises OSError when the port can't be had.
     """
-    sock = listening_socket(host, port)
+    if sock is None:
+        sock = listening_socket(host, port)
     server = Server(sock, answer, label, limits, tls, headers, methods)
     try:
         server.start()

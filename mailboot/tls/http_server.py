@@ -14,11 +14,12 @@ whole request head, so idle or slow clients can't keep the CA's request out.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from http import HTTPStatus
 
 from mailboot.tls import http_core
-from mailboot.tls.acme_issuer import ChallengeStore
+from mailboot.tls.challenges import ChallengeStore
 from mailboot.tls.http_core import DEFAULT_LIMITS, Limits, Request, Response
 
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
@@ -45,11 +46,12 @@ def own_names(names: Iterable[str]) -> frozenset[str]:
 
 
 def start(port: int, store: ChallengeStore, names: Iterable[str], host: str = "",
-          limits: Limits = DEFAULT_LIMITS) -> http_core.Server:
-    """Listen on `port` (0: any, see `.port`) in a background thread; `.shutdown()` stops it.
+          limits: Limits = DEFAULT_LIMITS, sock: socket.socket | None = None) -> http_core.Server:
+    """Listen on `port` (0: any, see `.port`), or serve the listening `sock` handed over, in a
+    background thread; `.shutdown()` stops it.
 
     `names`: the names to redirect to https. Raises OSError when the port can't be had.
     """
     ours = own_names(names)
     return http_core.serve(lambda request: answer(request, store, ours), host, port, "http",
-                           limits)
+                           limits, sock=sock)

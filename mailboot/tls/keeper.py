@@ -25,15 +25,29 @@ from typing import Protocol
 from mailboot.errors import IssueError, MailbootError
 from mailboot.paths import Paths
 from mailboot.settings import Settings, TlsMode
+from mailboot.taskstate import (
+    JsonObject,
+    Saved,
+    read_object,
+    read_span,
+    read_text,
+    read_texts,
+    read_time,
+    span_value,
+    time_value,
+)
 from mailboot.tls import ari, certificates, mtasts, renewal, tlskeys
-from mailboot.tls.acme_issuer import ChallengeStore, Issued
+from mailboot.tls.acme_issuer import Issued
 from mailboot.tls.certificates import Certificate
+from mailboot.tls.challenges import ChallengeStore
 from mailboot.tls.precheck import Fetch, Resolve, check_names
 
 log = logging.getLogger("mailboot.tls")
 
 IDLE_WAKEUP = timedelta(hours=12)  # re-evaluate at least this often
-MANUAL_POLL = timedelta(seconds=5)
+# The mounted files are watched by the supervisor (a stat every few seconds), which runs the
+# worker when they change: the keeper itself looks again only this late.
+MANUAL_POLL = IDLE_WAKEUP
 WAITING_REMINDER = timedelta(hours=1)  # a name still not ready is mentioned again this often
 # Let's Encrypt puts at most 100 names in one certificate.
 MAX_NAMES_PER_CERTIFICATE = 100
@@ -54,6 +68,14 @@ class Keeper(Protocol):
     paths: Paths
 
     def step(self, now: datetime) -> datetime: ...
+
+    def state(self) -> JsonObject:
+        """What the next run of the worker needs to go on where this one stopped."""
+        ...
+
+    def restore(self, saved: Saved) -> None:
+        """Take back `state()`'s value. Raises StateUnreadable (the keeper then starts afresh)."""
+        ...
 
 
 def keeper_for(settings: Settings, paths: Paths, issuer: Callable[[], Issuer], resolve: Resolve,
@@ -85,6 +107,12 @@ class ManualKeeper:
         self.paths, self.reload = paths, reload
         self.last_error: str | None = None
 
+    def state(self) -> JsonObject:
+        return {"last_error": self.last_error}
+
+    def restore(self, saved: Saved) -> None:
+        self.last_error = read_text(saved.get("last_error"))
+
     def step(self, now: datetime) -> datetime:
         try:
             changed = certificates.install_manual(self.paths, self.cert_file, self.key_file, now)
@@ -110,6 +138,12 @@ class SelfSignedKeeper:
         self.names = certificates.tls_names(settings)
         self.paths, self.reload = paths, reload
 
+    def state(self) -> JsonObject:
+        return {}  # everything it needs is on disk
+
+    def restore(self, saved: Saved) -> None:
+        pass
+
     def step(self, now: datetime) -> datetime:
         before = certificates.read_live(self.paths)
         after = certificates.ensure_certificate(self.paths, self.names, now)
@@ -131,6 +165,19 @@ class Slot:
     told: str | None = None  # the last renewal plan logged, so each plan is logged once
     waiting_for: str | None = None  # the last "not ready" reason logged
     waiting_told: datetime | None = None
+
+    def state(self) -> JsonObject:
+        return {"delay": span_value(self.delay), "next_try": time_value(self.next_try),
+                "polling": self.polling, "told": self.told, "waiting_for": self.waiting_for,
+                "waiting_told": time_value(self.waiting_told)}
+
+    def restore(self, saved: Saved) -> None:
+        """Raises StateUnreadable."""
+        self.delay, self.next_try = read_span(saved.get("delay")), read_time(saved.get("next_try"))
+        self.polling = saved.get("polling") is True
+        self.told, self.waiting_for = read_text(saved.get("told")), read_text(
+            saved.get("waiting_for"))
+        self.waiting_told = read_time(saved.get("waiting_told"))
 
 
 def announcement(name: str, mta_sts_record: str) -> str | None:
@@ -167,6 +214,20 @@ class AcmeKeeper:
         self.announced: set[str] = set()
         self.first_retry = timedelta(seconds=settings.acme_retry_interval)
         self.poll = timedelta(seconds=settings.dns_check_interval)
+
+    def state(self) -> JsonObject:
+        # By names, not numbers: a slot whose names changed (new settings) starts afresh.
+        return {"slots": {",".join(slot.names): slot.state() for slot in self.slots.values()},
+                "announced": sorted(self.announced)}
+
+    def restore(self, saved: Saved) -> None:
+        """Raises StateUnreadable."""
+        slots = read_object(saved.get("slots", {}))
+        for slot in self.slots.values():
+            kept = slots.get(",".join(slot.names))
+            if kept is not None:
+                slot.restore(read_object(kept))
+        self.announced = set(read_texts(saved.get("announced", [])))
 
     def nudge(self) -> None:
         """The DNS changed (the doctor saw an A, AAAA, MX or CNAME record change): names waiting

@@ -23,6 +23,7 @@ slots, and the slots are looked at again every RESCAN seconds: a renewal swaps t
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -192,9 +193,11 @@ def _autodiscover(request: Request, service: MailService, _domain: str | None) -
 
 
 def start(port: int, paths: Paths, policies: Mapping[str, bytes], host: str = "",
-          limits: Limits = LIMITS, service: MailService | None = None) -> http_core.Server:
+          limits: Limits = LIMITS, service: MailService | None = None,
+          sock: socket.socket | None = None) -> http_core.Server:
     """Serve the policies (and, with `service`, mail clients' settings) on `port` (0: any, see
-    `.port`) in a background thread; `.shutdown()` stops it.
+    `.port`), or on the listening `sock` handed over, in a background thread; `.shutdown()`
+    stops it.
 
     `policies`: host name (mta-sts.<domain>) -> the policy's bytes. Raises OSError when the
     port can't be had or no certificate is live.
@@ -203,4 +206,4 @@ def start(port: int, paths: Paths, policies: Mapping[str, bytes], host: str = ""
     context = CertificateChooser(paths).default_context()
     return http_core.serve(lambda request: answer(request, ours, service), host, port, "https",
                            limits, tls=context, headers=(("Cache-Control", "no-store"),),
-                           methods=METHODS)
+                           methods=METHODS, sock=sock)

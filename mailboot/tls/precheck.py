@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mailboot.dnsanswer import Lookup
-from mailboot.tls.acme_issuer import ChallengeStore
+from mailboot.tls.challenges import ChallengeStore
 from mailboot.tls.http_server import CHALLENGE_PREFIX
 
 log = logging.getLogger(__name__)

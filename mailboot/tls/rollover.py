@@ -23,13 +23,15 @@ from mailboot.dnsrecords import hostname_zone
 from mailboot.errors import MailbootError
 from mailboot.paths import Paths
 from mailboot.settings import Settings, TlsMode
+from mailboot.taskstate import JsonObject, Saved, read_object, read_text
 from mailboot.tls import certificates, tlskeys
 from mailboot.tls.keeper import Keeper, when
 
 log = logging.getLogger("mailboot.tls")
 
-# How often a pending request is looked for (reading one small file).
-IDLE_POLL = timedelta(seconds=10)
+# How often to look again with no request pending: the supervisor runs the worker as soon as
+# `mailboot tls rollover` writes its request file (the worker asks it to watch that file).
+IDLE_POLL = timedelta(hours=12)
 
 
 def for_keeper(settings: Settings, paths: Paths, keeper: Keeper) -> Keeper:
@@ -49,6 +51,14 @@ class KeyRollover:
         self.lookup, self.poll = lookup, poll
         self.told: str | None = None
         self.name = dane.tlsa_name(settings.hostname)
+
+    def state(self) -> JsonObject:
+        return {"told": self.told, "keeper": self.keeper.state()}
+
+    def restore(self, saved: Saved) -> None:
+        """Raises StateUnreadable."""
+        self.told = read_text(saved.get("told"))
+        self.keeper.restore(read_object(saved.get("keeper", {})))
 
     def step(self, now: datetime) -> datetime:
         try:

@@ -30,7 +30,7 @@ ENV = {
 }
 MakeContainer = Callable[..., Container]
 FIELDS = {"ok", "not_in_place", "checked", "hostname", "certificate", "dns", "dkim", "queue",
-          "mailboxes", "disk", "outbound", "worker_problems"}
+          "mailboxes", "disk", "outbound", "worker", "worker_problems"}
 
 
 def status(mail: Container, *flags: str) -> tuple[int, str]:
@@ -97,6 +97,8 @@ def test_status_reports_every_part_and_follows_the_state(make_container: MakeCon
     assert problems["recent"] >= 1 and problems["recent_seconds"] == 7200
     assert any("dns: can't check the DNS records" in p["message"] for p in problems["last"])
     assert all(p["time"] and p["level"] in ("WARNING", "ERROR") for p in problems["last"])
+    # The worker is a short run the supervisor repeats: its last run and the next are shown.
+    assert document["worker"]["ran"] and document["worker"]["next_run"]
 
     code, screen = status(mail)
     assert code == 1

@@ -1,0 +1,23 @@
+"""Listening TCP sockets, made where they are needed without importing more than `socket`.
+
+The supervisor binds ports 80 and 443 itself, at start and as root, and hands them to the short
+HTTP child it starts when a client connects (socket activation): it must not import `ssl`, the
+event loop or the answers to do so.
+"""
+
+from __future__ import annotations
+
+import socket
+
+BACKLOG = 511  # pending connections the kernel holds for us (as nginx); a burst waits there
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; for host "" on IPv6 and IPv4 both where the system can.
+
+    Raises OSError when the port can't be had."""
+    if host == "" and socket.has_dualstack_ipv6():
+        return socket.create_server(("", port), family=socket.AF_INET6, backlog=BACKLOG,
+                                    dualstack_ipv6=True)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=BACKLOG)
