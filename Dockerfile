@@ -60,7 +60,11 @@ RUN set -eux; \
     sed -i '/^[$]manpage_directory\//d' /etc/postfix/postfix-files; \
     groupadd --system --gid 5000 vmail; \
     useradd --system --uid 5000 --gid 5000 --home-dir /data/mail --no-create-home \
-        --shell /usr/sbin/nologin vmail
+        --shell /usr/sbin/nologin vmail; \
+    # Our port-25 policy processes (Postfix's spawn service): a user of their own, not nobody.
+    groupadd --system --gid 205 mailpolicy; \
+    useradd --system --uid 205 --gid 205 --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin mailpolicy
 
 COPY mailboot /opt/mailboot/mailboot
 COPY templates /opt/mailboot/templates
@@ -78,16 +82,18 @@ ENV PYTHONPATH=/opt/mailboot PYTHONDONTWRITEBYTECODE=1
 # 993: IMAP for mail clients, implicit TLS
 # 4190: ManageSieve (RFC 5804) for mail clients' filters and vacation replies, STARTTLS required
 # 80: ACME HTTP-01 challenges (certificates); our own names are redirected to 443
-# 443: the MTA-STS policy (https://mta-sts.<domain>/.well-known/mta-sts.txt)
+# 443: the MTA-STS policy (https://mta-sts.<domain>/.well-known/mta-sts.txt) and the mail
+#      clients' settings (autoconfig, autodiscover, an Apple profile)
 EXPOSE 25 465 587 993 4190 80 443
 
 # Keys, certificates, mailboxes, the mail queue and accounts: all state lives here.
 VOLUME ["/data"]
 
-# Healthy once SMTP on 25 and IMAPS on 993 answer. (--start-interval would report health
-# sooner, but Docker's legacy builder, still common, rejects it.)
+# Healthy once SMTP on 25 and IMAPS on 993 answer: the health module alone (mailboot/health.py),
+# not the whole command line, every 20 s. (--start-interval would report health sooner, but
+# Docker's legacy builder, still common, rejects it.)
 HEALTHCHECK --interval=20s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["/usr/local/bin/mailboot", "health"]
+    CMD ["/usr/bin/python3", "-P", "-m", "mailboot.health"]
 
 # tini is PID 1: it reaps zombies and forwards docker stop's SIGTERM to our supervisor.
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mailboot"]

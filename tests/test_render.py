@@ -238,8 +238,8 @@ def test_port_25_runs_postscreen_and_the_verifying_milters(rendered: dict[str, s
     assert "reject_rhsbl_sender dbl.spamhaus.org=127.0.1.[2..99]" in main
     assert ("check_policy_service { unix:private/mailboot-policy, timeout=10s, max_idle=10s,\n"
             "        default_action=DUNNO }") in main
-    # Postfix starts it per smtpd that asks, as nobody, with the lists postscreen asks.
-    assert ("\nmailboot-policy unix -  n       n       -       50      spawn\n  user=nobody "
+    # Postfix starts it per smtpd that asks, as mailpolicy, with the lists postscreen asks.
+    assert ("\nmailboot-policy unix -  n       n       -       50      spawn\n  user=mailpolicy "
             "argv=/usr/bin/env PYTHONPATH=") in master
     assert " /usr/bin/python3 -P -m mailboot.inbound_policy --notes=" in master
     assert "--blocklist=zen.spamhaus.org=zen.spamhaus.org --blocklist=list.dnswl.org" in master

@@ -37,8 +37,9 @@ DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
 POLICY_SERVICE = "mailboot-policy"
 POLICY_SOCKET = f"private/{POLICY_SERVICE}"
 # Who the policy processes run as: spawn(8) refuses root and Postfix's own user, and they need
-# nothing but the resolver and their notes (below the run directory, made for them here).
-POLICY_USER = "nobody"
+# nothing but the resolver and their notes (below the run directory, made for them here). A user
+# of their own (the Dockerfile makes it), so no other program running as nobody shares them.
+POLICY_USER = "mailpolicy"
 POLICY_PYTHON = "/usr/bin/python3"  # Debian's, where the image installs mailboot
 # spawn(8) gives its command only Postfix's export_environment (no PYTHONPATH): the command
 # line names where the mailboot package is (/opt/mailboot in the image).

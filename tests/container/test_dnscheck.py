@@ -53,7 +53,8 @@ def test_log_shows_statuses_then_the_ready_line_once_dns_is_published(
                                    "TLS_MODE": "self-signed"},
                               network=test_network.name, ip=mail_ip)
         mail.wait_ready()
-        logs = mail.logs()
+        # The worker's first DNS check runs beside the daemons' start: wait for its finding.
+        logs = mail.wait_for_log("dns: example.com MX is missing")
         assert "; MX: mail for example.com is delivered to mail.example.com [MISSING]" in logs
         assert "dns: 0 ok" not in logs and "missing (" in logs
         assert "dns: example.com MX is missing: Add @ MX 10 mail.example.com." in logs
