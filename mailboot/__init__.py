@@ -10,7 +10,8 @@ A map of the package, from the top floor down (imports only go down; tests keep 
 - `worker`: the background tasks (the certificate keeper, DNS checks, DKIM rotation, network
   checks) as short runs the supervisor starts when one is due; each task's memory is kept
   between runs in a state file (`taskstate`); a failing task is retried, never fatal.
-- `inbound_policy`: the port-25 policy process Postfix starts per smtpd (spawn(8)); `inbound`
+- `inbound_policy`: the port-25 policy process, started by the supervisor on smtpd's first
+  question (socket activation) and ended when idle; `inbound`
   (what it decides beyond postscreen and the milters: SPF fail without DMARC, a blocklist
   refusing our resolver, Docker's proxy), `smtp_policy` (Postfix's policy protocol),
   `publicsuffix` (DMARC's organizational domain).

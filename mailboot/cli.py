@@ -7,6 +7,7 @@ handed down, so every other module can be driven by tests without patching.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -29,7 +30,7 @@ from mailboot import (
     health,
     publicaddress,
 )
-from mailboot.daemons import registry, supervisor, unbound
+from mailboot.daemons import postfix, registry, supervisor, unbound
 from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import RecordGroup, build_record_groups
 from mailboot.errors import ConfigError, MailbootError, UsageError
@@ -39,6 +40,7 @@ from mailboot.settings import Settings, load_settings, settings_markdown
 from mailboot.status import gather, production_sources
 from mailboot.statusformat import status_json, status_text
 from mailboot.tls import caa, certificates, tlskeys
+from mailboot.users import user_ids
 
 log = logging.getLogger("mailboot")
 
@@ -231,7 +233,19 @@ def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) 
                                         for d in registry.DAEMONS if d.wanted(settings)])
     os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons.supervisor",  # noqa: S606
                               f"--daemons={daemons}", f"--worker-state={worker_state}",
-                              "--http-port=80", "--https-port=443"])
+                              "--http-port=80", "--https-port=443",
+                              *policy_arguments(settings, Paths(settings.data_dir))])
+
+
+def policy_arguments(settings: Settings, paths: Paths) -> list[str]:
+    """How the supervisor serves Postfix's port-25 policy socket on demand: the socket (owned by
+    Postfix, whose smtpd connects), the user the policy process runs as, and its command."""
+    owner, user = user_ids("postfix"), user_ids(postfix.POLICY_USER)
+    if owner is None or user is None:  # outside the image: nothing to serve
+        return []
+    return [f"--policy-socket={postfix.policy_socket(paths)}",
+            f"--policy-owner={owner[0]}:{owner[1]}", f"--policy-user={user[0]}:{user[1]}",
+            "--policy-command=" + json.dumps(postfix.policy_command(settings, paths))]
 
 
 def seconds_since_process_start() -> float:

@@ -16,9 +16,9 @@ is accepted. It decides one thing and notices two:
 
 Every other case answers DUNNO (no opinion): a failed lookup never refuses mail.
 
-Postfix starts one policy process per smtpd that asks (`inbound_policy`, a spawn(8) service), so
-what must be said once across them (the proxy, a refusing blocklist within the hour) is
-remembered in `FileNotes`, small files in the run directory; tests use `MemoryNotes`.
+The policy process (`inbound_policy`) starts on demand and ends when idle, so what must be said
+once across its lives (the proxy, a refusing blocklist within the hour) is remembered in
+`FileNotes`, small files in the run directory; tests use `MemoryNotes`.
 """
 
 from __future__ import annotations

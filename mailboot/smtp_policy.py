@@ -2,8 +2,7 @@
 
 smtpd sends `name=value` lines ending in an empty line and waits for `action=...` and an empty
 line; it keeps the connection for the next request, and closes it after `max_idle` without one.
-Postfix's spawn(8) runs our policy process with that connection as its standard input and
-output, so serving is a loop over requests until the end of the stream.
+So serving one connection is a loop over requests until the end of the stream.
 """
 
 from __future__ import annotations

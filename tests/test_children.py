@@ -216,14 +216,15 @@ def test_a_connection_starts_the_child_which_serves_both_ports_and_ends_when_idl
 def test_a_crashed_child_is_said_and_the_next_connection_starts_another(
         served: tuple[HttpActivation, dict[str, int], list[str]]) -> None:
     activation, ports, said = served
-    activation.module = "mailboot.no_such_module"
+    serving = activation.command
+    activation.command = (sys.executable, "-P", "-m", "mailboot.no_such_module")
     with socket.create_connection(("127.0.0.1", ports["http"]), timeout=10):
         wait_for_a_client(activation)
         assert activation.process is not None
         activation.process.wait(timeout=30)
         assert activation.watched() == []  # a moment's pause after a crash
     assert said and "ended with exit 1; a new one starts with the next connection" in said[0]
-    activation.module = "mailboot.tls.http_child"
+    activation.command = serving
     client = http.client.HTTPConnection("127.0.0.1", ports["http"], timeout=30)
     client.request("GET", "/.well-known/acme-challenge/unknown", headers={"Host": "x.example"})
     wait_for_a_client(activation, timeout=15)

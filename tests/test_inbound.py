@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -195,17 +196,32 @@ def test_policy_protocol_on_one_stream() -> None:
     assert [s["sender"] for s in seen] == ["a@example.net", "crash@example.net"]
 
 
-def test_the_policy_process_answers_on_stdin_and_stdout_and_ends_at_eof(tmp_path: Path) -> None:
-    """As spawn(8) runs it: the connection is its stdin and stdout; nothing on stderr (that is
-    the connection too); local clients are never judged, so no DNS is asked here."""
-    asked = ("request=smtpd_access_policy\nclient_address=127.0.0.1\nsender=a@example.net\n\n"
-             * 2).encode()
-    done = subprocess.run([sys.executable, "-P", "-m", "mailboot.inbound_policy",
-                           f"--notes={tmp_path}", "--blocklist=key.zen.dq.spamhaus.net="
-                           "zen.spamhaus.org"], input=asked, capture_output=True, timeout=30,
-                          check=True)
-    assert done.stdout == b"action=DUNNO\n\n" * 2
-    assert done.stderr == b""
+def test_one_policy_process_answers_every_smtpd_on_the_handed_socket_and_ends_when_idle(
+        tmp_path: Path) -> None:
+    """As the supervisor runs it: the listening socket is handed over; two smtpd connections at
+    once are both answered; with none open for --idle seconds the process ends. Local clients
+    are never judged, so no DNS is asked here."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "policy"))
+    listener.listen(8)
+    process = subprocess.Popen(
+        [sys.executable, "-P", "-m", "mailboot.inbound_policy",
+         f"--listen-fd={listener.fileno()}", "--idle=1", f"--notes={tmp_path}",
+         "--blocklist=key.zen.dq.spamhaus.net=zen.spamhaus.org"],
+        pass_fds=[listener.fileno()], stderr=subprocess.PIPE)
+    asked = b"request=smtpd_access_policy\nclient_address=127.0.0.1\nsender=a@example.net\n\n"
+    first, second = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2))
+    with first, second:
+        for connection in (first, second):
+            connection.settimeout(30)
+            connection.connect(str(tmp_path / "policy"))
+        for connection in (first, second, first):
+            connection.sendall(asked)
+            assert connection.recv(100) == b"action=DUNNO\n\n"
+    listener.close()
+    _, errors = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert b"key.zen.dq" not in errors
 
 
 def test_what_is_said_once_is_said_once_across_processes(

@@ -12,11 +12,11 @@ import pytest
 
 from mailboot import accounts, render
 from mailboot.accounts import Account
-from mailboot.daemons import dovecot
+from mailboot.daemons import dovecot, postfix
 from mailboot.dkim import DomainKeys
 from mailboot.errors import CommandError
 from mailboot.paths import Paths
-from mailboot.settings import Settings
+from mailboot.settings import Settings, load_settings
 from mailboot.tls import certificates
 from tests.conftest import NOW
 
@@ -238,11 +238,8 @@ def test_port_25_runs_postscreen_and_the_verifying_milters(rendered: dict[str, s
     assert "reject_rhsbl_sender dbl.spamhaus.org=127.0.1.[2..99]" in main
     assert ("check_policy_service { unix:private/mailboot-policy, timeout=10s, max_idle=10s,\n"
             "        default_action=DUNNO }") in main
-    # Postfix starts it per smtpd that asks, as mailpolicy, with the lists postscreen asks.
-    assert ("\nmailboot-policy unix -  n       n       -       50      spawn\n  user=mailpolicy "
-            "argv=/usr/bin/env PYTHONPATH=") in master
-    assert " /usr/bin/python3 -P -m mailboot.inbound_policy --notes=" in master
-    assert "--blocklist=zen.spamhaus.org=zen.spamhaus.org --blocklist=list.dnswl.org" in master
+    # The policy socket is mailboot's supervisor's (socket activation), not a master.cf service.
+    assert "mailboot-policy" not in master
     # Submission (our users) keeps signing only: no DMARC judgement, no policy service.
     assert master.count("-o smtpd_milters=$non_smtpd_milters") == 2
     assert "\nnon_smtpd_milters = inet:127.0.0.1:8891\n" in main
@@ -450,3 +447,13 @@ def test_with_two_quota_roots_the_tighter_limit_counts() -> None:
 def test_doveadm_output_not_understood_is_an_error(line: str) -> None:
     with pytest.raises(CommandError, match="unexpected line"):
         dovecot.parse_quota_usage(f"Username\tQuota name\tType\tValue\tLimit\t%\n{line}\n")
+
+
+def test_the_policy_process_asks_the_blocklists_postscreen_asks(tmp_path: Path) -> None:
+    settings = load_settings({"MAIL_DOMAINS": "example.com", "DATA_DIR": str(tmp_path)})
+    paths = Paths(tmp_path)
+    command = postfix.policy_command(settings, paths)
+    assert command[:4] == ["/usr/bin/python3", "-P", "-m", "mailboot.inbound_policy"]
+    assert "--blocklist=zen.spamhaus.org=zen.spamhaus.org" in command
+    assert "--blocklist=list.dnswl.org=list.dnswl.org" in command
+    assert postfix.policy_socket(paths) == paths.postfix_queue / "private" / "mailboot-policy"

@@ -1,4 +1,4 @@
-"""The supervisor's short-lived children: the worker's runs and the HTTP child on demand.
+"""The supervisor's short-lived children: the worker's runs and the servers started on demand.
 
 Both keep the resident supervisor small: it imports neither `ssl` nor the ACME client, and
 starts a Python process only when there is something to do.
@@ -8,10 +8,12 @@ starts a Python process only when there is something to do.
   `mailboot dkim rotate`, a mounted certificate: one stat each, every few seconds), and at once
   on SIGUSR1. A run that fails or hangs (killed after `RUN_TIMEOUT`) is tried again after a
   delay doubling from a minute to an hour; the mail never waits for it.
-- `HttpActivation`: ports 80 and 443, bound by the supervisor at start; when a client connects
-  and no child runs, the child (`python3 -P -m mailboot.tls.http_child`) is started with both
-  listening sockets and serves until it has been idle a while. While it runs, the supervisor
-  does not watch the sockets.
+- `Activation`: sockets bound by the supervisor at start; when a client connects and no child
+  runs, the child is started with the listening sockets and serves until it has been idle a
+  while. While it runs, the supervisor does not watch the sockets. Two use it: ports 80 and 443
+  (`HttpActivation`: `python3 -P -m mailboot.tls.http_child`), and Postfix's port-25 policy
+  socket (`python3 -P -m mailboot.inbound_policy`, as its own user): one process, however many
+  smtpd ask at once, and none while no mail arrives.
 
 The decisions are pure functions of the time (`next_run_after`, `retry_delay`, ...) so tests
 drive them with numbers.
@@ -156,14 +158,15 @@ class WorkerRuns:
         stop_child(self.process)
 
 
-class HttpActivation:
-    """Ports 80 and 443 served by a child started on the first connection (real state)."""
+class Activation:
+    """Listening sockets served by a child started on the first connection (socket activation,
+    real state): the child inherits them, serves until it has been idle a while, and ends."""
 
-    def __init__(self, sockets: Mapping[str, socket.socket], environment: Mapping[str, str],
-                 say: Say, idle: float | None = None,
-                 module: str = "mailboot.tls.http_child") -> None:
-        self.sockets, self.environment, self.say = dict(sockets), environment, say
-        self.idle, self.module = idle, module
+    def __init__(self, label: str, sockets: Mapping[str, socket.socket], command: Sequence[str],
+                 environment: Mapping[str, str], say: Say, idle: float | None = None,
+                 user: tuple[int, int] | None = None) -> None:
+        self.label, self.sockets, self.command = label, dict(sockets), tuple(command)
+        self.environment, self.say, self.idle, self.user = environment, say, idle, user
         self.process: subprocess.Popen[bytes] | None = None
         self.failures = 0
         self.not_before = 0.0  # monotonic; after a crash, wait a little before the next
@@ -176,20 +179,22 @@ class HttpActivation:
         return list(self.sockets.values())
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-P", "-m", self.module]
+        argv = [*self.command]
         argv += [f"--{name}-fd={sock.fileno()}" for name, sock in self.sockets.items()]
         return argv + ([f"--idle={self.idle}"] if self.idle is not None else [])
 
     def start(self) -> None:
-        """A client is waiting: start the child that serves it."""
+        """A client is waiting: start the child that serves it (as `user`, when given)."""
         if self.process is not None:
             return
+        uid, gid = self.user if self.user is not None else (None, None)
         try:
             self.process = subprocess.Popen(
                 self.argv(), env=dict(self.environment),
-                pass_fds=[sock.fileno() for sock in self.sockets.values()])
+                pass_fds=[sock.fileno() for sock in self.sockets.values()],
+                user=uid, group=gid, extra_groups=[] if self.user is not None else None)
         except OSError as error:
-            self.say(f"could not start the HTTP child: {error}")
+            self.say(f"could not start {self.label}: {error}")
             self._crashed()
 
     def reap(self) -> None:
@@ -199,8 +204,8 @@ class HttpActivation:
         if code == 0:
             self.failures = 0
             return
-        self.say(f"the HTTP child for ports 80 and 443 ended with {how_it_ended(code)}; a new "
-                 "one starts with the next connection (see the log above for why)")
+        self.say(f"{self.label} ended with {how_it_ended(code)}; a new one starts with the next "
+                 "connection (see the log above for why)")
         self._crashed()
 
     def _crashed(self) -> None:
@@ -210,6 +215,16 @@ class HttpActivation:
 
     def stop(self) -> None:
         stop_child(self.process)
+
+
+class HttpActivation(Activation):
+    """Ports 80 and 443: the HTTP child (`mailboot.tls.http_child`) serves both."""
+
+    def __init__(self, sockets: Mapping[str, socket.socket], environment: Mapping[str, str],
+                 say: Say, idle: float | None = None,
+                 module: str = "mailboot.tls.http_child") -> None:
+        super().__init__("the HTTP child for ports 80 and 443", sockets,
+                         (sys.executable, "-P", "-m", module), environment, say, idle)
 
 
 def stop_child(process: subprocess.Popen[bytes] | None) -> None:

@@ -32,20 +32,14 @@ TEMPLATES = ("postfix/main.cf", "postfix/master.cf", *ACCOUNT_TABLES,
 # Spamhaus's domain blocklist (DBL), for HELO names, sender domains and the client's name:
 # 127.0.1.2-99 are listings; 127.255.255.x (query refused) never matches.
 DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
-# Our policy service (mailboot.inbound_policy, a spawn(8) service of master.cf), relative to the
-# queue directory: private/<service name>.
+# Our policy service (mailboot.inbound_policy), relative to the queue directory: the supervisor
+# listens there and starts the policy process on the first question (socket activation).
 POLICY_SERVICE = "mailboot-policy"
 POLICY_SOCKET = f"private/{POLICY_SERVICE}"
-# Who the policy processes run as: spawn(8) refuses root and Postfix's own user, and they need
-# nothing but the resolver and their notes (below the run directory, made for them here). A user
-# of their own (the Dockerfile makes it), so no other program running as nobody shares them.
+# Who the policy process runs as: it needs nothing but the resolver and its notes (below the run
+# directory, made for it here). A user of its own (the Dockerfile makes it).
 POLICY_USER = "mailpolicy"
 POLICY_PYTHON = "/usr/bin/python3"  # Debian's, where the image installs mailboot
-# spawn(8) gives its command only Postfix's export_environment (no PYTHONPATH): the command
-# line names where the mailboot package is (/opt/mailboot in the image).
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-# At most this many at once (one per smtpd that asks); each ends when its smtpd lets go of it.
-POLICY_PROCESS_LIMIT = 50
 # Dovecot's quota-status policy service (dovecot.conf), relative to the queue directory.
 QUOTA_STATUS_SOCKET = "private/quota-status"
 QUEUE_DIRECTORIES = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
@@ -62,7 +56,6 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         "inet_protocols": "all" if settings.public_ipv6 else "ipv4",
         **outbound_context(settings),
         **inbound_context(settings),
-        "policy_argv": policy_argv(settings, paths),
     }
 
 
@@ -80,22 +73,23 @@ def inbound_context(settings: Settings) -> dict[str, Any]:
         "dbl": (f"{settings.blocklist_zone(DBL_ZONE)}={DBL_LISTED}" if settings.dnsbl
                 else ""),
         "policy_socket": POLICY_SOCKET,
-        "policy_service": POLICY_SERVICE,
-        "policy_user": POLICY_USER,
-        "policy_process_limit": POLICY_PROCESS_LIMIT,
         "quota_status_socket": QUOTA_STATUS_SOCKET,
         "own_authserv_id_pattern": settings.hostname.replace(".", "\\."),
     }
 
 
-def policy_argv(settings: Settings, paths: Paths) -> str:
-    """The policy process's command line in master.cf: where it asks each address blocklist
-    (with the DQS key, as postscreen's sites in main.cf do) and the name shown in the log."""
+def policy_command(settings: Settings, paths: Paths) -> list[str]:
+    """The policy process's command line (the supervisor adds the socket): where it asks each
+    address blocklist (with the DQS key, as postscreen's sites in main.cf do) and the name shown
+    in the log."""
     zones = dict.fromkeys(site.zone for site in settings.dnsbl)
     lists = [f"--blocklist={settings.blocklist_zone(zone)}={zone}" for zone in zones]
-    return " ".join(["/usr/bin/env", f"PYTHONPATH={PACKAGE_ROOT}", POLICY_PYTHON, "-P", "-m",
-                     "mailboot.inbound_policy",
-                     f"--notes={paths.inbound_state}", *lists])
+    return [POLICY_PYTHON, "-P", "-m", "mailboot.inbound_policy",
+            f"--notes={paths.inbound_state}", *lists]
+
+
+def policy_socket(paths: Paths) -> Path:
+    return paths.postfix_queue / POLICY_SOCKET
 
 
 def outbound_context(settings: Settings) -> dict[str, Any]:

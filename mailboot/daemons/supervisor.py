@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from mailboot.daemons.children import HttpActivation, WorkerRuns, how_it_ended
-from mailboot.listen import listening_socket
+from mailboot.daemons.children import Activation, HttpActivation, WorkerRuns, how_it_ended
+from mailboot.listen import listening_socket, unix_listening_socket
 
 STOP_TIMEOUT = 8.0  # seconds; Docker sends SIGKILL 10 s after SIGTERM by default
 EXIT_DAEMON_DIED = 1
@@ -79,9 +79,9 @@ class Supervisor:
 
     def __init__(self, daemons: Sequence[Program], syslog_path: Path | None,
                  stop_timeout: float = STOP_TIMEOUT, worker: WorkerRuns | None = None,
-                 http: HttpActivation | None = None) -> None:
+                 activations: Sequence[Activation] = ()) -> None:
         self.daemons = tuple(daemons)
-        self.worker, self.http = worker, http
+        self.worker, self.activations = worker, tuple(activations)
         self.syslog_path = syslog_path
         self.stop_timeout = stop_timeout
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -131,15 +131,17 @@ class Supervisor:
 
     def _wait(self, syslog: socket.socket | None) -> int:
         while True:
-            listening = self.http.watched() if self.http is not None else []
+            listening = {sock: activation for activation in self.activations
+                         for sock in activation.watched()}
             readable = [self.wakeup_read, *([syslog] if syslog else []), *listening]
             ready, _, _ = select.select(readable, [], [], 1.0)
             if self.wakeup_read in ready:
                 self.wakeup_read.recv(4096)
             if syslog is not None and syslog in ready:
                 _drain_syslog(syslog)
-            if self.http is not None and any(sock in ready for sock in listening):
-                self.http.start()  # a client waits on port 80 or 443
+            for sock in ready:
+                if sock in listening:
+                    listening[sock].start()  # a client waits: start what serves it
             if self.stop_requested is not None:
                 say(f"received {signal.Signals(self.stop_requested).name}; stopping the daemons")
                 return 0
@@ -152,7 +154,7 @@ class Supervisor:
                 self.worker.tick()
 
     def _stop_children(self) -> None:
-        for child in (self.http, self.worker):
+        for child in (*self.activations, self.worker):
             if child is not None:
                 child.stop()
 
@@ -231,18 +233,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run the worker, planning its runs by this state file")
     parser.add_argument("--http-port", type=int, help="serve HTTP here, on demand (80)")
     parser.add_argument("--https-port", type=int, help="serve HTTPS here, on demand (443)")
+    parser.add_argument("--policy-socket", type=Path,
+                        help="Postfix's policy socket for port 25, served on demand")
+    parser.add_argument("--policy-owner", help="user:group owning the socket (postfix)")
+    parser.add_argument("--policy-user", help="user:group the policy process runs as")
+    parser.add_argument("--policy-command", type=json.loads, default=[],
+                        help="the policy process's argv as JSON (the socket's fd is added)")
     arguments = parser.parse_args(argv)
     syslog = arguments.syslog if str(arguments.syslog) else None
     ports = {name: port for name, port in (("http", arguments.http_port),
                                            ("https", arguments.https_port)) if port is not None}
     sockets = bind_ports(ports)
     # Our own children need the settings: they get the environment the boot was given.
-    http = HttpActivation(sockets, dict(os.environ), say) if sockets else None
+    activations: list[Activation] = []
+    if sockets:
+        activations.append(HttpActivation(sockets, dict(os.environ), say))
+    if arguments.policy_socket is not None:
+        activations += policy_activation(arguments)
     worker = None
     if arguments.worker_state is not None:
         worker = WorkerRuns((sys.executable, "-P", "-m", "mailboot.worker", "--once"),
                             arguments.worker_state, dict(os.environ), say)
-    return Supervisor(arguments.daemons, syslog, worker=worker, http=http).run()
+    return Supervisor(arguments.daemons, syslog, worker=worker, activations=activations).run()
+
+
+def policy_activation(arguments: argparse.Namespace) -> list[Activation]:
+    """Postfix's port-25 policy socket, bound here before Postfix starts; the policy process
+    (one, however many smtpd ask) starts on the first question, as its own user, and ends when
+    idle. Without the socket smtpd would wait for the policy timeout at every recipient."""
+    try:
+        sock = unix_listening_socket(arguments.policy_socket,
+                                     _ids(arguments.policy_owner), mode=0o660)
+    except OSError as error:
+        say(f"can't listen on {arguments.policy_socket}: {error}; port 25 goes without the "
+            "policy checks (mail is accepted without them)")
+        return []
+    return [Activation("the port-25 policy process", {"listen": sock},
+                       arguments.policy_command, dict(os.environ), say,
+                       user=_ids(arguments.policy_user))]
+
+
+def _ids(text: str | None) -> tuple[int, int] | None:
+    """`uid:gid` -> (uid, gid); None for nothing."""
+    if not text:
+        return None
+    uid, _, gid = text.partition(":")
+    return int(uid), int(gid)
 
 
 if __name__ == "__main__":
