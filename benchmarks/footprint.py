@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.boots import domains
@@ -41,25 +42,46 @@ def image_growth_mb() -> tuple[float, float]:
     return (sizes[0] - sizes[1]) / 1e6, sizes[0] / 1e6
 
 
-def process_memory_kib(mail: Mail) -> tuple[dict[str, int], int, dict[str, int]]:
-    """(command -> RSS in KiB summed over processes with the same command, total PSS in KiB,
-    program name -> PSS in KiB).
+@dataclass(frozen=True)
+class Process:
+    """One process of a container, as the host sees it."""
+
+    pid: str
+    rss_kib: int
+    pss_kib: int
+    command: str
+
+    @property
+    def program(self) -> str:
+        """The first word's base name: `dovecot/imap-login` -> `imap-login`."""
+        return Path(self.command.split()[0]).name
+
+
+def processes(mail: Mail) -> list[Process]:
+    """Every process of the container with its RSS (`docker top`) and PSS.
 
     PSS (proportional set size, from the host's /proc/PID/smaps_rollup) splits each shared
     page among the processes that map it, so the PSS total is what the container really costs.
     """
     output = docker("top", mail.name, "-eo", "pid,rss,args").stdout.splitlines()[1:]
+    found = []
+    for line in output:
+        pid, rss, command = line.split(None, 2)
+        found.append(Process(pid, int(rss), _pss_kib(pid), command))
+    return found
+
+
+def process_memory_kib(mail: Mail) -> tuple[dict[str, int], int, dict[str, int]]:
+    """(command -> RSS in KiB summed over processes with the same command, total PSS in KiB,
+    program name -> PSS in KiB)."""
     totals: dict[str, int] = {}
     by_program: dict[str, int] = {}
     pss = 0
-    for line in output:
-        pid, rss, command = line.split(None, 2)
-        key = " ".join(command.split()[:3])[:60]
-        totals[key] = totals.get(key, 0) + int(rss)
-        own = _pss_kib(pid)
-        pss += own
-        program = Path(command.split()[0]).name
-        by_program[program] = by_program.get(program, 0) + own
+    for process in processes(mail):
+        key = " ".join(process.command.split()[:3])[:60]
+        totals[key] = totals.get(key, 0) + process.rss_kib
+        pss += process.pss_kib
+        by_program[process.program] = by_program.get(process.program, 0) + process.pss_kib
     return totals, pss, by_program
 
 
