@@ -174,11 +174,15 @@ class Mail:
 
 def create_mail(env: dict[str, str], *, network: str | None = None, ip: str | None = None,
                 dns: str | None = None, volumes: dict[str, str] | None = None,
-                image: str = IMAGE) -> Mail:
+                image: str = IMAGE, healthcheck: bool = True) -> Mail:
+    """A container of `image` (not started); healthcheck False: without the image's
+    HEALTHCHECK (`docker create --no-healthcheck`)."""
     data = Path(tempfile.mkdtemp(prefix="mailboot-bench-"))
     name = f"mailboot-bench-{secrets.token_hex(4)}"
     arguments = ["create", "--name", name, "--hostname", "mail.example.com",
                  "-v", f"{data}:/data", "-p", "127.0.0.1::25", "-p", "127.0.0.1::993"]
+    if not healthcheck:
+        arguments.append("--no-healthcheck")
     for host_path, container_path in (volumes or {}).items():
         arguments += ["-v", f"{host_path}:{container_path}:ro"]
     if network:

@@ -44,6 +44,8 @@ WARM_MAILBOX = "warm@example.com"
 # Seconds between two timed new logins while the connections are held.
 LOGIN_EVERY = 5
 HIBERNATE_WAIT = 120
+# Logins answered [UNAVAILABLE] (a temporary failure, which clients retry) and retried.
+RETRIED: list[str] = []
 
 
 def users(count: int) -> list[str]:
@@ -114,6 +116,7 @@ async def idle(port: int, user: str, context: ssl.SSLContext, gate: asyncio.Sema
         except RuntimeError as error:
             if "UNAVAILABLE" not in str(error) or attempt == 2:
                 raise
+            RETRIED.append(user)
             await asyncio.sleep(1)
     raise AssertionError("unreachable")
 
@@ -135,6 +138,22 @@ def count(found: list[Process], program: str) -> int:
 
 def pss_mib(found: list[Process]) -> float:
     return sum(process.pss_kib for process in found) / 1024
+
+
+def by_program(found: list[Process]) -> dict[str, float]:
+    """program -> the PSS of its processes together, in MiB."""
+    programs: dict[str, float] = {}
+    for process in found:
+        programs[process.program] = programs.get(process.program, 0) + process.pss_kib / 1024
+    return programs
+
+
+def growth(held: Held, top: int = 5) -> str:
+    """The programs whose PSS grew most while the connections were held."""
+    grown = {name: held.programs_held.get(name, 0) - held.programs_before.get(name, 0)
+             for name in {*held.programs_before, *held.programs_held}}
+    largest = sorted(grown.items(), key=lambda item: -item[1])[:top]
+    return "; ".join(f"{name} +{mib:.1f}" for name, mib in largest)
 
 
 def deliver(mail: Mail, address: str, recipient: str) -> float:
@@ -171,6 +190,7 @@ class Held:
     delays: list[float] = field(default_factory=list)  # SMTP session start -> EXISTS, each
     missed: int = 0  # idling connections of a mailbox that got mail but no EXISTS
     dropped: int = 0
+    retried: int = 0
     setup: float = 0.0
     hibernated_after: float = 0.0
     imap_processes: int = 0
@@ -178,6 +198,10 @@ class Held:
     who: int = 0
     pss_before: float = 0.0
     pss_held: float = 0.0
+    # program -> PSS in MiB, before and while held: where the memory goes
+    programs_before: dict[str, float] = field(default_factory=dict)
+    programs_held: dict[str, float] = field(default_factory=dict)
+    out_of_inotify: bool = False
 
 
 async def hold_phase(mail: Mail, connections: int, mailboxes: int, hold: float) -> Held:
@@ -186,11 +210,19 @@ async def hold_phase(mail: Mail, connections: int, mailboxes: int, hold: float) 
     context = _tls()
     names = users(mailboxes)
     gate = asyncio.Semaphore(LOGINS_IN_FLIGHT)
-    held.pss_before = pss_mib(await asyncio.to_thread(processes, mail))
+    # One login first: Dovecot 2.4's auth process learns the auth-worker process limit from
+    # its first worker's handshake, and until then opens a worker connection per concurrent
+    # lookup, so a burst into a fresh auth process overshoots the limit (the master drops the
+    # excess: "service(auth-worker): process_limit (30) reached") and a few logins fail.
+    await timed_login(port, names[0], context)
+    found = await asyncio.to_thread(processes, mail)
+    held.pss_before, held.programs_before = pss_mib(found), by_program(found)
+    RETRIED.clear()
     started = time.monotonic()
     sessions = await asyncio.gather(*(idle(port, names[n % mailboxes], context, gate)
                                       for n in range(connections)))
     held.setup = time.monotonic() - started
+    held.retried = len(RETRIED)
     watchers = [asyncio.create_task(watch(session)) for session in sessions]
     try:
         await wait_for_hibernation(mail, connections, held)
@@ -222,7 +254,7 @@ async def wait_for_hibernation(mail: Mail, connections: int, held: Held) -> None
     held.hibernated_after = time.monotonic() - started
     held.imap_processes = count(found, "imap")
     held.hibernate_processes = count(found, "imap-hibernate")
-    held.pss_held = pss_mib(found)
+    held.pss_held, held.programs_held = pss_mib(found), by_program(found)
     who = await asyncio.to_thread(mail.exec, "doveadm", "who")
     # "username  # proto (pids) (ips)": the second column counts the user's connections.
     held.who = sum(int(line.split()[1]) for line in who.stdout.splitlines()[1:]
@@ -279,10 +311,9 @@ def run(report: Report, arguments: argparse.Namespace) -> None:
             try:
                 mail.start_and_wait()
                 prepare(mail, mailboxes)
-                runs.append(asyncio.run(hold_phase(mail, connections, mailboxes,
-                                                   arguments.imap_hold)))
-                if "Inotify instance limit" in mail.logs():
-                    print("benchmark: Dovecot ran out of inotify instances", flush=True)
+                held = asyncio.run(hold_phase(mail, connections, mailboxes, arguments.imap_hold))
+                held.out_of_inotify = "Inotify instance limit" in mail.logs()
+                runs.append(held)
             finally:
                 mail.remove()
     finally:
@@ -301,13 +332,15 @@ def held_figures(runs: list[Held], connections: int, mailboxes: int, hold: float
     last = runs[-1]
     return [
         Figure(f"{label}: logged in and in IDLE", seconds(median([h.setup for h in runs])),
-               "", runs_text([h.setup for h in runs])),
+               "", runs_text([h.setup for h in runs]) + f", {LOGINS_IN_FLIGHT} logins at a "
+               f"time; retried after [UNAVAILABLE]: {sum(h.retried for h in runs)}"),
         Figure(f"{label}: held for {hold:.0f} s, connections dropped",
                str(sum(h.dropped for h in runs)), "0", ""),
         Figure("while held: imap processes / imap-hibernate processes / doveadm who",
                f"{last.imap_processes} / {last.hibernate_processes} / {last.who}", "",
                f"hibernated {last.hibernated_after:.0f} s after the last IDLE; host "
-               f"fs.inotify.max_user_instances {inotify[1]} (was {inotify[0]})"),
+               f"fs.inotify.max_user_instances {inotify[1]} (was {inotify[0]})"
+               + ("; Dovecot ran out of inotify instances" if last.out_of_inotify else "")),
         Figure("while held: a new login (connect, TLS, LOGIN, SELECT), median",
                seconds(median(logins)) if logins else "-", "≤ 1 s",
                f"{len(logins)} logins, slowest {max(logins, default=0):.3f} s"),
@@ -323,5 +356,6 @@ def held_figures(runs: list[Held], connections: int, mailboxes: int, hold: float
                f"{median([h.pss_held for h in runs]):.0f} MiB", "",
                ", ".join(f"{h.pss_held:.0f}" for h in runs) + " MiB"),
         Figure("memory per idle connection (PSS)", f"{median(per_connection):.0f} KiB", "",
-               ", ".join(f"{v:.0f}" for v in per_connection) + " KiB"),
+               ", ".join(f"{v:.0f}" for v in per_connection) + " KiB; grown most, MiB: "
+               + growth(last)),
     ]
