@@ -92,7 +92,7 @@ class Report:
                           "|---|---|---|---|", *rows])
 
 
-SECTION_ORDER = ("Boot", "Footprint", "ACME", "Ready after DNS", "Mail throughput",
+SECTION_ORDER = ("Boot", "Bare daemons", "Footprint", "ACME", "Ready after DNS", "Mail throughput",
                  "Bulk import", "IMAP at scale")
 
 
