@@ -191,6 +191,10 @@ class Held:
     missed: int = 0  # idling connections of a mailbox that got mail but no EXISTS
     dropped: int = 0
     retried: int = 0
+    count: int = 0  # connections in IDLE
+    failed: int = 0  # connections that never reached IDLE
+    first_error: str = ""
+    failed_logins: int = 0  # timed logins while held that failed
     setup: float = 0.0
     hibernated_after: float = 0.0
     imap_processes: int = 0
@@ -219,9 +223,13 @@ async def hold_phase(mail: Mail, connections: int, mailboxes: int, hold: float) 
     held.pss_before, held.programs_before = pss_mib(found), by_program(found)
     RETRIED.clear()
     started = time.monotonic()
-    sessions = await asyncio.gather(*(idle(port, names[n % mailboxes], context, gate)
-                                      for n in range(connections)))
+    results = await asyncio.gather(*(idle(port, names[n % mailboxes], context, gate)
+                                     for n in range(connections)), return_exceptions=True)
     held.setup = time.monotonic() - started
+    sessions = [result for result in results if isinstance(result, Session)]
+    errors = [repr(result) for result in results if not isinstance(result, Session)]
+    held.failed, held.first_error = len(errors), (errors[0] if errors else "")
+    held.count = len(sessions)
     held.retried = len(RETRIED)
     watchers = [asyncio.create_task(watch(session)) for session in sessions]
     try:
@@ -230,7 +238,10 @@ async def hold_phase(mail: Mail, connections: int, mailboxes: int, hold: float) 
         deadline = time.monotonic() + hold
         recipients = [names[1], names[mailboxes // 2], names[-1]]
         while time.monotonic() < deadline:
-            held.logins.append(await timed_login(port, names[0], context))
+            try:
+                held.logins.append(await timed_login(port, names[0], context))
+            except (OSError, RuntimeError):
+                held.failed_logins += 1
             if recipients and time.monotonic() > deadline - hold * len(recipients) / 4:
                 await delivery(mail, address, recipients.pop(0), sessions, held)
             await asyncio.sleep(LOGIN_EVERY)
@@ -326,7 +337,8 @@ def run(report: Report, arguments: argparse.Namespace) -> None:
 def held_figures(runs: list[Held], connections: int, mailboxes: int, hold: float,
                  inotify: tuple[int, int]) -> list[Figure]:
     label = f"{connections:,} IDLE connections over {mailboxes:,} mailboxes"
-    per_connection = [(held.pss_held - held.pss_before) * 1024 / connections for held in runs]
+    per_connection = [(held.pss_held - held.pss_before) * 1024 / max(1, held.count)
+                      for held in runs]
     logins = [t for held in runs for t in held.logins]
     delays = [d for held in runs for d in held.delays]
     last = runs[-1]
@@ -334,6 +346,8 @@ def held_figures(runs: list[Held], connections: int, mailboxes: int, hold: float
         Figure(f"{label}: logged in and in IDLE", seconds(median([h.setup for h in runs])),
                "", runs_text([h.setup for h in runs]) + f", {LOGINS_IN_FLIGHT} logins at a "
                f"time; retried after [UNAVAILABLE]: {sum(h.retried for h in runs)}"),
+        Figure(f"{label}: connections that never reached IDLE",
+               str(sum(h.failed for h in runs)), "0", last.first_error[:200]),
         Figure(f"{label}: held for {hold:.0f} s, connections dropped",
                str(sum(h.dropped for h in runs)), "0", ""),
         Figure("while held: imap processes / imap-hibernate processes / doveadm who",
@@ -343,7 +357,8 @@ def held_figures(runs: list[Held], connections: int, mailboxes: int, hold: float
                + ("; Dovecot ran out of inotify instances" if last.out_of_inotify else "")),
         Figure("while held: a new login (connect, TLS, LOGIN, SELECT), median",
                seconds(median(logins)) if logins else "-", "≤ 1 s",
-               f"{len(logins)} logins, slowest {max(logins, default=0):.3f} s"),
+               f"{len(logins)} logins, slowest {max(logins, default=0):.3f} s; failed: "
+               f"{sum(h.failed_logins for h in runs)}"),
         Figure("while held: mail on port 25 → EXISTS on the mailbox's idling connections",
                seconds(median(delays)) if delays else "-", "≤ 5 s",
                runs_text(delays) if delays else "none"),
