@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import accounts, acme, boots, footprint, ready, throughput
+from benchmarks import accounts, acme, boots, footprint, imap, ready, throughput, yardstick
 from benchmarks.common import ROOT, Report, build_image, machine_lines
 
 
@@ -26,16 +26,21 @@ def main() -> int:
                         help="seconds a container idles before its memory is read")
     parser.add_argument("--ready-wait", type=int, default=600,
                         help="seconds a first start waits for its DNS records (ready section)")
+    parser.add_argument("--imap-mailboxes", type=int, default=imap.MAILBOXES,
+                        help="mailboxes for the IMAP section (two IDLE connections each)")
+    parser.add_argument("--imap-hold", type=float, default=60,
+                        help="seconds the IMAP section holds its connections")
     parser.add_argument("--only", choices=("boot", "footprint", "acme", "ready", "throughput",
-                                                 "import"),
+                                           "import", "imap", "yardstick"),
                         action="append", help="run only these sections (repeatable)")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     arguments = parser.parse_args()
     started = time.monotonic()
     report = Report()
     build_image()
-    sections = {"boot": boots.run, "footprint": footprint.run, "acme": acme.run,
-                "ready": ready.run, "throughput": throughput.run, "import": accounts.run}
+    sections = {"boot": boots.run, "yardstick": yardstick.run, "footprint": footprint.run,
+                "acme": acme.run, "ready": ready.run, "throughput": throughput.run,
+                "import": accounts.run, "imap": imap.run}
     for name, section in sections.items():
         if arguments.only and name not in arguments.only:
             continue

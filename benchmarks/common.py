@@ -22,7 +22,9 @@ from pathlib import Path
 from tests.container.dockercli import docker as docker  # the tests' helper, re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGE = "mailboot:bench"
+# MAILBOOT_BENCH_IMAGE: another tag, so that two checkouts benchmarking at once don't build
+# over each other's image.
+IMAGE = os.environ.get("MAILBOOT_BENCH_IMAGE", "mailboot:bench")
 BASE_IMAGE = "debian:trixie-slim"
 HANDOVER = re.compile(r"handing over to the supervisor, ([\d.]+) s after the entrypoint started")
 
@@ -90,8 +92,8 @@ class Report:
                           "|---|---|---|---|", *rows])
 
 
-SECTION_ORDER = ("Boot", "Footprint", "ACME", "Ready after DNS", "Mail throughput",
-                 "Bulk import")
+SECTION_ORDER = ("Boot", "Bare daemons", "Footprint", "ACME", "Ready after DNS", "Mail throughput",
+                 "Bulk import", "IMAP at scale")
 
 
 def _sections(markdown: str) -> dict[str, str]:
@@ -172,11 +174,15 @@ class Mail:
 
 def create_mail(env: dict[str, str], *, network: str | None = None, ip: str | None = None,
                 dns: str | None = None, volumes: dict[str, str] | None = None,
-                image: str = IMAGE) -> Mail:
+                image: str = IMAGE, healthcheck: bool = True) -> Mail:
+    """A container of `image` (not started); healthcheck False: without the image's
+    HEALTHCHECK (`docker create --no-healthcheck`)."""
     data = Path(tempfile.mkdtemp(prefix="mailboot-bench-"))
     name = f"mailboot-bench-{secrets.token_hex(4)}"
     arguments = ["create", "--name", name, "--hostname", "mail.example.com",
                  "-v", f"{data}:/data", "-p", "127.0.0.1::25", "-p", "127.0.0.1::993"]
+    if not healthcheck:
+        arguments.append("--no-healthcheck")
     for host_path, container_path in (volumes or {}).items():
         arguments += ["-v", f"{host_path}:{container_path}:ro"]
     if network:

@@ -352,10 +352,13 @@ TABLE: tuple[Setting, ...] = (
         "off",
     ),
     Setting(
-        "IMAP_MAX_CONNECTIONS", "imap_max_connections", parse_connection_limit, "1000", "`1000`",
+        "IMAP_MAX_CONNECTIONS", "imap_max_connections", parse_connection_limit, "4000", "`4000`",
         "How many IMAP connections may be open at once, over all mailboxes (each phone or "
-        "laptop holds one to five). Dovecot's login and IMAP limits are sized from it.",
-        "2000",
+        "laptop holds one to five). Dovecot's login and IMAP limits are sized from it. The "
+        "default holds 1,000 people with a phone and a laptop each waiting in IDLE (2,000), "
+        "twice over: for the extra connections clients open while they sync, and for the old "
+        "ones a phone leaves behind when it changes networks until they time out.",
+        "8000",
     ),
     Setting(
         "MAILBOX_QUOTA", "mailbox_quota", parse_size, None, "unset (no limit)",

@@ -177,7 +177,15 @@ def test_imap_limits_follow_imap_max_connections(
     assert "\n  process_limit = 2000\n" in _block(conf, "service imap")
     assert "service auth-worker" not in conf  # Dovecot's own limit (30), see the template
     assert "\n  use_worker = yes\n" in _block(conf, "passdb passwd-file")
-    assert "\ndefault_client_limit = 2296\n" in conf  # 2000 + 6 + 10 + 30 + 250
+    assert "\ndefault_client_limit = 2298\n" in conf  # 2000 + 6 + 2 + 10 + 30 + 250
+    # Hibernation: an IDLE connection leaves its imap process for the one imap-hibernate.
+    assert "\nimap_hibernate_timeout = 10s\n" in conf
+    hibernate = _block(conf, "service imap-hibernate")
+    assert "\n  client_limit = 2000\n" in hibernate  # one process holds every connection
+    assert "\n  process_limit = 2\n" in hibernate
+    assert "\n  vsz_limit = 381M\n" in hibernate  # 256 + 2000 x 64 KiB
+    imap = _block(conf, "service imap")
+    assert "\n  unix_listener imap-master {\n    user = $SET:default_internal_user\n" in imap
     assert "\nmail_max_userip_connections = 200\n" in conf
     # No auth cache: `mailboot account password` takes effect at once, with nothing to flush.
     assert not any(line.startswith("auth_cache") for line in conf.splitlines())
@@ -199,6 +207,11 @@ def test_imap_limits_hold_imap_max_connections(connections: int, cores: int) -> 
     assert limits.auth_workers == 30  # Dovecot's default, never held at the cores
     assert limits.open_files >= max(2 * limits.login_client_limit, limits.default_client_limit)
     assert limits.login_vsz_limit_mib * 1024 >= 256 * 1024 + 256 * limits.login_client_limit
+    # One imap-hibernate process may hold every connection, with its inotify descriptor.
+    assert limits.hibernate_client_limit >= connections
+    assert limits.open_files >= 2 * connections
+    assert limits.hibernate_vsz_limit_mib * 1024 >= 256 * 1024 + 64 * connections
+    assert limits.default_client_limit >= limits.imap_processes + limits.hibernate_processes
 
 
 def test_imap_limits_without_a_core_count_assume_one() -> None:

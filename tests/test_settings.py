@@ -220,6 +220,8 @@ def test_defaults() -> None:
     assert settings.mta_sts_max_age == 86400
     assert settings.dns_resolvers == ()
     assert settings.relay_host is None and settings.relay_password is None
+    # 1,000 people with a phone and a laptop in IDLE, twice over (see the table).
+    assert settings.imap_max_connections == 4000
     assert settings.warnings == ()
 
 

@@ -70,6 +70,20 @@ LOGIN_FDS_PER_CONNECTION = 2
 LOGIN_FDS_BESIDES = 64
 # Dovecot's default process_limit of the auth-worker service (doveconf -d).
 AUTH_WORKER_PROCESS_LIMIT = 30
+# imap-hibernate processes: one holds every hibernated connection (its client_limit is all of
+# them); a second may start while the first one is being replaced.
+HIBERNATE_PROCESSES = 2
+# Seconds in IDLE before a connection is handed to imap-hibernate: long enough that a client
+# which leaves IDLE right away (to fetch what EXISTS announced, or to change folders) isn't
+# passed back and forth, short enough that the imap processes woken by new mail, or started by
+# a burst of logins after a restart, are gone again within seconds.
+HIBERNATE_TIMEOUT_SECONDS = 10
+# Descriptors imap-hibernate holds per hibernated connection: the connection from imap-login
+# and the inotify descriptor that watches the selected mailbox.
+HIBERNATE_FDS_PER_CONNECTION = 2
+# imap-hibernate's own memory and what each connection's exported state and buffers may take.
+HIBERNATE_BASE_MIB = 256
+HIBERNATE_KIB_PER_CONNECTION = 64
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,24 @@ class ImapLimits:
         return 2 * self.login_processes
 
     @property
+    def hibernate_client_limit(self) -> int:
+        """Hibernated connections per imap-hibernate process: one process can hold them all."""
+        return self.connections
+
+    @property
+    def hibernate_processes(self) -> int:
+        return HIBERNATE_PROCESSES
+
+    @property
+    def hibernate_timeout_seconds(self) -> int:
+        return HIBERNATE_TIMEOUT_SECONDS
+
+    @property
+    def hibernate_vsz_limit_mib(self) -> int:
+        return HIBERNATE_BASE_MIB + math.ceil(self.hibernate_client_limit
+                                              * HIBERNATE_KIB_PER_CONNECTION / 1024)
+
+    @property
     def auth_workers(self) -> int:
         """Dovecot's own limit for the auth-worker processes that check bcrypt hashes. They
         start on demand and leave when idle. It is left at Dovecot's default: with this and the
@@ -118,8 +150,8 @@ class ImapLimits:
     def default_client_limit(self) -> int:
         """default_client_limit, the limit of the single-process services (auth, anvil,
         stats, config): every Dovecot process keeps a connection to stats, for one."""
-        return (self.imap_processes + self.login_process_limit + LMTP_CONCURRENCY
-                + self.auth_workers + OTHER_CLIENTS)
+        return (self.imap_processes + self.login_process_limit + self.hibernate_processes
+                + LMTP_CONCURRENCY + self.auth_workers + OTHER_CLIENTS)
 
     @property
     def userip_connections(self) -> int:
@@ -128,10 +160,13 @@ class ImapLimits:
 
     @property
     def open_files(self) -> int:
-        """The RLIMIT_NOFILE Dovecot needs: its busiest process is an imap-login one (or a
-        single-process service with client_limit clients)."""
+        """The RLIMIT_NOFILE Dovecot needs: its busiest process is an imap-login one, the
+        imap-hibernate one with every connection hibernated, or a single-process service with
+        client_limit clients."""
         login = self.login_client_limit * LOGIN_FDS_PER_CONNECTION + LOGIN_FDS_BESIDES
-        return max(login, self.default_client_limit + LOGIN_FDS_BESIDES)
+        hibernate = (self.hibernate_client_limit * HIBERNATE_FDS_PER_CONNECTION
+                     + LOGIN_FDS_BESIDES)
+        return max(login, hibernate, self.default_client_limit + LOGIN_FDS_BESIDES)
 
 
 def imap_limits(connections: int, cores: int | None) -> ImapLimits:

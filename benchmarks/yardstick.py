@@ -1,0 +1,211 @@
+"""Bare daemons: the same image's daemons started directly on rendered configuration, beside us.
+
+The physical limit for a warm start. A mailboot container (1 domain, self-signed) is started
+once, so the boot renders /etc and prepares /data, and stopped; `docker commit` makes a
+temporary image of it whose entrypoint is a shell script that does only what the supervisor
+does (start Unbound, OpenDKIM, OpenDMARC, Dovecot and Postfix with the same argv, in the same
+order, with the soft open-files limit raised and the resolver pointed at Unbound) and waits:
+no settings, no rendering, no checks, no worker. It runs on a copy of the same /data. Both
+containers are then stopped and started in turns, and timed the same way (`docker start` →
+SMTP banner on 25, → IMAP greeting on 993, polled every 20 ms).
+
+Where mailboot's extra time goes, from its log (`docker logs -t`, stamped by the Docker
+engine on arrival, the same clock as the `docker start` moment): docker start → our
+entrypoint started (the boot's own figure, counted back from the hand-over line), the boot's
+own stages ("boot: <stage> done (N ms)"), the hand-over to the supervisor, Postfix's master
+started ("daemon started"), and the first SMTP banner; the same marks for the bare daemons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.common import (
+    HANDOVER,
+    Figure,
+    Mail,
+    Report,
+    create_mail,
+    docker,
+    median,
+    runs_text,
+    seconds,
+    wait_for_greetings,
+)
+
+BARE_IMAGE = f"mailboot-bench-bare:{secrets.token_hex(4)}"
+# What the supervisor does, and nothing else: mailboot/daemons/*.py give the argv,
+# registry.DAEMONS the order, the supervisor starts them all at once and waits; dovecot.prepare
+# raises the soft open-files limit and removes a stale pid file, unbound.prepare points the
+# resolver at Unbound. OpenDKIM's Ed25519 twin is left out, as the default settings leave it.
+BARE_SCRIPT = """#!/bin/sh
+ulimit -n "$(ulimit -Hn)"
+printf 'nameserver 127.0.0.1\\noptions edns0 trust-ad\\n' > /etc/resolv.conf
+rm -f /run/dovecot/master.pid
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
+echo "bare: starting the daemons" >&2
+/usr/sbin/unbound -d -p -c /etc/unbound/unbound.conf &
+/usr/sbin/opendkim -f -x /etc/opendkim.conf &
+/usr/sbin/opendmarc -f -c /etc/opendmarc/opendmarc.conf &
+/usr/sbin/dovecot -F -c /etc/dovecot/dovecot.conf &
+/usr/sbin/postfix start-fg &
+trap '/usr/sbin/postfix stop; kill $(jobs -p) 2>/dev/null' TERM INT
+wait
+"""
+STAGE = re.compile(r"boot: (?:boot: )?(.+?) done \((\d+) ms\)")
+POSTFIX_STARTED = "postfix/master"  # "postfix/master[N]: daemon started -- version ..."
+
+
+@dataclass
+class Marks:
+    """Seconds from `docker start` to each moment of one warm start."""
+
+    smtp: float
+    imap: float
+    first_line: float | None = None
+    entrypoint: float | None = None  # our entrypoint started (the boot's own figure)
+    handover: float | None = None
+    postfix: float | None = None
+    stages: dict[str, float] = field(default_factory=dict)  # boot stage -> seconds it took
+
+
+def timed_start(mail: Mail) -> Marks:
+    wall = time.time()
+    started = time.monotonic()
+    docker("start", mail.name)
+    smtp, imap = wait_for_greetings(mail, started)
+    marks = Marks(smtp, imap)
+    since = datetime.datetime.fromtimestamp(wall - 1, datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+    result = docker("logs", "-t", "--since", since, mail.name, check=False)
+    for line in (result.stdout + result.stderr).splitlines():
+        stamp, _, text = line.partition(" ")
+        at = _seconds(stamp) - wall
+        if at < 0:
+            continue
+        if marks.first_line is None:
+            marks.first_line = at
+        if match := HANDOVER.search(text):
+            marks.handover = at
+            marks.entrypoint = at - float(match[1])
+        if POSTFIX_STARTED in text and "daemon started" in text and marks.postfix is None:
+            marks.postfix = at
+        if match := STAGE.search(text):
+            marks.stages[match[1]] = int(match[2]) / 1000
+    return marks
+
+
+def _seconds(stamp: str) -> float:
+    """Docker's RFC 3339 stamp with nanoseconds -> seconds since the epoch."""
+    try:
+        whole, _, fraction = stamp.rstrip("Z").partition(".")
+        moment = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(
+            tzinfo=datetime.UTC)
+        return moment.timestamp() + float(f"0.{fraction or 0}")
+    except ValueError:
+        return -1.0
+
+
+def make_bare(mail: Mail) -> Mail:
+    """The stopped container `mail` committed with the bare entrypoint, on a copy of /data."""
+    with tempfile.TemporaryDirectory(prefix="mailboot-bench-bare-") as directory:
+        script = Path(directory) / "bare-daemons"
+        script.write_text(BARE_SCRIPT)
+        script.chmod(0o755)
+        docker("cp", str(script), f"{mail.name}:/usr/local/bin/bare-daemons")
+    docker("commit", "--change", 'ENTRYPOINT ["/usr/bin/tini", "--", '
+           '"/usr/local/bin/bare-daemons"]', "--change", "CMD []", "--change",
+           "HEALTHCHECK NONE", mail.name, BARE_IMAGE)
+    bare = create_mail({}, image=BARE_IMAGE)
+    shutil.rmtree(bare.data)
+    subprocess.run(["cp", "-a", str(mail.data), str(bare.data)], check=True, timeout=300)
+    return bare
+
+
+def run(report: Report, arguments: argparse.Namespace) -> None:
+    figures = report.section("Bare daemons", __doc__ or "")
+    mail = create_mail({"MAIL_DOMAINS": "example.com", "TLS_MODE": "self-signed",
+                        "DNS_CHECK": "off"})
+    bare: Mail | None = None
+    ours: list[Marks] = []
+    theirs: list[Marks] = []
+    try:
+        mail.start_and_wait()
+        mail.stop()
+        bare = make_bare(mail)
+        bare.start_and_wait()  # its first start, as ours was
+        bare.stop()
+        for _ in range(arguments.runs):
+            ours.append(timed_start(mail))
+            mail.stop()
+            theirs.append(timed_start(bare))
+            bare.stop()
+    finally:
+        mail.remove()
+        if bare is not None:
+            bare.remove()
+        docker("rmi", BARE_IMAGE, check=False)
+    figures += comparison(ours, theirs) + profile(ours, theirs)
+
+
+def comparison(ours: list[Marks], theirs: list[Marks]) -> list[Figure]:
+    rows = []
+    for kind, label in (("smtp", "SMTP banner (25)"), ("imap", "IMAP greeting (993)")):
+        mine = [getattr(m, kind) for m in ours]
+        bare = [getattr(m, kind) for m in theirs]
+        rows += [
+            Figure(f"warm, 1 domain, bare daemons: docker start → {label}",
+                   seconds(median(bare)), "", runs_text(bare)),
+            Figure(f"warm, 1 domain, mailboot: docker start → {label}",
+                   seconds(median(mine)), "", runs_text(mine)),
+            Figure(f"ratio mailboot / bare daemons, {label}",
+                   f"{median(mine) / median(bare):.2f}", "≤ 1.2", ""),
+        ]
+    return rows
+
+
+def _between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
+
+
+def _marks(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def profile(ours: list[Marks], theirs: list[Marks]) -> list[Figure]:
+    """Where a warm start's time goes, each a median over the runs."""
+    rows: list[Figure] = []
+
+    def row(name: str, values: Sequence[float | None]) -> None:
+        found = _marks(values)
+        if found:
+            rows.append(Figure(name, seconds(median(found)), "", runs_text(found)))
+
+    row("mailboot: docker start → our entrypoint started", [m.entrypoint for m in ours])
+    row("mailboot: entrypoint started → hand-over to the supervisor (interpreter, imports, "
+        "the stages below)", [_between(m.entrypoint, m.handover) for m in ours])
+    for stage in ours[-1].stages:
+        row(f"mailboot: boot stage '{stage}'", [m.stages.get(stage) for m in ours])
+    row("mailboot: docker start → hand-over to the supervisor", [m.handover for m in ours])
+    row("mailboot: hand-over → Postfix's master started (the supervisor's start, then "
+        "`postfix start-fg`)", [_between(m.handover, m.postfix) for m in ours])
+    row("mailboot: docker start → Postfix's master started", [m.postfix for m in ours])
+    row("mailboot: Postfix's master started → SMTP banner",
+        [m.smtp - m.postfix if m.postfix is not None else None for m in ours])
+    row("bare: docker start → the script's first line", [m.first_line for m in theirs])
+    row("bare: the script's first line → Postfix's master started (`postfix start-fg`)",
+        [_between(m.first_line, m.postfix) for m in theirs])
+    row("bare: docker start → Postfix's master started", [m.postfix for m in theirs])
+    row("bare: Postfix's master started → SMTP banner",
+        [m.smtp - m.postfix if m.postfix is not None else None for m in theirs])
+    return rows
