@@ -81,10 +81,9 @@ def run_account(arguments: argparse.Namespace, settings: Settings, out: TextIO) 
 
 
 def describe_quota(quota: int | None, settings: Settings) -> str:
-    if quota is None:
-        default = settings.mailbox_quota
-        return "MAILBOX_QUOTA: " + (format_size(default) if default else "unlimited")
-    return "unlimited" if quota == accounts.UNLIMITED else format_size(quota)
+    limit = _limit(quota, settings)
+    shown = "unlimited" if limit is None else format_size(limit)
+    return f"MAILBOX_QUOTA: {shown}" if quota is None else shown
 
 
 def format_size(size: int) -> str:

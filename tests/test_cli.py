@@ -252,3 +252,15 @@ def test_account_import_refuses_the_whole_list_for_one_bad_line(
     assert "line 2: 'bad@example.net' is not at one of the mail domains" in result.stderr
     assert "nothing was imported" in result.stderr
     assert not (tmp_path / "data" / "accounts" / "passwd").exists()
+
+
+def test_a_quota_is_described_as_set(tmp_path: Path) -> None:
+    from mailboot.settings import load_settings
+
+    plain = load_settings({"MAIL_DOMAINS": "example.com", "DATA_DIR": str(tmp_path)})
+    capped = load_settings({"MAIL_DOMAINS": "example.com", "DATA_DIR": str(tmp_path),
+                            "MAILBOX_QUOTA": "5G"})
+    assert cli_accounts.describe_quota(None, capped) == "MAILBOX_QUOTA: 5.0 GiB"
+    assert cli_accounts.describe_quota(None, plain) == "MAILBOX_QUOTA: unlimited"
+    assert cli_accounts.describe_quota(accounts.UNLIMITED, capped) == "unlimited"
+    assert cli_accounts.describe_quota(1 << 20, capped) == "1.0 MiB"
