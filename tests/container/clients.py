@@ -1,10 +1,8 @@
 """Clients the container tests share: a mailbox read over IMAPS, the certificate a port serves,
-ManageSieve."""
+the first steps of SMTP and ManageSieve before TLS."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import imaplib
 import re
 import socket
@@ -86,64 +84,3 @@ def our_verdicts(message: EmailMessage) -> dict[str, str]:
             for method, result in re.findall(r"\b(spf|dkim|dmarc)=(\w+)", text):
                 found.setdefault(method, result)
     return found
-
-
-class ManageSieve:
-    """A minimal ManageSieve client (RFC 5804) on a plain socket: capabilities, STARTTLS,
-    AUTHENTICATE PLAIN, PUTSCRIPT, SETACTIVE, LOGOUT. Each command returns the server's final
-    line (OK, NO or BYE, with its text) and the lines before it."""
-
-    def __init__(self, port: int) -> None:
-        self.socket: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.reader = self.socket.makefile("rb")
-        self.capabilities = self._capabilities(self._response())
-
-    def command(self, line: str, literal: bytes | None = None) -> tuple[str, list[str]]:
-        data = line.encode()
-        if literal is not None:  # a non-synchronising literal, {n+} (RFC 5804 §4)
-            data += b" {%d+}\r\n" % len(literal) + literal
-        self.socket.sendall(data + b"\r\n")
-        lines = self._response()
-        return lines[-1], lines[:-1]
-
-    def starttls(self) -> str:
-        """STARTTLS, then the capabilities the server sends again over TLS (§2.2)."""
-        final, _ = self.command("STARTTLS")
-        if final.startswith("OK"):
-            self.socket = insecure_context().wrap_socket(self.socket, server_hostname=HOST)
-            self.reader = self.socket.makefile("rb")
-            self.capabilities = self._capabilities(self._response())
-        return final
-
-    def authenticate(self, user: str, password: str) -> str:
-        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        return self.command(f'AUTHENTICATE "PLAIN" "{token}"')[0]
-
-    def put_script(self, name: str, script: str) -> str:
-        return self.command(f'PUTSCRIPT "{name}"', script.encode())[0]
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.command("LOGOUT")
-        self.socket.close()
-
-    def _response(self) -> list[str]:
-        lines: list[str] = []
-        while True:
-            line = self.reader.readline()
-            if not line:
-                raise ConnectionError(f"the server closed the connection after {lines}")
-            text = line.decode().rstrip("\r\n")
-            lines.append(text)
-            if text.split(" ", 1)[0] in ("OK", "NO", "BYE"):
-                return lines
-
-    @staticmethod
-    def _capabilities(lines: list[str]) -> dict[str, str]:
-        """`"SASL" "PLAIN LOGIN"` lines as {"SASL": "PLAIN LOGIN"}."""
-        found = {}
-        for line in lines:
-            parts = re.findall(r'"([^"]*)"', line)
-            if parts and not line.startswith(("OK", "NO", "BYE")):
-                found[parts[0].upper()] = parts[1] if len(parts) > 1 else ""
-        return found
