@@ -34,16 +34,6 @@ def build_image() -> None:
     docker("build", "-q", "-t", IMAGE, str(ROOT), timeout=1800)
 
 
-def build_image_at(ref: str, tag: str) -> None:
-    """The image of an earlier commit (for a before/after figure), from `git archive`."""
-    print(f"benchmark: building the image of {ref}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="mailboot-bench-ref-") as directory:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True,
-                                 capture_output=True, timeout=120).stdout
-        subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True, timeout=120)
-        docker("build", "-q", "-t", tag, directory, timeout=1800)
-
-
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -81,11 +81,12 @@ class Clock:
         return self.now
 
 
-def stand_in(tmp_path: Path, outcome: str, clock: Clock,
-             said: list[str]) -> tuple[WorkerRuns, Path]:
+def stand_in(tmp_path: Path, outcome: str, clock: Clock, said: list[str],
+             first_run_delay: float = 0.0) -> tuple[WorkerRuns, Path]:
     state = tmp_path / "worker-state.json"
     argv = (sys.executable, "-c", STAND_IN, str(state), outcome, str(tmp_path / "request"))
-    return WorkerRuns(argv, state, {}, said.append, clock), state.with_suffix(".runs")
+    return (WorkerRuns(argv, state, {}, said.append, clock, first_run_delay),
+            state.with_suffix(".runs"))
 
 
 def finish(runs: WorkerRuns) -> None:
@@ -94,14 +95,19 @@ def finish(runs: WorkerRuns) -> None:
     runs.tick()
 
 
-def test_the_worker_runs_at_start_then_when_it_asked(tmp_path: Path) -> None:
+def test_the_worker_runs_soon_after_the_start_then_when_it_asked(tmp_path: Path) -> None:
     clock, said = Clock(), list[str]()
-    runs, log = stand_in(tmp_path, str(1_000_000.0 + HOUR), clock, said)
+    runs, log = stand_in(tmp_path, str(1_000_000.0 + HOUR), clock, said,
+                         children.FIRST_RUN_DELAY)
+    runs.tick()
+    assert runs.process is None  # the daemons start first
+    clock.now += children.FIRST_RUN_DELAY
     runs.tick()
     finish(runs)
     assert log.read_text() == ";" and runs.process is None
-    assert runs.due == 1_000_000.0 + HOUR and runs.seconds_to_next() == HOUR
-    clock.now += HOUR - 1
+    assert runs.due == 1_000_000.0 + HOUR
+    assert runs.seconds_to_next() == HOUR - children.FIRST_RUN_DELAY
+    clock.now = 1_000_000.0 + HOUR - 1
     runs.tick()
     assert runs.process is None  # not yet
     clock.now += 1
@@ -144,7 +150,7 @@ def test_a_failing_run_is_said_and_retried_later(tmp_path: Path) -> None:
 def test_a_hanging_run_is_killed(tmp_path: Path) -> None:
     clock, said = Clock(), list[str]()
     runs = WorkerRuns((sys.executable, "-c", "import time; time.sleep(60)"),
-                      tmp_path / "state.json", {}, said.append, clock)
+                      tmp_path / "state.json", {}, said.append, clock, first_run_delay=0)
     runs.tick()
     clock.now += children.RUN_TIMEOUT + 1
     runs.tick()

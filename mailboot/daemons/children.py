@@ -3,11 +3,12 @@
 Both keep the resident supervisor small: it imports neither `ssl` nor the ACME client, and
 starts a Python process only when there is something to do.
 
-- `WorkerRuns`: the worker (`python3 -P -m mailboot.worker --once`) runs when its state file's
-  `next_run` comes, when a file it asked to be watched changes (`mailboot tls rollover`,
-  `mailboot dkim rotate`, a mounted certificate: one stat each, every few seconds), and at once
-  on SIGUSR1. A run that fails or hangs (killed after `RUN_TIMEOUT`) is tried again after a
-  delay doubling from a minute to an hour; the mail never waits for it.
+- `WorkerRuns`: the worker (`python3 -P -m mailboot.worker --once`) runs a few seconds after
+  the start (once the daemons are up), when its state file's `next_run` comes, when a file it
+  asked to be watched changes (`mailboot tls rollover`, `mailboot dkim rotate`, a mounted
+  certificate: one stat each, every few seconds), and at once on SIGUSR1. A run that fails or
+  hangs (killed after `RUN_TIMEOUT`) is tried again after a delay doubling from a minute to an
+  hour; the mail never waits for it.
 - `Activation`: sockets bound by the supervisor at start; when a client connects and no child
   runs, the child is started with the listening sockets and serves until it has been idle a
   while. While it runs, the supervisor does not watch the sockets. Two use it: ports 80 and 443
@@ -35,6 +36,10 @@ MAX_SLEEP = 12 * 3600.0  # the worker runs at least this often, whatever it said
 MIN_GAP = 5.0  # seconds between two runs at least, so a confused state can't spin
 FIRST_RETRY, MAX_RETRY = 60.0, 3600.0
 WATCH_EVERY = 5.0  # seconds between two looks at the watched files
+# The first run waits this long after the start: it takes about 0.4 s of CPU, which on a small
+# machine would delay the daemons starting beside it (Postfix's banner most). The certificate
+# and the DNS check can wait a few seconds; the mail should not.
+FIRST_RUN_DELAY = 3.0
 HTTP_RESTART_FIRST, HTTP_RESTART_MAX = 1.0, 60.0  # after a crashed HTTP child
 # Seconds a child gets to end on SIGTERM at a stop: the daemons still need theirs within the
 # 10 s Docker waits before SIGKILL.
@@ -86,10 +91,11 @@ class WorkerRuns:
     """When to run the worker, and the run in progress (real state, hence a class)."""
 
     def __init__(self, argv: Sequence[str], state_file: Path, environment: Mapping[str, str],
-                 say: Say, clock: Callable[[], float] = time.time) -> None:
+                 say: Say, clock: Callable[[], float] = time.time,
+                 first_run_delay: float = FIRST_RUN_DELAY) -> None:
         self.argv, self.state_file, self.environment = tuple(argv), state_file, environment
         self.say, self.clock = say, clock
-        self.due = clock()  # a first run at once: certificates, the DNS check
+        self.due = clock() + first_run_delay  # the first run, soon: certificates, the DNS check
         self.failures = 0
         self.watch: dict[str, str] = {}
         self.watched_at = clock()
