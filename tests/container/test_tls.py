@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import smtplib
 import ssl
 import time
@@ -99,6 +100,64 @@ def test_manual_mode_serves_the_mounted_certificate_and_follows_replacements(
     (certs / "fullchain.pem").write_bytes(renewed_chain)
     wait_until_served(mail, der(renewed_chain), ca.context())
     assert "tls: now serving /certs/fullchain.pem" in mail.logs()
+    assert mail.state()["Running"] and mail.restart_count() == 0
+
+
+def update_like_kubernetes(directory: Path, files: dict[str, bytes]) -> None:
+    """Update a mounted Secret as Kubernetes's atomic writer does: the files go into a new
+    timestamped directory, a `..data_tmp` symlink to it is renamed over `..data` (one atomic
+    swap for all files), the visible names are symlinks through `..data`, and the previous
+    directory is removed. The visible files are never written in place."""
+    stamp = directory / datetime.now(UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
+    stamp.mkdir()
+    for name, content in files.items():
+        (stamp / name).write_bytes(content)
+    data = directory / "..data"
+    previous = data.readlink() if data.is_symlink() else None
+    (directory / "..data_tmp").symlink_to(stamp.name)
+    (directory / "..data_tmp").rename(data)
+    for name in files:
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+    if previous is not None:
+        shutil.rmtree(directory / previous)
+
+
+def test_manual_mode_follows_a_kubernetes_secret_update_and_keeps_a_good_pair(
+    make_container: MakeContainer, tmp_path: Path
+) -> None:
+    ca = PrivateCa(tmp_path)
+    secret = tmp_path / "secret"  # the Secret's volume, as a directory (never subPath)
+    secret.mkdir()
+    key_pem, chain_pem = ca.issue([HOST])
+    update_like_kubernetes(secret, {"tls.crt": chain_pem, "tls.key": key_pem})
+    mail = make_container(env={"MAIL_DOMAINS": "example.com", "TLS_MODE": "manual",
+                               "TLS_CERT_FILE": "/tls/tls.crt",
+                               "TLS_KEY_FILE": "/tls/tls.key"},
+                          volumes={str(secret): "/tls"})
+    mail.wait_ready()
+    wait_until_served(mail, der(chain_pem), ca.context(), timeout=5)
+
+    # cert-manager renewed the certificate: both files change in one swap of ..data.
+    renewed_key, renewed_chain = ca.issue([HOST])
+    update_like_kubernetes(secret, {"tls.crt": renewed_chain, "tls.key": renewed_key})
+    wait_until_served(mail, der(renewed_chain), ca.context(), timeout=15)
+
+    # A Secret whose key doesn't belong to its certificate: the served pair stays.
+    other_key, _ = ca.issue([HOST])
+    _, stray_chain = ca.issue([HOST])
+    update_like_kubernetes(secret, {"tls.crt": stray_chain, "tls.key": other_key})
+    deadline = time.monotonic() + 15
+    while "private key does not belong to its certificate" not in mail.logs():
+        assert time.monotonic() < deadline, mail.logs()[-3000:]
+        time.sleep(1)
+    for port in (25, 465, 587, 993):
+        assert served_certificate(mail, port, ca.context()) == der(renewed_chain)
+
+    # Fixed: the next swap is followed again, without a restart.
+    fixed_key, fixed_chain = ca.issue([HOST])
+    update_like_kubernetes(secret, {"tls.crt": fixed_chain, "tls.key": fixed_key})
+    wait_until_served(mail, der(fixed_chain), ca.context(), timeout=15)
     assert mail.state()["Running"] and mail.restart_count() == 0
 
 
