@@ -350,6 +350,11 @@ def test_the_quota_warning_the_trash_allowance_and_the_policy_service(
     conf = rendered["dovecot/dovecot.conf"]
     block = conf[conf.index('\nquota "User quota" {\n'):]
     block = block[:block.index("\n}\n")]
+    # Maildir++ quota: the count driver syncs the mailbox at every delivery and RCPT (O(messages)).
+    assert "\n  quota_driver = maildir\n" in block
+    # Delivery keeps no mailbox list index (updating it reads the whole dovecot-uidlist).
+    lmtp = conf[conf.index("\nprotocol lmtp {\n"):]
+    assert "\n  mailbox_list_index = no\n" in lmtp[:lmtp.index("\n}\n")]
     assert "  quota_warning warn-90 {\n    quota_storage_percentage = 90\n" in block
     assert "      args = 90 %{user}\n" in block
     assert "executable = script /" in conf and "/etc/dovecot/quota-warning\n" in conf
