@@ -1,14 +1,18 @@
 """Clients the container tests share: a mailbox read over IMAPS, the certificate a port serves,
-the first steps of SMTP and ManageSieve before TLS."""
+the first steps of SMTP and ManageSieve before TLS, a ManageSieve client."""
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import re
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
+
+import managesieve
 
 from tests.container.conftest import Container, insecure_context
 
@@ -84,3 +88,20 @@ def our_verdicts(message: EmailMessage) -> dict[str, str]:
             for method, result in re.findall(r"\b(spf|dkim|dmarc)=(\w+)", text):
                 found.setdefault(method, result)
     return found
+
+
+@contextlib.contextmanager
+def sieve_client(port: int, *, starttls: bool) -> Iterator[managesieve.MANAGESIEVE]:
+    """The `managesieve` package's client (RFC 5804), a third-party implementation, logged out
+    at the end. It speaks to 127.0.0.1, so the certificate for mail.example.com can't be
+    verified by name here; test_hardening checks the certificate on every port."""
+    client = managesieve.MANAGESIEVE("127.0.0.1", port, use_tls=starttls, tls_verify=False,
+                                     timeout=20)
+    try:
+        yield client
+    finally:
+        client.logout()
+        # Its LOGOUT closes the socket under TLS, not the TLS socket wrapping it (0.8.1).
+        tls = getattr(client.sock, "sslobj", None)
+        if tls is not None:
+            tls.close()

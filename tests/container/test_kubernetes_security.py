@@ -24,9 +24,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import managesieve
 import pytest
 
+from tests.container.clients import sieve_client
 from tests.container.conftest import Container, docker, insecure_context, running
 from tests.kustomize import DEPLOY, Manifest, mail_container, only, render
 
@@ -131,18 +131,10 @@ def test_no_new_privileges_would_hold_up_mail_to_a_user_on_vacation(
 
 def away_on_vacation(mail: Container) -> None:
     """AWAY's vacation script, uploaded and activated over ManageSieve (STARTTLS, 4190)."""
-    client = managesieve.MANAGESIEVE("127.0.0.1", mail.ports[4190], use_tls=True,
-                                     tls_verify=False, timeout=20)
-    try:
+    with sieve_client(mail.ports[4190], starttls=True) as client:
         assert client.login("", AWAY, PASSWORD) == "OK"
         assert client.putscript("away", VACATION) == "OK"
         assert client.setactive("away") == "OK"
-    finally:
-        client.logout()
-        # Its LOGOUT closes the socket under TLS, not the TLS socket wrapping it (0.8.1).
-        tls = getattr(client.sock, "sslobj", None)
-        if tls is not None:
-            tls.close()
 
 
 def send(mail: Container) -> str:

@@ -9,7 +9,6 @@ message it receives: where the vacation replies go, and where a bounce would go.
 from __future__ import annotations
 
 import base64
-import contextlib
 import email
 import email.policy
 import email.utils
@@ -27,6 +26,7 @@ import managesieve
 import pytest
 
 from mailboot.daemons.dovecot import parse_quota_usage
+from tests.container.clients import sieve_client
 from tests.container.conftest import Container, docker, insecure_context
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.zoneserver import ZoneServer, start_zone_server
@@ -253,23 +253,6 @@ if header :contains "Subject" "[club]" {
 }
 vacation :days 7 :subject "Away" "I am away until Monday.";
 """
-
-
-@contextlib.contextmanager
-def sieve_client(port: int, *, starttls: bool) -> Iterator[managesieve.MANAGESIEVE]:
-    """The `managesieve` package's client (RFC 5804), a third-party implementation, logged out
-    at the end. It speaks to 127.0.0.1, so the certificate for mail.example.com can't be
-    verified by name here; test_hardening checks the certificate on every port."""
-    client = managesieve.MANAGESIEVE("127.0.0.1", port, use_tls=starttls, tls_verify=False,
-                                     timeout=20)
-    try:
-        yield client
-    finally:
-        client.logout()
-        # Its LOGOUT closes the socket under TLS, not the TLS socket wrapping it (0.8.1).
-        tls = getattr(client.sock, "sslobj", None)
-        if tls is not None:
-            tls.close()
 
 
 def test_managesieve_refuses_a_login_before_starttls(world: World) -> None:
