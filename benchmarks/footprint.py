@@ -80,20 +80,6 @@ def processes(mail: Mail) -> list[Process]:
     return found
 
 
-def process_memory_kib(mail: Mail) -> tuple[dict[str, int], int, dict[str, int]]:
-    """(command -> RSS in KiB summed over processes with the same command, total PSS in KiB,
-    program name -> PSS in KiB)."""
-    totals: dict[str, int] = {}
-    by_program: dict[str, int] = {}
-    pss = 0
-    for process in processes(mail):
-        key = " ".join(process.command.split()[:3])[:60]
-        totals[key] = totals.get(key, 0) + process.rss_kib
-        pss += process.pss_kib
-        by_program[process.program] = by_program.get(process.program, 0) + process.pss_kib
-    return totals, pss, by_program
-
-
 def _pss_kib(pid: str) -> int:
     try:
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()

@@ -76,7 +76,7 @@ class Marks:
 
     smtp: float
     imap: float
-    first_line: float | None = None
+    script_started: float | None = None
     entrypoint: float | None = None  # our entrypoint started (the boot's own figure)
     handover: float | None = None
     postfix: float | None = None
@@ -98,7 +98,7 @@ def timed_start(mail: Mail) -> Marks:
         if at < 0:
             continue
         if match := BARE_STARTED.search(text):
-            marks.first_line = float(match[1]) - wall
+            marks.script_started = float(match[1]) - wall
         if match := HANDOVER.search(text):
             marks.handover = at
             marks.entrypoint = at - float(match[1])
@@ -207,9 +207,9 @@ def profile(ours: list[Marks], theirs: list[Marks]) -> list[Figure]:
     row("mailboot: Postfix's master started → SMTP banner",
         [m.smtp - m.postfix if m.postfix is not None else None for m in ours])
     row("bare: docker start → the script started (its own clock)",
-        [m.first_line for m in theirs])
+        [m.script_started for m in theirs])
     row("bare: the script started → Postfix's master started (`postfix start-fg`)",
-        [_between(m.first_line, m.postfix) for m in theirs])
+        [_between(m.script_started, m.postfix) for m in theirs])
     row("bare: docker start → Postfix's master started", [m.postfix for m in theirs])
     row("bare: Postfix's master started → SMTP banner",
         [m.smtp - m.postfix if m.postfix is not None else None for m in theirs])
