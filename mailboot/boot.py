@@ -1,8 +1,10 @@
-"""The boot story, top to bottom: settings -> keys -> TLS -> accounts -> configs -> checks -> DNS.
+"""The boot story, top to bottom: settings -> keys -> TLS -> accounts -> configs -> checks.
 
 Each stage logs one line with its duration. Order is carried by data: rendering needs the keys and
-the certificate, the record set needs the keys. Every stage is idempotent, so a restart finds what
-the last start made, re-renders, writes only what changed, and is quick.
+the certificate. Every stage is idempotent, so a restart finds what the last start made,
+re-renders, writes only what changed, and is quick. What needs the network (the public address,
+the DNS records and their check) is `announce`'s: it runs beside the daemons, so a slow name
+server never holds mail up, and this module imports no DNS library.
 """
 
 from __future__ import annotations
@@ -10,22 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
 
-from mailboot import accounts, dane, dkim, dnscheck, dnsformat, publicaddress, render
-from mailboot.dnsanswer import Lookup
-from mailboot.dnsrecords import Record, RecordGroup, all_records, build_record_groups
-from mailboot.errors import DnsNotReady, StateError
+from mailboot import accounts, dkim, render
+from mailboot.errors import StateError
 from mailboot.files import remove_stale_temp_files
 from mailboot.paths import Paths
 from mailboot.settings import Settings
-from mailboot.tls import caa, certificates, tlskeys
-from mailboot.tls.tlskeys import TlsaKeys
+from mailboot.tls import certificates, tlskeys
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +34,6 @@ class BootPlatform:
 
     prepare: Callable[[Paths], None]
     validate: Callable[[Paths], None]
-    lookup: Lookup | None = None  # DNS for the record check; None: no network (tests)
-    # Finds the addresses the internet sees when PUBLIC_IPV4/6 are unset; None: no network
-    discover: publicaddress.Discover | None = None
 
 
 @contextmanager
@@ -83,14 +78,16 @@ def forget_the_last_run(paths: Paths) -> None:
             challenge.unlink(missing_ok=True)
 
 
-def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform,
-         out: TextIO) -> None:
-    """Make everything the daemons need, check it, and print the DNS records to `out`."""
+def prepare(settings: Settings, paths: Paths, now: datetime,
+            platform: BootPlatform) -> tuple[dkim.DomainKeys, ...]:
+    """Make everything the daemons need and check it; return the DKIM keys for the records.
+
+    Nothing here waits on the network: what asks the DNS (the public address, the records'
+    check) is `announce`'s, which runs beside the daemons.
+    """
     check_data_dir(paths)
     remove_leftovers(paths)
     forget_the_last_run(paths)
-    with stage("public address"):
-        settings = publicaddress.settle(settings, paths, platform.discover, now)
     with stage("dkim keys"):
         keys = dkim.ensure_keys(paths, settings.domains, now, settings.dkim_algorithms)
     with stage("tls certificate"):
@@ -107,7 +104,6 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
         files = render.render_all(values, paths)
         changed = render.write_files(files)
         log.info("boot: %d configuration file(s) changed", len(changed))
-        log_outbound(settings)
     with stage("check configuration with the daemons' own parsers"):
         if render.already_validated(files, paths):
             log.info("boot: configuration unchanged since it was last checked")
@@ -116,50 +112,7 @@ def boot(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform
             render.mark_validated(files, paths)
     with stage("prepare the daemons"):
         platform.prepare(paths)
-    with stage("dns records"):
-        lookup = platform.lookup if settings.dns_check != "off" else None
-        tlsa = dane.TlsaSource(settings, paths, lookup, budget=BOOT_DNS_BUDGET)()
-        if (no_caa := caa.why_none(settings)) is not None:
-            log.info("dns: %s", no_caa)
-        print_records(settings, keys, platform.lookup, out,
-                      certificates.names_with_real_certificates(paths, now), tlsa,
-                      caa.value_for(settings, paths))
-
-
-# Seconds: the boot never waits longer on name servers; the worker checks the rest right after.
-BOOT_DNS_BUDGET = 1.0
-
-
-def print_records(settings: Settings, keys: Sequence[dkim.DomainKeys], lookup: Lookup | None,
-                  out: TextIO, real_names: Collection[str] | None = None,
-                  tlsa: TlsaKeys | None = None, caa_value: str | None = None) -> None:
-    """Print the records with their status (DNS_CHECK); strict mode fails on missing ones."""
-    groups = build_record_groups(settings, keys, real_names, tlsa, caa_value)
-    findings = None
-    if settings.dns_check != "off" and lookup is not None:
-        findings = check_published(groups, settings, lookup, budget=BOOT_DNS_BUDGET)
-        log.info("dns: %s", dnscheck.summary(list(findings.values())))
-    out.write(dnsformat.zone_text(groups, findings))
-    out.write("\n" + dnsformat.table_text(groups, findings))
-    out.flush()
-    if settings.dns_check == "strict" and findings is not None:
-        missing = [f for f in findings.values() if f.required_and_not_ok]
-        if missing:
-            raise DnsNotReady("DNS_CHECK=strict and these required records are not in place: "
-                              + "; ".join(f"{f.record.name} {f.record.rtype} ({f.status}): "
-                                          f"{f.hint}" for f in missing))
-
-
-def check_published(groups: Sequence[RecordGroup], settings: Settings, lookup: Lookup,
-                    budget: float | None = None) -> dict[Record, dnscheck.Finding]:
-    """Look every record up where it is published (the boot, `mailboot dns --check`); when no
-    lookup could be answered, for one reason, that reason is logged once."""
-    checked = dnscheck.check_records(all_records(groups), lookup,
-                                     [str(a) for a in settings.public_addresses], budget=budget)
-    failure = dnscheck.shared_failure(checked)
-    if failure is not None:
-        log.warning("dns: can't check the DNS records: %s", failure)
-    return {finding.record: finding for finding in checked}
+    return keys
 
 
 def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.Certificate:
@@ -177,22 +130,6 @@ def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.
         tlskeys.ensure_keys(paths, adopt)  # an upgrade keeps the key it serves: no new order
         key_pem = tlskeys.current_key(paths)
     return certificates.ensure_certificate(paths, certificates.tls_names(settings), now, key_pem)
-
-
-def log_outbound(settings: Settings) -> None:
-    """One line: how mail leaves, and what SPF says about it (never the password)."""
-    if settings.relay_host is None:
-        tls = ("DANE or opportunistic TLS" if settings.dnssec_validation == "on" else
-               "opportunistic TLS (no DANE: DNSSEC_VALIDATION=off)")
-        log.info("outbound: direct delivery by MX lookup from %s, HELO %s, %s",
-                 ", ".join(map(str, settings.public_addresses)) or "this server",
-                 settings.hostname, tls)
-        return
-    host, port = settings.relay_host
-    login = f"AUTH as {settings.relay_user}" if settings.relay_user else "no AUTH"
-    spf = (f"SPF includes {settings.relay_spf_include}" if settings.relay_spf_include else
-           "SPF names no relay (set RELAY_SPF_INCLUDE)")
-    log.info("outbound: through the relay [%s]:%d (TLS required, %s); %s", host, port, login, spf)
 
 
 def log_certificate(certificate: certificates.Certificate, settings: Settings) -> None:

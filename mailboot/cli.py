@@ -2,6 +2,10 @@
 
 Production defaults for the clock, the DNS lookup and the daemons' checks are chosen here and
 handed down, so every other module can be driven by tests without patching.
+
+What loads dnspython (DnsLookup, publicaddress, announce, status) is imported inside the commands
+that use it: `run` reaches the daemons without it, about 80 ms sooner (BENCHMARKS.md, Bare
+daemons); tests/test_architecture.py holds that.
 """
 
 from __future__ import annotations
@@ -12,35 +16,23 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import dns.resolver
-
-from mailboot import (
-    boot,
-    cli_accounts,
-    cli_backup,
-    cli_dkim,
-    dane,
-    dkim,
-    dnsformat,
-    health,
-    publicaddress,
-)
+from mailboot import boot, cli_accounts, cli_backup, cli_dkim, health
 from mailboot.daemons import postfix, registry, supervisor, unbound
-from mailboot.dnslookup import DnsLookup
-from mailboot.dnsrecords import RecordGroup, build_record_groups
+from mailboot.dkim import DomainKeys
 from mailboot.errors import ConfigError, MailbootError, UsageError
 from mailboot.parse import SettingValueError, parse_domain_name, parse_email_address
 from mailboot.paths import Paths
 from mailboot.settings import Settings, load_settings, settings_markdown
-from mailboot.status import gather, production_sources
-from mailboot.statusformat import status_json, status_text
 from mailboot.tls import caa, certificates, tlskeys
 from mailboot.users import user_ids
+
+if TYPE_CHECKING:
+    from mailboot.dnsrecords import RecordGroup
 
 log = logging.getLogger("mailboot")
 
@@ -177,6 +169,10 @@ def _load(environ: Mapping[str, str]) -> Settings:
 
 def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Print the records (creating DKIM keys first where a domain has none)."""
+    from mailboot import announce, dane, dkim, dnsformat, publicaddress
+    from mailboot.dnslookup import DnsLookup
+    from mailboot.dnsrecords import build_record_groups
+
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
     settings = publicaddress.effective_settings(settings, paths)  # what the boot found
     keys = dkim.ensure_keys(paths, settings.domains, now, settings.dkim_algorithms)
@@ -188,7 +184,8 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
         groups = _select_zone(groups, arguments.domain)
     findings = None
     if arguments.check:
-        findings = boot.check_published(groups, settings, DnsLookup(settings.dns_resolvers))
+        findings = announce.check_published(groups, settings,
+                                            DnsLookup(settings.dns_resolvers))
     if arguments.json:
         out.write(dnsformat.json_text(groups, findings))
     elif arguments.zone:
@@ -214,27 +211,73 @@ def _select_zone(groups: tuple[RecordGroup, ...], domain: str) -> tuple[RecordGr
 
 
 def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """Boot, then replace this process with the supervisor (a fresh, small Python)."""
-    # The boot checks the records before Unbound runs: through the resolver Docker gave us.
-    system = dns.resolver.Resolver(filename=str(unbound.boot_resolv_conf()))
-    source = settings.address_discovery
-    platform = boot.BootPlatform(prepare=registry.prepare_all,
-                                 validate=registry.check_all,
-                                 lookup=DnsLookup(settings.dns_resolvers, timeout=2.0,
-                                                  system=system),
-                                 discover=None if source == "off" else
-                                 publicaddress.make_discover(source, system))
-    boot.boot(settings, Paths(settings.data_dir), datetime.now(UTC), platform, out)
+    """Boot, then replace this process with the supervisor (a fresh, small Python).
+
+    The records are announced beside the daemons (they wait on the network), except when
+    DNS_CHECK=strict: then missing records stop the start before any daemon runs.
+    """
+    paths, now = Paths(settings.data_dir), datetime.now(UTC)
+    platform = boot.BootPlatform(prepare=registry.prepare_all, validate=registry.check_all)
+    keys = boot.prepare(settings, paths, now, platform)
+    if settings.dns_check == "strict":
+        announce_records(settings, paths, now, keys, out)
+    else:
+        beside_the_daemons(lambda: announce_records(settings, paths, now, keys, out))
     log.info("boot: handing over to the supervisor, %.3f s after the entrypoint started",
              seconds_since_process_start())
     sys.stderr.flush()
-    worker_state = Paths(settings.data_dir).worker_state
     daemons = supervisor.programs_json([supervisor.Program(d.name, d.argv, d.stop_argv)
                                         for d in registry.DAEMONS if d.wanted(settings)])
     os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons.supervisor",  # noqa: S606
-                              f"--daemons={daemons}", f"--worker-state={worker_state}",
+                              f"--daemons={daemons}", f"--worker-state={paths.worker_state}",
                               "--http-port=80", "--https-port=443",
-                              *policy_arguments(settings, Paths(settings.data_dir))])
+                              *policy_arguments(settings, paths)])
+
+
+def announce_records(settings: Settings, paths: Paths, now: datetime,
+                     keys: Sequence[DomainKeys], out: TextIO) -> None:
+    """The public address, the outbound line and the records, asking the DNS in production."""
+    import dns.resolver
+
+    from mailboot import announce, publicaddress
+    from mailboot.dnslookup import DnsLookup
+
+    # Through the resolver Docker gave us: Unbound may not answer yet.
+    system = dns.resolver.Resolver(filename=str(unbound.boot_resolv_conf()))
+    source = settings.address_discovery
+    network = announce.Network(
+        lookup=DnsLookup(settings.dns_resolvers, timeout=2.0, system=system),
+        discover=None if source == "off" else publicaddress.make_discover(source, system))
+    announce.announce(settings, paths, now, keys, network, out)
+
+
+def beside_the_daemons(job: Callable[[], None]) -> None:
+    """Run `job` in a grandchild of this process, and return at once.
+
+    This process is about to exec the supervisor, which must not find an unknown child: the
+    grandchild is orphaned at birth, so PID 1 (tini) reaps it. It runs at a lower priority, so
+    the daemons it runs beside start first.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
+        return
+    if os.fork():
+        os._exit(0)  # the child's only task: leave the grandchild an orphan
+    code = 1
+    try:
+        os.nice(10)
+        job()
+        code = 0
+    except Exception:
+        log.exception("boot: printing the DNS records failed; `mailboot dns` prints them")
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # never back into the caller: it is the parent's story
+
 
 
 def policy_arguments(settings: Settings, paths: Paths) -> list[str]:
@@ -272,7 +315,8 @@ def run_selftest(arguments: argparse.Namespace, settings: Settings, out: TextIO)
             raise UsageError(f"--to: {error}") from None
     # Imported here, not at the top: dkimpy and pyspf would slow every boot (this module is
     # the entrypoint's) for a command run by hand.
-    from mailboot import selftest
+    from mailboot import publicaddress, selftest
+    from mailboot.dnslookup import DnsLookup
 
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
     settings = publicaddress.effective_settings(settings, paths)  # what the boot found
@@ -287,6 +331,10 @@ def run_selftest(arguments: argparse.Namespace, settings: Settings, out: TextIO)
 
 def run_status(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """One look at every part; exit 1 when any is not in place (the text says which)."""
+    from mailboot import publicaddress
+    from mailboot.status import gather, production_sources
+    from mailboot.statusformat import status_json, status_text
+
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
     settings = publicaddress.effective_settings(settings, paths)  # what the boot found
     level = log.level
@@ -304,6 +352,8 @@ def run_tls_rollover(_arguments: argparse.Namespace, settings: Settings, out: Te
     if settings.tls_mode != "acme":
         raise UsageError(f"TLS_MODE={settings.tls_mode}: the certificate key is not kept by "
                          "mailboot, so there is no key to roll over")
+    from mailboot import dane
+
     keys = tlskeys.request_rollover(Paths(settings.data_dir))
     name = dane.tlsa_name(settings.hostname)
     out.write(f"key rollover requested: the worker switches to the next key once {name} TLSA "

@@ -17,7 +17,6 @@ from mailboot import dkim, dkimrotation, dnscheck, dnsformat
 from mailboot.dkim import DkimKey, DomainKeys
 from mailboot.dkimstate import Role
 from mailboot.dnsanswer import Lookup
-from mailboot.dnslookup import DnsLookup
 from mailboot.dnsrecords import dkim_record
 from mailboot.errors import UsageError
 from mailboot.parse import SettingValueError, parse_domain_name
@@ -112,6 +111,8 @@ def retired_keys(paths: Paths, domain: str) -> list[DkimKey]:
 
 
 def run_list(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from mailboot.dnslookup import DnsLookup  # here: dnspython stays out of `mailboot run`
+
     paths = Paths(settings.data_dir)
     lines = key_lines(settings, paths, DnsLookup(settings.dns_resolvers))
     if arguments.json:

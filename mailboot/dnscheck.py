@@ -17,12 +17,14 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, assert_never
+from typing import TYPE_CHECKING, Final, assert_never
 
-from mailboot import dnsspf
 from mailboot.dnsanswer import Answer, Lookup
 from mailboot.dnsrecords import Kind, Record, Where
 from mailboot.tls.tlskeys import normal_tlsa
+
+if TYPE_CHECKING:
+    from mailboot.dnsspf import SpfResult
 
 PROPAGATION = ("changes usually show within minutes; a record that existed before may take up to "
                "its old TTL (often an hour)")
@@ -268,6 +270,10 @@ def _check_spf(domain: str, value: str, ours: Sequence[str], lookup: Lookup) -> 
     """Evaluate the published record as receivers will (RFC 7208 §4): it must pass each of our
     addresses and fail any other host. Fail, not softfail: -all is what lets receivers reject
     forged mail outright (the record we print ends in -all; ~all is reported as wrong)."""
+    # Here, not at the top: pyspf loads dnspython, which the boot's path to the daemons (it
+    # formats records, never checks them) should not wait for.
+    from mailboot import dnsspf
+
     for address in ours:
         outcome = dnsspf.evaluate(value, domain, address, lookup)
         if outcome.result != "pass":
@@ -286,7 +292,7 @@ def _check_spf(domain: str, value: str, ours: Sequence[str], lookup: Lookup) -> 
                     "receivers can't reject forged mail")
 
 
-def _spf_problem(outcome: dnsspf.SpfResult, wrong: str) -> _Problem:
+def _spf_problem(outcome: SpfResult, wrong: str) -> _Problem:
     if outcome.result == "temperror":
         return _Problem(f"SPF can't be evaluated: a lookup it needs got no answer "
                         f"({outcome.lookup_error}); checked again later", Status.UNKNOWN,

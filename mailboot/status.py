@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from mailboot import accounts, boot, dane, dkim, mailqueue, netcheck, problems
+from mailboot import accounts, announce, dane, dkim, mailqueue, netcheck, problems
 from mailboot.dkim import DomainKeys
 from mailboot.dnscheck import Finding, Status
 from mailboot.dnslookup import DnsLookup
@@ -197,7 +197,7 @@ def production_sources(settings: Settings, paths: Paths, now: datetime) -> Sourc
         groups = build_record_groups(settings, keys,
                                      certificates.names_with_real_certificates(paths, now), tlsa,
                                      caa.value_for(settings, paths))
-        return groups, boot.check_published(groups, settings, lookup, budget=DNS_BUDGET)
+        return groups, announce.check_published(groups, settings, lookup, budget=DNS_BUDGET)
 
     return Sources(lambda: dkim.ensure_keys(paths, settings.domains, now,
                                             settings.dkim_algorithms),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mailboot.boot import check_data_dir, print_records
+from mailboot.announce import print_records
+from mailboot.boot import check_data_dir
 from mailboot.dkim import DomainKeys
 from mailboot.dnsanswer import Answer
 from mailboot.dnscheck import SHARED_FAILURE_HINT

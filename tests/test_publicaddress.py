@@ -16,7 +16,8 @@ from pathlib import Path
 import dns.exception
 import pytest
 
-from mailboot.boot import BootPlatform, boot
+from mailboot.announce import Network, announce
+from mailboot.boot import BootPlatform, prepare
 from mailboot.cli import main
 from mailboot.netcheck import OutboundPortCheck
 from mailboot.parse import EchoServer, SettingValueError, parse_address_discovery
@@ -329,10 +330,12 @@ def test_the_boot_prints_the_found_address_and_mailboot_dns_shows_it_too(tmp_pat
     paths = Paths(tmp_path / "data", config_root=tmp_path / "root", run_dir=tmp_path / "run")
     environ = {"MAIL_DOMAINS": "example.com", "DATA_DIR": str(paths.data_dir),
                "TLS_MODE": "self-signed"}
-    platform = BootPlatform(prepare=lambda _paths: None, validate=lambda _paths: None,
-                            discover=finder(Found(4, V4, HOW), Found(6, None, "unreachable")))
+    platform = BootPlatform(prepare=lambda _paths: None, validate=lambda _paths: None)
+    network = Network(discover=finder(Found(4, V4, HOW), Found(6, None, "unreachable")))
     out = io.StringIO()
-    boot(load_settings(environ), paths, NOW, platform, out)
+    settings = load_settings(environ)
+    keys = prepare(settings, paths, NOW, platform)
+    announce(settings, paths, NOW, keys, network, out)
     assert f"IN A     {V4}" in out.getvalue()
     assert V4.reverse_pointer in out.getvalue()
     printed = io.StringIO()
