@@ -39,6 +39,21 @@ class Network:
     discover: publicaddress.Discover | None = None
 
 
+def production_network(settings: Settings) -> Network:
+    """The DNS as the boot asks it in the container: through the resolver Docker gave us, since
+    Unbound may not answer yet (the announcement runs beside its start)."""
+    import dns.resolver
+
+    from mailboot.daemons import unbound
+    from mailboot.dnslookup import DnsLookup
+
+    system = dns.resolver.Resolver(filename=str(unbound.boot_resolv_conf()))
+    source = settings.address_discovery
+    return Network(
+        lookup=DnsLookup(settings.dns_resolvers, timeout=2.0, system=system),
+        discover=None if source == "off" else publicaddress.make_discover(source, system))
+
+
 def announce(settings: Settings, paths: Paths, now: datetime, keys: Sequence[DomainKeys],
              network: Network, out: TextIO) -> None:
     """Settle the public address, say how mail leaves, and print the records with their status

@@ -10,7 +10,6 @@ server never holds mail up, and this module imports no DNS library.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,8 +18,6 @@ from datetime import datetime
 from pathlib import Path
 
 from mailboot import accounts, dkim, render
-from mailboot.errors import StateError
-from mailboot.files import remove_stale_temp_files
 from mailboot.paths import Paths
 from mailboot.settings import Settings
 from mailboot.tls import certificates, tlskeys
@@ -43,51 +40,22 @@ def stage(name: str) -> Iterator[None]:
     log.info("boot: %s done (%.0f ms)", name, (time.monotonic() - started) * 1000)
 
 
-def check_data_dir(paths: Paths) -> None:
-    """DATA_DIR must be a directory we can write: say so plainly before anything else runs.
+@dataclass(frozen=True)
+class Prepared:
+    """What the boot made: the DKIM keys (for the records), the rendered files, and which of
+    them it changed (a warm start's check beside the daemons reloads them)."""
 
-    access(2) answers without writing anything (EROFS for a read-only mount), so a refused
-    start leaves DATA_DIR exactly as it was.
+    keys: tuple[dkim.DomainKeys, ...]
+    rendered: tuple[Path, ...]
+    changed: tuple[Path, ...]
+
+
+def prepare(settings: Settings, paths: Paths, now: datetime, platform: BootPlatform) -> Prepared:
+    """Make everything the daemons need and check it.
+
+    DATA_DIR is `datadir.begin`'s, first. Nothing here waits on the network: what asks the DNS
+    (the public address, the records' check) is `announce`'s, which runs beside the daemons.
     """
-    directory = paths.data_dir
-    if not directory.exists():
-        return  # made by the first stage that needs it
-    if not directory.is_dir():
-        raise StateError(f"DATA_DIR {directory} is a file, not a directory: mount a directory "
-                         "(a volume) there")
-    if not os.access(directory, os.W_OK):
-        raise StateError(f"DATA_DIR {directory} is read-only here: mount it read-write; mailboot "
-                         "keeps its keys, certificates, mail and queue there")
-
-
-def remove_leftovers(paths: Paths) -> None:
-    """Temporary files of a start that was killed mid-write never became real files: remove
-    them where we write atomically (the DKIM directories clean themselves as they are read)."""
-    for root in (paths.accounts_dir, paths.tls_dir, paths.data_dir / "acme"):
-        for directory, _, _ in os.walk(root):
-            remove_stale_temp_files(Path(directory))
-
-
-def forget_the_last_run(paths: Paths) -> None:
-    """The run directory survives `docker restart`: the worker's memory of the last run (and
-    challenges it left) would hold its first run of this start back, and a start is when it
-    says where everything stands. Its kept problems stay, for `mailboot status`."""
-    paths.worker_state.unlink(missing_ok=True)
-    if paths.acme_challenges.is_dir():
-        for challenge in paths.acme_challenges.iterdir():
-            challenge.unlink(missing_ok=True)
-
-
-def prepare(settings: Settings, paths: Paths, now: datetime,
-            platform: BootPlatform) -> tuple[dkim.DomainKeys, ...]:
-    """Make everything the daemons need and check it; return the DKIM keys for the records.
-
-    Nothing here waits on the network: what asks the DNS (the public address, the records'
-    check) is `announce`'s, which runs beside the daemons.
-    """
-    check_data_dir(paths)
-    remove_leftovers(paths)
-    forget_the_last_run(paths)
     with stage("dkim keys"):
         keys = dkim.ensure_keys(paths, settings.domains, now, settings.dkim_algorithms)
     with stage("tls certificate"):
@@ -112,7 +80,7 @@ def prepare(settings: Settings, paths: Paths, now: datetime,
             render.mark_validated(files, paths)
     with stage("prepare the daemons"):
         platform.prepare(paths)
-    return keys
+    return Prepared(keys, tuple(file.target for file in files), tuple(changed))
 
 
 def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.Certificate:

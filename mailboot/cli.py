@@ -15,14 +15,21 @@ import json
 import logging
 import os
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from mailboot import boot, cli_accounts, cli_backup, cli_dkim, health
-from mailboot.daemons import postfix, registry, supervisor, unbound
+from mailboot import (
+    boot,
+    cli_accounts,
+    cli_backup,
+    cli_dkim,
+    datadir,
+    health,
+    process,
+    warmstart,
+)
+from mailboot.daemons import postfix, registry, supervisor
 from mailboot.dkim import DomainKeys
 from mailboot.errors import ConfigError, MailbootError, UsageError
 from mailboot.parse import SettingValueError, parse_domain_name, parse_email_address
@@ -45,7 +52,7 @@ def main(
     """Run one subcommand; return the process exit code."""
     arguments = _parser().parse_args(argv)
     out = stdout or sys.stdout
-    _configure_logging()
+    process.configure_logging()
     try:
         if arguments.command == "settings":
             out.write(settings_markdown())
@@ -152,14 +159,6 @@ def _account_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
     alias_actions.add_parser("list", help="list aliases").set_defaults(run=cli_accounts.run_alias)
 
 
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mailboot: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
-
-
 def _load(environ: Mapping[str, str]) -> Settings:
     settings = load_settings(environ)
     for warning in settings.warnings:
@@ -214,70 +213,58 @@ def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) 
     """Boot, then replace this process with the supervisor (a fresh, small Python).
 
     The records are announced beside the daemons (they wait on the network), except when
-    DNS_CHECK=strict: then missing records stop the start before any daemon runs.
+    DNS_CHECK=strict: then missing records stop the start before any daemon runs. The boot
+    ends with the plan a restart with nothing changed starts on (`warmstart`).
     """
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
+    datadir.begin(paths)
+    warmstart.forget_plan(paths)
     platform = boot.BootPlatform(prepare=registry.prepare_all, validate=registry.check_all)
-    keys = boot.prepare(settings, paths, now, platform)
+    prepared = boot.prepare(settings, paths, now, platform)
     if settings.dns_check == "strict":
-        announce_records(settings, paths, now, keys, out)
+        announce_records(settings, paths, now, prepared.keys, out)
     else:
-        beside_the_daemons(lambda: announce_records(settings, paths, now, keys, out))
-    log.info("boot: handing over to the supervisor, %.3f s after the entrypoint started",
-             seconds_since_process_start())
-    sys.stderr.flush()
+        process.beside_the_daemons(
+            lambda: announce_records(settings, paths, now, prepared.keys, out),
+            "printing the DNS records (`mailboot dns` prints them)")
+    argv = supervisor_argv(settings, paths)
+    if settings.dns_check != "strict":
+        warmstart.write_plan(paths, warm_start_plan(settings, paths, prepared, argv))
+    process.hand_over(argv)
+    return 0  # only where hand_over is stubbed (tests)
+
+
+def supervisor_argv(settings: Settings, paths: Paths) -> list[str]:
+    """The supervisor's command line, after the interpreter."""
     daemons = supervisor.programs_json([supervisor.Program(d.name, d.argv, d.stop_argv)
                                         for d in registry.DAEMONS if d.wanted(settings)])
-    os.execv(sys.executable, [sys.executable, "-P", "-m", "mailboot.daemons.supervisor",  # noqa: S606
-                              f"--daemons={daemons}", f"--worker-state={paths.worker_state}",
-                              "--http-port=80", "--https-port=443",
-                              *policy_arguments(settings, paths)])
+    return ["-P", "-m", "mailboot.daemons.supervisor", f"--daemons={daemons}",
+            f"--worker-state={paths.worker_state}", "--http-port=80", "--https-port=443",
+            *policy_arguments(settings, paths)]
+
+
+def warm_start_plan(settings: Settings, paths: Paths, prepared: boot.Prepared,
+                    argv: Sequence[str]) -> warmstart.Plan:
+    """Everything this boot read or made, so a restart can tell whether it would change any."""
+    live = certificates.read_live(paths)
+    named = [path for path in (settings.tls_cert_file, settings.tls_key_file,
+                               settings.relay_password_file) if path is not None]
+    watched = {
+        "DATA_DIR's DKIM keys, accounts and certificate": [
+            paths.dkim_dir, paths.accounts_dir, paths.tls_keys_dir,
+            *sorted(paths.tls_dir.glob("live*"))],
+        "the files the settings name": named,
+        "the rendered configuration": [*prepared.rendered, paths.validated_mark],
+    }
+    usable_until = certificates.usable_until(live) if live else datetime.fromtimestamp(0, UTC)
+    return warmstart.make_plan(paths, argv, usable_until, settings.warnings, watched, os.environ)
 
 
 def announce_records(settings: Settings, paths: Paths, now: datetime,
                      keys: Sequence[DomainKeys], out: TextIO) -> None:
-    """The public address, the outbound line and the records, asking the DNS in production."""
-    import dns.resolver
+    from mailboot import announce
 
-    from mailboot import announce, publicaddress
-    from mailboot.dnslookup import DnsLookup
-
-    # Through the resolver Docker gave us: Unbound may not answer yet.
-    system = dns.resolver.Resolver(filename=str(unbound.boot_resolv_conf()))
-    source = settings.address_discovery
-    network = announce.Network(
-        lookup=DnsLookup(settings.dns_resolvers, timeout=2.0, system=system),
-        discover=None if source == "off" else publicaddress.make_discover(source, system))
-    announce.announce(settings, paths, now, keys, network, out)
-
-
-def beside_the_daemons(job: Callable[[], None]) -> None:
-    """Run `job` in a grandchild of this process, and return at once.
-
-    This process is about to exec the supervisor, which must not find an unknown child: the
-    grandchild is orphaned at birth, so PID 1 (tini) reaps it. It runs at a lower priority, so
-    the daemons it runs beside start first.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    child = os.fork()
-    if child:
-        os.waitpid(child, 0)
-        return
-    if os.fork():
-        os._exit(0)  # the child's only task: leave the grandchild an orphan
-    code = 1
-    try:
-        os.nice(10)
-        job()
-        code = 0
-    except Exception:
-        log.exception("boot: printing the DNS records failed; `mailboot dns` prints them")
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # never back into the caller: it is the parent's story
-
+    announce.announce(settings, paths, now, keys, announce.production_network(settings), out)
 
 
 def policy_arguments(settings: Settings, paths: Paths) -> list[str]:
@@ -289,20 +276,6 @@ def policy_arguments(settings: Settings, paths: Paths) -> list[str]:
     return [f"--policy-socket={postfix.policy_socket(paths)}",
             f"--policy-owner={owner[0]}:{owner[1]}", f"--policy-user={user[0]}:{user[1]}",
             "--policy-command=" + json.dumps(postfix.policy_command(settings, paths))]
-
-
-def seconds_since_process_start() -> float:
-    """Wall time since this process began, interpreter start-up and imports included.
-
-    proc(5): field 22 of /proc/self/stat is the start time in clock ticks after boot, which
-    CLOCK_BOOTTIME measures too.
-    """
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22; the split starts at 3
-    return time.clock_gettime(time.CLOCK_BOOTTIME) - started
 
 
 def run_selftest(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+# Below the configuration root; `warmstart` looks for it before anything else is known.
+WARM_START_PLAN = Path("var/lib/mailboot/warm-start.json")
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -107,6 +110,12 @@ class Paths:
     def validated_mark(self) -> Path:
         """Fingerprint of the last rendered set the daemons accepted (container, not volume)."""
         return self.config_root / "var" / "lib" / "mailboot" / "validated"
+
+    @property
+    def warm_start_plan(self) -> Path:
+        """What the last full boot read and made, for a restart with nothing changed (container,
+        not volume: `warmstart`)."""
+        return self.config_root / WARM_START_PLAN
 
     # --- runtime ---
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -225,3 +226,41 @@ class FakeCa:
     def renewal_time(self, chain_pem: bytes) -> datetime | None:
         self.renewal_questions += 1
         return self.suggestion
+
+
+# `mailboot run` up to the hand-over, outside the image: the daemons' checks and preparation are
+# stubbed, files are re-rooted under the test's directory, and the exec prints what was loaded.
+RUN_UNTIL_THE_HAND_OVER = """
+import os, sys
+from pathlib import Path
+from mailboot import cli
+from mailboot.daemons import registry
+from mailboot.paths import Paths
+root = Path(sys.argv[1])
+cli.Paths = lambda data_dir: Paths(data_dir, config_root=root / "root", run_dir=root / "run")
+registry.check_all = registry.prepare_all = lambda paths: None
+def hand_over(*argv):
+    loaded = sorted(name for name in sys.modules if name == "dns" or name.startswith("dns."))
+    print("handed over; DNS modules loaded:", loaded, file=sys.stderr, flush=True)
+    os._exit(0)
+os.execv = hand_over
+raise SystemExit(cli.main(["run"]))
+"""
+
+
+def offline_run_settings(tmp_path: Path) -> dict[str, str]:
+    """`mailboot run`'s environment for a run that asks no network (see below)."""
+    # LANG: else Python coerces the C locale and adds LC_CTYPE to its environment (PEP 538).
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "MAIL_DOMAINS": "example.com",
+            "DATA_DIR": str(tmp_path / "data"), "TLS_MODE": "self-signed",
+            "PUBLIC_IPV4": "203.0.113.25", "PUBLIC_ADDRESS_DISCOVERY": "off", "DNS_CHECK": "off"}
+
+
+def run_until_the_hand_over(root: Path,
+                            environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`mailboot run` in a process of its own until it would exec the supervisor; rendered files
+    go below root/root, runtime files below root/run. The output includes what the boot left
+    running beside the daemons (run() waits for the pipe)."""
+    return subprocess.run([sys.executable, "-c", RUN_UNTIL_THE_HAND_OVER, str(root)],
+                          env=environment, cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=60, check=False)

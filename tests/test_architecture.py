@@ -129,6 +129,17 @@ def test_the_supervisor_imports_nothing_heavy() -> None:
     assert not heavy & loaded
 
 
+def test_the_warm_start_imports_neither_the_command_line_nor_the_boots_libraries() -> None:
+    """A restart with nothing changed reaches the daemons without what the full boot imports
+    (its stages run beside them, in a child that imports them there)."""
+    probe = ("import sys, mailboot.warmstart, mailboot.datadir, mailboot.process, "
+             "mailboot.daemons.registry; print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout.split())
+    assert not {"mailboot.cli", "mailboot.boot", "cryptography", "jinja2", "dns",
+                "acme"} & loaded
+
+
 def test_the_port_25_policy_process_imports_no_tls_stack_or_templates() -> None:
     """Postfix starts one per smtpd that asks: it needs dnspython, not the rest."""
     probe = "import sys, mailboot.inbound_policy; print(' '.join(sorted(sys.modules)))"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailboot.announce import print_records
-from mailboot.boot import check_data_dir
+from mailboot.datadir import check_data_dir
 from mailboot.dkim import DomainKeys
 from mailboot.dnsanswer import Answer
 from mailboot.dnscheck import SHARED_FAILURE_HINT

@@ -15,7 +15,7 @@ import pytest
 from mailboot import accounts, cli_accounts
 from mailboot.cli import main
 from mailboot.dnscheck import SHARED_FAILURE_HINT
-from tests.conftest import FakeDns, snapshot
+from tests.conftest import FakeDns, offline_run_settings, run_until_the_hand_over, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -266,38 +266,12 @@ def test_a_quota_is_described_as_set(tmp_path: Path) -> None:
     assert cli_accounts.describe_quota(1 << 20, capped) == "1.0 MiB"
 
 
-# `mailboot run` up to the hand-over, outside the image: the daemons' checks and preparation are
-# stubbed, files are re-rooted under the test's directory, and the exec prints what was loaded.
-RUN_UNTIL_THE_HAND_OVER = """
-import os, sys
-from pathlib import Path
-from mailboot import cli
-from mailboot.daemons import registry
-from mailboot.paths import Paths
-root = Path(sys.argv[1])
-cli.Paths = lambda data_dir: Paths(data_dir, config_root=root / "root", run_dir=root / "run")
-registry.check_all = registry.prepare_all = lambda paths: None
-def hand_over(*argv):
-    loaded = sorted(name for name in sys.modules if name == "dns" or name.startswith("dns."))
-    print("handed over; DNS modules loaded:", loaded, file=sys.stderr, flush=True)
-    os._exit(0)
-os.execv = hand_over
-cli.main(["run"])
-"""
-
-
 def test_run_hands_over_without_dnspython_and_prints_the_records_beside_the_daemons(
     tmp_path: Path,
 ) -> None:
     """The records wait on the network (address discovery, TLSA, the check): the daemons don't
     wait for them, and the path to the daemons doesn't pay for dnspython's import."""
-    environment = {"PATH": "/usr/bin:/bin", "MAIL_DOMAINS": "example.com",
-                   "DATA_DIR": str(tmp_path / "data"), "TLS_MODE": "self-signed",
-                   "PUBLIC_IPV4": "203.0.113.25", "PUBLIC_ADDRESS_DISCOVERY": "off",
-                   "DNS_CHECK": "off"}
-    result = subprocess.run([sys.executable, "-c", RUN_UNTIL_THE_HAND_OVER, str(tmp_path)],
-                            env=environment, cwd=ROOT, capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = run_until_the_hand_over(tmp_path, offline_run_settings(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "handed over; DNS modules loaded: []" in result.stderr
     # The grandchild announced beside them, after the hand-over; its pipe kept run() waiting.

@@ -102,10 +102,12 @@ def ensure_certificate(paths: Paths, names: Sequence[str], now: datetime,
 def is_usable(certificate: Certificate, hostname: str, now: datetime) -> bool:
     """A self-signed certificate is replaced a month early; one from a CA (possibly valid for
     days only) is kept while valid: renewing it is the worker's job, with the CA."""
-    if hostname not in certificate.names:
-        return False
-    margin = RENEW_BEFORE if certificate.self_signed else timedelta(0)
-    return certificate.not_after - margin > now
+    return hostname in certificate.names and usable_until(certificate) > now
+
+
+def usable_until(certificate: Certificate) -> datetime:
+    """When the boot stops keeping it (`is_usable`): a month early for a self-signed one."""
+    return certificate.not_after - (RENEW_BEFORE if certificate.self_signed else timedelta(0))
 
 
 def read_live(paths: Paths, slot: int = 0) -> Certificate | None:

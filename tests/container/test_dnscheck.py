@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,13 +48,21 @@ def test_log_shows_statuses_then_the_ready_line_once_dns_is_published(
     bind = f"mailboot-bind-{octets[3]}-{bind_ip.rsplit('.', 1)[1]}"
     docker("run", "-d", "--name", bind, "--network", test_network.name, "--ip", bind_ip,
            "-v", f"{zones}:/zones:ro", "mailboot-bind:test")
+    settings = {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": mail_ip, "DNS_RESOLVERS": bind_ip,
+                "DNS_CHECK_INTERVAL": "2s", "TLS_MODE": "self-signed"}
     try:
-        mail = make_container(env={"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": mail_ip,
-                                   "DNS_RESOLVERS": bind_ip, "DNS_CHECK_INTERVAL": "2s",
-                                   "TLS_MODE": "self-signed"},
-                              network=test_network.name, ip=mail_ip)
+        # DNS_CHECK=strict: nothing is published, so no daemon starts; the records are printed.
+        strict = make_container(env={**settings, "DNS_CHECK": "strict"},
+                                network=test_network.name, ip=test_network.allocate())
+        assert strict.wait_exit() == 78
+        logs = strict.logs()
+        assert "DNS_CHECK=strict and these required records are not in place: example.com MX " \
+            "(missing)" in logs
+        assert "; MX: mail for example.com is delivered to mail.example.com [MISSING]" in logs
+        assert "handing over to the supervisor" not in logs and "postfix/master" not in logs
+        mail = make_container(env=settings, network=test_network.name, ip=mail_ip)
         mail.wait_ready()
-        # The worker's first DNS check runs beside the daemons' start: wait for its finding.
+        # The records are announced beside the daemons' start, then the worker checks again.
         logs = mail.wait_for_log("dns: example.com MX is missing")
         assert "; MX: mail for example.com is delivered to mail.example.com [MISSING]" in logs
         assert "dns: 0 ok" not in logs and "missing (" in logs
@@ -70,5 +79,13 @@ def test_log_shows_statuses_then_the_ready_line_once_dns_is_published(
         assert mail.restart_count() == 0
         check = mail.exec("mailboot", "dns", "--check", check=False)
         assert check.returncode == 0, check.stdout[-2000:]
+        # Published: DNS_CHECK=strict lets the same data start, after checking every record.
+        docker("stop", "-t", "10", mail.name)
+        strict = make_container(env={**settings, "DNS_CHECK": "strict"}, data=mail.data,
+                                network=test_network.name, ip=mail_ip)
+        strict.wait_ready()
+        logs = strict.logs()
+        checked = re.search(r"dns: \d+ ok", logs)  # the records' check, before the daemons
+        assert checked and checked.start() < logs.index("handing over to the supervisor"), logs
     finally:
         docker("rm", "-f", bind, check=False)

@@ -69,7 +69,7 @@ def verify_dkim(raw: bytes, txt: dict[str, str]) -> bool:
 
 
 def test_boot_prints_the_dns_records(mail: Container) -> None:
-    logs = mail.logs()
+    logs = mail.wait_for_log("For web forms:", timeout=20)  # beside the daemons' start
     assert "IN MX    10 mail.example.com." in logs
     assert "._domainkey.example.org." in logs
     assert "For web forms:" in logs
