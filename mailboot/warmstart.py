@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -63,6 +62,8 @@ def make_plan(paths: Paths, supervisor: Sequence[str], usable_until: datetime,
     """The plan of a boot that just made everything in `watched` (part -> paths)."""
     parts = {part: tuple(str(path) for path in paths_) for part, paths_ in watched.items()}
     parts[CODE_PART] = tuple(str(path) for path in CODE)
+    import secrets  # here: a warm start never makes a plan
+
     salt = secrets.token_hex(16)
     return Plan(str(paths.data_dir), str(paths.run_dir), tuple(supervisor),
                 usable_until.timestamp(), tuple(warnings), parts, salt,
