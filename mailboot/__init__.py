@@ -4,9 +4,12 @@ A map of the package, from the top floor down (imports only go down; tests keep 
 
 - `cli`, `cli_accounts`, `cli_dkim`: the `mailboot` command; the one place errors become exit
   codes, and where the production clock, DNS lookup and daemon checks are chosen.
-- `boot`: the boot story, one logged stage each: settings -> DKIM keys -> TLS -> accounts ->
-  rendered configuration -> the daemons' own checks -> prepared state -> DNS records; then the
-  process becomes the supervisor.
+- `warmstart`: a restart with nothing changed starts on the last full boot's plan (the
+  entrypoint tries it first; it imports none of the boot's libraries).
+- `boot`: the boot story, one logged stage each: settings -> (`datadir`) -> DKIM keys -> TLS ->
+  accounts -> rendered configuration -> the daemons' own checks -> prepared state; then
+  `announce` (public address, DNS records and their check) runs beside the daemons while the
+  process becomes the supervisor (`process`: the log, the work beside, the hand-over).
 - `worker`: the background tasks (the certificate keeper, DNS checks, DKIM rotation, network
   checks) as short runs the supervisor starts when one is due; each task's memory is kept
   between runs in a state file (`taskstate`); a failing task is retried, never fatal.

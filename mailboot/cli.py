@@ -5,7 +5,7 @@ handed down, so every other module can be driven by tests without patching.
 
 What loads dnspython (DnsLookup, publicaddress, announce, status) is imported inside the commands
 that use it: `run` reaches the daemons without it, about 80 ms sooner (BENCHMARKS.md, Bare
-daemons); tests/test_architecture.py holds that.
+daemons); tests/test_cli.py holds that.
 """
 
 from __future__ import annotations

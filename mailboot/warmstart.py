@@ -110,9 +110,14 @@ def _line(path: Path) -> str:
 
 
 def write_plan(paths: Paths, plan: Plan) -> None:
-    """Root's alone: the salted digest covers the environment's secrets."""
-    write_atomically(paths.warm_start_plan, (json.dumps(asdict(plan), indent=1) + "\n").encode(),
-                     mode=0o600)
+    """Root's alone: the salted digest covers the environment's secrets. Never fails the boot:
+    without a plan every start is a full boot."""
+    try:
+        write_atomically(paths.warm_start_plan,
+                         (json.dumps(asdict(plan), indent=1) + "\n").encode(), mode=0o600)
+    except OSError as error:
+        log.warning("boot: can't keep the warm-start plan in %s (%s): every restart boots in full",
+                    paths.warm_start_plan, error.strerror)
 
 
 def forget_plan(paths: Paths) -> None:

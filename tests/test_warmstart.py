@@ -170,3 +170,16 @@ def test_strict_dns_checks_before_the_daemons_and_writes_no_plan(tmp_path: Path)
     assert "DNS_CHECK=strict and these required records are not in place" in result.stderr
     assert "handed over" not in result.stderr
     assert not (tmp_path / "root" / WARM_START_PLAN).exists()
+
+
+def test_a_plan_that_cant_be_kept_costs_only_the_warm_start(
+    tmp_path: Path, booted: dict[str, str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    plan = warmstart.read_plan(tmp_path / "root")
+    assert plan is not None
+    blocked = tmp_path / "blocked"
+    (blocked / "var" / "lib").mkdir(parents=True)
+    (blocked / "var" / "lib" / "mailboot").write_text("a file where the directory belongs")
+    warmstart.write_plan(Paths(Path(plan.data_dir), config_root=blocked), plan)
+    assert "can't keep the warm-start plan" in caplog.text
+    assert "every restart boots in full" in caplog.text
