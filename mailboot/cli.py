@@ -226,7 +226,8 @@ def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) 
     else:
         process.beside_the_daemons(
             lambda: announce_records(settings, paths, now, prepared.keys, out),
-            "printing the DNS records (`mailboot dns` prints them)")
+            "printing the DNS records (`mailboot dns` prints them)",
+            after=postfix.wait_until_listening)
     argv = supervisor_argv(settings, paths)
     if settings.dns_check != "strict":
         warmstart.write_plan(paths, warm_start_plan(settings, paths, prepared, argv))

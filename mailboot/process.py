@@ -23,8 +23,9 @@ def configure_logging() -> None:
     root.propagate = False
 
 
-def beside_the_daemons(job: Callable[[], None], what: str) -> None:
-    """Run `job` in a grandchild of this process, and return at once.
+def beside_the_daemons(job: Callable[[], None], what: str,
+                       after: Callable[[], object] = lambda: None) -> None:
+    """Run `job` in a grandchild of this process, once `after` returns; return at once.
 
     This process is about to exec the supervisor, which must not find an unknown child: the
     grandchild is orphaned at birth, so PID 1 (tini) reaps it. It runs on CPU time nothing else
@@ -42,6 +43,7 @@ def beside_the_daemons(job: Callable[[], None], what: str) -> None:
     code = 1
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # lowering: no privilege
+        after()
         job()
         code = 0
     except Exception:

@@ -197,7 +197,7 @@ def main(environ: Mapping[str, str]) -> None:
     """`mailboot run`'s first step in the container: start warm, and never return; or return,
     and the full boot runs. Production's choices are made here, as `cli` makes them for the
     rest: `cli` itself is what a warm start doesn't import."""
-    from mailboot.daemons import registry
+    from mailboot.daemons import postfix, registry
     from mailboot.process import beside_the_daemons, configure_logging, hand_over
 
     configure_logging()
@@ -207,7 +207,8 @@ def main(environ: Mapping[str, str]) -> None:
     platform = WarmStart(
         prepare=registry.prepare_all,
         beside=lambda: beside_the_daemons(lambda: _boot_beside(environ),
-                                          "the boot beside the daemons"),
+                                          "the boot beside the daemons",
+                                          after=postfix.wait_until_listening),
         hand_over=hand_over)
     try:
         start(plan, Path("/"), platform)

@@ -239,6 +239,8 @@ from mailboot.paths import Paths
 root = Path(sys.argv[1])
 cli.Paths = lambda data_dir: Paths(data_dir, config_root=root / "root", run_dir=root / "run")
 registry.check_all = registry.prepare_all = lambda paths: None
+from mailboot.daemons import postfix
+postfix.wait_until_listening = lambda: True  # no Postfix here to wait for
 def hand_over(*argv):
     loaded = sorted(name for name in sys.modules if name == "dns" or name.startswith("dns."))
     print("handed over; DNS modules loaded:", loaded, file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailboot.daemons import registry, unbound
+from mailboot.daemons import postfix, registry, unbound
 from mailboot.daemons.supervisor import format_syslog
 from mailboot.settings import Settings
 
@@ -203,3 +203,21 @@ def test_the_boot_hands_the_daemons_over_as_json_and_only_those_the_settings_wan
     for broken in ('[["x", [], []]]', '[["x", "sh", []]]', '{"x": 1}'):
         with pytest.raises(ValueError):
             supervisor.read_programs(broken)
+
+
+TCP_HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+              "timeout inode\n")
+
+
+def test_what_runs_beside_the_daemons_waits_until_port_25_listens(tmp_path: Path) -> None:
+    """Read from the kernel's tables (proc(5)): a connection on 25, or a listener on 2525, is
+    not Postfix listening; a listener on 25, over IPv4 or IPv6, is."""
+    tcp, tcp6 = tmp_path / "tcp", tmp_path / "tcp6"
+    tcp.write_text(TCP_HEADER
+                   + "   0: 0100007F:0019 0100007F:D2F0 01 00000000:00000000 00:0 0 0 1 1 0\n"
+                   + "   1: 00000000:09DD 00000000:0000 0A 00000000:00000000 00:0 0 0 1 1 0\n")
+    tcp6.write_text(TCP_HEADER)
+    assert not postfix.wait_until_listening(timeout=0.1, tables=(tcp, tcp6))
+    tcp6.write_text(TCP_HEADER + "   0: 00000000000000000000000000000000:0019 "
+                    "00000000000000000000000000000000:0000 0A 00000000:00000000 00:0 0 0 1 1 0\n")
+    assert postfix.wait_until_listening(timeout=0.1, tables=(tmp_path / "missing", tcp6))
