@@ -90,7 +90,9 @@ class Marks:
     warm: bool = False  # the warm start: the stages ran beside the daemons
 
 
-def timed_start(mail: Mail) -> Marks:
+def timed_start(mail: Mail, last_line: str | None = None) -> Marks:
+    """One start, timed; `last_line`: the log line to wait for after the greetings (mailboot's
+    boot beside the daemons logs its stages after them)."""
     wall = time.time()
     started = time.monotonic()
     docker("start", mail.name)
@@ -98,7 +100,12 @@ def timed_start(mail: Mail) -> Marks:
     marks = Marks(smtp, imap)
     since = datetime.datetime.fromtimestamp(wall - 1, datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
-    result = docker("logs", "-t", "--since", since, mail.name, check=False)
+    deadline = time.monotonic() + 15
+    while True:
+        result = docker("logs", "-t", "--since", since, mail.name, check=False)
+        if last_line is None or last_line in result.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     for line in (result.stdout + result.stderr).splitlines():
         stamp, _, text = line.partition(" ")
         at = _seconds(stamp) - wall
@@ -158,7 +165,7 @@ def run(report: Report, arguments: argparse.Namespace) -> None:
         bare.start_and_wait()  # its first start, as ours was
         bare.stop()
         for _ in range(arguments.runs):
-            ours.append(timed_start(mail))
+            ours.append(timed_start(mail, last_line="boot: dns records done"))
             mail.stop()
             theirs.append(timed_start(bare))
             bare.stop()

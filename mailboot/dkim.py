@@ -38,13 +38,13 @@ from mailboot import dkimstate
 from mailboot.dkimstate import DomainState, Role
 from mailboot.errors import StateError
 from mailboot.files import fsync_directory, remove_stale_temp_files, temp_path_for, write_new_file
-from mailboot.paths import Paths
+from mailboot.paths import DKIM_KEY_SUFFIX, Paths
 
 log = logging.getLogger(__name__)
 
 KEY_BITS = 2048  # RFC 8301 §3.2: at least 1024, 2048 recommended; fits one DNS TXT record set
 MIN_KEY_BITS = 1024
-KEY_SUFFIX = ".key"
+KEY_SUFFIX = DKIM_KEY_SUFFIX
 RETIRED = "retired"
 OWN_SELECTOR_PREFIX = "mb"
 RSA = "rsa"

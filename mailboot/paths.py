@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+# A DKIM private key below `Paths.dkim_domain_dir`: <selector>.key
+DKIM_KEY_SUFFIX = ".key"
 # Below the configuration root; `warmstart` looks for it before anything else is known.
 WARM_START_PLAN = Path("var/lib/mailboot/warm-start.json")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailboot.commands import chown, run
 from mailboot.daemons.daemon import Daemon
-from mailboot.paths import Paths
+from mailboot.paths import DKIM_KEY_SUFFIX, Paths
 from mailboot.users import user_ids
 
 if TYPE_CHECKING:
@@ -59,12 +59,10 @@ def prepare(paths: Paths) -> None:
     owner = user_ids("opendkim")
     if owner is None or not paths.dkim_dir.is_dir():
         return  # not in the image (unit tests, `mailboot dns` on a workstation)
-    from mailboot.dkim import KEY_SUFFIX  # local: the supervisor never needs cryptography
-
     for domain_dir in paths.dkim_dir.iterdir():
         if domain_dir.is_dir() and not domain_dir.is_symlink():
             chown(domain_dir, owner)
-            for key in domain_dir.glob("*" + KEY_SUFFIX):
+            for key in domain_dir.glob("*" + DKIM_KEY_SUFFIX):
                 chown(key, owner)
 
 
