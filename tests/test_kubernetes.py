@@ -149,7 +149,7 @@ def test_the_probes_run_the_images_health_check(overlay: tuple[str, list[Manifes
         # The check waits up to TIMEOUT for SMTP, then as long for IMAPS.
         assert probe["timeoutSeconds"] > 2 * health.TIMEOUT, kind
     startup = container["startupProbe"]
-    # A cold first start with 1,000 domains takes 43 s (BENCHMARKS.md "Boot").
+    # A cold first start with 1,000 domains takes 36 s (BENCHMARKS.md "Boot").
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 
 
