@@ -51,7 +51,10 @@ def test_compose_up_runs_the_mail_server(image: str, tmp_path: Path) -> None:
         while banner(project)[4:26] != b"mail.example.com ESMTP":
             assert time.monotonic() < deadline, docker("logs", project, check=False).stderr
             time.sleep(1)
-        assert "IN MX    10 mail.example.com." in docker("logs", project).stdout
+        # The records come beside the daemons' start, once Postfix listens.
+        while "IN MX    10 mail.example.com." not in docker("logs", project).stdout:
+            assert time.monotonic() < deadline, docker("logs", project, check=False).stdout
+            time.sleep(1)
     finally:
         subprocess.run([*command, "down", "-v"], check=False, capture_output=True, timeout=120)
 
