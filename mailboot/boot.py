@@ -42,10 +42,12 @@ def stage(name: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What the boot made: the DKIM keys (for the records), the rendered files, and which of
-    them it changed (a warm start's check beside the daemons reloads them)."""
+    """What the boot made: the DKIM keys (for the records), the certificate served, the
+    rendered files, and which of them it changed (a warm start's check beside the daemons
+    reloads them)."""
 
     keys: tuple[dkim.DomainKeys, ...]
+    certificate: certificates.Certificate
     rendered: tuple[Path, ...]
     changed: tuple[Path, ...]
 
@@ -80,7 +82,8 @@ def prepare(settings: Settings, paths: Paths, now: datetime, platform: BootPlatf
             render.mark_validated(files, paths)
     with stage("prepare the daemons"):
         platform.prepare(paths)
-    return Prepared(keys, tuple(file.target for file in files), tuple(changed))
+    return Prepared(keys, certificate, tuple(file.target for file in files),
+                    tuple(changed))
 
 
 def ensure_tls(settings: Settings, paths: Paths, now: datetime) -> certificates.Certificate:

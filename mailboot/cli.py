@@ -221,6 +221,7 @@ def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) 
     warmstart.forget_plan(paths)
     platform = boot.BootPlatform(prepare=registry.prepare_all, validate=registry.check_all)
     prepared = boot.prepare(settings, paths, now, platform)
+    argv = supervisor_argv(settings, paths)
     if settings.dns_check == "strict":
         announce_records(settings, paths, now, prepared.keys, out)
     else:
@@ -228,8 +229,6 @@ def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) 
             lambda: announce_records(settings, paths, now, prepared.keys, out),
             "printing the DNS records (`mailboot dns` prints them)",
             after=postfix.wait_until_listening)
-    argv = supervisor_argv(settings, paths)
-    if settings.dns_check != "strict":
         warmstart.write_plan(paths, warm_start_plan(settings, paths, prepared, argv))
     process.hand_over(argv)
     return 0  # only where hand_over is stubbed (tests)
@@ -247,7 +246,6 @@ def supervisor_argv(settings: Settings, paths: Paths) -> list[str]:
 def warm_start_plan(settings: Settings, paths: Paths, prepared: boot.Prepared,
                     argv: Sequence[str]) -> warmstart.Plan:
     """Everything this boot read or made, so a restart can tell whether it would change any."""
-    live = certificates.read_live(paths)
     named = [path for path in (settings.tls_cert_file, settings.tls_key_file,
                                settings.relay_password_file) if path is not None]
     watched = {
@@ -257,8 +255,8 @@ def warm_start_plan(settings: Settings, paths: Paths, prepared: boot.Prepared,
         "the files the settings name": named,
         "the rendered configuration": [*prepared.rendered, paths.validated_mark],
     }
-    usable_until = certificates.usable_until(live) if live else datetime.fromtimestamp(0, UTC)
-    return warmstart.make_plan(paths, argv, usable_until, settings.warnings, watched, os.environ)
+    return warmstart.make_plan(paths, argv, certificates.usable_until(prepared.certificate),
+                               settings.warnings, watched, os.environ)
 
 
 def announce_records(settings: Settings, paths: Paths, now: datetime,
