@@ -10,9 +10,9 @@ import sys
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["run"]:
-        from mailboot import warmstart
+        from mailboot.boot import warmstart
 
         warmstart.main(os.environ)  # returns only when the full boot must run
-    from mailboot.cli import main
+    from mailboot.cli.main import main
 
     raise SystemExit(main())

@@ -1,5 +1,5 @@
 """`python -m mailboot` is the same as the `mailboot` command."""
 
-from mailboot.cli import main
+from mailboot.cli.main import main
 
 raise SystemExit(main())

@@ -17,14 +17,14 @@ from typing import Any
 
 import jinja2
 
-from mailboot.accounts import PostfixMaps
+from mailboot.base.files import write_atomically
+from mailboot.base.paths import Paths
+from mailboot.base.users import VMAIL_GID, VMAIL_UID
 from mailboot.daemons import opendkim, postfix, registry
-from mailboot.dkim import DomainKeys
-from mailboot.files import write_atomically
-from mailboot.paths import Paths
-from mailboot.settings import Settings
+from mailboot.dkim.keys import DomainKeys
+from mailboot.mailboxes.accounts import PostfixMaps
+from mailboot.settings.table import Settings
 from mailboot.tls.certificates import Certificate
-from mailboot.users import VMAIL_GID, VMAIL_UID
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 # Every daemon's templates (templates/ mirrors /etc); secret ones are readable by root alone.

@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailboot import dkim
-from mailboot.dkim import DomainKeys
-from mailboot.errors import IssueError
-from mailboot.paths import Paths
-from mailboot.settings import Settings, load_settings
-from mailboot.tls.acme_issuer import Issued
+from mailboot.acme.issuer import Issued
+from mailboot.base.errors import IssueError
+from mailboot.base.paths import Paths
+from mailboot.dkim import keys as dkim
+from mailboot.dkim.keys import DomainKeys
+from mailboot.settings.table import Settings, load_settings
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -233,9 +233,9 @@ class FakeCa:
 RUN_UNTIL_THE_HAND_OVER = """
 import os, sys
 from pathlib import Path
-from mailboot import cli
+from mailboot.cli import main as cli
 from mailboot.daemons import registry
-from mailboot.paths import Paths
+from mailboot.base.paths import Paths
 root = Path(sys.argv[1])
 cli.Paths = lambda data_dir: Paths(data_dir, config_root=root / "root", run_dir=root / "run")
 registry.check_all = registry.prepare_all = lambda paths: None

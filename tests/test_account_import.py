@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailboot import account_import
-from mailboot.account_import import Refusal
+from mailboot.mailboxes import bulk_import as account_import
+from mailboot.mailboxes.bulk_import import Refusal
 
 DOMAINS = ("example.com", "example.org")
 BCRYPT = "{BLF-CRYPT}$2y$05$abcdefghijklmnopqrstuu5Z0vS1x6kq0Wq7wJm2uYV3o9l0G6b7S"

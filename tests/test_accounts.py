@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mailboot import accounts
-from mailboot.accounts import Account, Alias
-from mailboot.errors import AccountError, StateError
-from mailboot.paths import Paths
+from mailboot.base.errors import AccountError, StateError
+from mailboot.base.paths import Paths
+from mailboot.mailboxes import accounts
+from mailboot.mailboxes.accounts import Account, Alias
 
 DOMAINS = ("example.com", "example.org")
 HASH = "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA"

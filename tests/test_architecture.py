@@ -19,9 +19,9 @@ PACKAGE = ROOT / "mailboot"
 DAEMON_MODULES = {"mailboot.daemons.postfix", "mailboot.daemons.dovecot",
                   "mailboot.daemons.opendkim"}
 # What a daemon's module may build on: the ground floor, never the rooms above it.
-GROUND_FLOOR = {"mailboot.commands", "mailboot.errors", "mailboot.files", "mailboot.paths",
-                "mailboot.users", "mailboot.daemons", "mailboot.daemons.daemon", "mailboot.dkim",
-                "mailboot.settings"}
+GROUND_FLOOR = {"mailboot.base.programs", "mailboot.base.errors", "mailboot.base.files", "mailboot.base.paths",
+                "mailboot.base.users", "mailboot.daemons", "mailboot.daemons.daemon", "mailboot.dkim.keys",
+                "mailboot.settings.table"}
 
 
 def module_name(path: Path) -> str:
@@ -123,8 +123,8 @@ def test_the_supervisor_imports_nothing_heavy() -> None:
     probe = ("import sys, mailboot.daemons.supervisor; print(' '.join(sorted(sys.modules)))")
     loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
                                 capture_output=True, text=True).stdout.split())
-    heavy = {"mailboot.settings", "idna", "cryptography", "jinja2", "dns", "acme", "requests",
-             "spf", "ssl", "_ssl", "asyncio", "mailboot.worker", "mailboot.tls.http_core",
+    heavy = {"mailboot.settings.table", "idna", "cryptography", "jinja2", "dns", "acme", "requests",
+             "spf", "ssl", "_ssl", "asyncio", "mailboot.worker.tasks", "mailboot.web.server",
              "_hashlib"}  # OpenSSL's hash library: 5 MiB resident
     assert not heavy & loaded
 
@@ -132,20 +132,20 @@ def test_the_supervisor_imports_nothing_heavy() -> None:
 def test_the_warm_start_imports_neither_the_command_line_nor_the_boots_libraries() -> None:
     """A restart with nothing changed reaches the daemons without what the full boot imports
     (its stages run beside them, in a child that imports them there)."""
-    probe = ("import sys, mailboot.warmstart, mailboot.datadir, mailboot.process, "
+    probe = ("import sys, mailboot.boot.warmstart, mailboot.boot.datadir, mailboot.boot.process, "
              "mailboot.daemons.registry; print(' '.join(sorted(sys.modules)))")
     loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
                                 capture_output=True, text=True).stdout.split())
-    assert not {"mailboot.cli", "mailboot.boot", "cryptography", "jinja2", "dns",
+    assert not {"mailboot.cli.main", "mailboot.boot.stages", "cryptography", "jinja2", "dns",
                 "acme"} & loaded
 
 
 def test_the_port_25_policy_process_imports_no_tls_stack_or_templates() -> None:
     """Postfix starts one per smtpd that asks: it needs dnspython, not the rest."""
-    probe = "import sys, mailboot.inbound_policy; print(' '.join(sorted(sys.modules)))"
+    probe = "import sys, mailboot.inbound.service; print(' '.join(sorted(sys.modules)))"
     loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
                                 capture_output=True, text=True).stdout.split())
-    assert not {"cryptography", "jinja2", "acme", "requests", "mailboot.settings"} & loaded
+    assert not {"cryptography", "jinja2", "acme", "requests", "mailboot.settings.table"} & loaded
 
 
 def declared_dependencies() -> set[str]:

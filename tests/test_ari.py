@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailboot.tls import ari
+from mailboot.acme import ari
 from tests.conftest import NOW
 
 

@@ -15,8 +15,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from mailboot import archive, backup, cli, restore
-from mailboot.errors import ArchiveError, StateError
+from mailboot.backup import archive, restore
+from mailboot.backup import take as backup
+from mailboot.base.errors import ArchiveError, StateError
+from mailboot.cli import main as cli
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 MAILDIR = Path("mail/example.com/alice/Maildir")

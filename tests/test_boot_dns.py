@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from mailboot.announce import print_records
-from mailboot.datadir import check_data_dir
-from mailboot.dkim import DomainKeys
-from mailboot.dnsanswer import Answer
-from mailboot.dnscheck import SHARED_FAILURE_HINT
-from mailboot.errors import DnsNotReady, StateError
-from mailboot.paths import Paths
-from mailboot.settings import Settings
+from mailboot.base.errors import DnsNotReady, StateError
+from mailboot.base.paths import Paths
+from mailboot.boot.announce import print_records
+from mailboot.boot.datadir import check_data_dir
+from mailboot.dkim.keys import DomainKeys
+from mailboot.dns.answer import Answer
+from mailboot.records.doctor import SHARED_FAILURE_HINT
+from mailboot.settings.table import Settings
 
 
 def nothing_published(name: str, rtype: str) -> Answer:

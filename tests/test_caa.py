@@ -12,15 +12,16 @@ import dns.rdatatype
 import dns.zone
 import pytest
 
-from mailboot import dnscheck, dnsformat
-from mailboot.dkim import DomainKeys
-from mailboot.dnsanswer import Answer
-from mailboot.dnscheck import Status
-from mailboot.dnsrecords import Kind, Record, all_records, build_record_groups
-from mailboot.errors import ConfigError
-from mailboot.paths import Paths
-from mailboot.settings import Settings
-from mailboot.tls import caa
+from mailboot.acme import caa
+from mailboot.base.errors import ConfigError
+from mailboot.base.paths import Paths
+from mailboot.dkim.keys import DomainKeys
+from mailboot.dns.answer import Answer
+from mailboot.records import doctor as dnscheck
+from mailboot.records import zonefile as dnsformat
+from mailboot.records.build import Kind, Record, all_records, build_record_groups
+from mailboot.records.doctor import Status
+from mailboot.settings.table import Settings
 
 ACCOUNT = "https://acme-v02.api.letsencrypt.org/acme/acct/123456789"
 

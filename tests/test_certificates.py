@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from mailboot.paths import Paths
+from mailboot.base.paths import Paths
 from mailboot.tls import certificates
 from tests.conftest import NOW, FakeCa, snapshot
 

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from mailboot.base.paths import Paths
+from mailboot.base.sockets import listening_socket
 from mailboot.daemons import children
 from mailboot.daemons.children import HttpActivation, WorkerRuns
-from mailboot.listen import listening_socket
-from mailboot.paths import Paths
-from mailboot.settings import Settings
-from mailboot.tls import certificates, mtasts
+from mailboot.dns import names
+from mailboot.settings.table import Settings
+from mailboot.standards import mtasts
+from mailboot.tls import certificates
 from tests.conftest import NOW
 
 HOUR = 3600.0
@@ -167,7 +169,7 @@ def served(make_settings: Callable[..., Settings], data_dir: Path) -> Iterator[
     environment = {"DATA_DIR": str(data_dir), "MAIL_DOMAINS": "example.com",
                    "PUBLIC_IPV4": "203.0.113.25"}
     settings = make_settings(**environment)
-    certificates.ensure_certificate(Paths(data_dir), certificates.tls_names(settings), NOW)
+    certificates.ensure_certificate(Paths(data_dir), names.tls_names(settings), NOW)
     sockets = {"http": listening_socket("127.0.0.1", 0),
                "https": listening_socket("127.0.0.1", 0)}
     ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mailboot import accounts, cli_accounts
-from mailboot.cli import main
-from mailboot.dnscheck import SHARED_FAILURE_HINT
+from mailboot.cli import accounts as cli_accounts
+from mailboot.cli.main import main
+from mailboot.mailboxes import accounts
+from mailboot.records.doctor import SHARED_FAILURE_HINT
 from tests.conftest import FakeDns, offline_run_settings, run_until_the_hand_over, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,7 +256,7 @@ def test_account_import_refuses_the_whole_list_for_one_bad_line(
 
 
 def test_a_quota_is_described_as_set(tmp_path: Path) -> None:
-    from mailboot.settings import load_settings
+    from mailboot.settings.table import load_settings
 
     plain = load_settings({"MAIL_DOMAINS": "example.com", "DATA_DIR": str(tmp_path)})
     capped = load_settings({"MAIL_DOMAINS": "example.com", "DATA_DIR": str(tmp_path),

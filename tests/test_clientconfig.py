@@ -11,12 +11,13 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from mailboot import clientconfig
-from mailboot.clientconfig import MailService
-from mailboot.dnsrecords import srv_records
-from mailboot.settings import Settings
-from mailboot.tls import certificates, policy_server
-from mailboot.tls.http_core import Request, Response
+from mailboot.dns import names
+from mailboot.records.build import srv_records
+from mailboot.settings.table import Settings
+from mailboot.web import clientconfig
+from mailboot.web import port443 as policy_server
+from mailboot.web.clientconfig import MailService
+from mailboot.web.server import Request, Response
 
 SERVICE = MailService("mail.example.com", ("example.com", "example.org"))
 POLICIES = {"mta-sts.example.com": b"version: STSv1\r\n"}
@@ -237,7 +238,7 @@ def test_the_certificate_covers_the_client_names_after_the_policy_hosts(
         make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(MAIL_DOMAINS="example.com,example.org",
                              MAIL_HOSTNAME="mail.example.com")
-    assert certificates.tls_names(settings) == [
+    assert names.tls_names(settings) == [
         "mail.example.com", "mta-sts.example.com", "mta-sts.example.org",
         "autoconfig.example.com", "autodiscover.example.com",
         "autoconfig.example.org", "autodiscover.example.org"]

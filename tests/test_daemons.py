@@ -15,7 +15,7 @@ import pytest
 
 from mailboot.daemons import postfix, registry, unbound
 from mailboot.daemons.supervisor import format_syslog
-from mailboot.settings import Settings
+from mailboot.settings.table import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from mailboot import dkim
-from mailboot.errors import StateError
-from mailboot.paths import Paths
+from mailboot.base.errors import StateError
+from mailboot.base.paths import Paths
+from mailboot.dkim import keys as dkim
 from tests.conftest import NOW, snapshot
 
 

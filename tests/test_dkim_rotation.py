@@ -16,16 +16,20 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from mailboot import cli_dkim, dkim, dkimrotation, dkimstate, render
-from mailboot.cli import main
-from mailboot.dkim import DkimKey
-from mailboot.dkimrotation import DkimRotation
-from mailboot.dkimstate import Role
-from mailboot.dnsanswer import Answer
-from mailboot.dnsrecords import dkim_records
-from mailboot.errors import ConfigError, KeyImportError, StateError
-from mailboot.paths import Paths
-from mailboot.settings import Settings
+from mailboot import render
+from mailboot.base.errors import ConfigError, KeyImportError, StateError
+from mailboot.base.paths import Paths
+from mailboot.cli import dkim as cli_dkim
+from mailboot.cli.main import main
+from mailboot.dkim import keys as dkim
+from mailboot.dkim import state as dkimstate
+from mailboot.dkim.keys import DkimKey
+from mailboot.dkim.state import Role
+from mailboot.dns.answer import Answer
+from mailboot.records.build import dkim_records
+from mailboot.rotation import dkim as dkimrotation
+from mailboot.rotation.dkim import DkimRotation
+from mailboot.settings.table import Settings
 from tests.conftest import NOW, snapshot
 
 DOMAIN = "example.com"

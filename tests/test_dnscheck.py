@@ -7,18 +7,18 @@ from collections.abc import Callable
 
 import pytest
 
-from mailboot.dkim import DomainKeys
-from mailboot.dnsanswer import Answer
-from mailboot.dnscheck import (
+from mailboot.dkim.keys import DomainKeys
+from mailboot.dns.answer import Answer
+from mailboot.records.build import Kind, Record, all_records, build_record_groups
+from mailboot.records.doctor import (
     SHARED_FAILURE_HINT,
     Finding,
     Status,
     check_records,
     shared_failure,
 )
-from mailboot.dnsrecords import Kind, Record, all_records, build_record_groups
-from mailboot.settings import Settings
-from mailboot.tls.tlskeys import TlsaKeys
+from mailboot.settings.table import Settings
+from mailboot.tls.keys import TlsaKeys
 
 HOST_IP = "203.0.113.25"
 

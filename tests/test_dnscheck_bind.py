@@ -160,9 +160,9 @@ def test_by_default_the_zones_own_name_servers_are_asked(
     import dns.nameserver
     import dns.resolver
 
-    from mailboot.dnscheck import check_records
-    from mailboot.dnslookup import DnsLookup
-    from mailboot.dnsrecords import mx_record, ptr_record
+    from mailboot.dns.lookup import DnsLookup
+    from mailboot.records.build import mx_record, ptr_record
+    from mailboot.records.doctor import check_records
 
     glue = "@ 3600 IN NS ns1.example.com.\nns1 3600 IN A 127.0.0.1\n"
     port = serve(printed_zone + glue, PTR)

@@ -14,8 +14,9 @@ import dns.zone
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from mailboot.dkim import DomainKeys
-from mailboot.dnsformat import (
+from mailboot.dkim.keys import DomainKeys
+from mailboot.records.build import Kind, RecordGroup, Where, all_records, build_record_groups
+from mailboot.records.zonefile import (
     MAX_TXT_STRING,
     json_text,
     quote_txt,
@@ -23,8 +24,7 @@ from mailboot.dnsformat import (
     txt_strings,
     zone_text,
 )
-from mailboot.dnsrecords import Kind, RecordGroup, Where, all_records, build_record_groups
-from mailboot.settings import Settings
+from mailboot.settings.table import Settings
 
 MakeSettings = Callable[..., Settings]
 MakeKeys = Callable[[Settings], tuple[DomainKeys, ...]]

@@ -9,11 +9,11 @@ import dns.nameserver
 import dns.resolver
 import pytest
 
-from mailboot.dkim import DomainKeys
-from mailboot.dnscheck import SHARED_FAILURE_HINT, Status, check_records, shared_failure
-from mailboot.dnslookup import NS_TTL_CEILING, NS_TTL_FLOOR, DnsLookup, system_failure
-from mailboot.dnsrecords import all_records, build_record_groups
-from mailboot.settings import Settings
+from mailboot.dkim.keys import DomainKeys
+from mailboot.dns.lookup import NS_TTL_CEILING, NS_TTL_FLOOR, DnsLookup, system_failure
+from mailboot.records.build import all_records, build_record_groups
+from mailboot.records.doctor import SHARED_FAILURE_HINT, Status, check_records, shared_failure
+from mailboot.settings.table import Settings
 from tests.conftest import FakeDns, closed_port
 
 StartDns = Callable[..., FakeDns]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mailboot.dkim import DomainKeys
-from mailboot.dnsrecords import (
+from mailboot.dkim.keys import DomainKeys
+from mailboot.records.build import (
     Kind,
     Record,
     RecordGroup,
@@ -15,9 +15,9 @@ from mailboot.dnsrecords import (
     caa_records,
     tlsa_records,
 )
-from mailboot.settings import Settings
-from mailboot.tls import mtasts
-from mailboot.tls.tlskeys import TlsaKeys
+from mailboot.settings.table import Settings
+from mailboot.standards import mtasts
+from mailboot.tls.keys import TlsaKeys
 
 MakeSettings = Callable[..., Settings]
 MakeKeys = Callable[[Settings], tuple[DomainKeys, ...]]

@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from mailboot.dkim import DomainKeys
-from mailboot.dnsanswer import Answer
-from mailboot.dnsrecords import Record, all_records, build_record_groups
-from mailboot.dnswatch import DnsWatcher
-from mailboot.settings import Settings
-from mailboot.taskstate import StateUnreadable
+from mailboot.base.taskstate import StateUnreadable
+from mailboot.dkim.keys import DomainKeys
+from mailboot.dns.answer import Answer
+from mailboot.records.build import Record, all_records, build_record_groups
+from mailboot.records.watch import DnsWatcher
+from mailboot.settings.table import Settings
 from tests.conftest import NOW
 
 

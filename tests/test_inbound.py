@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mailboot import inbound_policy, smtp_policy
-from mailboot.dnsanswer import Answer
-from mailboot.inbound import (
+from mailboot.dns.answer import Answer
+from mailboot.inbound import protocol as smtp_policy
+from mailboot.inbound import service as inbound_policy
+from mailboot.inbound.decide import (
     DUNNO,
     Blocklist,
     FileNotes,
@@ -21,7 +22,7 @@ from mailboot.inbound import (
     default_gateway,
     reverse_name,
 )
-from mailboot.publicsuffix import parse_rules
+from mailboot.standards.publicsuffix import parse_rules
 
 RULES = parse_rules(["// comment", "com", "net", "co.uk", "*.ck", "!www.ck"])
 GOOD_IP, BAD_IP = "192.0.2.10", "198.51.100.7"
@@ -205,7 +206,7 @@ def test_one_policy_process_answers_every_smtpd_on_the_handed_socket_and_ends_wh
     listener.bind(str(tmp_path / "policy"))
     listener.listen(8)
     process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "mailboot.inbound_policy",
+        [sys.executable, "-P", "-m", "mailboot.inbound.service",
          f"--listen-fd={listener.fileno()}", "--idle=1", f"--notes={tmp_path}",
          "--blocklist=key.zen.dq.spamhaus.net=zen.spamhaus.org"],
         pass_fds=[listener.fileno()], stderr=subprocess.PIPE)

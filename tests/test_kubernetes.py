@@ -22,9 +22,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mailboot import health
-from mailboot.errors import ConfigError
-from mailboot.settings import SETTINGS_BY_NAME, TABLE, load_settings
+from mailboot.base.errors import ConfigError
+from mailboot import health as health_entry
+from mailboot.diagnose import health
+from mailboot.settings.table import SETTINGS_BY_NAME, TABLE, load_settings
 from tests.kustomize import DEPLOY, OVERLAYS, ROOT, Manifest, mail_container, only, render
 
 # Every field used is GA here (persistentVolumeClaimRetentionPolicy became GA in 1.32).
@@ -157,7 +158,8 @@ def healthcheck_command() -> list[str]:
     """The Dockerfile's HEALTHCHECK CMD, the health module that `mailboot health` runs."""
     (cmd,) = re.findall(r"^\s*CMD (\[.*\])$", dockerfile_healthcheck(), re.MULTILINE)
     command = yaml.safe_load(cmd)
-    assert command[-2:] == ["-m", health.__name__]
+    # The stable name the probes call (a shim for mailboot.diagnose.health).
+    assert command[-2:] == ["-m", health_entry.__name__]
     return list(command)
 
 

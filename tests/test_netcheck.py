@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mailboot.dnsanswer import Answer
-from mailboot.netcheck import (
+from mailboot.dns.answer import Answer
+from mailboot.network.outbound import (
     OutboundPortCheck,
     PortResult,
     PortStatus,
@@ -21,8 +21,8 @@ from mailboot.netcheck import (
     outbound_task,
     read_state,
 )
-from mailboot.parse import OutboundTarget, SettingValueError, parse_outbound_check
-from mailboot.settings import load_settings
+from mailboot.settings.table import load_settings
+from mailboot.settings.values import OutboundTarget, SettingValueError, parse_outbound_check
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 GMAIL = OutboundTarget("gmail.com", 25, by_mx=True)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from mailboot.parse import (
+from mailboot.settings.values import (
     LONGEST_FIRST_WAIT,
     SettingValueError,
     parse_connection_limit,

@@ -16,13 +16,11 @@ from pathlib import Path
 import dns.exception
 import pytest
 
-from mailboot.announce import Network, announce
-from mailboot.boot import BootPlatform, prepare
-from mailboot.cli import main
-from mailboot.netcheck import OutboundPortCheck
-from mailboot.parse import EchoServer, SettingValueError, parse_address_discovery
-from mailboot.paths import Paths
-from mailboot.publicaddress import (
+from mailboot.base.paths import Paths
+from mailboot.boot.announce import Network, announce
+from mailboot.boot.stages import BootPlatform, prepare
+from mailboot.cli.main import main
+from mailboot.network.address import (
     AddressCheck,
     Discover,
     Found,
@@ -32,8 +30,10 @@ from mailboot.publicaddress import (
     effective_settings,
     settle,
 )
-from mailboot.settings import Settings, load_settings
-from mailboot.worker import network_checks
+from mailboot.network.outbound import OutboundPortCheck
+from mailboot.settings.table import Settings, load_settings
+from mailboot.settings.values import EchoServer, SettingValueError, parse_address_discovery
+from mailboot.worker.tasks import network_checks
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 GOOGLE = EchoServer("o-o.myaddr.l.google.com", "ns1.google.com")

@@ -10,13 +10,14 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from mailboot import accounts, render
-from mailboot.accounts import Account
+from mailboot import render
+from mailboot.base.errors import CommandError
+from mailboot.base.paths import Paths
 from mailboot.daemons import dovecot, postfix
-from mailboot.dkim import DomainKeys
-from mailboot.errors import CommandError
-from mailboot.paths import Paths
-from mailboot.settings import Settings, load_settings
+from mailboot.dkim.keys import DomainKeys
+from mailboot.mailboxes import accounts
+from mailboot.mailboxes.accounts import Account
+from mailboot.settings.table import Settings, load_settings
 from mailboot.tls import certificates
 from tests.conftest import NOW
 
@@ -471,7 +472,7 @@ def test_the_policy_process_asks_the_blocklists_postscreen_asks(tmp_path: Path) 
     settings = load_settings({"MAIL_DOMAINS": "example.com", "DATA_DIR": str(tmp_path)})
     paths = Paths(tmp_path)
     command = postfix.policy_command(settings, paths)
-    assert command[:4] == ["/usr/bin/python3", "-P", "-m", "mailboot.inbound_policy"]
+    assert command[:4] == ["/usr/bin/python3", "-P", "-m", "mailboot.inbound.service"]
     assert "--blocklist=zen.spamhaus.org=zen.spamhaus.org" in command
     assert "--blocklist=list.dnswl.org=list.dnswl.org" in command
     assert postfix.policy_socket(paths) == paths.postfix_queue / "private" / "mailboot-policy"

@@ -9,13 +9,14 @@ from pathlib import Path
 import dkim
 import pytest
 
-from mailboot import accounts, selftest
-from mailboot.dkim import DomainKeys, ensure_keys
-from mailboot.dnsanswer import Answer
-from mailboot.dnsrecords import all_records, build_record_groups
-from mailboot.paths import Paths
-from mailboot.publicsuffix import parse_rules
-from mailboot.settings import Settings
+from mailboot.base.paths import Paths
+from mailboot.diagnose import selftest
+from mailboot.dkim.keys import DomainKeys, ensure_keys
+from mailboot.dns.answer import Answer
+from mailboot.mailboxes import accounts
+from mailboot.records.build import all_records, build_record_groups
+from mailboot.settings.table import Settings
+from mailboot.standards.publicsuffix import parse_rules
 from tests.conftest import NOW
 
 IP4, IP6, OTHER = "203.0.113.5", "2001:db8::5", "192.0.2.99"
@@ -253,7 +254,7 @@ def test_the_sender_is_the_domains_first_mailbox_or_postmaster(
 def test_log_summary_says_pass_in_one_line(settings: Settings, keys: tuple[DomainKeys, ...],
                                            caplog: pytest.LogCaptureFixture) -> None:
     dns = published(settings, keys)
-    with caplog.at_level(logging.INFO, logger="mailboot.selftest"):
+    with caplog.at_level(logging.INFO, logger="mailboot.diagnose.selftest"):
         report = selftest.log_summary(settings, Paths(settings.data_dir), dns, NOW, RULES)
     assert report is not None and report.ok
     (line,) = caplog.messages
@@ -266,7 +267,7 @@ def test_log_summary_names_what_fails_and_the_records(
         caplog: pytest.LogCaptureFixture) -> None:
     dns = published(settings, keys)
     dns.remove(keys[0].signing.record_name, "TXT")
-    with caplog.at_level(logging.INFO, logger="mailboot.selftest"):
+    with caplog.at_level(logging.INFO, logger="mailboot.diagnose.selftest"):
         selftest.log_summary(settings, Paths(settings.data_dir), dns, NOW, RULES)
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
@@ -280,7 +281,7 @@ def test_log_summary_never_raises(settings: Settings, keys: tuple[DomainKeys, ..
                                   caplog: pytest.LogCaptureFixture) -> None:
     accounts.passwd_path(Paths(settings.data_dir)).parent.mkdir(parents=True, exist_ok=True)
     accounts.passwd_path(Paths(settings.data_dir)).write_text("garbage\n")
-    with caplog.at_level(logging.INFO, logger="mailboot.selftest"):
+    with caplog.at_level(logging.INFO, logger="mailboot.diagnose.selftest"):
         assert selftest.log_summary(settings, Paths(settings.data_dir), Dns({}), NOW,
                                     RULES) is None
     assert caplog.messages[0].startswith("selftest: could not run: ")

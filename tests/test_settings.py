@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mailboot import settings as settings_module
-from mailboot.cli import main
-from mailboot.errors import ConfigError
-from mailboot.parse import SettingValueError
-from mailboot.settings import (
+from mailboot.base.errors import ConfigError
+from mailboot.cli.main import main
+from mailboot.settings import table as settings_module
+from mailboot.settings.table import (
     LETS_ENCRYPT,
     SETTINGS_BY_NAME,
     TABLE,
@@ -23,6 +22,7 @@ from mailboot.settings import (
     load_settings,
     settings_markdown,
 )
+from mailboot.settings.values import SettingValueError
 
 GOOD = {"MAIL_DOMAINS": "example.com", "DATA_DIR": "/srv/mail"}
 # A valid pair, so that one bad half of it is the only problem reported.

@@ -12,16 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from mailboot import cli, mailqueue, problems, status, statusformat
-from mailboot.dkim import DomainKeys
-from mailboot.dnscheck import Finding, Status
-from mailboot.dnsrecords import Record, RecordGroup, build_record_groups
-from mailboot.errors import CommandError
-from mailboot.mailqueue import Queue
-from mailboot.paths import Paths
-from mailboot.problems import Problem, ProblemLog
-from mailboot.settings import Settings
-from mailboot.tls import ari, certificates
+from mailboot.acme import ari
+from mailboot.base.errors import CommandError
+from mailboot.base.paths import Paths
+from mailboot.cli import main as cli
+from mailboot.cli import status_view as statusformat
+from mailboot.diagnose import problems, status
+from mailboot.diagnose import queue as mailqueue
+from mailboot.diagnose.problems import Problem, ProblemLog
+from mailboot.diagnose.queue import Queue
+from mailboot.dkim.keys import DomainKeys
+from mailboot.dns import names
+from mailboot.records.build import Record, RecordGroup, build_record_groups
+from mailboot.records.doctor import Finding, Status
+from mailboot.settings.table import Settings
+from mailboot.tls import certificates
 from tests.conftest import NOW, FakeCa, FakeDns
 
 HASH = "{BLF-CRYPT}$2y$05$abcdefghijklmnopqrstuv"
@@ -169,7 +174,7 @@ def paths(settings: Settings, tmp_path: Path) -> Paths:
 def all_in_place(settings: Settings, paths: Paths) -> None:
     """A certificate from the CA, a mailbox, port 25 open, an old problem only."""
     ca = FakeCa()
-    issued = ca.issue(certificates.tls_names(settings))
+    issued = ca.issue(names.tls_names(settings))
     certificates.install(paths, "acme", issued.key_pem, issued.chain_pem, NOW)
     paths.accounts_dir.mkdir(parents=True)
     paths.passwd_file.write_text(f"alice@example.com:{HASH}::::::\n")
@@ -268,7 +273,7 @@ def test_each_part_that_is_not_in_place_says_so(
         "status": "blocked", "target": "gmail-smtp-in.l.google.com (192.0.2.7) port 25",
         "detail": "no answer within 5 s", "via_relay": None, "checked": NOW.isoformat()}))
     paths.worker_problems.write_text(problems.problems_json(
-        [Problem(NOW + timedelta(hours=23), "ERROR", "mailboot.worker", "worker: it broke")]))
+        [Problem(NOW + timedelta(hours=23), "ERROR", "mailboot.worker.tasks", "worker: it broke")]))
     report = gather(settings, paths, fakes, make_keys)
     found = report.not_in_place
     assert [line.split(":")[0] for line in found] == ["dns", "queue", "disk", "outbound",

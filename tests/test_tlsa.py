@@ -16,20 +16,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mailboot import dnsformat, worker
-from mailboot.dane import TlsaSource, tlsa_name
-from mailboot.dkim import DomainKeys
-from mailboot.dnsanswer import Answer
-from mailboot.dnscheck import Status, check_records
-from mailboot.dnslookup import _parent
-from mailboot.dnsrecords import Kind, all_records, build_record_groups
-from mailboot.paths import Paths
-from mailboot.settings import Settings
-from mailboot.tls import certificates, tlskeys
-from mailboot.tls.acme_issuer import Issued
-from mailboot.tls.challenges import ChallengeStore
-from mailboot.tls.keeper import Keeper, keeper_for
-from mailboot.tls.rollover import KeyRollover
+from mailboot.acme.issuer import Issued
+from mailboot.acme.keeper import Keeper, keeper_for
+from mailboot.base.paths import Paths
+from mailboot.dkim.keys import DomainKeys
+from mailboot.dns.answer import Answer
+from mailboot.dns.lookup import _parent
+from mailboot.dns.names import tlsa_name
+from mailboot.records import zonefile as dnsformat
+from mailboot.records.build import Kind, all_records, build_record_groups
+from mailboot.records.doctor import Status, check_records
+from mailboot.rotation.tls_key import KeyRollover
+from mailboot.settings.table import Settings
+from mailboot.tls import certificates
+from mailboot.tls import keys as tlskeys
+from mailboot.tls.dane import TlsaSource
+from mailboot.web.challenges import ChallengeStore
+from mailboot.worker import tasks as worker
 from tests.conftest import NOW, FakeCa, require_tool
 from tests.test_worker import HOST, World
 

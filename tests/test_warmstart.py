@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mailboot import warmstart
-from mailboot.paths import WARM_START_PLAN, Paths
+from mailboot.base.paths import WARM_START_PLAN, Paths
+from mailboot.boot import warmstart
 from tests.conftest import offline_run_settings, run_until_the_hand_over
 
 RELAY_PASSWORD = "relay-secret-Zq9"

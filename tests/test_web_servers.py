@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from mailboot.clientconfig import MailService
-from mailboot.paths import Paths
-from mailboot.tls import certificates, http_server, policy_server
-from mailboot.tls.challenges import ChallengeStore
-from mailboot.tls.http_core import (
+from mailboot.base.paths import Paths
+from mailboot.tls import certificates
+from mailboot.web import port80 as http_server
+from mailboot.web import port443 as policy_server
+from mailboot.web.challenges import ChallengeStore
+from mailboot.web.clientconfig import MailService
+from mailboot.web.server import (
     BadRequest,
     Limits,
     Request,

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from mailboot import worker
-from mailboot.errors import IssueError
-from mailboot.paths import Paths
-from mailboot.settings import Settings
-from mailboot.taskstate import JsonObject, Saved, StateUnreadable
+from mailboot.acme.keeper import AcmeKeeper, Keeper, keeper_for
+from mailboot.base.errors import IssueError
+from mailboot.base.paths import Paths
+from mailboot.base.taskstate import JsonObject, Saved, StateUnreadable
+from mailboot.settings.table import Settings
 from mailboot.tls import certificates
-from mailboot.tls.challenges import ChallengeStore
-from mailboot.tls.keeper import AcmeKeeper, Keeper, keeper_for
+from mailboot.web.challenges import ChallengeStore
+from mailboot.worker import tasks as worker
 from tests.conftest import NOW, FakeCa
 
 HOST = "203.0.113.25"
@@ -291,7 +291,7 @@ def test_an_unreachable_ca_is_reported_before_dns_is_ready(
 
 def test_network_failures_from_the_acme_library_become_issue_errors() -> None:
     """acme's ClientNetwork raises a bare ValueError("Requesting ...") when it can't connect."""
-    from mailboot.tls.acme_issuer import _explained
+    from mailboot.acme.issuer import _explained
 
     with pytest.raises(IssueError, match="reading the CA's directory: the CA can't be reached"), \
             _explained("reading the CA's directory"):
@@ -319,7 +319,7 @@ def test_more_names_than_one_certificate_takes_are_spread_over_several(
 
 
 def test_certificate_groups() -> None:
-    from mailboot.tls.keeper import certificate_groups
+    from mailboot.acme.keeper import certificate_groups
 
     assert certificate_groups(["a", "b", "c"], limit=2) == [["a", "b"], ["c"]]
     assert certificate_groups(["a"], limit=100) == [["a"]]

@@ -3,7 +3,7 @@
 Both keep the resident supervisor small: it imports neither `ssl` nor the ACME client, and
 starts a Python process only when there is something to do.
 
-- `WorkerRuns`: the worker (`python3 -P -m mailboot.worker --once`) runs a few seconds after
+- `WorkerRuns`: the worker (`python3 -P -m mailboot.worker.tasks --once`) runs a few seconds after
   the start (once the daemons are up), when its state file's `next_run` comes, when a file it
   asked to be watched changes (`mailboot tls rollover`, `mailboot dkim rotate`, a mounted
   certificate: one stat each, every few seconds), and at once on SIGUSR1. A run that fails or
@@ -12,8 +12,8 @@ starts a Python process only when there is something to do.
 - `Activation`: sockets bound by the supervisor at start; when a client connects and no child
   runs, the child is started with the listening sockets and serves until it has been idle a
   while. While it runs, the supervisor does not watch the sockets. Two use it: ports 80 and 443
-  (`HttpActivation`: `python3 -P -m mailboot.tls.http_child`), and Postfix's port-25 policy
-  socket (`python3 -P -m mailboot.inbound_policy`, as its own user): one process, however many
+  (`HttpActivation`: `python3 -P -m mailboot.web.child`), and Postfix's port-25 policy
+  socket (`python3 -P -m mailboot.inbound.service`, as its own user): one process, however many
   smtpd ask at once, and none while no mail arrives.
 
 The decisions are pure functions of the time (`next_run_after`, `retry_delay`, ...) so tests
@@ -224,11 +224,11 @@ class Activation:
 
 
 class HttpActivation(Activation):
-    """Ports 80 and 443: the HTTP child (`mailboot.tls.http_child`) serves both."""
+    """Ports 80 and 443: the HTTP child (`mailboot.web.child`) serves both."""
 
     def __init__(self, sockets: Mapping[str, socket.socket], environment: Mapping[str, str],
                  say: Say, idle: float | None = None,
-                 module: str = "mailboot.tls.http_child") -> None:
+                 module: str = "mailboot.web.child") -> None:
         super().__init__("the HTTP child for ports 80 and 443", sockets,
                          (sys.executable, "-P", "-m", module), environment, say, idle)
 

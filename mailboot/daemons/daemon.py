@@ -6,10 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mailboot.paths import Paths
+from mailboot.base.paths import Paths
 
 if TYPE_CHECKING:  # the supervisor imports the daemons' modules, and never needs the settings
-    from mailboot.settings import Settings
+    from mailboot.settings.table import Settings
 
 Action = Callable[[Paths], None]
 # The values a daemon's templates use, computed from the settings (templates hold no logic).

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailboot.commands import chown, run
+from mailboot.base.errors import CommandError
+from mailboot.base.files import write_atomically
+from mailboot.base.paths import Paths
+from mailboot.base.programs import chown, run
+from mailboot.base.users import VMAIL_GID, VMAIL_UID, user_ids
 from mailboot.daemons.daemon import Daemon
-from mailboot.errors import CommandError
-from mailboot.files import write_atomically
-from mailboot.paths import Paths
-from mailboot.users import VMAIL_GID, VMAIL_UID, user_ids
 
 if TYPE_CHECKING:
-    from mailboot.settings import Settings
+    from mailboot.settings.table import Settings
 
 log = logging.getLogger(__name__)
 

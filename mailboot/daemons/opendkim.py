@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailboot.commands import chown, run
+from mailboot.base.paths import DKIM_KEY_SUFFIX, Paths
+from mailboot.base.programs import chown, run
+from mailboot.base.users import user_ids
 from mailboot.daemons.daemon import Daemon
-from mailboot.paths import DKIM_KEY_SUFFIX, Paths
-from mailboot.users import user_ids
 
 if TYPE_CHECKING:
-    from mailboot.settings import Settings
+    from mailboot.settings.table import Settings
 
 OPENDKIM = "/usr/sbin/opendkim"
 # The milter's socket: OpenDKIM's notation, and the same in Postfix's (main.cf smtpd_milters).

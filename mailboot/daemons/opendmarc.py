@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mailboot.commands import run
+from mailboot.base.paths import Paths
+from mailboot.base.programs import run
 from mailboot.daemons.daemon import Daemon
-from mailboot.paths import Paths
 
 if TYPE_CHECKING:
-    from mailboot.settings import Settings
+    from mailboot.settings.table import Settings
 
 OPENDMARC = "/usr/sbin/opendmarc"
 SOCKET = "inet:8893@127.0.0.1"

@@ -11,14 +11,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailboot.commands import CHILD_ENV, chown, run, succeeds
+from mailboot.base.errors import StateError
+from mailboot.base.paths import Paths
+from mailboot.base.programs import CHILD_ENV, chown, run, succeeds
+from mailboot.base.sockets import SMTP_PORT
+from mailboot.base.users import user_ids
 from mailboot.daemons.daemon import Daemon
-from mailboot.errors import StateError
-from mailboot.paths import Paths
-from mailboot.users import user_ids
 
 if TYPE_CHECKING:
-    from mailboot.settings import Settings
+    from mailboot.settings.table import Settings
 
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
@@ -33,7 +34,7 @@ TEMPLATES = ("postfix/main.cf", "postfix/master.cf", *ACCOUNT_TABLES,
 # Spamhaus's domain blocklist (DBL), for HELO names, sender domains and the client's name:
 # 127.0.1.2-99 are listings; 127.255.255.x (query refused) never matches.
 DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
-# Our policy service (mailboot.inbound_policy), relative to the queue directory: the supervisor
+# Our policy service (mailboot.inbound.service), relative to the queue directory: the supervisor
 # listens there and starts the policy process on the first question (socket activation).
 POLICY_SERVICE = "mailboot-policy"
 POLICY_SOCKET = f"private/{POLICY_SERVICE}"
@@ -85,7 +86,7 @@ def policy_command(settings: Settings, paths: Paths) -> list[str]:
     in the log."""
     zones = dict.fromkeys(site.zone for site in settings.dnsbl)
     lists = [f"--blocklist={settings.blocklist_zone(zone)}={zone}" for zone in zones]
-    return [POLICY_PYTHON, "-P", "-m", "mailboot.inbound_policy",
+    return [POLICY_PYTHON, "-P", "-m", "mailboot.inbound.service",
             f"--notes={paths.inbound_state}", *lists]
 
 
@@ -186,7 +187,6 @@ DAEMON = Daemon(
 # proc(5): the kernel's TCP sockets, one per line: local address as HEX_IP:HEX_PORT, state 0A for
 # LISTEN.
 TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
-SMTP_PORT = 25
 
 
 def wait_until_listening(timeout: float = 30.0,

@@ -9,13 +9,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mailboot.base.errors import MailbootError
+from mailboot.base.paths import Paths
 from mailboot.daemons import dovecot, opendkim, opendmarc, postfix, unbound
 from mailboot.daemons.daemon import Daemon
-from mailboot.errors import MailbootError
-from mailboot.paths import Paths
 
 if TYPE_CHECKING:  # the supervisor imports this module, and never needs the settings
-    from mailboot.settings import Settings
+    from mailboot.settings.table import Settings
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
+from mailboot.base.sockets import listening_socket, unix_listening_socket
 from mailboot.daemons.children import Activation, HttpActivation, WorkerRuns, how_it_ended
-from mailboot.listen import listening_socket, unix_listening_socket
 
 STOP_TIMEOUT = 8.0  # seconds; Docker sends SIGKILL 10 s after SIGTERM by default
 EXIT_DAEMON_DIED = 1
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         activations += policy_activation(arguments)
     worker = None
     if arguments.worker_state is not None:
-        worker = WorkerRuns((sys.executable, "-P", "-m", "mailboot.worker", "--once"),
+        worker = WorkerRuns((sys.executable, "-P", "-m", "mailboot.worker.tasks", "--once"),
                             arguments.worker_state, dict(os.environ), say)
     return Supervisor(arguments.daemons, syslog, worker=worker, activations=activations).run()
 

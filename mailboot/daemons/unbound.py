@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailboot.commands import run
+from mailboot.base.paths import Paths
+from mailboot.base.programs import run
 from mailboot.daemons.daemon import Daemon
-from mailboot.paths import Paths
 
 if TYPE_CHECKING:
-    from mailboot.settings import Settings
+    from mailboot.settings.table import Settings
 
 log = logging.getLogger(__name__)
 

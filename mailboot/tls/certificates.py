@@ -28,11 +28,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailboot import clientconfig
-from mailboot.errors import StateError
-from mailboot.files import fsync_directory, remove_stale_temp_files, temp_path_for, write_new_file
-from mailboot.paths import Paths
-from mailboot.settings import Settings
+from mailboot.base.errors import StateError
+from mailboot.base.files import (
+    fsync_directory,
+    remove_stale_temp_files,
+    temp_path_for,
+    write_new_file,
+)
+from mailboot.base.paths import Paths
 
 log = logging.getLogger(__name__)
 
@@ -275,10 +278,3 @@ def install_manual(paths: Paths, cert_file: Path, key_file: Path, now: datetime)
         return False
     install(paths, "manual", key_pem, chain_pem, now)
     return True
-
-
-def tls_names(settings: Settings) -> list[str]:
-    """MAIL_HOSTNAME first, then the MTA-STS policy host of every domain (RFC 8461 §3.3), then
-    the names mail clients fetch their settings from (autoconfig., autodiscover.)."""
-    return [settings.hostname, *(f"mta-sts.{domain}" for domain in settings.domains),
-            *clientconfig.client_hosts(settings.domains)]

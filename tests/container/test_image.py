@@ -38,7 +38,7 @@ SIEVE = ('require ["fileinto", "vacation"];\n'
          'if header :contains "subject" "x" { fileinto "Junk"; }\n')
 # What mailboot and its worker import: DKIM, SPF, DNS, ACME, keys and templates.
 MODULES = ("dkim", "spf", "dns.resolver", "acme.client", "josepy", "cryptography.x509",
-           "jinja2", "mailboot.cli")
+           "jinja2", "mailboot.cli.main")
 LEFT_OUT = ("/usr/share/doc", "/usr/share/man", "/usr/share/info", "/usr/share/locale")
 KEPT = ("copyright", "locale.alias")
 

@@ -39,9 +39,10 @@ ELSEWHERE = "192.0.2.1"
 SIGN_AND_SEND = r"""
 import base64, json, os, smtplib, sys
 from datetime import UTC, datetime
-from mailboot import dkim, selftest
-from mailboot.paths import Paths
-from mailboot.settings import load_settings
+from mailboot.dkim import keys as dkim
+from mailboot.diagnose import selftest
+from mailboot.base.paths import Paths
+from mailboot.settings.table import load_settings
 settings = load_settings(os.environ)
 now = datetime.now(UTC)
 (keys,) = dkim.ensure_keys(Paths(settings.data_dir), settings.domains, now)

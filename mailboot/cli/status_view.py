@@ -1,0 +1,223 @@
+"""`mailboot status` for people (one screen) and for programs (`--json`, fields in README)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from mailboot.diagnose.queue import Queue
+from mailboot.diagnose.status import (
+    RECENT,
+    CertificateState,
+    Disk,
+    DkimState,
+    Mailboxes,
+    Outbound,
+    StatusReport,
+    Unavailable,
+    ZoneDns,
+    judge,
+    recent_problems,
+    when,
+)
+
+# Worker problems shown on the screen (all of them are in --json).
+SHOWN_PROBLEMS = 5
+
+T = TypeVar("T")
+
+
+def status_json(report: StatusReport) -> str:
+    problems = judge(report)
+    document = {
+        "ok": not problems,
+        "not_in_place": list(problems),
+        "checked": _time(report.checked),
+        "hostname": report.hostname,
+        "certificate": _certificate_json(report.certificate),
+        "dns": _part(report.dns, lambda zones: [_zone_json(zone) for zone in zones]),
+        "dkim": _part(report.dkim, lambda states: [_dkim_json(state) for state in states]),
+        "queue": _part(report.queue, _queue_json),
+        "mailboxes": _part(report.mailboxes, lambda m: {"count": m.count,
+                                                         "total_bytes": m.total_bytes}),
+        "disk": _part(report.disk, _disk_json),
+        "outbound": None if report.outbound is None else {
+            "status": report.outbound.status, "target": report.outbound.target,
+            "detail": report.outbound.detail, "via_relay": report.outbound.via_relay,
+            "checked": report.outbound.checked},
+        "worker": None if report.worker is None else {
+            "ran": _time(report.worker.ran), "next_run": _time(report.worker.next_run)},
+        "worker_problems": {
+            "recent_seconds": int(RECENT.total_seconds()),
+            "recent": len(recent_problems(report)),
+            "last": [{"time": _time(p.time), "level": p.level, "source": p.source,
+                      "message": p.message} for p in report.worker_problems]},
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds")
+
+
+def _part(value: T | Unavailable, shown: Callable[[T], object]) -> object:
+    """A part as JSON, or {"unavailable": why} when it could not be read."""
+    return {"unavailable": value.reason} if isinstance(value, Unavailable) else shown(value)
+
+
+def _certificate_json(certificate: CertificateState | None) -> dict[str, Any] | None:
+    if certificate is None:
+        return None
+    return {"source": certificate.source, "self_signed": certificate.self_signed,
+            "issuer": certificate.issuer, "names": list(certificate.names),
+            "not_before": _time(certificate.not_before),
+            "not_after": _time(certificate.not_after),
+            "renewal": _time(certificate.renewal), "renewal_plan": certificate.renewal_plan}
+
+
+def _zone_json(zone: ZoneDns) -> dict[str, Any]:
+    return {"zone": zone.zone, "ready": zone.ready, "records": zone.records, "ok": zone.ok,
+            "not_ok": [{"name": r.name, "type": r.rtype, "status": r.status,
+                        "required": r.required, "hint": r.hint} for r in zone.not_ok]}
+
+
+def _dkim_json(state: DkimState) -> dict[str, Any]:
+    return {"domain": state.domain,
+            "signing": [{"selector": key.selector, "algorithm": key.algorithm,
+                         "record": key.record} for key in state.signing]}
+
+
+def _queue_json(queue: Queue) -> dict[str, Any]:
+    oldest = queue.oldest_deferred
+    return {"active": queue.active, "deferred": queue.deferred, "hold": queue.hold,
+            "oldest_deferred": None if oldest is None else {
+                "queue_id": oldest.queue_id, "arrival": _time(oldest.arrival),
+                "recipient": oldest.recipient, "reason": oldest.reason}}
+
+
+def _disk_json(disk: Disk) -> dict[str, Any]:
+    return {"path": str(disk.path), "total_bytes": disk.total_bytes,
+            "free_bytes": disk.free_bytes, "free_percent": round(disk.free_share * 100, 1)}
+
+
+# --- the screen ----------------------------------------------------------------------------------
+
+
+def status_text(report: StatusReport) -> str:
+    problems = judge(report)
+    verdict = ("everything is in place" if not problems else
+               f"NOT IN PLACE ({len(problems)}):")
+    lines = [f"mailboot status of {report.hostname} at {when(report.checked)}: {verdict}"]
+    lines += [f"  - {problem}" for problem in problems]
+    lines.append("")
+    rows = [("certificate", _certificate_lines(report.certificate, report.checked)),
+            ("dns", _lines(report.dns, lambda zones: [_zone_line(z) for z in zones])),
+            ("dkim", _lines(report.dkim, lambda states: [_dkim_line(s) for s in states])),
+            ("queue", _lines(report.queue, lambda q: _queue_lines(q, report.checked))),
+            ("mailboxes", _lines(report.mailboxes, _mailbox_lines)),
+            ("disk", _lines(report.disk, _disk_lines)),
+            ("outbound", _outbound_lines(report.outbound)),
+            ("worker", _worker_lines(report))]
+    for title, values in rows:
+        for index, value in enumerate(values):
+            lines.append(f"{title if index == 0 else '':<12} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _lines(value: T | Unavailable, shown: Callable[[T], list[str]]) -> list[str]:
+    return [f"can't be read: {value.reason}"] if isinstance(value, Unavailable) else shown(value)
+
+
+def _certificate_lines(certificate: CertificateState | None, now: datetime) -> list[str]:
+    if certificate is None:
+        return ["none"]
+    kind = "self-signed" if certificate.self_signed else f"issued by {certificate.issuer}"
+    first = kind if certificate.source == "self-signed" else f"{certificate.source}, {kind}"
+    left = certificate.not_after - now
+    renewal = (f"renewal at {when(certificate.renewal)}, {certificate.renewal_plan}"
+               if certificate.renewal is not None else certificate.renewal_plan)
+    return [first, f"for {', '.join(certificate.names)}",
+            f"valid until {when(certificate.not_after)} ({_span(left)} left)", renewal]
+
+
+def _zone_line(zone: ZoneDns) -> str:
+    """Counts only: the required records not in place are listed at the top, and
+    `mailboot dns --check` (or --json) has every record with its hint."""
+    state = "ready" if zone.ready else "NOT READY"
+    required = sum(1 for record in zone.not_ok if record.required)
+    optional = len(zone.not_ok) - required
+    parts = [f"{required} required not in place"] if required else []
+    parts += [f"{optional} optional not in place"] if optional else []
+    return (f"{zone.zone}: {state}, {zone.ok} of {zone.records} records ok"
+            + (f" ({', '.join(parts)})" if parts else ""))
+
+
+def _dkim_line(state: DkimState) -> str:
+    if not state.signing:
+        return f"{state.domain}: no key signs"
+    keys = ", ".join(f"{key.selector} ({key.algorithm}, record {key.record})"
+                     for key in state.signing)
+    return f"{state.domain}: signed by {keys}"
+
+
+def _queue_lines(queue: Queue, now: datetime) -> list[str]:
+    lines = [f"{queue.active} active, {queue.deferred} deferred, {queue.hold} on hold"]
+    oldest = queue.oldest_deferred
+    if oldest is not None:
+        lines.append(f"oldest deferred: {oldest.queue_id} for {oldest.recipient}, waiting "
+                     f"{_span(now - oldest.arrival)}: {oldest.reason}")
+    return lines
+
+
+def _mailbox_lines(mailboxes: Mailboxes) -> list[str]:
+    return [f"{mailboxes.count} mailbox(es), {_size(mailboxes.total_bytes)} of mail"]
+
+
+def _disk_lines(disk: Disk) -> list[str]:
+    return [f"{_size(disk.free_bytes)} free of {_size(disk.total_bytes)} "
+            f"({disk.free_share:.0%}) on {disk.path}"]
+
+
+def _outbound_lines(outbound: Outbound | None) -> list[str]:
+    if outbound is None:
+        return ["not checked (yet, or OUTBOUND_CHECK=off)"]
+    what = f"the relay {outbound.via_relay}" if outbound.via_relay else "port 25"
+    return [f"{what}: {outbound.status} ({outbound.target}: {outbound.detail}), "
+            f"checked {outbound.checked}"]
+
+
+def _worker_lines(report: StatusReport) -> list[str]:
+    recent = recent_problems(report)
+    hours = f"{RECENT.total_seconds() / 3600:g} hours"
+    run = report.worker
+    lines = ["no run finished yet" if run is None else
+             f"last run {when(run.ran)}" + ("" if run.next_run is None else
+                                           f", next at {when(run.next_run)}")]
+    if not report.worker_problems:
+        return [*lines, "no problems logged"]
+    lines += [f"{len(recent)} problem(s) in the last {hours}; the last ones:"]
+    lines += [f"{when(p.time)} {p.level} {p.message}"
+              for p in report.worker_problems[-SHOWN_PROBLEMS:]]
+    return lines
+
+
+def _span(interval: timedelta) -> str:
+    seconds = int(interval.total_seconds())
+    if seconds < 0:
+        return "expired"
+    if seconds >= 2 * 86400:
+        return f"{seconds // 86400} days"
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min {seconds % 60} s"
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"  # pragma: no cover - the loop returns

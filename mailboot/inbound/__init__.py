@@ -1,0 +1,1 @@
+"""inbound: TODO docstring."""

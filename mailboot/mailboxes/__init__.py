@@ -1,0 +1,1 @@
+"""mailboxes: TODO docstring."""

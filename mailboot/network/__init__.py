@@ -1,0 +1,1 @@
+"""network: TODO docstring."""

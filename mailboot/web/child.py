@@ -1,0 +1,98 @@
+"""Ports 80 and 443 on demand: the short-lived process the supervisor starts when a client
+connects (`python3 -P -m mailboot.web.child --http-fd N --https-fd M`).
+
+The supervisor binds both ports at start and watches them while no child runs; on the first
+connection it starts this process, which inherits the listening sockets, serves port 80 (ACME
+challenges, redirects: `http_server`) and port 443 (MTA-STS, mail clients' settings:
+`policy_server`) on the bounded server of `http_core`, and ends after `--idle` seconds without
+a connection. So the TLS stack and the answers cost memory only while someone asks, and the
+resident supervisor never imports `ssl`. The challenges come from the worker's run through
+files (`challenges.ChallengeStore`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+
+from mailboot.base.paths import Paths
+from mailboot.dns import names
+from mailboot.settings.table import load_settings
+from mailboot.standards import mtasts
+from mailboot.web import clientconfig
+from mailboot.web import port80 as http_server
+from mailboot.web import port443 as policy_server
+from mailboot.web import server as http_core
+from mailboot.web.challenges import ChallengeStore
+
+log = logging.getLogger("mailboot.http")
+
+IDLE_EXIT = 60.0  # seconds without a connection on either port before this process ends
+CHECK_EVERY = 1.0  # seconds between two looks at the servers' idleness
+
+
+def serve(http_sock: socket.socket | None, https_sock: socket.socket | None,
+          environment: dict[str, str]) -> list[http_core.Server]:
+    """Start serving the handed-over sockets (either may be missing) in background threads.
+
+    A port that can't be served (no certificate live for 443) is logged and left to the next
+    child; the other is served. Raises ConfigError for settings the boot would have refused."""
+    settings = load_settings(environment)
+    paths = Paths(settings.data_dir)
+    servers = []
+    if http_sock is not None:
+        store = ChallengeStore(paths.acme_challenges)
+        servers.append(http_server.start(0, store, names.tls_names(settings),
+                                         sock=http_sock))
+    if https_sock is not None:
+        try:
+            servers.append(policy_server.start(0, paths, mtasts.policy_hosts(settings),
+                                               service=clientconfig.service_for(settings),
+                                               sock=https_sock))
+        except OSError as error:
+            log.error("https: can't serve port 443: %s", error)
+    return servers
+
+
+def wait_until_idle(servers: Sequence[http_core.Server], idle: float,
+                    stop: threading.Event) -> None:
+    """Return once no server had a connection for `idle` seconds, or a stop is asked."""
+    while not stop.wait(CHECK_EVERY):
+        if all(server.idle_seconds() >= idle for server in servers):
+            return
+
+
+def inherited(fd: int | None) -> socket.socket | None:
+    return None if fd is None else socket.socket(fileno=fd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m mailboot.web.child")
+    parser.add_argument("--http-fd", type=int, help="the listening socket of port 80")
+    parser.add_argument("--https-fd", type=int, help="the listening socket of port 443")
+    parser.add_argument("--idle", type=float, default=IDLE_EXIT,
+                        help="seconds without a connection before ending")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mailboot: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    servers = serve(inherited(arguments.http_fd), inherited(arguments.https_fd),
+                    dict(os.environ))
+    if not servers:
+        return 1
+    try:
+        wait_until_idle(servers, arguments.idle, stop)
+    finally:
+        for server in servers:
+            server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
