@@ -1,40 +1,26 @@
 """mailboot: one container that turns a bare server and a domain into a working mail server.
 
-A map of the package, from the top floor down (imports only go down; tests keep it so):
+One package per concern, on floors: a package imports only from the floors below it, never
+sideways or up (tests/test_architecture.py holds it). From the ground up:
 
-- `cli`, `cli_accounts`, `cli_dkim`: the `mailboot` command; the one place errors become exit
-  codes, and where the production clock, DNS lookup and daemon checks are chosen.
-- `warmstart`: a restart with nothing changed starts on the last full boot's plan (the
-  entrypoint tries it first; it imports none of the boot's libraries).
-- `boot`: the boot story, one logged stage each: settings -> (`datadir`) -> DKIM keys -> TLS ->
-  accounts -> rendered configuration -> the daemons' own checks -> prepared state; then
-  `announce` (public address, DNS records and their check) runs beside the daemons while the
-  process becomes the supervisor (`process`: the log, the work beside, the hand-over).
-- `worker`: the background tasks (the certificate keeper, DNS checks, DKIM rotation, network
-  checks) as short runs the supervisor starts when one is due; each task's memory is kept
-  between runs in a state file (`taskstate`); a failing task is retried, never fatal.
-- `inbound_policy`: the port-25 policy process, started by the supervisor on smtpd's first
-  question (socket activation) and ended when idle; `inbound`
-  (what it decides beyond postscreen and the milters: SPF fail without DMARC, a blocklist
-  refusing our resolver, Docker's proxy), `smtp_policy` (Postfix's policy protocol),
-  `publicsuffix` (DMARC's organizational domain).
-- `render`: the daemons' configuration from templates/ (which mirrors /etc).
-- `dnsrecords` (typed records, one builder per kind), `dnsformat` (zone file, table, JSON),
-  `dnscheck` (the DNS doctor: findings, never exceptions), `dnsspf` (SPF evaluated as receivers
-  do), `dnslookup` and `dnsanswer` (what a lookup answers), `dnswatch`.
-- `tls/`: certificates, ACME, renewal timing and ARI, pre-checks, the web servers (see its map).
-- `daemons/`: one module per daemon (unbound, opendkim, opendmarc, dovecot, postfix),
-  `registry.DAEMONS` (the one
-  list the boot and the supervisor iterate over), the `supervisor` (the one resident Python
-  process) and its short `children` (the worker's runs; ports 80 and 443 on demand).
-- `accounts`, `dkim`, `health`: mailboxes and aliases, DKIM keys, the container's health check;
-  `dkimstate` (which key signs, which waits, which was replaced) and `dkimrotation` (the
-  worker's switch once a new key's record is served, and the retirement after the grace).
-- Ground floor: `settings` (one table of environment variables -> frozen `Settings`), `parse`
-  (the value parsers), `errors` (every error the user can meet, with its exit code), `paths`
-  (every location, re-rootable for tests), `files` (atomic writes), `commands` (running
-  programs with a fixed environment), `users` (the image's system users), `listen` (listening
-  sockets without importing more than `socket`).
+1. `base`: errors, paths, atomic files, programs, users, sockets, task state
+2. `settings`: the one table of environment variables and its value parsers
+3. `dns`: answers, lookups, the host names we answer for
+4. `standards` (SPF, DMARC's organizational domain, MTA-STS) · `dkim` · `mailboxes` ·
+   `backup` · `network`
+5. `tls` (certificates, keys, DANE) · `daemons` (one module per daemon, the supervisor) ·
+   `inbound` (the port-25 policy service)
+6. `web`: the port-80 and port-443 servers, clients' settings
+7. `acme`: the ACME client, ARI, CAA, pre-checks, the certificate keeper
+8. `render`: the daemons' configuration from templates/
+9. `records`: the records to publish, their check (the DNS doctor), printed forms, the watch
+10. `rotation`: DKIM key rotation and the TLS key rollover
+11. `diagnose`: status, selftest, health, queue, problems
+12. `worker` (the background tasks) · `boot` (`mailboot run`, cold or warm)
+13. `cli`: the `mailboot` command
+
+`health` here is the name the image's HEALTHCHECK and the Kubernetes probes run
+(`python3 -P -m mailboot.health`); the check lives in `diagnose.health`.
 """
 
 __version__ = "0.1.0"

@@ -233,11 +233,12 @@ class FakeCa:
 RUN_UNTIL_THE_HAND_OVER = """
 import os, sys
 from pathlib import Path
+from mailboot.boot import run
 from mailboot.cli import main as cli
 from mailboot.daemons import registry
 from mailboot.base.paths import Paths
 root = Path(sys.argv[1])
-cli.Paths = lambda data_dir: Paths(data_dir, config_root=root / "root", run_dir=root / "run")
+run.Paths = lambda data_dir: Paths(data_dir, config_root=root / "root", run_dir=root / "run")
 registry.check_all = registry.prepare_all = lambda paths: None
 from mailboot.daemons import postfix
 postfix.wait_until_listening = lambda: True  # no Postfix here to wait for

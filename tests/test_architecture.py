@@ -1,6 +1,7 @@
-"""The shape of the package, kept by tests: no import cycles, daemons that don't know each other,
-and every template owned by exactly one daemon (adding a daemon = its module, its templates,
-one entry in `registry.DAEMONS`)."""
+"""The shape of the package, kept by tests: packages on floors that import only downwards, no
+import cycles, `__init__` files that only document, import budgets for every process entry
+point, daemons that know only the ground floor, and every template owned by exactly one daemon
+(adding a daemon = its module, its templates, one entry in `registry.DAEMONS`)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,25 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from mailboot.daemons import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mailboot"
-DAEMON_MODULES = {"mailboot.daemons.postfix", "mailboot.daemons.dovecot",
-                  "mailboot.daemons.opendkim"}
+
+# The floors, from the ground up: a package imports only from floors below its own (README, "How
+# it is built"). `render` is a module of its own floor; `__main__` and the `health` shim are
+# process entry points above everything they start.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("base",), ("settings",), ("dns",),
+    ("standards", "dkim", "mailboxes", "backup", "network"),
+    ("tls", "daemons", "inbound"), ("web",), ("acme",), ("render",), ("records",), ("rotation",),
+    ("diagnose",), ("worker", "boot"), ("cli",), ("__main__", "health"),
+)
+FLOOR = {package: level for level, packages in enumerate(FLOORS) for package in packages}
 # What a daemon's module may build on: the ground floor, never the rooms above it.
-GROUND_FLOOR = {"mailboot.base.programs", "mailboot.base.errors", "mailboot.base.files", "mailboot.base.paths",
-                "mailboot.base.users", "mailboot.daemons", "mailboot.daemons.daemon", "mailboot.dkim.keys",
-                "mailboot.settings.table"}
+DAEMON_GROUND = ("mailboot.base.", "mailboot.settings.table", "mailboot.daemons.daemon")
 
 
 def module_name(path: Path) -> str:
@@ -96,17 +106,102 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert find_cycle(edges) == ["mailboot.a", "mailboot.b", "mailboot.c", "mailboot.a"]
 
 
+def package_of(module: str) -> str:
+    """`mailboot.records.build` -> `records`; `mailboot.render` -> `render`."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every (importer, imported) pair that goes up or sideways between packages."""
+    found = []
+    for importer, targets in edges.items():
+        home = package_of(importer)
+        for target in targets:
+            there = package_of(target)
+            if not home or not there or there == home:
+                continue  # the root package (its docstring), or within one package
+            if FLOOR[there] >= FLOOR[home]:
+                found.append((importer, target))
+    return sorted(found)
+
+
+def test_every_package_has_a_floor() -> None:
+    packages = {package_of(name) for name in modules()} - {""}
+    assert packages == set(FLOOR), "give each package a floor (and README its line)"
+
+
+def test_packages_import_only_from_floors_below() -> None:
+    assert upward_imports(without_packages(graph())) == []
+
+
+def test_the_floor_check_catches_an_import_upwards_or_sideways() -> None:
+    edges = {"mailboot.base.paths": {"mailboot.settings.table"},  # up
+             "mailboot.tls.dane": {"mailboot.inbound.decide"},  # sideways, same floor
+             "mailboot.records.build": {"mailboot.dns.names", "mailboot.records.doctor"}}
+    assert upward_imports(edges) == [("mailboot.base.paths", "mailboot.settings.table"),
+                                     ("mailboot.tls.dane", "mailboot.inbound.decide")]
+
+
+def docstring_only(path: Path) -> bool:
+    body = ast.parse(path.read_text()).body
+    return (len(body) == 1 and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str))
+
+
+def test_every_sub_package_init_is_only_a_docstring_that_names_its_modules() -> None:
+    """A package import runs its __init__: an import there would break the entry points' budgets.
+    The docstring is the room's map: it names every module in the room."""
+    for init in PACKAGE.glob("*/__init__.py"):
+        assert docstring_only(init), f"{init.relative_to(ROOT)}: only a docstring"
+        docstring = ast.get_docstring(ast.parse(init.read_text())) or ""
+        for module in init.parent.glob("*.py"):
+            if module.stem not in ("__init__", "__main__"):
+                assert f"`{module.stem}`" in docstring, f"{init.relative_to(ROOT)}: `{module.stem}`"
+
+
+def test_the_root_init_holds_only_its_map_and_the_version() -> None:
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    assert docstring_only(PACKAGE / "__init__.py") is False  # the map, then __version__
+    assert [type(node).__name__ for node in tree.body] == ["Expr", "Assign"]
+    docstring = ast.get_docstring(tree) or ""
+    for package in FLOOR:
+        if package not in ("__main__",):
+            assert f"`{package}`" in docstring, package
+
+
+INFRASTRUCTURE = {"__init__", "children", "daemon", "registry", "supervisor"}
+
+
+def daemon_modules() -> set[str]:
+    """Every module of daemons/ but the infrastructure: one per daemon program family."""
+    return {f"mailboot.daemons.{path.stem}" for path in (PACKAGE / "daemons").glob("*.py")
+            if path.stem not in INFRASTRUCTURE}
+
+
 def test_daemon_modules_build_on_the_ground_floor_only() -> None:
     edges = graph()
-    for name in DAEMON_MODULES:
-        assert edges[name] <= GROUND_FLOOR, (name, edges[name] - GROUND_FLOOR)
+    assert len(daemon_modules()) >= 5
+    for name in daemon_modules():
+        beyond = {target for target in edges[name]
+                  if not target.startswith(DAEMON_GROUND) and target != "mailboot.daemons"}
+        assert not beyond, (name, beyond)
+
+
+def test_daemon_modules_never_import_each_other() -> None:
+    edges = graph()
+    for name in daemon_modules():
+        assert not edges[name] & (daemon_modules() - {name}), name
 
 
 def test_every_daemon_module_is_in_the_list_once() -> None:
     names = [daemon.name for daemon in registry.DAEMONS]
     assert len(names) == len(set(names))
-    listed = {f"mailboot.daemons.{name}" for name in names}
-    assert listed >= DAEMON_MODULES
+    # Each daemon module gives the list at least one daemon (its functions say where from).
+    givers = {function.__module__ for daemon in registry.DAEMONS
+              for function in (daemon.context, daemon.check, daemon.prepare, daemon.reload)
+              if function.__module__ != "mailboot.daemons.daemon"}
+    assert givers == daemon_modules()
 
 
 def test_every_template_belongs_to_exactly_one_daemon() -> None:
@@ -117,35 +212,38 @@ def test_every_template_belongs_to_exactly_one_daemon() -> None:
     assert registry.secret_templates() <= set(claimed)
 
 
-def test_the_supervisor_imports_nothing_heavy() -> None:
-    """It lives as long as the container: the daemons' modules it imports must stay light (the
-    settings, cryptography, jinja2, dnspython and the ACME client are the boot's business)."""
-    probe = ("import sys, mailboot.daemons.supervisor; print(' '.join(sorted(sys.modules)))")
-    loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
-                                capture_output=True, text=True).stdout.split())
-    heavy = {"mailboot.settings.table", "idna", "cryptography", "jinja2", "dns", "acme", "requests",
-             "spf", "ssl", "_ssl", "asyncio", "mailboot.worker.tasks", "mailboot.web.server",
-             "_hashlib"}  # OpenSSL's hash library: 5 MiB resident
-    assert not heavy & loaded
+HEAVY = {"cryptography", "jinja2", "dns", "acme", "josepy", "requests", "spf", "dkim", "idna"}
+# Each process entry point, and what it must never load. The resident ones (the supervisor) and
+# the ones started per connection or per restart pay for every import in memory or latency.
+BUDGETS: dict[str, set[str]] = {
+    # Lives as long as the container: the settings, TLS, templates and DNS are the boot's.
+    "mailboot.daemons.supervisor": HEAVY | {"mailboot.settings.table", "ssl", "_ssl", "asyncio",
+                                            "mailboot.worker.tasks", "mailboot.web.server",
+                                            "_hashlib"},  # OpenSSL's hashes: 5 MiB resident
+    # Every 20 s (HEALTHCHECK, probes).
+    "mailboot.health": HEAVY | {"mailboot.settings.table", "asyncio", "mailboot.cli.main"},
+    # Started by Postfix's smtpd on demand: dnspython and pyspf yes (its job), the rest no.
+    "mailboot.inbound.service": HEAVY - {"dns", "idna", "spf"} | {"mailboot.settings.table"},
+    # Started per connection burst on 80/443: TLS yes, the ACME client and the DNS no.
+    "mailboot.web.child": {"jinja2", "dns", "acme", "josepy", "requests", "spf", "dkim",
+                           "mailboot.records.build", "mailboot.cli.main"},
+    # A restart with nothing changed: none of the full boot's libraries before the daemons.
+    "mailboot.boot.run": HEAVY | {"mailboot.cli.main", "mailboot.boot.stages",
+                                  "mailboot.settings.table"},
+}
 
 
-def test_the_warm_start_imports_neither_the_command_line_nor_the_boots_libraries() -> None:
-    """A restart with nothing changed reaches the daemons without what the full boot imports
-    (its stages run beside them, in a child that imports them there)."""
-    probe = ("import sys, mailboot.boot.warmstart, mailboot.boot.datadir, mailboot.boot.process, "
-             "mailboot.daemons.registry; print(' '.join(sorted(sys.modules)))")
-    loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
-                                capture_output=True, text=True).stdout.split())
-    assert not {"mailboot.cli.main", "mailboot.boot.stages", "cryptography", "jinja2", "dns",
-                "acme"} & loaded
+def loaded_by(module: str) -> set[str]:
+    probe = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    return set(subprocess.run([sys.executable, "-P", "-c", probe], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.split())
 
 
-def test_the_port_25_policy_process_imports_no_tls_stack_or_templates() -> None:
-    """Postfix starts one per smtpd that asks: it needs dnspython, not the rest."""
-    probe = "import sys, mailboot.inbound.service; print(' '.join(sorted(sys.modules)))"
-    loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
-                                capture_output=True, text=True).stdout.split())
-    assert not {"cryptography", "jinja2", "acme", "requests", "mailboot.settings.table"} & loaded
+@pytest.mark.parametrize("entry_point", sorted(BUDGETS))
+def test_each_process_entry_point_stays_within_its_import_budget(entry_point: str) -> None:
+    loaded = loaded_by(entry_point)
+    assert entry_point in loaded
+    assert not BUDGETS[entry_point] & loaded, sorted(BUDGETS[entry_point] & loaded)
 
 
 def declared_dependencies() -> set[str]:

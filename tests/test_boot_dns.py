@@ -15,6 +15,7 @@ from mailboot.boot.announce import print_records
 from mailboot.boot.datadir import check_data_dir
 from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.answer import Answer
+from mailboot.records.build import build_record_groups
 from mailboot.records.doctor import SHARED_FAILURE_HINT
 from mailboot.settings.table import Settings
 
@@ -29,13 +30,14 @@ def test_statuses_are_printed_and_strict_mode_fails_the_boot(
 ) -> None:
     warn = make_settings(MAIL_DOMAINS="example.com", PUBLIC_IPV4="203.0.113.25")
     out = io.StringIO()
-    print_records(warn, make_keys(warn), nothing_published, out)
+    print_records(warn, build_record_groups(warn, make_keys(warn)), nothing_published, out)
     assert "[MISSING]\n;   -> Add @ MX 10 mail.example.com." in out.getvalue()
     strict = make_settings(MAIL_DOMAINS="example.com", PUBLIC_IPV4="203.0.113.25",
                            DNS_CHECK="strict")
     out = io.StringIO()
     with pytest.raises(DnsNotReady) as caught:
-        print_records(strict, make_keys(strict), nothing_published, out)
+        print_records(strict, build_record_groups(strict, make_keys(strict)), nothing_published,
+                      out)
     assert caught.value.exit_code == 78
     assert "example.com MX (missing)" in str(caught.value)
     assert "[MISSING]" in out.getvalue()  # the user still sees what to publish
@@ -54,7 +56,7 @@ def test_dns_unreachable_is_logged_once_and_each_record_says_so_briefly(
         return Answer(error=reason)
 
     out = io.StringIO()
-    print_records(settings, make_keys(settings), unreachable, out)
+    print_records(settings, build_record_groups(settings, make_keys(settings)), unreachable, out)
     assert caplog.text.count(reason) == 1
     assert f"dns: can't check the DNS records: {reason}" in caplog.text
     assert reason not in out.getvalue()
@@ -73,7 +75,8 @@ def test_dns_check_off_prints_no_statuses(
     def must_not_be_called(name: str, rtype: str) -> Answer:
         raise AssertionError("DNS_CHECK=off must not look anything up")
 
-    print_records(settings, make_keys(settings), must_not_be_called, out)
+    print_records(settings, build_record_groups(settings, make_keys(settings)),
+                  must_not_be_called, out)
     assert "[OK]" not in out.getvalue() and "[MISSING]" not in out.getvalue()
 
 

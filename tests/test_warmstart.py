@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailboot.base.paths import WARM_START_PLAN, Paths
-from mailboot.boot import warmstart
+from mailboot.boot import run, warmstart
 from tests.conftest import offline_run_settings, run_until_the_hand_over
 
 RELAY_PASSWORD = "relay-secret-Zq9"
@@ -151,9 +151,9 @@ def test_a_warm_start_prepares_the_daemons_then_hands_over_with_the_boot_beside(
     def hand_over(argv: Sequence[str]) -> None:
         steps.append(f"hand over to {argv[2]}")
 
-    platform = warmstart.WarmStart(prepare=prepare, beside=lambda: steps.append("beside"),
+    platform = run.WarmStart(prepare=prepare, beside=lambda: steps.append("beside"),
                                    hand_over=hand_over)
-    warmstart.start(plan, tmp_path / "root", platform)
+    run.start_on_plan(plan, tmp_path / "root", platform)
     assert steps == ["prepare", "beside", "hand over to mailboot.daemons.supervisor"]
     assert not worker_state.exists()
     assert "nothing changed since this container last started" in caplog.text

@@ -1,1 +1,9 @@
-"""base: TODO docstring."""
+"""The ground floor: what every other package builds on. Imports only the standard library.
+
+- `errors`: every error the user can meet, each with its exit code;
+- `paths`: every location below DATA_DIR and the config root, re-rootable for tests;
+- `files`: atomic writes (temp file + `os.replace`), explicit modes;
+- `programs`: running programs with argv lists, a fixed environment and stderr in the error;
+- `users`: the image's system users; `sockets`: listening sockets and the SMTP port;
+- `taskstate`: what a worker task remembers between two runs, as JSON values.
+"""

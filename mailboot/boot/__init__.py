@@ -1,1 +1,11 @@
-"""boot: TODO docstring."""
+"""`mailboot run`: the container's start, cold or warm.
+
+- `run`: the one story of a start (warm on the last plan, else the full boot), the
+  supervisor's command line, the hand-over;
+- `stages`: the full boot's stages (keys, certificate, accounts, configuration, checks);
+- `warmstart`: the plan a restart with nothing changed starts on;
+- `announce`: the public address, the outbound line and the records, beside the daemons;
+- `datadir`: DATA_DIR at every start; `process`: the log, the work beside, the hand-over.
+
+May import: the floors below (`base` .. `diagnose`).
+"""

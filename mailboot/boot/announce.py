@@ -8,7 +8,7 @@ serve. Only DNS_CHECK=strict runs it before them, because it may refuse the star
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
@@ -22,10 +22,10 @@ from mailboot.dns.answer import Lookup
 from mailboot.network import address as publicaddress
 from mailboot.records import doctor as dnscheck
 from mailboot.records import zonefile as dnsformat
-from mailboot.records.build import Record, RecordGroup, all_records, build_record_groups
+from mailboot.records.build import RecordGroup
+from mailboot.records.published import check_published, published_groups
 from mailboot.settings.table import Settings
-from mailboot.tls import certificates, dane
-from mailboot.tls.keys import TlsaKeys
+from mailboot.tls import dane
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +69,15 @@ def announce(settings: Settings, paths: Paths, now: datetime, keys: Sequence[Dom
         tlsa = dane.TlsaSource(settings, paths, lookup, budget=BOOT_DNS_BUDGET)()
         if (no_caa := caa.why_none(settings)) is not None:
             log.info("dns: %s", no_caa)
-        print_records(settings, keys, lookup, out,
-                      certificates.names_with_real_certificates(paths, now), tlsa,
-                      caa.value_for(settings, paths))
+        print_records(settings, published_groups(settings, paths, keys, now, tlsa), lookup, out)
 
 
-def print_records(settings: Settings, keys: Sequence[DomainKeys], lookup: Lookup | None,
-                  out: TextIO, real_names: Collection[str] | None = None,
-                  tlsa: TlsaKeys | None = None, caa_value: str | None = None) -> None:
+def print_records(settings: Settings, groups: Sequence[RecordGroup], lookup: Lookup | None,
+                  out: TextIO) -> None:
     """Print the records with their status (DNS_CHECK); strict mode fails on missing ones.
 
     One write: the daemons log to the same stream, and the block must not be cut by them.
     """
-    groups = build_record_groups(settings, keys, real_names, tlsa, caa_value)
     findings = None
     if settings.dns_check != "off" and lookup is not None:
         findings = check_published(groups, settings, lookup, budget=BOOT_DNS_BUDGET)
@@ -95,18 +91,6 @@ def print_records(settings: Settings, keys: Sequence[DomainKeys], lookup: Lookup
             raise DnsNotReady("DNS_CHECK=strict and these required records are not in place: "
                               + "; ".join(f"{f.record.name} {f.record.rtype} ({f.status}): "
                                           f"{f.hint}" for f in missing))
-
-
-def check_published(groups: Sequence[RecordGroup], settings: Settings, lookup: Lookup,
-                    budget: float | None = None) -> dict[Record, dnscheck.Finding]:
-    """Look every record up where it is published (the boot, `mailboot dns --check`); when no
-    lookup could be answered, for one reason, that reason is logged once."""
-    checked = dnscheck.check_records(all_records(groups), lookup,
-                                     [str(a) for a in settings.public_addresses], budget=budget)
-    failure = dnscheck.shared_failure(checked)
-    if failure is not None:
-        log.warning("dns: can't check the DNS records: %s", failure)
-    return {finding.record: finding for finding in checked}
 
 
 def log_outbound(settings: Settings) -> None:

@@ -23,10 +23,9 @@ import hashlib
 import json
 import logging
 import os
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,75 +164,3 @@ def plan_to_start_on(config_root: Path, environ: Mapping[str, str],
         log.info("boot: changed since the last start: %s; a full boot", ", ".join(changed))
         return None
     return plan
-
-
-@dataclass(frozen=True)
-class WarmStart:
-    """What a warm start does beyond files: injected so tests can stub the daemons."""
-
-    prepare: Callable[[Paths], None]  # the daemons' preparation
-    beside: Callable[[], None]  # the full boot, beside the daemons
-    hand_over: Callable[[Sequence[str]], None]  # exec the supervisor (never returns in production)
-
-
-def start(plan: Plan, config_root: Path, platform: WarmStart) -> None:
-    """Start the daemons on the plan; raises what DATA_DIR's check or a preparation raises
-    (then nothing has started, and the full boot can run)."""
-    from mailboot.boot import datadir  # light, but only a warm start needs it
-
-    paths = Paths(Path(plan.data_dir), config_root=config_root, run_dir=Path(plan.run_dir))
-    log.info("boot: nothing changed since this container last started (settings, keys, "
-             "accounts, certificate, configuration): the daemons start now; the boot checks "
-             "beside them")
-    for warning in plan.warnings:
-        log.warning("warning: %s", warning)
-    datadir.begin(paths)
-    platform.prepare(paths)
-    platform.beside()
-    platform.hand_over(plan.supervisor)
-
-
-def main(environ: Mapping[str, str]) -> None:
-    """`mailboot run`'s first step in the container: start warm, and never return; or return,
-    and the full boot runs. Production's choices are made here, as `cli` makes them for the
-    rest: `cli` itself is what a warm start doesn't import."""
-    from mailboot.boot.process import beside_the_daemons, configure_logging, hand_over
-    from mailboot.daemons import postfix, registry
-
-    configure_logging()
-    plan = plan_to_start_on(Path("/"), environ, datetime.now(UTC))
-    if plan is None:
-        return
-    platform = WarmStart(
-        prepare=registry.prepare_all,
-        beside=lambda: beside_the_daemons(lambda: _boot_beside(environ),
-                                          "the boot beside the daemons",
-                                          after=postfix.wait_until_listening),
-        hand_over=hand_over)
-    try:
-        start(plan, Path("/"), platform)
-    except Exception as error:  # nothing has started: the full boot says what is wrong
-        log.warning("boot: the warm start failed (%s: %s); a full boot", type(error).__name__,
-                    error)
-
-
-def _boot_beside(environ: Mapping[str, str]) -> None:
-    """The full boot, beside the daemons the warm start started: the same stages, which write
-    nothing when nothing changed, then the records. Should a file differ after all, the daemons
-    reload it, and the next start boots in full."""
-    from mailboot.boot import announce
-    from mailboot.boot import stages as boot
-    from mailboot.daemons import registry
-    from mailboot.settings.table import load_settings
-
-    settings = load_settings(environ)  # its warnings were said before the daemons started
-    paths, now = Paths(settings.data_dir), datetime.now(UTC)
-    platform = boot.BootPlatform(prepare=lambda _paths: None, validate=registry.check_all)
-    prepared = boot.prepare(settings, paths, now, platform)
-    if prepared.changed:
-        forget_plan(paths)
-        log.warning("boot: the last start left other configuration than this boot makes (%s); "
-                    "the daemons reload it", ", ".join(map(str, prepared.changed)))
-        registry.reload_all(paths)
-    announce.announce(settings, paths, now, prepared.keys, announce.production_network(settings),
-                      sys.stdout)

@@ -11,7 +11,6 @@ daemons); tests/test_cli.py holds that.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -19,22 +18,16 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
-from mailboot.acme import caa
 from mailboot.base.errors import ConfigError, MailbootError, UsageError
 from mailboot.base.paths import Paths
-from mailboot.base.users import user_ids
-from mailboot.boot import datadir, process, warmstart
-from mailboot.boot import stages as boot
+from mailboot.boot import process, run
 from mailboot.cli import accounts as cli_accounts
 from mailboot.cli import backup as cli_backup
 from mailboot.cli import dkim as cli_dkim
-from mailboot.daemons import postfix, registry, supervisor
 from mailboot.diagnose import health
-from mailboot.dkim.keys import DomainKeys
 from mailboot.dns import names
 from mailboot.settings.table import Settings, load_settings, settings_markdown
 from mailboot.settings.values import SettingValueError, parse_domain_name, parse_email_address
-from mailboot.tls import certificates
 from mailboot.tls import keys as tlskeys
 
 if TYPE_CHECKING:
@@ -167,27 +160,23 @@ def _load(environ: Mapping[str, str]) -> Settings:
 
 def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Print the records (creating DKIM keys first where a domain has none)."""
-    from mailboot.boot import announce
     from mailboot.dkim import keys as dkim
     from mailboot.dns.lookup import DnsLookup
     from mailboot.network import address as publicaddress
     from mailboot.records import zonefile as dnsformat
-    from mailboot.records.build import build_record_groups
+    from mailboot.records.published import check_published, published_groups
     from mailboot.tls import dane
 
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
     settings = publicaddress.effective_settings(settings, paths)  # what the boot found
     keys = dkim.ensure_keys(paths, settings.domains, now, settings.dkim_algorithms)
     tlsa = dane.TlsaSource(settings, paths, DnsLookup(settings.dns_resolvers))()
-    groups = build_record_groups(settings, keys,
-                                 certificates.names_with_real_certificates(paths, now), tlsa,
-                                 caa.value_for(settings, paths))
+    groups = published_groups(settings, paths, keys, now, tlsa)
     if arguments.domain:
         groups = _select_zone(groups, arguments.domain)
     findings = None
     if arguments.check:
-        findings = announce.check_published(groups, settings,
-                                            DnsLookup(settings.dns_resolvers))
+        findings = check_published(groups, settings, DnsLookup(settings.dns_resolvers))
     if arguments.json:
         out.write(dnsformat.json_text(groups, findings))
     elif arguments.zone:
@@ -213,71 +202,9 @@ def _select_zone(groups: tuple[RecordGroup, ...], domain: str) -> tuple[RecordGr
 
 
 def run_server(_arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """Boot, then replace this process with the supervisor (a fresh, small Python).
-
-    The records are announced beside the daemons (they wait on the network), except when
-    DNS_CHECK=strict: then missing records stop the start before any daemon runs. The boot
-    ends with the plan a restart with nothing changed starts on (`warmstart`).
-    """
-    paths, now = Paths(settings.data_dir), datetime.now(UTC)
-    datadir.begin(paths)
-    warmstart.forget_plan(paths)
-    platform = boot.BootPlatform(prepare=registry.prepare_all, validate=registry.check_all)
-    prepared = boot.prepare(settings, paths, now, platform)
-    argv = supervisor_argv(settings, paths)
-    if settings.dns_check == "strict":
-        announce_records(settings, paths, now, prepared.keys, out)
-    else:
-        process.beside_the_daemons(
-            lambda: announce_records(settings, paths, now, prepared.keys, out),
-            "printing the DNS records (`mailboot dns` prints them)",
-            after=postfix.wait_until_listening)
-        warmstart.write_plan(paths, warm_start_plan(settings, paths, prepared, argv))
-    process.hand_over(argv)
-    return 0  # only where hand_over is stubbed (tests)
-
-
-def supervisor_argv(settings: Settings, paths: Paths) -> list[str]:
-    """The supervisor's command line, after the interpreter."""
-    daemons = supervisor.programs_json([supervisor.Program(d.name, d.argv, d.stop_argv)
-                                        for d in registry.DAEMONS if d.wanted(settings)])
-    return ["-P", "-m", "mailboot.daemons.supervisor", f"--daemons={daemons}",
-            f"--worker-state={paths.worker_state}", "--http-port=80", "--https-port=443",
-            *policy_arguments(settings, paths)]
-
-
-def warm_start_plan(settings: Settings, paths: Paths, prepared: boot.Prepared,
-                    argv: Sequence[str]) -> warmstart.Plan:
-    """Everything this boot read or made, so a restart can tell whether it would change any."""
-    named = [path for path in (settings.tls_cert_file, settings.tls_key_file,
-                               settings.relay_password_file) if path is not None]
-    watched = {
-        "DATA_DIR's DKIM keys, accounts and certificate": [
-            paths.dkim_dir, paths.accounts_dir, paths.tls_keys_dir,
-            *sorted(paths.tls_dir.glob("live*"))],
-        "the files the settings name": named,
-        "the rendered configuration": [*prepared.rendered, paths.validated_mark],
-    }
-    return warmstart.make_plan(paths, argv, certificates.usable_until(prepared.certificate),
-                               settings.warnings, watched, os.environ)
-
-
-def announce_records(settings: Settings, paths: Paths, now: datetime,
-                     keys: Sequence[DomainKeys], out: TextIO) -> None:
-    from mailboot.boot import announce
-
-    announce.announce(settings, paths, now, keys, announce.production_network(settings), out)
-
-
-def policy_arguments(settings: Settings, paths: Paths) -> list[str]:
-    """How the supervisor serves Postfix's port-25 policy socket on demand: the socket (owned by
-    Postfix, whose smtpd connects), the user the policy process runs as, and its command."""
-    owner, user = user_ids("postfix"), user_ids(postfix.POLICY_USER)
-    if owner is None or user is None:  # outside the image: nothing to serve
-        return []
-    return [f"--policy-socket={postfix.policy_socket(paths)}",
-            f"--policy-owner={owner[0]}:{owner[1]}", f"--policy-user={user[0]}:{user[1]}",
-            "--policy-command=" + json.dumps(postfix.policy_command(settings, paths))]
+    """The full boot, then the daemons (`boot.run`: one story for cold and warm starts)."""
+    run.start_cold(settings, out)
+    return 0  # only where the hand-over is stubbed (tests)
 
 
 def run_selftest(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:

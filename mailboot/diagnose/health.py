@@ -1,6 +1,6 @@
 """The container's health check: do SMTP and IMAP answer on this machine?
 
-Docker runs it every 20 s as `python3 -P -m mailboot.diagnose.health` (the image's HEALTHCHECK): this
+Docker runs it every 20 s as `python3 -P -m mailboot.health` (the image's HEALTHCHECK): this
 module alone, not the whole command line, so each check costs a few MiB for a moment rather
 than loading the settings and every subcommand (about 36 MiB and 0.5 s of CPU).
 `mailboot health` does the same for people.

@@ -16,10 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from mailboot.acme import ari, caa
+from mailboot.acme import ari
 from mailboot.base.errors import MailbootError
 from mailboot.base.paths import Paths
-from mailboot.boot import announce
 from mailboot.diagnose import problems
 from mailboot.diagnose import queue as mailqueue
 from mailboot.diagnose.problems import Problem
@@ -29,8 +28,9 @@ from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.lookup import DnsLookup
 from mailboot.mailboxes import accounts
 from mailboot.network import outbound as netcheck
-from mailboot.records.build import Kind, Record, RecordGroup, build_record_groups
+from mailboot.records.build import Kind, Record, RecordGroup
 from mailboot.records.doctor import Finding, Status
+from mailboot.records.published import check_published, published_groups
 from mailboot.settings.table import Settings, TlsMode
 from mailboot.tls import certificates, dane, renewal
 
@@ -200,10 +200,8 @@ def production_sources(settings: Settings, paths: Paths, now: datetime) -> Sourc
     def check_dns(keys: Sequence[DomainKeys]) -> tuple[Sequence[RecordGroup],
                                                        Mapping[Record, Finding]]:
         tlsa = dane.TlsaSource(settings, paths, lookup, budget=DNS_BUDGET)()
-        groups = build_record_groups(settings, keys,
-                                     certificates.names_with_real_certificates(paths, now), tlsa,
-                                     caa.value_for(settings, paths))
-        return groups, announce.check_published(groups, settings, lookup, budget=DNS_BUDGET)
+        groups = published_groups(settings, paths, keys, now, tlsa)
+        return groups, check_published(groups, settings, lookup, budget=DNS_BUDGET)
 
     return Sources(lambda: dkim.ensure_keys(paths, settings.domains, now,
                                             settings.dkim_algorithms),

@@ -1,7 +1,7 @@
 """Settings: one table of environment variables, parsed once into a frozen `Settings`.
 
 Every variable is declared exactly once in `TABLE`: its name, the `Settings` field it fills, its
-parser (from `mailboot.settings.values`), its default (a text parsed like user input, or derived from other
+parser (from `values`), its default (a text parsed like user input, or derived from other
 settings), its meaning and an example. The README's settings table and `mailboot settings` are
 generated from it, so the documentation can't drift from the code. Parsing reports every problem
 at once (`ConfigError`), each line naming the variable, what is wrong with it and either an

@@ -1,13 +1,10 @@
-"""TLS: the certificate the daemons serve, where it comes from, and the two web servers.
+"""The TLS material the daemons serve.
 
-- `certificates`: certificate directories below DATA_DIR/tls and the `live` links, switched
-  atomically; the temporary self-signed certificate;
-- `keeper`: one keeper per TLS_MODE (acme, manual, self-signed), chosen once at start;
-- `acme_issuer`: one issuance told top to bottom (RFC 8555, HTTP-01), with certbot's `acme`;
-- `ari`: the CA's renewal suggestion (RFC 9773), remembered on disk; `renewal`: the arithmetic;
-- `precheck`: do the names point here and does our challenge URL answer, before asking the CA;
-- `http_server` (port 80: challenges, redirects) and `policy_server` (port 443: MTA-STS),
-  served by `http_child`, the process the supervisor starts when a client connects;
-  `challenges`: the HTTP-01 answers in flight, as files the worker's run writes;
-- `mtasts`: the MTA-STS policy and its id, made in one place.
+- `certificates`: certificate directories below DATA_DIR/tls, the `live` link switched
+  atomically, the temporary self-signed certificate;
+- `keys`: the certificate's keys, kept across renewals (DANE), current and next;
+- `renewal`: when to renew and when to retry (arithmetic on times);
+- `dane`: our TLSA records (RFC 7672), printed only where the zone is signed.
+
+May import: `base`, `settings`, `dns`, `standards`, `dkim`, `mailboxes`, `backup`, `network`.
 """

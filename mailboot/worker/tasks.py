@@ -27,7 +27,6 @@ from typing import Protocol
 import dns.resolver
 
 from mailboot import render
-from mailboot.acme import caa
 from mailboot.acme.issuer import AcmeConfig, AcmeIssuer
 from mailboot.acme.keeper import AcmeKeeper, Keeper, keeper_for
 from mailboot.acme.precheck import fetch_http, make_resolver
@@ -49,12 +48,13 @@ from mailboot.dkim import keys as dkim
 from mailboot.dns.lookup import DnsLookup
 from mailboot.network import address as publicaddress
 from mailboot.network import outbound as netcheck
-from mailboot.records.build import Record, all_records, build_record_groups
+from mailboot.records.build import Record, all_records
+from mailboot.records.published import published_groups
 from mailboot.records.watch import DnsWatcher
 from mailboot.rotation import tls_key as rollover
 from mailboot.rotation.dkim import DkimRotation
 from mailboot.settings.table import DnsCheckMode, Settings, TlsMode, load_settings
-from mailboot.tls import certificates, dane
+from mailboot.tls import dane
 from mailboot.tls import keys as tlskeys
 from mailboot.web.challenges import ChallengeStore
 
@@ -218,11 +218,9 @@ def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None])
     tlsa = dane.TlsaSource(settings, paths, DnsLookup(settings.dns_resolvers))
 
     def records() -> list[Record]:
-        real = certificates.names_with_real_certificates(paths, _now())
         # Read again each time: a DKIM rotation adds and retires keys while we run.
         keys = dkim.ensure_keys(paths, settings.domains, _now(), settings.dkim_algorithms)
-        return all_records(build_record_groups(settings, keys, real, tlsa(),
-                                               caa.value_for(settings, paths)))
+        return all_records(published_groups(settings, paths, keys, _now(), tlsa()))
 
     lookup = DnsLookup(settings.dns_resolvers)
 
