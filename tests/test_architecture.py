@@ -273,3 +273,21 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
     undeclared = {name: providers.get(name) for name in third_party_imports()
                   if not {d.lower() for d in providers.get(name, [])} & declared}
     assert not undeclared
+
+
+def readme_floors() -> dict[str, int]:
+    """The package map in README.md's "How it is built": package -> floor number."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## How it is built", 1)[1].split("\n## ", 1)[0]
+    floors: dict[str, int] = {}
+    for number, packages in re.findall(r"^\| (\d+) \| ([^|]+) \|", section, re.MULTILINE):
+        for package in re.findall(r"`(\w+)`", packages):
+            floors[package] = int(number)
+    return floors
+
+
+def test_the_readme_map_is_the_layout() -> None:
+    """Each package on the floor the README gives it (README counts floors from 1)."""
+    expected = {package: level + 1 for package, level in FLOOR.items()
+                if package not in ("__main__", "health")}
+    assert readme_floors() == expected
