@@ -170,7 +170,7 @@ def test_the_root_init_holds_only_its_map_and_the_version() -> None:
             assert f"`{package}`" in docstring, package
 
 
-INFRASTRUCTURE = {"__init__", "children", "daemon", "registry", "supervisor"}
+INFRASTRUCTURE = {"__init__", "daemon", "on_demand", "registry", "supervisor"}
 
 
 def daemon_modules() -> set[str]:

@@ -11,8 +11,8 @@ import pytest
 
 from mailboot.base.errors import DnsNotReady, StateError
 from mailboot.base.paths import Paths
-from mailboot.boot.announce import print_records
 from mailboot.boot.datadir import check_data_dir
+from mailboot.boot.records_and_address import print_records
 from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.answer import Answer
 from mailboot.records.build import build_record_groups

@@ -152,7 +152,7 @@ def test_the_ed25519_signer_runs_only_when_the_settings_ask_for_it(
 SUPERVISE_WITH_WORKER = """
 import sys
 from pathlib import Path
-from mailboot.daemons.children import WorkerRuns
+from mailboot.daemons.on_demand import WorkerRuns
 from mailboot.daemons.supervisor import Program, Supervisor, say
 state, runs = Path(sys.argv[2]), Path(sys.argv[3])
 stand_in = ("import json, sys, time; from pathlib import Path; "

@@ -17,7 +17,7 @@ import dns.exception
 import pytest
 
 from mailboot.base.paths import Paths
-from mailboot.boot.announce import Network, announce
+from mailboot.boot.records_and_address import Network, announce
 from mailboot.boot.stages import BootPlatform, prepare
 from mailboot.cli.main import main
 from mailboot.network.address import (

@@ -4,7 +4,8 @@
   supervisor's command line, the hand-over;
 - `stages`: the full boot's stages (keys, certificate, accounts, configuration, checks);
 - `warmstart`: the plan a restart with nothing changed starts on;
-- `announce`: the public address, the outbound line and the records, beside the daemons;
+- `records_and_address`: the public address, the outbound line and the records with their
+  state, announced beside the daemons;
 - `datadir`: DATA_DIR at every start; `process`: the log, the work beside, the hand-over.
 
 May import: the floors below (`base` .. `diagnose`).

@@ -132,10 +132,11 @@ def start_cold(settings: Settings, out: TextIO) -> None:
 
 def announce_records(settings: Settings, paths: Paths, now: datetime,
                      keys: Sequence[DomainKeys], out: TextIO) -> None:
-    """The public address, how mail leaves, and the records with their state (`announce`)."""
-    from mailboot.boot import announce
+    """The public address, how mail leaves, and the records with their state
+    (`records_and_address`)."""
+    from mailboot.boot import records_and_address as face
 
-    announce.announce(settings, paths, now, keys, announce.production_network(settings), out)
+    face.announce(settings, paths, now, keys, face.production_network(settings), out)
 
 
 def supervisor_argv(settings: Settings, paths: Paths) -> list[str]:

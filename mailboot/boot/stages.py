@@ -3,8 +3,8 @@
 Each stage logs one line with its duration. Order is carried by data: rendering needs the keys and
 the certificate. Every stage is idempotent, so a restart finds what the last start made,
 re-renders, writes only what changed, and is quick. What needs the network (the public address,
-the DNS records and their check) is `announce`'s: it runs beside the daemons, so a slow name
-server never holds mail up, and this module imports no DNS library.
+the DNS records and their check) is `records_and_address`'s: it runs beside the daemons, so a
+slow name server never holds mail up, and this module imports no DNS library.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def prepare(settings: Settings, paths: Paths, now: datetime, platform: BootPlatf
     """Make everything the daemons need and check it.
 
     DATA_DIR is `datadir.begin`'s, first. Nothing here waits on the network: what asks the DNS
-    (the public address, the records' check) is `announce`'s, which runs beside the daemons.
+    (the public address, the records' check) is `records_and_address`'s, which runs beside the
+    daemons.
     """
     with stage("dkim keys"):
         keys = dkim.ensure_keys(paths, settings.domains, now, settings.dkim_algorithms)

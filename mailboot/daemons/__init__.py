@@ -8,7 +8,7 @@ life) and never import each other.
 
 - `unbound`, `opendkim`, `opendmarc`, `dovecot`, `postfix`: one module per daemon;
 - `daemon`: what is known of a daemon (one frozen record); `registry`: the one list;
-- `supervisor`: the one resident Python process; `children`: its short children (the worker's
+- `supervisor`: the one resident Python process; `on_demand`: its short children (the worker's
   runs; ports 80 and 443 and the port-25 policy service on demand).
 
 May import: `base`, `settings` (a daemon's module: nothing else).

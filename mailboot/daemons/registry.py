@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Start order: the resolver before everything that resolves; the milters before Postfix, which
 # uses them; Dovecot before Postfix delivers to it. Our own worker and the servers of ports 80
-# and 443 are not daemons: the supervisor starts them as short runs (`children`).
+# and 443 are not daemons: the supervisor starts them as short runs (`on_demand`).
 DAEMONS: tuple[Daemon, ...] = (unbound.DAEMON, opendkim.DAEMON, opendkim.ED25519_DAEMON,
                                opendmarc.DAEMON, dovecot.DAEMON, postfix.DAEMON)
 

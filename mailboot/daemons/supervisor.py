@@ -7,11 +7,11 @@ behind a healthy-looking container. It also receives syslog messages on /dev/log
 only log there) and writes them to stderr, so every daemon's log reaches `docker logs`.
 
 This module is run as `python3 -m mailboot.daemons.supervisor` after the boot execs it: a fresh
-process that imports little (the standard library's light modules and `children`: never
+process that imports little (the standard library's light modules and `on_demand`: never
 `ssl`, the ACME client, dnspython, nor even `dataclasses`, `typing` or `logging`), so the
 supervisor, the one Python process that stays, is small for the container's whole life. The
 boot hands it the daemons to run (`registry.DAEMONS` that the settings call for) as JSON on its
-command line; it runs them, and the short children of `children`: the worker's runs when they
+command line; it runs them, and the short children of `on_demand`: the worker's runs when they
 are due, and the server of ports 80 and 443 when a client connects (it binds those ports).
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 
 from mailboot.base.sockets import listening_socket, unix_listening_socket
-from mailboot.daemons.children import Activation, HttpActivation, WorkerRuns, how_it_ended
+from mailboot.daemons.on_demand import Activation, HttpActivation, WorkerRuns, how_it_ended
 
 STOP_TIMEOUT = 8.0  # seconds; Docker sends SIGKILL 10 s after SIGTERM by default
 EXIT_DAEMON_DIED = 1

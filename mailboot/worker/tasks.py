@@ -42,7 +42,7 @@ from mailboot.base.taskstate import (
     time_value,
 )
 from mailboot.daemons import opendkim, registry
-from mailboot.daemons.children import fingerprint
+from mailboot.daemons.on_demand import fingerprint
 from mailboot.diagnose import problems, selftest
 from mailboot.dkim import keys as dkim
 from mailboot.dns.lookup import DnsLookup

@@ -17,8 +17,8 @@ import pytest
 
 from mailboot.base.paths import Paths
 from mailboot.base.sockets import listening_socket
-from mailboot.daemons import children
-from mailboot.daemons.children import HttpActivation, WorkerRuns
+from mailboot.daemons import on_demand as children
+from mailboot.daemons.on_demand import HttpActivation, WorkerRuns
 from mailboot.dns import names
 from mailboot.settings.table import Settings
 from mailboot.standards import mtasts
