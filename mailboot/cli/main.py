@@ -4,8 +4,8 @@ Production defaults for the clock, the DNS lookup and the daemons' checks are ch
 handed down, so every other module can be driven by tests without patching.
 
 What loads dnspython (DnsLookup, the public address, the records, status) is imported inside
-the commands that use it: `run` reaches the daemons without it, about 80 ms sooner (BENCHMARKS.md, Bare
-daemons); tests/test_cli.py holds that.
+the commands that use it: `run` reaches the daemons without it, about 80 ms sooner
+(BENCHMARKS.md, Bare daemons); tests/test_cli.py holds that.
 """
 
 from __future__ import annotations
