@@ -175,11 +175,11 @@ def _first_tag(value: str) -> str:
     return words[0].lower() if words else ""
 
 
-# Why a second record of a TXT kind at one name is an error.
+# Why a second record of a TXT kind at one name is an error (DMARC's: `_check_dmarc`).
 _ONE_RECORD: Final[Mapping[Kind, str]] = {
     Kind.SPF: "RFC 7208 §4.5", Kind.HELO_SPF: "RFC 7208 §4.5", Kind.DKIM: "RFC 6376 §3.6.2.2",
-    Kind.DMARC: "RFC 7489 §6.6.3", Kind.DMARC_REPORT_AUTH: "RFC 7489 §7.1",
-    Kind.MTA_STS: "RFC 8461 §3.1", Kind.TLSRPT: "RFC 8460 §3",
+    Kind.DMARC_REPORT_AUTH: "RFC 7489 §7.1", Kind.MTA_STS: "RFC 8461 §3.1",
+    Kind.TLSRPT: "RFC 8460 §3",
 }
 
 
