@@ -11,11 +11,13 @@ read DMARC through this module, so they never disagree about whether a domain ha
   `_dmarc.<From domain>`; when that name holds no DMARC record, the one at
   `_dmarc.<organizational domain>` (the public suffix list, as OpenDMARC reads it). Several
   DMARC records at the name discovery stops at, or one without a valid p=, mean NO policy; a
-  failed lookup is a temperror, never "none".
+  failed lookup is a temperror, never "none". Unlike mox, several records at the From domain do
+  not send discovery on to the organizational domain: step 3 looks further only when the set
+  left by step 2 is empty.
 
 RFC 7489 §6.6.3 step 6.1 asks receivers to read a record without a valid p= but with a rua= as
 `p=none`; OpenDMARC does not (it reports permerror and applies nothing), nor does this module:
-it judges as the verifier that receives our users' mail judges.
+it judges as this container's own DMARC verifier does.
 
 Deliberately light (no settings table, no dnspython): the port-25 policy process imports it.
 """
