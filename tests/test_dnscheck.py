@@ -11,6 +11,7 @@ from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.answer import Answer
 from mailboot.records.build import Kind, Record, all_records, build_record_groups
 from mailboot.records.doctor import (
+    PROPAGATION,
     SHARED_FAILURE_HINT,
     Finding,
     Status,
@@ -196,6 +197,32 @@ def test_dmarc_by_tags(records: list[Record]) -> None:
     dns[("_dmarc.example.com", "TXT")] = Answer(("v=DMARC1; p=none",))
     wrong = finding(run(records, dns), "_dmarc.example.com", "TXT")
     assert wrong.status is Status.WRONG and "p=none instead of p=reject" in wrong.hint
+
+
+@pytest.mark.parametrize(("values", "why"), [
+    (("v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:dmarc@example.com", "v=DMARC1; p=none"),
+     "has 2 DMARC records; receivers apply none of them"),
+    (("v=DMARC1; adkim=s; aspf=s; rua=mailto:dmarc@example.com",), "has no p= tag"),
+    (("v=DMARC1; p=rejected; adkim=s; aspf=s; rua=mailto:dmarc@example.com",),
+     "has p=rejected, which is none of none, quarantine or reject"),
+])
+def test_dmarc_records_receivers_ignore_are_wrong(
+        records: list[Record], values: tuple[str, ...], why: str) -> None:
+    """Judged as receivers discover them (RFC 7489 §6.6.3): no policy at all."""
+    dns = published(records)
+    dns[("_dmarc.example.com", "TXT")] = Answer(values)
+    wrong = finding(run(records, dns), "_dmarc.example.com", "TXT")
+    assert wrong.status is Status.WRONG and why in wrong.hint
+    assert wrong.hint.endswith(PROPAGATION + ".")
+    if len(values) == 1:
+        assert "receivers apply no DMARC policy" in wrong.hint
+        assert "p=reject" in wrong.hint  # and what p= should be
+
+
+def test_a_dmarc_record_not_first_tagged_v_is_not_one(records: list[Record]) -> None:
+    dns = published(records)
+    dns[("_dmarc.example.com", "TXT")] = Answer(("p=reject; v=DMARC1",))
+    assert finding(run(records, dns), "_dmarc.example.com", "TXT").status is Status.MISSING
 
 
 def test_address_pointing_elsewhere(records: list[Record]) -> None:

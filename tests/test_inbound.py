@@ -18,7 +18,7 @@ from mailboot.inbound.decide import (
     DUNNO,
     Blocklist,
     FileNotes,
-    InboundPolicy,
+    InboundChecks,
     default_gateway,
     reverse_name,
 )
@@ -60,27 +60,54 @@ def request(client: str, sender: str, **more: str) -> dict[str, str]:
 
 
 def test_spf_fail_without_dmarc_is_refused_with_5_7_23(dns: Dns) -> None:
-    policy = InboundPolicy(dns, RULES)
-    action = policy.decide(request(BAD_IP, "boss@strict.net"))
+    checks = InboundChecks(dns, RULES)
+    action = checks.decide(request(BAD_IP, "boss@strict.net"))
     assert action.startswith("550 5.7.23 SPF: strict.net does not allow 198.51.100.7 ")
     assert "publishes no DMARC policy" in action
 
 
 def test_spf_pass_and_other_results_are_left_alone(dns: Dns) -> None:
-    policy = InboundPolicy(dns, RULES)
-    assert policy.decide(request(GOOD_IP, "boss@strict.net")) == DUNNO
-    assert policy.decide(request(BAD_IP, "someone@no-spf.net")) == DUNNO  # none
+    checks = InboundChecks(dns, RULES)
+    assert checks.decide(request(GOOD_IP, "boss@strict.net")) == DUNNO
+    assert checks.decide(request(BAD_IP, "someone@no-spf.net")) == DUNNO  # none
 
 
 @pytest.mark.parametrize("sender", ["boss@dmarc.net", "boss@shop.strict.com"])
 def test_with_a_dmarc_policy_dmarc_decides(dns: Dns, sender: str) -> None:
     """At the domain or at its organizational domain (RFC 7489 §6.6.3)."""
-    assert InboundPolicy(dns, RULES).decide(request(BAD_IP, sender)) == DUNNO
+    assert InboundChecks(dns, RULES).decide(request(BAD_IP, sender)) == DUNNO
 
 
 def test_a_failed_dmarc_lookup_never_refuses(dns: Dns) -> None:
     dns.broken.add("_dmarc.strict.net")
-    assert InboundPolicy(dns, RULES).decide(request(BAD_IP, "boss@strict.net")) == DUNNO
+    assert InboundChecks(dns, RULES).decide(request(BAD_IP, "boss@strict.net")) == DUNNO
+
+
+def test_a_failed_lookup_at_the_organizational_domain_never_refuses(dns: Dns) -> None:
+    dns.records[("shop.strict.net", "TXT")] = (f"v=spf1 ip4:{GOOD_IP} -all",)
+    dns.broken.add("_dmarc.strict.net")  # _dmarc.shop.strict.net holds nothing: ask further
+    assert InboundChecks(dns, RULES).decide(request(BAD_IP, "boss@shop.strict.net")) == DUNNO
+
+
+@pytest.mark.parametrize(("published", "why"), [
+    (("v=DMARC1; p=reject", "v=DMARC1; p=none"), "has 2 DMARC records, which count as none"),
+    (("v=DMARC1; rua=mailto:reports@strict.net",), "has no valid p="),
+    (("v=DMARC1; p=maybe",), "has no valid p="),
+])
+def test_dmarc_records_receivers_ignore_are_no_policy(
+        dns: Dns, published: tuple[str, ...], why: str) -> None:
+    """RFC 7489 §6.6.3: several records, or one without a valid p=, mean no DMARC policy."""
+    dns.records[("_dmarc.strict.net", "TXT")] = published
+    action = InboundChecks(dns, RULES).decide(request(BAD_IP, "boss@strict.net"))
+    assert action.startswith("550 5.7.23 SPF: strict.net does not allow 198.51.100.7 ")
+    assert "publishes no DMARC policy" in action and why in action
+
+
+def test_two_records_at_the_domain_are_none_even_with_a_policy_above(dns: Dns) -> None:
+    """Discovery stops at a name holding DMARC records: strict.com's p=none doesn't apply."""
+    dns.records[("_dmarc.shop.strict.com", "TXT")] = ("v=DMARC1; p=reject", "v=DMARC1; p=none")
+    action = InboundChecks(dns, RULES).decide(request(BAD_IP, "boss@shop.strict.com"))
+    assert action.startswith("550 5.7.23 SPF: shop.strict.com does not allow")
 
 
 @pytest.mark.parametrize("attributes", [
@@ -92,61 +119,61 @@ def test_a_failed_dmarc_lookup_never_refuses(dns: Dns) -> None:
 def test_our_users_local_mail_and_bounces_are_never_judged(
         dns: Dns, attributes: dict[str, str]) -> None:
     asked = {**request(BAD_IP, "boss@strict.net"), **attributes}
-    assert InboundPolicy(dns, RULES).decide(asked) == DUNNO
+    assert InboundChecks(dns, RULES).decide(asked) == DUNNO
 
 
 def test_one_verdict_per_message(dns: Dns) -> None:
-    policy = InboundPolicy(dns, RULES)
+    checks = InboundChecks(dns, RULES)
     for _ in range(5):  # five recipients of one message
-        policy.decide(request(BAD_IP, "boss@strict.net"))
+        checks.decide(request(BAD_IP, "boss@strict.net"))
     assert dns.asked.count(("strict.net", "TXT")) == 1
     # The next message is judged afresh: the domain has published DMARC meanwhile.
     dns.records[("_dmarc.strict.net", "TXT")] = ("v=DMARC1; p=none",)
-    assert policy.decide(request(BAD_IP, "boss@strict.net", instance="a2.1")) == DUNNO
+    assert checks.decide(request(BAD_IP, "boss@strict.net", instance="a2.1")) == DUNNO
 
 
 def test_a_blocklist_that_refuses_our_resolver_is_said_once_an_hour(
         dns: Dns, caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     dns.records[(f"{reverse_name(GOOD_IP)}.key.zen.dq.spamhaus.net", "A")] = ("127.255.255.254",)
-    policy = InboundPolicy(dns, RULES, [Blocklist("key.zen.dq.spamhaus.net", "zen.spamhaus.org")],
+    checks = InboundChecks(dns, RULES, [Blocklist("key.zen.dq.spamhaus.net", "zen.spamhaus.org")],
                            clock=lambda: now[0])
-    assert policy.decide(request(GOOD_IP, "boss@strict.net")) == DUNNO
+    assert checks.decide(request(GOOD_IP, "boss@strict.net")) == DUNNO
     assert caplog.text.count("this blocklist refuses our resolver: zen.spamhaus.org answered "
                              f"127.255.255.254 (\"query refused\") for {GOOD_IP}") == 1
     assert "key.zen" not in caplog.text  # the DQS key stays out of our lines
     now[0] = 1800.0
-    policy.decide(request("192.0.2.11", "boss@strict.net"))
+    checks.decide(request("192.0.2.11", "boss@strict.net"))
     assert caplog.text.count("refuses our resolver") == 1
     now[0] = 3700.0
-    policy.decide(request(GOOD_IP, "boss@strict.net"))
+    checks.decide(request(GOOD_IP, "boss@strict.net"))
     assert caplog.text.count("refuses our resolver") == 2
 
 
 def test_dnswls_limit_answer_is_a_refusal_too(dns: Dns, caplog: pytest.LogCaptureFixture) -> None:
     dns.records[(f"{reverse_name(GOOD_IP)}.list.dnswl.org", "A")] = ("127.0.0.255",)
-    policy = InboundPolicy(dns, RULES, [Blocklist("list.dnswl.org", "list.dnswl.org")])
-    policy.decide(request(GOOD_IP, "boss@strict.net"))
+    checks = InboundChecks(dns, RULES, [Blocklist("list.dnswl.org", "list.dnswl.org")])
+    checks.decide(request(GOOD_IP, "boss@strict.net"))
     assert "this blocklist refuses our resolver: list.dnswl.org answered 127.0.0.255" in caplog.text
 
 
 def test_a_real_listing_is_not_a_refusal(dns: Dns, caplog: pytest.LogCaptureFixture) -> None:
     dns.records[(f"{reverse_name(GOOD_IP)}.zen.spamhaus.org", "A")] = ("127.0.0.2",)
-    policy = InboundPolicy(dns, RULES, [Blocklist("zen.spamhaus.org", "zen.spamhaus.org")])
-    policy.decide(request(GOOD_IP, "boss@strict.net"))
+    checks = InboundChecks(dns, RULES, [Blocklist("zen.spamhaus.org", "zen.spamhaus.org")])
+    checks.decide(request(GOOD_IP, "boss@strict.net"))
     assert "refuses" not in caplog.text
 
 
 def test_many_sessions_from_the_gateway_mean_dockers_proxy(
         dns: Dns, caplog: pytest.LogCaptureFixture) -> None:
-    policy = InboundPolicy(dns, RULES, gateway="172.17.0.1")
-    policy.decide(request("172.17.0.1", "a@no-spf.net", instance="1"))
-    policy.decide(request("172.17.0.1", "a@no-spf.net", instance="1"))  # one session, 2 RCPTs
-    policy.decide(request("172.17.0.2", "a@no-spf.net", instance="2"))  # another client
-    policy.decide(request("172.17.0.1", "a@no-spf.net", instance="3"))
+    checks = InboundChecks(dns, RULES, gateway="172.17.0.1")
+    checks.decide(request("172.17.0.1", "a@no-spf.net", instance="1"))
+    checks.decide(request("172.17.0.1", "a@no-spf.net", instance="1"))  # one session, 2 RCPTs
+    checks.decide(request("172.17.0.2", "a@no-spf.net", instance="2"))  # another client
+    checks.decide(request("172.17.0.1", "a@no-spf.net", instance="3"))
     assert "userland proxy" not in caplog.text
     for session in ("4", "5", "6"):
-        policy.decide(request("172.17.0.1", "a@no-spf.net", instance=session))
+        checks.decide(request("172.17.0.1", "a@no-spf.net", instance=session))
     assert caplog.text.count("comes from 172.17.0.1, this container's gateway: Docker's "
                              "userland proxy hides the senders' addresses") == 1
 
@@ -230,13 +257,13 @@ def test_what_is_said_once_is_said_once_across_processes(
     """Postfix runs one policy process per smtpd: the notes are files they share."""
     dns.records[(f"{reverse_name(GOOD_IP)}.zen.spamhaus.org", "A")] = ("127.255.255.254",)
     lists = [Blocklist("zen.spamhaus.org", "zen.spamhaus.org")]
-    first, second = (InboundPolicy(dns, RULES, lists, gateway="172.17.0.1",
+    first, second = (InboundChecks(dns, RULES, lists, gateway="172.17.0.1",
                                    notes=FileNotes(tmp_path)) for _ in range(2))
     first.decide(request(GOOD_IP, "boss@strict.net"))
     second.decide(request(GOOD_IP, "boss@strict.net"))
     assert caplog.text.count("refuses our resolver") == 1
-    for policy, session in ((first, "1"), (second, "2"), (first, "3"), (second, "4")):
-        policy.decide(request("172.17.0.1", "a@no-spf.net", instance=session))
+    for checks, session in ((first, "1"), (second, "2"), (first, "3"), (second, "4")):
+        checks.decide(request("172.17.0.1", "a@no-spf.net", instance=session))
     assert caplog.text.count("Docker's userland proxy hides") == 1
     assert FileNotes(tmp_path / "missing").first_to_say("x") is False  # never raises
 

@@ -16,6 +16,7 @@ from mailboot.dns.answer import Answer
 from mailboot.mailboxes import accounts
 from mailboot.records.build import all_records, build_record_groups
 from mailboot.settings.table import Settings
+from mailboot.standards import dmarc
 from mailboot.standards.publicsuffix import parse_rules
 from tests.conftest import NOW
 
@@ -182,12 +183,34 @@ def test_alignment_strict_and_relaxed() -> None:
 
 
 def test_records_that_are_not_a_dmarc_policy_are_skipped() -> None:
-    dns = Dns({("_dmarc.example.com", "TXT"): ("v=spf1 -all", "p=reject; v=DMARC1",
-                                               "v=DMARC1; p=maybe")})
-    policy = selftest.find_dmarc_policy("example.com", dns, RULES)
-    assert policy.result == "none"
+    dns = Dns({("_dmarc.example.com", "TXT"): ("v=spf1 -all", "p=reject; v=DMARC1")})
+    found = dmarc.discover("example.com", dns, RULES)
+    assert found.outcome == "none" and not found.has_policy
+    # A DMARC record (v=DMARC1 first) without a valid p= is no policy: a permanent error, as
+    # OpenDMARC reports it, not a record to skip (RFC 7489 §6.6.3 steps 2 and 6).
+    dns.records[("_dmarc.example.com", "TXT")] += ("v=DMARC1; p=maybe",)
+    found = dmarc.discover("example.com", dns, RULES)
+    assert found.outcome == "permerror" and not found.has_policy
     dns.records[("_dmarc.example.com", "TXT")] = ("v=DMARC1; p=reject", "v=DMARC1; p=none")
-    assert "has 2 DMARC records" in selftest.find_dmarc_policy("example.com", dns, RULES).reason
+    assert "has 2 DMARC records" in dmarc.discover("example.com", dns, RULES).reason
+
+
+@pytest.mark.parametrize("values", [
+    ("v=DMARC1; p=reject; adkim=s; aspf=s", "v=DMARC1; p=none"),  # two: as good as none
+    ("v=DMARC1; adkim=s; aspf=s",),  # no p=
+    ("v=DMARC1; p=rejekt; adkim=s; aspf=s",),  # no valid p=
+])
+def test_a_dmarc_record_receivers_ignore_fails_the_selftest_with_its_fix(
+        settings: Settings, keys: tuple[DomainKeys, ...], values: tuple[str, ...]) -> None:
+    """Signed and aligned, but DMARC can't pass: receivers find no policy to pass."""
+    dns = published(settings, keys)
+    dns.records[("_dmarc.example.com", "TXT")] = values
+    report = evaluate(settings, keys, dns)
+    failed = check(report, "dmarc")
+    assert failed.result in ("none", "permerror") and not failed.ok and not report.ok
+    assert "receivers apply none" in failed.reason or "no DMARC policy" in failed.reason
+    assert failed.fix is not None and failed.fix.name == "_dmarc.example.com"
+    assert check(report, "dkim").ok and check(report, "spf").ok
 
 
 def test_a_failed_lookup_is_a_temperror_not_a_verdict(

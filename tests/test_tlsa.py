@@ -222,7 +222,12 @@ def test_a_rollover_switches_only_once_the_next_record_is_served(
     assert caplog.text.count(f"waiting until {NAME} TLSA {keys.next} is served by the DNS") == 1
 
     data[(NAME, "TLSA")] = Answer((keys.current, "3 1 1 " + keys.next.split()[-1].upper()))
-    task.step(NOW + timedelta(minutes=5))
+    task.step(NOW + timedelta(minutes=5))  # served: the switch waits the record's TTL
+    assert tlskeys.ensure_keys(paths) == keys and served_tlsa(paths) == keys.current
+    assert (f"{NAME} TLSA {keys.next} is served and matches the next key; the switch happens "
+            "at 2026-11-25 13:05:00 UTC (once the record's TTL of 3600 s has passed)"
+            in caplog.text)  # no TTL in the answer: the TTL we print
+    task.step(NOW + timedelta(minutes=65))
     after = tlskeys.ensure_keys(paths)
     assert after.current == keys.next and after.next not in (keys.current, keys.next)
     assert served_tlsa(paths) == keys.next and len(ca.orders) == 2
@@ -230,6 +235,73 @@ def test_a_rollover_switches_only_once_the_next_record_is_served(
     assert f"remove {NAME} TLSA {keys.current} now" in caplog.text
     assert tlskeys.requested(paths) is None and tlskeys.retiring(paths) is None
     assert len(list((paths.tls_keys_dir / "retired").iterdir())) == 1
+
+
+def test_the_switch_waits_the_served_records_ttl_as_a_dkim_rotation_does(
+    settings: Settings, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Senders' resolvers may hold the TLSA set without the next key's record for its TTL: a
+    switch at first sight would have them refuse our new certificate meanwhile."""
+    caplog.set_level(logging.INFO)
+    paths = Paths(settings.data_dir)
+    ca = KeptKeyCa(paths)
+    keys = tlskeys.ensure_keys(paths)
+    data = {**SIGNED, (NAME, "TLSA"): Answer((keys.current,), ttl=3600)}
+    task, _ = make_rollover(settings, data, ca)
+    task.step(NOW)
+    tlskeys.request_rollover(paths)
+    t0 = NOW + timedelta(minutes=10)
+    data[(NAME, "TLSA")] = Answer((keys.current, keys.next), ttl=3600)
+    wake = task.step(t0)
+    assert wake == t0 + timedelta(seconds=settings.dns_check_interval)  # looks again meanwhile
+    assert caplog.text.count("the switch happens at 2026-11-25 13:10:00 UTC (once the "
+                             "record's TTL of 3600 s has passed)") == 1
+    assert task.step(t0 + timedelta(minutes=59, seconds=59)) == t0 + timedelta(minutes=60)
+    # A restart (the run directory, and the worker's memory with it, gone) resumes the wait:
+    # the record was first seen at t0, as DATA_DIR/tls/keys says; the line is said again.
+    task, _ = make_rollover(settings, data, ca)
+    task.step(t0 + timedelta(minutes=59))
+    assert tlskeys.ensure_keys(paths) == keys and served_tlsa(paths) == keys.current
+    assert caplog.text.count("the switch happens at 2026-11-25 13:10:00 UTC") == 2
+    task.step(t0 + timedelta(minutes=60))
+    assert tlskeys.ensure_keys(paths).current == keys.next and served_tlsa(paths) == keys.next
+    assert not (paths.tls_keys_dir / tlskeys.SEEN).exists()
+
+
+def test_a_record_that_changes_while_waited_for_starts_the_wait_over(
+    settings: Settings, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    paths = Paths(settings.data_dir)
+    ca = KeptKeyCa(paths)
+    keys = tlskeys.ensure_keys(paths)
+    data = {**SIGNED, (NAME, "TLSA"): Answer((keys.current, keys.next), ttl=3600)}
+    task, _ = make_rollover(settings, data, ca)
+    task.step(NOW)  # no request yet: nothing seen, nothing kept
+    assert tlskeys.rollover_seen(paths) is None
+    tlskeys.request_rollover(paths)
+    t0 = NOW + timedelta(minutes=1)
+    task.step(t0)
+    assert tlskeys.rollover_seen(paths) == (keys.next, t0)
+    # Half way, the record changes (a typo in the hex, say): what senders may cache changes too.
+    wrong = keys.next[:-4] + "0000"
+    data[(NAME, "TLSA")] = Answer((keys.current, wrong), ttl=3600)
+    task.step(t0 + timedelta(minutes=30))
+    assert tlskeys.rollover_seen(paths) is None
+    assert f"waiting until {NAME} TLSA {keys.next} is served by the DNS" in caplog.text
+    # A failed lookup meanwhile neither switches nor forgets.
+    data[(NAME, "TLSA")] = Answer((keys.current, keys.next), ttl=3600)
+    again = t0 + timedelta(minutes=40)
+    task.step(again)
+    data[(NAME, "TLSA")] = Answer(error="timed out")
+    task.step(again + timedelta(minutes=30))
+    assert tlskeys.rollover_seen(paths) == (keys.next, again)
+    data[(NAME, "TLSA")] = Answer((keys.current, keys.next), ttl=3600)
+    task.step(t0 + timedelta(minutes=60))  # an hour after the first sight: too early now
+    task.step(again + timedelta(minutes=59))
+    assert tlskeys.ensure_keys(paths) == keys and served_tlsa(paths) == keys.current
+    task.step(again + timedelta(minutes=60))
+    assert tlskeys.ensure_keys(paths).current == keys.next and served_tlsa(paths) == keys.next
 
 
 def test_a_restart_in_the_middle_of_a_switch_finishes_it(settings: Settings) -> None:

@@ -6,9 +6,9 @@ For each mail domain a test message is built as one of its users, signed with th
 
 - DKIM (RFC 6376) by dkimpy, the key record fetched through our lookup;
 - SPF (RFC 7208) by pyspf, through our lookup (`dnsspf`);
-- DMARC (RFC 7489) here: policy discovery at the domain, then at its organizational domain
-  (the public suffix list, as OpenDMARC reads it), identifier alignment, and a pass when an
-  aligned SPF or DKIM result passes.
+- DMARC (RFC 7489): the record that applies by `standards.dmarc` (the one discovery the port-25
+  policy service and the DNS doctor use too), then here identifier alignment, and a pass when
+  an aligned SPF or DKIM result passes.
 
 The lookup is injected: the zones' own name servers (or DNS_RESOLVERS) in production, DNS as data
 in tests. Each failure names the record to fix, with the value `dnsrecords` says belongs there.
@@ -35,6 +35,7 @@ from mailboot.mailboxes import accounts
 from mailboot.records.build import Kind, Record, all_records, build_record_groups
 from mailboot.records.zonefile import zone_rdata
 from mailboot.settings.table import Settings
+from mailboot.standards import dmarc
 from mailboot.standards import spf as dnsspf
 from mailboot.standards.publicsuffix import SuffixRules, load_rules
 
@@ -94,16 +95,6 @@ class Report:
                 and all(v.ok for v in self.verdicts) and all(c.ok for _, c in self.helo))
 
 
-@dataclass(frozen=True)
-class DmarcPolicy:
-    """The DMARC record that applies to a domain (RFC 7489 §6.6.3), or why there is none."""
-
-    name: str  # where it was found, or where it was looked for first
-    tags: Mapping[str, str]
-    result: str | None = None  # None: a record applies; else "none" or "temperror"
-    reason: str = ""
-
-
 # --- the whole test -------------------------------------------------------------------------------
 
 def run(settings: Settings, paths: Paths, lookup: Lookup, now: datetime,
@@ -136,12 +127,12 @@ def evaluate(settings: Settings, keys: Sequence[DomainKeys], senders: Mapping[st
         message = sign(build_message(sender, sender, now), domain_keys.signing)
         dkim_check = check_dkim(message, domain_keys.signing, lookup,
                                 _record(records, Kind.DKIM, domain_keys.signing.record_name))
-        policy = find_dmarc_policy(domain, lookup, suffixes)
+        found = dmarc.discover(domain, lookup, suffixes)
         dmarc_record = _record(records, Kind.DMARC, f"_dmarc.{domain}")
         spf_record = _record(records, Kind.SPF, domain)
         for address in addresses:
             spf_check = check_spf(address, sender, settings.hostname, lookup, spf_record)
-            dmarc_check = judge_dmarc(domain, policy, (dkim_check, domain_keys.signing.domain),
+            dmarc_check = judge_dmarc(domain, found, (dkim_check, domain_keys.signing.domain),
                                       (spf_check, sender.rpartition("@")[2]), suffixes,
                                       dmarc_record)
             verdicts.append(Verdict(domain, address, sender, (dkim_check, spf_check,
@@ -289,41 +280,6 @@ def _spf_text(domain: str, lookup: Lookup) -> str:
 
 # --- DMARC ----------------------------------------------------------------------------------------
 
-def find_dmarc_policy(domain: str, lookup: Lookup, suffixes: SuffixRules) -> DmarcPolicy:
-    """RFC 7489 §6.6.3: the record at _dmarc.<domain>, else at the organizational domain's."""
-    candidates = [domain]
-    organizational = suffixes.organizational_domain(domain)
-    if organizational != domain:
-        candidates.append(organizational)
-    for candidate in candidates:
-        name = f"_dmarc.{candidate}"
-        answer = lookup(name, "TXT")
-        if answer.error is not None:
-            return DmarcPolicy(name, {}, "temperror", f"no answer for {name} TXT: {answer.error}")
-        found = [tags for tags in map(_dmarc_tags, answer.values) if tags is not None]
-        if len(found) == 1:
-            return DmarcPolicy(name, found[0])
-        if len(found) > 1:  # §6.6.3 step 4: several records are as good as none
-            return DmarcPolicy(name, {}, "none", f"{name} has {len(found)} DMARC records; "
-                               "receivers apply none of them")
-    return DmarcPolicy(f"_dmarc.{domain}", {}, "none", f"no DMARC record at _dmarc.{domain}")
-
-
-def _dmarc_tags(value: str) -> dict[str, str] | None:
-    """The tags of a DMARC record; None unless it starts with v=DMARC1 (RFC 7489 §6.4) and
-    has a valid p= (§6.6.3 step 6 treats it otherwise as having no policy)."""
-    tags: dict[str, str] = {}
-    for part in value.split(";"):
-        key, equals, tag_value = part.partition("=")
-        if equals:
-            tags.setdefault(key.strip().lower(), tag_value.strip())
-    if not value.replace(" ", "").startswith("v=DMARC1"):
-        return None
-    if tags.get("p", "").lower() not in ("none", "quarantine", "reject"):
-        return None
-    return tags
-
-
 def aligned(identifier: str, from_domain: str, mode: str, suffixes: SuffixRules) -> bool:
     """RFC 7489 §3.1: strict, the same name; relaxed, the same organizational domain."""
     identifier, from_domain = identifier.lower().rstrip("."), from_domain.lower().rstrip(".")
@@ -333,22 +289,23 @@ def aligned(identifier: str, from_domain: str, mode: str, suffixes: SuffixRules)
         from_domain)
 
 
-def judge_dmarc(domain: str, policy: DmarcPolicy, dkim_result: tuple[Check, str],
+def judge_dmarc(domain: str, found: dmarc.DmarcDiscovery, dkim_result: tuple[Check, str],
                 spf_result: tuple[Check, str], suffixes: SuffixRules,
                 fix: Record | None) -> Check:
     """RFC 7489 §4.2: pass when SPF or DKIM passes with its identifier (the signature's d=,
     the MAIL FROM domain) aligned with the From: `domain`."""
-    if policy.result is not None:
-        return Check("dmarc", policy.result, policy.reason,
-                     fix if policy.result == "none" else None)
-    mode = {"dkim": policy.tags.get("adkim", "r"), "spf": policy.tags.get("aspf", "r")}
+    record = found.record
+    if record is None:  # no policy (none, several, invalid) or no answer
+        return Check("dmarc", found.outcome.value, found.reason,
+                     None if found.outcome is dmarc.Outcome.TEMPERROR else fix)
     passing = [check.method.upper() for check, identifier in (dkim_result, spf_result)
-               if check.ok and aligned(identifier, domain, mode[check.method], suffixes)]
-    where = f"p={policy.tags['p']} at {policy.name}"
+               if check.ok and aligned(identifier, domain, record.alignment(
+                   "dkim" if check.method == "dkim" else "spf"), suffixes)]
+    where = f"p={record.disposition} at {found.name}"
     if passing:
         return Check("dmarc", "pass", f"aligned {' and '.join(passing)} pass ({where})")
     return Check("dmarc", "fail", f"neither SPF nor DKIM passes for {domain} ({where}): "
-                 f"receivers apply p={policy.tags['p']}; fix the records above")
+                 f"receivers apply p={record.disposition}; fix the records above")
 
 
 # --- telling it -----------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """What port 25 decides about a sender beyond postscreen and the milters, and what it notices.
 
 Postfix asks this for every recipient of every message arriving on port 25 (the policy
-delegation protocol, `smtp_policy`), after postscreen let the client in and before the message
+delegation protocol, `inbound.protocol`), after postscreen let the client in and before the message
 is accepted. It decides one thing and notices two:
 
 - SPF `-all` with no DMARC: when the sender's domain says "only these addresses send my mail"
-  (SPF fail, RFC 7208 §2.6.4) and publishes no DMARC policy, the mail is refused at RCPT
-  (RFC 7208 §8.4). With a DMARC policy, DMARC decides instead (OpenDMARC, at end of data): a
-  forwarded message fails SPF but can still pass by its DKIM signature.
+  (SPF fail, RFC 7208 §2.6.4) and has no DMARC policy (none published, several records, or one
+  without a valid p=: `standards.dmarc` decides, as for the self-test and the DNS doctor), the
+  mail is refused at RCPT (RFC 7208 §8.4). With a DMARC policy, DMARC decides instead
+  (OpenDMARC, at end of data): a forwarded message fails SPF but can still pass by its DKIM
+  signature.
 - A blocklist that refuses our resolver (it answers 127.255.255.x, "query refused", as
   Spamhaus does for queries through public resolvers): postscreen's filters never count that
   as a listing, so the list silently protects nothing. Said once an hour per list.
@@ -16,7 +18,7 @@ is accepted. It decides one thing and notices two:
 
 Every other case answers DUNNO (no opinion): a failed lookup never refuses mail.
 
-The policy process (`inbound_policy`) starts on demand and ends when idle, so what must be said
+The policy process (`inbound.service`) starts on demand and ends when idle, so what must be said
 once across its lives (the proxy, a refusing blocklist within the hour) is remembered in
 `FileNotes`, small files in the run directory; tests use `MemoryNotes`.
 """
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mailboot.dns.answer import Lookup
+from mailboot.standards import dmarc
 from mailboot.standards.publicsuffix import SuffixRules
 from mailboot.standards.spf import check_sender
 
@@ -152,8 +155,9 @@ def _safe(text: str) -> str:
 
 
 @dataclass
-class InboundPolicy:
-    """One per policy process; `decide` may be called from several threads at once."""
+class InboundChecks:
+    """The checks behind the port-25 policy service's answers. One per policy process;
+    `decide` may be called from several threads at once."""
 
     lookup: Lookup  # recursive, through the container's resolver
     suffixes: SuffixRules
@@ -202,26 +206,13 @@ class InboundPolicy:
         if check_sender(client, sender, helo, self.lookup).result != "fail":
             return DUNNO
         domain = sender.rpartition("@")[2].lower()
-        if self.dmarc_policy(domain) is not False:
+        found = dmarc.discover(domain, self.lookup, self.suffixes)
+        if found.has_policy or found.outcome is dmarc.Outcome.TEMPERROR:
             return DUNNO  # a policy (DMARC decides), or unknown (never refuse on a failure)
+        # No policy: no DMARC record, several, or one without a valid p= (RFC 7489 §6.6.3).
         # Postfix logs the refusal (NOQUEUE: reject ... client, sender, this text): one line.
         return (f"550 5.7.23 SPF: {domain} does not allow {client} to send its mail, and it "
-                "publishes no DMARC policy (RFC 7208 section 8.4)")
-
-    def dmarc_policy(self, domain: str) -> bool | None:
-        """Whether `domain` has a DMARC record, at itself or its organizational domain
-        (RFC 7489 §6.6.3); None when a lookup failed."""
-        candidates = [domain]
-        organizational = self.suffixes.organizational_domain(domain)
-        if organizational != domain:
-            candidates.append(organizational)
-        for candidate in candidates:
-            answer = self.lookup(f"_dmarc.{candidate}", "TXT")
-            if answer.error is not None:
-                return None
-            if any(value.lower().startswith("v=dmarc1") for value in answer.values):
-                return True
-        return False
+                f"publishes no DMARC policy{_why_none(found)} (RFC 7208 section 8.4)")
 
     # --- what we notice -----------------------------------------------------------------------
 
@@ -272,6 +263,16 @@ class InboundPolicy:
             "queries that come through large public resolvers: unset DNS_FORWARDERS so the "
             "container resolves by itself, or (Spamhaus) set SPAMHAUS_DQS_KEY",
             blocklist.shown_as, code, client)
+
+
+def _why_none(found: dmarc.DmarcDiscovery) -> str:
+    """For the refusal: why what the sender's admin may see in DNS is no policy (short, for
+    the SMTP reply)."""
+    if found.outcome is dmarc.Outcome.PERMERROR:
+        return f"; the DMARC record at {found.name} has no valid p="
+    if found.records > 1:
+        return f"; {found.name} has {found.records} DMARC records, which count as none"
+    return ""
 
 
 def reverse_name(address: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mailboot.dns.lookup import DnsLookup
 from mailboot.inbound import protocol as smtp_policy
-from mailboot.inbound.decide import Blocklist, FileNotes, InboundPolicy, default_gateway
+from mailboot.inbound.decide import Blocklist, FileNotes, InboundChecks, default_gateway
 from mailboot.standards import publicsuffix
 
 # The container's own resolver (Unbound): recursive, validating, and what blocklists accept.
@@ -39,12 +39,12 @@ def blocklist(text: str) -> Blocklist:
     return Blocklist(query, shown or query)
 
 
-def policy(blocklists: Sequence[Blocklist], notes: Path) -> InboundPolicy:
+def inbound_checks(blocklists: Sequence[Blocklist], notes: Path) -> InboundChecks:
     try:
         routes = Path("/proc/net/route").read_text()
     except OSError:
         routes = ""
-    return InboundPolicy(DnsLookup([LOCAL_RESOLVER]), publicsuffix.load_rules(), blocklists,
+    return InboundChecks(DnsLookup([LOCAL_RESOLVER]), publicsuffix.load_rules(), blocklists,
                          default_gateway(routes), notes=FileNotes(notes))
 
 
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     log_to_stderr()
     listener = socket.socket(fileno=arguments.listen_fd)
-    decide = policy(arguments.blocklist, arguments.notes).decide
+    decide = inbound_checks(arguments.blocklist, arguments.notes).decide
     serve_socket(listener, decide, arguments.idle)
     return 0
 

@@ -316,8 +316,8 @@ def dmarc_value(settings: Settings) -> str:
     return "; ".join(tags)
 
 
-def _dmarc_action(policy: str) -> str:
-    return {"reject": "reject", "quarantine": "quarantine", "none": "only report"}[policy]
+def _dmarc_action(disposition: str) -> str:
+    return {"reject": "reject", "quarantine": "quarantine", "none": "only report"}[disposition]
 
 
 def mta_sts_record(settings: Settings, domain: str,

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Final, assert_never
 
 from mailboot.dns.answer import Answer, Lookup
 from mailboot.records.build import Kind, Record, Where
+from mailboot.standards import dmarc
+from mailboot.standards.taglist import parse_tags, squeezed
 from mailboot.tls.keys import normal_tlsa
 
 if TYPE_CHECKING:
@@ -159,6 +161,8 @@ def _relevant(record: Record, values: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(v for v in values if normal_tlsa(v) == normal_tlsa(record.value or ""))
     if record.kind is Kind.CAA:  # `issuewild` and `iodef` records are the user's own business
         return tuple(v for v in values if _caa(v)[0] == "issue")
+    if record.kind in (Kind.DMARC, Kind.DMARC_REPORT_AUTH):
+        return tuple(v for v in values if dmarc.is_dmarc_record(v))  # RFC 7489 §6.6.3 step 2
     tag = record.kind.tag
     if tag is None:
         return values
@@ -166,22 +170,24 @@ def _relevant(record: Record, values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _first_tag(value: str) -> str:
-    """`v=spf1 a -all` -> `v=spf1`; `v=DMARC1;p=reject` -> `v=dmarc1`."""
+    """`v=spf1 a -all` -> `v=spf1`; `v=STSv1; id=1` -> `v=stsv1`."""
     words = value.split(";", 1)[0].split(maxsplit=1)
     return words[0].lower() if words else ""
 
 
-# Why a second record of a TXT kind at one name is an error.
+# Why a second record of a TXT kind at one name is an error (DMARC's: `_check_dmarc`).
 _ONE_RECORD: Final[Mapping[Kind, str]] = {
     Kind.SPF: "RFC 7208 §4.5", Kind.HELO_SPF: "RFC 7208 §4.5", Kind.DKIM: "RFC 6376 §3.6.2.2",
-    Kind.DMARC: "RFC 7489 §6.6.3", Kind.DMARC_REPORT_AUTH: "RFC 7489 §7.1",
-    Kind.MTA_STS: "RFC 8461 §3.1", Kind.TLSRPT: "RFC 8460 §3",
+    Kind.DMARC_REPORT_AUTH: "RFC 7489 §7.1", Kind.MTA_STS: "RFC 8461 §3.1",
+    Kind.TLSRPT: "RFC 8460 §3",
 }
 
 
 def _judge(record: Record, values: tuple[str, ...], ours: Sequence[str],
            lookup: Lookup) -> _Problem | None:
     expected = record.value or ""
+    if record.kind is Kind.DMARC:
+        return _check_dmarc(record.name, expected, values)
     if record.kind in _ONE_RECORD and len(values) > 1:
         return _Problem(f"there are {len(values)} such records; there must be exactly one "
                         f"({_ONE_RECORD[record.kind]})")
@@ -247,13 +253,21 @@ def _compare_mx(expected: str, values: tuple[str, ...]) -> str | None:
 
 
 def _tags(value: str) -> dict[str, str]:
-    """`v=DMARC1; p=reject` -> {"v": "DMARC1", "p": "reject"} (RFC 6376 §3.2 tag lists)."""
-    tags = {}
-    for part in value.split(";"):
-        name, _, tag_value = part.partition("=")
-        if name.strip():
-            tags[name.strip().lower()] = "".join(tag_value.split())
-    return tags
+    """`v=DMARC1; p=reject` -> {"v": "DMARC1", "p": "reject"} (RFC 6376 §3.2 tag lists), each
+    value without whitespace: a key split over strings is the same key."""
+    return {name: squeezed(tag_value) for name, tag_value in parse_tags(value).items()}
+
+
+def _check_dmarc(name: str, expected: str, values: tuple[str, ...]) -> _Problem | None:
+    """Our DMARC record, judged first as receivers discover it (`standards.dmarc`): several
+    records, or one without a valid p=, are no policy at all, whatever their tags say."""
+    found = dmarc.at_name(name, Answer(values))
+    if found is not None and found.records > 1:
+        return _Problem(f"{found.reason}; keep one")
+    differing = _compare_tags(_tags(expected), _tags(values[0]))
+    if found is not None and found.outcome is dmarc.Outcome.PERMERROR:
+        return _Problem(f"{found.reason}; {differing}" if differing else found.reason)
+    return _wrong(differing)
 
 
 def _compare_tags(expected: dict[str, str], found: dict[str, str]) -> str | None:

@@ -4,9 +4,9 @@
    record; the current key keeps signing (`start_rotation`, `import_key`).
 2. The worker (`DkimRotation.step`) asks the domain's authoritative servers (or DNS_RESOLVERS)
    for the next key's record. Once it is served and matches the key, and has been for at least
-   its TTL (so resolvers that cached its absence have let go, RFC 2308), the next key signs:
-   OpenDKIM's tables are rendered again and OpenDKIM reloads them. The log says so, and which
-   old record to keep for now.
+   its TTL (`rotation.gate`: resolvers that cached its absence have let go, RFC 2308), the next
+   key signs: OpenDKIM's tables are rendered again and OpenDKIM reloads them. The log says so,
+   and which old record to keep for now.
 3. DKIM_ROTATION_GRACE after the switch (mail signed with the old key is still being verified
    meanwhile) the old key moves to `retired/`, and the log says which record to remove.
 
@@ -34,8 +34,10 @@ from mailboot.dkim.keys import DkimKey
 from mailboot.dkim.state import DomainState, Replaced, Role, Slot
 from mailboot.dns.answer import Answer, Lookup
 from mailboot.records import doctor as dnscheck
-from mailboot.records.build import DEFAULT_TTL, dkim_record
+from mailboot.records.build import dkim_record
 from mailboot.records.doctor import Status
+from mailboot.rotation import gate
+from mailboot.rotation.gate import when
 
 log = logging.getLogger("mailboot.dkim")
 
@@ -44,10 +46,6 @@ log = logging.getLogger("mailboot.dkim")
 # `mailboot dkim rotate` or `import` changes a domain's key directory (the worker asks it to
 # watch them).
 IDLE_POLL = timedelta(hours=12)
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclass(frozen=True)
@@ -185,7 +183,7 @@ class DkimRotation:
                 domain_wake, changed = self._domain(domain, now)
             except (MailbootError, OSError) as error:
                 log.warning("dkim: %s: rotation step failed: %s; trying again at %s", domain,
-                            error, _when(now + self.poll))
+                            error, when(now + self.poll))
                 domain_wake, changed = now + self.poll, False
             wake, switched = min(wake, domain_wake), switched or changed
         if switched:
@@ -253,17 +251,20 @@ class DkimRotation:
         finding = dnscheck.check_record(record, _answering(record.name, answer, self.lookup))
         if finding.status is Status.UNKNOWN:
             return slot, now + self.poll, False  # no answer: what was seen stays seen
-        if finding.status is not Status.OK:
+        expected = record.value or ""
+        seen = None if slot.next_seen is None else gate.Sighting(expected, slot.next_seen)
+        verdict = gate.judge(answer, expected, finding.status is Status.OK, seen, now)
+        slot = replace(slot, next_seen=verdict.since)
+        if verdict.stage is gate.Stage.UNKNOWN:
+            return slot, now + self.poll, False
+        if verdict.stage is gate.Stage.NOT_SERVED:
             self._tell(record.name, f"dkim: {key.domain}: the next key {key.selector} waits for "
                        f"its record; the current key keeps signing. {finding.hint}")
-            return replace(slot, next_seen=None), now + self.poll, False
-        seen = slot.next_seen or now
-        ttl = timedelta(seconds=answer.ttl if answer.ttl is not None else DEFAULT_TTL)
-        if now < seen + ttl:
+            return slot, now + self.poll, False
+        if verdict.stage is gate.Stage.WAITING:
             self._tell(record.name, f"dkim: {key.domain}: {record.name} TXT is served and "
-                       f"matches the next key; it signs from {_when(seen + ttl)} (once the "
-                       f"record's TTL of {int(ttl.total_seconds())} s has passed)")
-            return replace(slot, next_seen=seen), min(now + self.poll, seen + ttl), False
+                       f"matches the next key; it signs {verdict.waiting_text()}")
+            return slot, verdict.wake(now, self.poll), False
         old = loaded.key(key.algorithm, slot.signing)
         previous = slot.previous + ((Replaced(old.selector, now),) if old is not None else ())
         if old is None:
@@ -273,7 +274,7 @@ class DkimRotation:
             log.info("dkim: %s: %s (%s) signs now instead of %s: its record %s TXT is served. "
                      "Keep the old record %s TXT published until %s; the log says when to "
                      "remove it", key.domain, key.selector, key.algorithm, old.selector,
-                     record.name, old.record_name, _when(now + self.grace))
+                     record.name, old.record_name, when(now + self.grace))
         self.told.pop(record.name, None)
         return Slot(key.selector, None, None, previous), now + IDLE_POLL, True
 

@@ -3,7 +3,10 @@
 The order is RFC 7671 §8.1's "current + next", the same gated pattern as a DKIM rotation:
 1. the next key's TLSA record is printed from the start, for the user to publish ahead of time;
 2. `mailboot tls rollover` asks for the switch; the worker makes it only once the authoritative
-   servers (or DNS_RESOLVERS) serve that record, and until then the certificate keeps its key;
+   servers (or DNS_RESOLVERS) have served that record for its TTL (`rotation.gate`, as a DKIM
+   rotation waits: a sender's resolver may hold the TLSA set without it until then, and would
+   refuse a certificate with the new key); until then the certificate keeps its key. The time
+   the record was first seen is kept in DATA_DIR/tls/keys, so a restart resumes the wait;
 3. after the switch a certificate is ordered with the new key; once it is served, the log says
    that the old key's record may go (and a new next key's record is printed).
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import assert_never
 
 from mailboot.acme.keeper import Keeper, when
 from mailboot.base.errors import MailbootError
@@ -23,6 +27,7 @@ from mailboot.base.taskstate import JsonObject, Saved, read_object, read_text
 from mailboot.dns.answer import Lookup
 from mailboot.dns.lookup import DnsLookup
 from mailboot.dns.names import hostname_zone, tlsa_name
+from mailboot.rotation import gate
 from mailboot.settings.table import Settings, TlsMode
 from mailboot.tls import certificates, dane
 from mailboot.tls import keys as tlskeys
@@ -32,6 +37,15 @@ log = logging.getLogger("mailboot.tls")
 # How often to look again with no request pending: the supervisor runs the worker as soon as
 # `mailboot tls rollover` writes its request file (the worker asks it to watch that file).
 IDLE_POLL = timedelta(hours=12)
+
+
+def _requested(what: str) -> str:
+    return (f"tls: key rollover requested: waiting until {what}; the certificate keeps its key "
+            "meanwhile")
+
+
+def _sighting(kept: tuple[str, datetime] | None) -> gate.Sighting | None:
+    return None if kept is None else gate.Sighting(*kept)
 
 
 def for_keeper(settings: Settings, paths: Paths, keeper: Keeper) -> Keeper:
@@ -76,13 +90,12 @@ class KeyRollover:
         target = tlskeys.requested(self.paths)
         if target is None:
             return now + IDLE_POLL
-        waiting = self._waiting_for(target)
+        waiting, wake = self._waiting_for(target, now)
         if waiting is not None:
             if waiting != self.told:
-                log.info("tls: key rollover requested: waiting until %s; the certificate keeps "
-                         "its key meanwhile", waiting)
+                log.info("%s", waiting)
             self.told = waiting
-            return now + self.poll
+            return wake
         old = tlskeys.switch(self.paths, now)
         keys = tlskeys.ensure_keys(self.paths)
         log.info("tls: key rollover: switched to the key of %s TLSA %s; ordering a certificate "
@@ -92,21 +105,39 @@ class KeyRollover:
         self.told = None
         return now + IDLE_POLL
 
-    def _waiting_for(self, target: str) -> str | None:
-        """What the switch waits for, in words; None when it may happen now."""
+    def _waiting_for(self, target: str, now: datetime) -> tuple[str | None, datetime]:
+        """What the switch waits for, as the log line to say, and when to look again; None when
+        it may happen now."""
         zone = hostname_zone(self.settings.hostname, self.settings.domains)
         signing = dane.zone_signing(zone, self.lookup)
         if signing.state is dane.Signing.UNSIGNED:
-            return None  # no sender can use a TLSA record there: nothing to wait for
+            return None, now  # no sender can use a TLSA record there: nothing to wait for
         if signing.state is dane.Signing.UNKNOWN:
-            return signing.why
+            return _requested(signing.why), now + self.poll
         answer = self.lookup(self.name, "TLSA")
-        if answer.error is not None:
-            return f"{self.name} TLSA can be looked up ({answer.error})"
-        if tlskeys.normal_tlsa(target) in {tlskeys.normal_tlsa(v) for v in answer.values}:
-            return None
-        return (f"{self.name} TLSA {target} is served by the DNS: add it at the DNS provider of "
-                f"{zone}")
+        expected = tlskeys.normal_tlsa(target)
+        verdict = gate.judge(answer, expected,
+                             expected in {tlskeys.normal_tlsa(v) for v in answer.values},
+                             _sighting(tlskeys.rollover_seen(self.paths)), now)
+        tlskeys.note_rollover_seen(self.paths, None if verdict.sighting is None else (
+            verdict.sighting.value, verdict.sighting.since))
+        match verdict.stage:
+            case gate.Stage.UNKNOWN:
+                return (_requested(f"{self.name} TLSA can be looked up ({answer.error})"),
+                        now + self.poll)
+            case gate.Stage.NOT_SERVED:
+                return (_requested(f"{self.name} TLSA {target} is served by the DNS: add it at "
+                                   f"the DNS provider of {zone}")), now + self.poll
+            case gate.Stage.WAITING:
+                # Senders' resolvers may hold the TLSA set without it for its TTL, and would
+                # refuse a certificate with the new key meanwhile (RFC 7671 §8.1).
+                return (f"tls: key rollover: {self.name} TLSA {target} is served and matches "
+                        f"the next key; the switch happens {verdict.waiting_text()}; the "
+                        "certificate keeps its key meanwhile"), verdict.wake(now, self.poll)
+            case gate.Stage.GO:
+                return None, now
+            case _:
+                assert_never(verdict.stage)
 
     def _announce_served(self) -> None:
         """Once the certificate with the new key is served, the old key's record may go."""

@@ -57,8 +57,10 @@ from mailboot.settings.values import (
 )
 
 
-class DmarcPolicy(StrEnum):
-    """RFC 7489 §6.3 p=: what receivers do with mail failing DMARC."""
+class DmarcDisposition(StrEnum):
+    """DMARC_POLICY: the p= our DMARC records publish (RFC 7489 §6.3), what receivers should do
+    with mail that claims to be ours and fails DMARC. (Reading others' records, and which one
+    applies, is `standards.dmarc`.)"""
 
     NONE = "none"
     QUARANTINE = "quarantine"
@@ -205,7 +207,7 @@ TABLE: tuple[Setting, ...] = (
         "/data",
     ),
     Setting(
-        "DMARC_POLICY", "dmarc_policy", choice(DmarcPolicy), "reject", "`reject`",
+        "DMARC_POLICY", "dmarc_policy", choice(DmarcDisposition), "reject", "`reject`",
         "What receivers should do with mail that fails DMARC: none, quarantine or reject.",
         "quarantine",
     ),
@@ -426,7 +428,7 @@ class Settings:
     public_ipv6: ipaddress.IPv6Address | None
     address_discovery: EchoServer | Literal["off"]
     data_dir: Path
-    dmarc_policy: DmarcPolicy
+    dmarc_policy: DmarcDisposition
     dmarc_rua: tuple[str, ...]
     tlsrpt_rua: tuple[str, ...]
     mta_sts_mode: MtaStsMode

@@ -17,18 +17,18 @@ _ID_LENGTH = 20  # RFC 8461 §3.1: id is 1 to 32 letters and digits
 
 
 @dataclass(frozen=True)
-class Policy:
+class MtaStsPolicy:
     text: str  # the policy file, CRLF line endings (RFC 8461 §3.2)
     id: str  # changes exactly when the text changes
 
 
-def policy_for(settings: Settings) -> Policy:
+def policy_for(settings: Settings) -> MtaStsPolicy:
     """The policy every domain of ours publishes: MX is MAIL_HOSTNAME."""
     text = policy_text(settings.mta_sts_mode, [settings.hostname], settings.mta_sts_max_age)
-    return Policy(text, policy_id(text))
+    return MtaStsPolicy(text, policy_id(text))
 
 
-def record_value(policy: Policy) -> str:
+def record_value(policy: MtaStsPolicy) -> str:
     """The `_mta-sts` TXT value (RFC 8461 §3.1)."""
     return f"v=STSv1; id={policy.id}"
 

@@ -4,6 +4,8 @@ Layout below DATA_DIR/tls/keys:
     current.pem   the key every certificate is ordered with (and the temporary one is made with)
     next.pem      the key a rollover switches to; its TLSA record is published ahead of time
     rollover      a requested rollover: the TLSA value of the key it switches to
+    rollover-seen since when that key's TLSA record has been seen served, without a break (the
+                  switch waits the record's TTL after that: `rotation.gate`)
     retiring      after a switch: the TLSA value of the replaced key, until the new one is served
     retired/      keys a rollover replaced
 
@@ -19,6 +21,7 @@ linked into place (link(2) fails rather than replace an existing file).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +38,7 @@ from mailboot.base.paths import Paths
 CURRENT = "current.pem"
 NEXT = "next.pem"
 REQUEST = "rollover"
+SEEN = "rollover-seen"
 RETIRING = "retiring"
 RETIRED = "retired"
 
@@ -157,7 +161,34 @@ def switch(paths: Paths, now: datetime) -> str:
         fsync_directory(directory)
     ensure_keys(paths)
     (directory / REQUEST).unlink(missing_ok=True)
+    (directory / SEEN).unlink(missing_ok=True)
     return retiring(paths) or old
+
+
+def rollover_seen(paths: Paths) -> tuple[str, datetime] | None:
+    """(TLSA value, since when) of the requested key's record as last seen served; None when
+    not seen, or when the file can't be read (the wait then starts over: the safe side)."""
+    try:
+        kept = json.loads((paths.tls_keys_dir / SEEN).read_text())
+        since = datetime.fromisoformat(kept["since"])
+        if since.tzinfo is None or not isinstance(kept["value"], str):
+            return None
+        return kept["value"], since
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def note_rollover_seen(paths: Paths, seen: tuple[str, datetime] | None) -> None:
+    """Keep (TLSA value, since when) the requested key's record is served; None forgets it."""
+    path = paths.tls_keys_dir / SEEN
+    if seen is None:
+        path.unlink(missing_ok=True)
+        return
+    if rollover_seen(paths) == seen:
+        return  # written once per sighting, not at every look
+    value, since = seen
+    write_atomically(path, (json.dumps({"value": value, "since": since.isoformat()}) + "\n")
+                     .encode(), mode=0o600)
 
 
 def retired_done(paths: Paths) -> None:

@@ -1,5 +1,6 @@
 """DANE for inbound mail (RFC 7672): TLSA records printed for a DNSSEC-signed zone, matching the
-key port 25 serves; renewals keep the key; a rollover waits for the next key's record.
+key port 25 serves; renewals keep the key; a rollover waits for the next key's record, and then
+for the record's TTL (a short one here).
 
 BIND serves `com` (with the DS record of `example.com`, or without it) and `example.com` signed
 on the host with dnssec-signzone; the mail container asks it through DNS_RESOLVERS. Pebble issues
@@ -29,6 +30,8 @@ from tests.container.zoneserver import OPTIONS, SOA, ZoneServer, start_zone_serv
 pytestmark = pytest.mark.container
 
 NAME = "_25._tcp.mail.example.com"
+# The TLSA records' TTL: a rollover switches once the next key's record has been served this long.
+TLSA_TTL = 5
 PRINTED_TLSA = re.compile(r"^_25\._tcp\.mail\.example\.com\.\s+\d+ IN TLSA\s+(3 1 1 [0-9a-f]{64})$",
                           re.MULTILINE)
 
@@ -47,7 +50,7 @@ class SignedZones:
 
     def zones(self, tlsa: tuple[str, ...] = (), ds: bool = True) -> dict[str, str]:
         records = "".join(f"{name} 300 IN A {self.ip}\n" for name in ("mail", "mta-sts"))
-        records += "".join(f"{NAME}. 300 IN TLSA {value}\n" for value in tlsa)
+        records += "".join(f"{NAME}. {TLSA_TTL} IN TLSA {value}\n" for value in tlsa)
         unsigned = self.directory / "example.com.unsigned"
         unsigned.write_text(f"$ORIGIN example.com.\n{SOA}{records}")
         signed = self.directory / "example.com.signed"
@@ -131,8 +134,11 @@ def test_tlsa_records_match_the_served_key_renewals_keep_it_and_a_rollover_waits
         mail.wait_for_log(f"waiting until {NAME} TLSA {following} is served by the DNS")
         time.sleep(5)
         assert served_tlsa(mail)[0] == current
-        # ...and switches once it is served.
+        # ...and switches once it has been served for its TTL, not at first sight.
         serve(bind, signer.zones((current, following)))
+        mail.wait_for_log(f"{NAME} TLSA {following} is served and matches the next key; the "
+                          "switch happens at ")
+        assert f"(once the record's TTL of {TLSA_TTL} s has passed)" in mail.logs()
         wait_until("the new key is not served", mail, lambda: served_tlsa(mail)[0] == following)
         logs = mail.wait_for_log("key rollover done")
         assert f"remove {NAME} TLSA {current} now" in logs
