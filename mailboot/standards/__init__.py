@@ -2,6 +2,10 @@
 
 - `spf`: SPF evaluated as receivers do (RFC 7208);
 - `publicsuffix`: the organizational domain (RFC 7489 §3.2);
+- `dmarc`: DMARC record parsing and the one discovery (RFC 7489 §6.6.3: several records, or
+  none with a valid `p=`, mean no policy; the organizational domain's record applies);
+- `taglist`: the tag=value lists DKIM, DMARC, MTA-STS and TLS-RPT records share (RFC 6376
+  §3.2);
 - `mtasts`: our MTA-STS policy and its id (RFC 8461).
 
 May import: `base`, `settings`, `dns`.
