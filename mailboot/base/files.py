@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -19,9 +21,17 @@ def temp_path_for(path: Path) -> Path:
 
 def write_new_file(path: Path, content: bytes, mode: int) -> None:
     """Create `path` (failing if it exists) with `mode`, write, and sync it to disk."""
+    with _new_file(path, mode) as handle:
+        handle.write(content)
+
+
+@contextlib.contextmanager
+def _new_file(path: Path, mode: int) -> Iterator[io.BufferedWriter]:
+    """Create `path` (failing if it exists) with `mode`; what the body wrote is synced to disk
+    when it ends."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     with os.fdopen(descriptor, "wb") as handle:
-        handle.write(content)
+        yield handle
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -46,16 +56,32 @@ def write_atomically(
     if _unchanged(path, content, mode, owner):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
+    with replace_atomically(path, mode, owner) as handle:
+        handle.write(content)
+    return True
+
+
+@contextlib.contextmanager
+def replace_atomically(
+    path: Path, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> Iterator[io.BufferedWriter]:
+    """Write the new `path` through the handle this yields, for content too large to hold in
+    memory (a backup archive); `write_atomically` for the rest.
+
+    The handle writes a temporary file with its final mode and owner; when the body ends, the
+    file is synced and replaces `path` with one rename. When the body raises, the temporary
+    file is removed and `path` is left as it was. The directory must exist.
+    """
     temp = temp_path_for(path)
     try:
-        write_new_file(temp, content, mode)
+        with _new_file(temp, mode) as handle:
+            yield handle
         if owner is not None:
             os.chown(temp, *owner)
         temp.replace(path)
     finally:
         temp.unlink(missing_ok=True)
     fsync_directory(path.parent)
-    return True
 
 
 def _unchanged(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None) -> bool:

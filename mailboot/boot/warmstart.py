@@ -197,7 +197,8 @@ def main(environ: Mapping[str, str]) -> None:
     """`mailboot run`'s first step in the container: start warm, and never return; or return,
     and the full boot runs. Production's choices are made here, as `cli` makes them for the
     rest: `cli` itself is what a warm start doesn't import."""
-    from mailboot.boot.process import beside_the_daemons, configure_logging, hand_over
+    from mailboot.base.logs import configure_logging
+    from mailboot.boot.process import beside_the_daemons, hand_over
     from mailboot.daemons import postfix, registry
 
     configure_logging()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from mailboot.acme import caa
 from mailboot.base.errors import ConfigError, MailbootError, UsageError
+from mailboot.base.logs import configure_logging
 from mailboot.base.paths import Paths
 from mailboot.base.users import user_ids
 from mailboot.boot import datadir, process, warmstart
@@ -51,7 +52,7 @@ def main(
     """Run one subcommand; return the process exit code."""
     arguments = _parser().parse_args(argv)
     out = stdout or sys.stdout
-    process.configure_logging()
+    configure_logging()
     try:
         if arguments.command == "settings":
             out.write(settings_markdown())
