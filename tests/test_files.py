@@ -1,4 +1,5 @@
-"""Atomic writes (base/files): a crash or an error leaves the old file or the new one."""
+"""Atomic writes (base/files): a crash or an error leaves the old file or the new one, and a
+file created once is never replaced."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailboot.base.files import TEMP_MARK, replace_atomically, write_atomically
+from mailboot.base.files import TEMP_MARK, create_once, replace_atomically, write_atomically
 
 
 def test_a_streamed_write_replaces_the_file_whole_with_its_mode(tmp_path: Path) -> None:
@@ -43,3 +44,12 @@ def test_a_write_gives_the_owner_and_is_skipped_when_nothing_changed(tmp_path: P
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
     assert write_atomically(target, b"{}", mode=0o640, owner=owner) is False
     assert write_atomically(target, b"{}", mode=0o600) is True  # a new mode is a change
+
+
+def test_a_file_created_once_is_never_replaced(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    assert create_once(key, b"first", mode=0o600) is True
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert create_once(key, b"second", mode=0o600) is False  # another process made it first
+    assert key.read_bytes() == b"first"
+    assert [path.name for path in tmp_path.iterdir()] == ["key.pem"]

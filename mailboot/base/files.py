@@ -36,6 +36,26 @@ def _new_file(path: Path, mode: int) -> Iterator[io.BufferedWriter]:
         os.fsync(handle.fileno())
 
 
+def create_once(path: Path, content: bytes, mode: int) -> bool:
+    """Create `path` whole with `content` and `mode` unless it exists; never replace a file (a
+    private key another process made meanwhile). Return True when this call created it.
+
+    Written under a temporary name and synced, then hard-linked into place: a crash leaves no
+    file or a whole one, and a link fails on an existing name where a rename would replace it.
+    """
+    temp = temp_path_for(path)
+    try:
+        write_new_file(temp, content, mode)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+    finally:
+        temp.unlink(missing_ok=True)
+    fsync_directory(path.parent)
+    return True
+
+
 def fsync_directory(directory: Path) -> None:
     """Make a rename or link inside `directory` durable."""
     descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
