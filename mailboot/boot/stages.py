@@ -116,5 +116,5 @@ def log_certificate(certificate: certificates.Certificate, settings: Settings) -
         log.info("tls: temporary self-signed certificate for %s (%s)", settings.hostname, why)
     else:
         log.info("tls: certificate valid until %s for %s, from %s",
-                 human_time(certificate.not_after),
-                 ", ".join(certificate.names), certificate.issuer)
+                 human_time(certificate.not_after), ", ".join(certificate.names),
+                 certificate.issuer)

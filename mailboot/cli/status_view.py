@@ -194,7 +194,7 @@ def _worker_lines(report: StatusReport) -> list[str]:
     run = report.worker
     lines = ["no run finished yet" if run is None else
              f"last run {human_time(run.ran)}" + ("" if run.next_run is None else
-                                           f", next at {human_time(run.next_run)}")]
+                                                 f", next at {human_time(run.next_run)}")]
     if not report.worker_problems:
         return [*lines, "no problems logged"]
     lines += [f"{len(recent)} problem(s) in the last {hours}; the last ones:"]

@@ -325,8 +325,10 @@ def outbound_state(paths: Paths) -> Outbound | None:
 
 def _checked(value: object) -> datetime | None:
     """The check's time as the worker wrote it (`Z`; versions before wrote `+00:00`)."""
+    if not isinstance(value, str):
+        return None
     try:
-        return datetime.fromisoformat(str(value)).astimezone(UTC)
+        return datetime.fromisoformat(value).astimezone(UTC)
     except ValueError:
         return None
 

@@ -145,8 +145,7 @@ def run_step(task: Task, now: datetime) -> datetime:
         retry = now + RETRY_AFTER_CRASH
         log.error("worker: %s failed: %s: %s; trying again at %s. Mail is not affected; if "
                   "this repeats, report it with the lines above", type(task).__name__,
-                  type(error).__name__, error, human_time(retry),
-                  exc_info=True)
+                  type(error).__name__, error, human_time(retry), exc_info=True)
         return retry
 
 
