@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sqlite3
 import stat
 import tarfile
@@ -18,6 +19,7 @@ import pytest
 from mailboot.backup import archive, restore
 from mailboot.backup import take as backup
 from mailboot.base.errors import ArchiveError, StateError
+from mailboot.base.files import TEMP_MARK
 from mailboot.cli import main as cli
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -249,7 +251,8 @@ def test_the_cli_writes_a_file_and_restores_it(data: Path, tmp_path: Path,
     file = tmp_path / "backup.tar"
     assert cli.main(["backup", str(file)], environ={"DATA_DIR": str(data)}) == 0
     assert stat.S_IMODE(file.stat().st_mode) == 0o600
-    assert "backup: " in capsys.readouterr().err
+    assert re.search(r"backup: \d+ entries, \d+ files, [\d.]+ KiB of ", capsys.readouterr().err)
+    assert not [path for path in tmp_path.iterdir() if TEMP_MARK in path.name]
     inside = data / "backup.tar"
     assert cli.main(["backup", str(inside)], environ={"DATA_DIR": str(data)}) == 64
     assert "inside DATA_DIR" in capsys.readouterr().err
@@ -261,6 +264,8 @@ def test_the_cli_writes_a_file_and_restores_it(data: Path, tmp_path: Path,
     assert list(target.iterdir()) == []
     assert cli.main(["restore", str(file)], environ={"DATA_DIR": str(target)}) == 0
     assert (target / "accounts/passwd").exists()
+    assert re.search(r"of a backup taken \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, into ",
+                     capsys.readouterr().err)
 
 
 def test_postfix_in_another_container_is_seen_by_its_lock(tmp_path: Path) -> None:

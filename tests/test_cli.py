@@ -238,8 +238,6 @@ def test_quota_options_and_sizes_read_as_people_write_them() -> None:
     for bad in ("5X", "-1G", "0", "lots"):
         with pytest.raises(argparse.ArgumentTypeError, match="is not a size"):
             cli_accounts.parse_quota_option(bad)
-    assert [cli_accounts.format_size(n) for n in (512, 1536, 5 << 20, 3 << 40)] == [
-        "512 B", "1.5 KiB", "5.0 MiB", "3.0 TiB"]
 
 
 def test_account_import_refuses_the_whole_list_for_one_bad_line(

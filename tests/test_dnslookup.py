@@ -3,18 +3,30 @@ failures told in plain words that are the same for every name when DNS is unreac
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import dns.nameserver
 import dns.resolver
 import pytest
 
 from mailboot.dkim.keys import DomainKeys
-from mailboot.dns.lookup import NS_TTL_CEILING, NS_TTL_FLOOR, DnsLookup, system_failure
+from mailboot.dns.lookup import (
+    NS_TTL_CEILING,
+    NS_TTL_FLOOR,
+    OWN_RESOLVER,
+    DnsLookup,
+    local_lookup,
+    system_failure,
+)
+from mailboot.network.address import ask_directly
+from mailboot.network.outbound import outbound_task
 from mailboot.records.build import all_records, build_record_groups
 from mailboot.records.doctor import SHARED_FAILURE_HINT, Status, check_records, shared_failure
 from mailboot.settings.table import Settings
-from tests.conftest import FakeDns, closed_port
+from mailboot.settings.values import OutboundTarget
+from tests.conftest import NOW, FakeDns, closed_port
 
 StartDns = Callable[..., FakeDns]
 
@@ -182,3 +194,56 @@ def test_a_lost_datagram_is_asked_again_within_the_timeout(fake_dns: StartDns) -
     answer = DnsLookup([("127.0.0.1", server.port)], timeout=1.0)("example.com", "MX")
     assert answer.error is None and answer.values == ("10 mail.example.com.",)
     assert server.drop_next == 0
+
+
+def test_txt_character_strings_are_joined_alike_by_every_lookup(fake_dns: StartDns) -> None:
+    """RFC 7208 §3.3: the strings of one TXT record are joined without spaces; a byte that is
+    not UTF-8 becomes U+FFFD. The doctor's lookups and the address discovery share the rule."""
+    server = fake_dns()
+    server.zones.add("example.com.")
+    server.add("example.com", "TXT", '"v=spf1 ip4:192.0.2.1" " -all"', '"caf\\233"')
+    expected = ("v=spf1 ip4:192.0.2.1 -all", "caf\ufffd")
+    through_lookup = DnsLookup([("127.0.0.1", server.port)], timeout=1.0)("example.com", "TXT")
+    assert sorted(through_lookup.values) == sorted(expected)
+    directly = ask_directly("example.com", "TXT", "127.0.0.1", server.port, 1.0)
+    assert sorted(directly) == sorted(expected)
+
+
+@pytest.mark.parametrize("configured", [True, False])
+def test_a_failure_names_the_resolver_really_asked(
+        fake_dns: StartDns, caplog: pytest.LogCaptureFixture, tmp_path: Path,
+        configured: bool) -> None:
+    """Without DNS_RESOLVERS the outbound check asks the container's own resolver: its failure
+    used to be blamed on "the DNS servers in DNS_RESOLVERS"."""
+    broken = fake_dns()
+    broken.mode = "SERVFAIL"
+    servers = [("127.0.0.1", broken.port)]
+    lookup = (DnsLookup(servers, timeout=0.5) if configured else
+              DnsLookup(servers, timeout=0.5, source=OWN_RESOLVER))
+    task = outbound_task(OutboundTarget("gmail.com", 25, by_mx=True), None, lookup,
+                         tmp_path / "outbound.json")
+    with caplog.at_level(logging.WARNING, logger="mailboot.outbound"):
+        task.step(NOW)
+    (record,) = caplog.records
+    if configured:
+        assert ("the DNS servers in DNS_RESOLVERS failed the question (127.0.0.1: SERVFAIL): "
+                "they must answer") in record.getMessage()
+    else:
+        assert ("the container's own resolver (Unbound, which /etc/resolv.conf names) failed "
+                "the question (127.0.0.1: SERVFAIL): it asks the internet's DNS servers itself"
+                ) in record.getMessage()
+        assert "DNS_RESOLVERS" not in record.getMessage()
+
+
+def test_a_silent_own_resolver_is_not_blamed_on_dns_resolvers() -> None:
+    port = closed_port()
+    answer = DnsLookup([("127.0.0.1", port)], timeout=0.2, source=OWN_RESOLVER)("a.example", "A")
+    assert answer.error == (
+        f"no answer from the container's own resolver (Unbound, which /etc/resolv.conf names) "
+        f"(127.0.0.1:{port}; 127.0.0.1: timed out after 0.2 s): is it running? the supervisor "
+        "starts it with the mail daemons, and its lines in the log say what went wrong")
+
+
+def test_the_policy_service_and_the_outbound_check_ask_the_own_resolver() -> None:
+    own = local_lookup()
+    assert own.servers == [("127.0.0.1", 53)] and own.source is OWN_RESOLVER

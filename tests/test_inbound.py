@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from mailboot.inbound import protocol as smtp_policy
 from mailboot.inbound import service as inbound_policy
 from mailboot.inbound.decide import (
     DUNNO,
+    PROBE_REPEAT,
     Blocklist,
     FileNotes,
     InboundChecks,
@@ -265,7 +267,33 @@ def test_what_is_said_once_is_said_once_across_processes(
     for checks, session in ((first, "1"), (second, "2"), (first, "3"), (second, "4")):
         checks.decide(request("172.17.0.1", "a@no-spf.net", instance=session))
     assert caplog.text.count("Docker's userland proxy hides") == 1
-    assert FileNotes(tmp_path / "missing").first_to_say("x") is False  # never raises
+
+
+def test_notes_that_cant_be_written_are_said_once_and_kept_in_memory(
+        dns: Dns, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """A run directory the policy user can't write (here a file stands where it should be: the
+    tests run as root) used to silence the proxy warning for good, without a word."""
+    blocked = tmp_path / "inbound"
+    blocked.write_text("")
+    dns.records[(f"{reverse_name(GOOD_IP)}.zen.spamhaus.org", "A")] = ("127.255.255.254",)
+    now = [1000.0]
+    policy = InboundChecks(dns, RULES, [Blocklist("zen.spamhaus.org", "zen.spamhaus.org")],
+                           gateway="172.17.0.1", clock=lambda: now[0], notes=FileNotes(blocked))
+    policy.decide(request(GOOD_IP, "boss@strict.net"))
+    for session in ("1", "2", "3", "4"):
+        policy.decide(request("172.17.0.1", "a@no-spf.net", instance=session))
+    problems = [r for r in caplog.records if "can't keep the policy service's notes" in
+                r.getMessage()]
+    assert len(problems) == 1
+    assert problems[0].levelno == logging.WARNING
+    assert f"in {blocked} (" in problems[0].getMessage()
+    assert "Not a directory" in problems[0].getMessage()  # the cause
+    assert caplog.text.count("refuses our resolver") == 1
+    assert caplog.text.count("Docker's userland proxy hides") == 1  # said, not silenced
+    now[0] += PROBE_REPEAT + 1  # asked again, and refused again, within the hour
+    policy.decide(request(GOOD_IP, "boss@strict.net"))
+    assert dns.asked.count((f"{reverse_name(GOOD_IP)}.zen.spamhaus.org", "A")) == 2
+    assert caplog.text.count("refuses our resolver") == 1
 
 
 def test_the_blocklist_argument_keeps_the_key_out_of_the_log() -> None:

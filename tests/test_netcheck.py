@@ -230,7 +230,7 @@ def test_the_last_result_is_kept_for_mailboot_status(tmp_path: Path) -> None:
     task.step(NOW)
     state = read_state(task.state_file)
     assert state == {"status": "blocked", "target": BLOCKED.target, "detail": BLOCKED.detail,
-                     "via_relay": None, "checked": "2026-12-01T12:00:00+00:00"}
+                     "via_relay": None, "checked": "2026-12-01T12:00:00Z"}
     task.step(NOW + timedelta(days=1))
     assert json.loads(task.state_file.read_text())["status"] == "ok"
     assert read_state(tmp_path / "missing.json") is None

@@ -201,7 +201,7 @@ def test_a_found_address_fills_the_records_and_is_kept_for_the_others(
     assert caplog.records[1].levelno == logging.INFO  # many servers have no IPv6
     kept = json.loads(paths.found_addresses.read_text())
     assert kept == {"ipv4": {"address": "93.184.216.34", "how": HOW,
-                             "found": "2026-12-01T12:00:00+00:00"}}
+                             "found": "2026-12-01T12:00:00Z"}}
     # The worker and `mailboot dns` load the same addresses.
     assert effective_settings(settings(), paths) == used
 
@@ -231,7 +231,19 @@ def test_a_failed_discovery_reuses_the_last_found_address_and_says_so(
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert record.levelno == logging.WARNING and record.getMessage() == (
         "address: can't find the public IPv4 address now (timed out); using 93.184.216.34, found "
-        "on 2026-12-01T12:00:00+00:00; set PUBLIC_IPV4 to be sure")
+        "on 2026-12-01 12:00:00 UTC; set PUBLIC_IPV4 to be sure")
+
+
+def test_an_address_kept_by_an_earlier_version_is_reused_with_its_time_for_people(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    paths = Paths(tmp_path)
+    paths.found_addresses.parent.mkdir(parents=True, exist_ok=True)
+    paths.found_addresses.write_text(json.dumps({"ipv4": {
+        "address": str(V4), "how": HOW, "found": "2026-12-01T12:00:00+00:00"}}))
+    with caplog.at_level(logging.INFO, logger="mailboot.address"):
+        later = settle(settings(), paths, finder(Found(4, None, "timed out")), NOW)
+    assert later.public_ipv4 == V4
+    assert "found on 2026-12-01 12:00:00 UTC;" in caplog.text
 
 
 def test_nothing_found_leaves_placeholders_and_one_warning(
@@ -247,11 +259,26 @@ def test_nothing_found_leaves_placeholders_and_one_warning(
         "set PUBLIC_IPV4 (and PUBLIC_IPV6)")
 
 
-def test_discovery_that_raises_never_stops_the_boot(tmp_path: Path) -> None:
+def test_a_bug_in_discovery_is_raised_not_taken_for_no_address() -> None:
+    """Network and DNS failures are answers ("not found, because"); a bug is not one."""
+    def buggy(*_arguments: object) -> Sequence[str]:
+        raise TypeError("unsupported operand")
+
+    with pytest.raises(TypeError, match="unsupported operand"):
+        discover(GOOGLE, (4, 6), buggy, server_addresses)
+
+
+def test_a_bug_in_discovery_never_stops_the_boot_and_is_logged_with_its_traceback(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     def broken(_families: Sequence[int]) -> tuple[Found, ...]:
         raise RuntimeError("surprise")
 
-    assert settle(settings(), Paths(tmp_path), broken, NOW).public_addresses == ()
+    with caplog.at_level(logging.INFO, logger="mailboot.address"):
+        assert settle(settings(), Paths(tmp_path), broken, NOW).public_addresses == ()
+    (bug,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "RuntimeError: surprise; this is a bug" in bug.getMessage()
+    assert bug.exc_info is not None and bug.exc_info[0] is RuntimeError
+    assert "Traceback" in caplog.text
 
 
 def test_a_configured_address_wins_and_is_not_looked_for_at_boot(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ worker's problem log, the queue as `postqueue -j` prints it, and both renderings
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -14,7 +15,9 @@ import pytest
 
 from mailboot.acme import ari
 from mailboot.base.errors import CommandError
+from mailboot.base.formats import format_size
 from mailboot.base.paths import Paths
+from mailboot.cli import accounts as cli_accounts
 from mailboot.cli import main as cli
 from mailboot.cli import status_view as statusformat
 from mailboot.diagnose import problems, status
@@ -333,7 +336,7 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
                              "worker_problems"}
     assert document["worker"] is None  # no run has finished (no state file)
     assert document["ok"] is False and len(document["not_in_place"]) == 1  # the queue
-    assert document["certificate"]["renewal"] == (NOW + timedelta(days=60)).isoformat()
+    assert document["certificate"]["renewal"] == "2027-01-24T12:00:00Z"
     assert document["dns"][0]["zone"] == "example.com" and document["dns"][0]["ready"]
     assert document["dkim"] == [{"domain": "example.com", "signing": [
         {"selector": "mb20261125", "algorithm": "rsa", "record": "ok"}]}]
@@ -345,13 +348,38 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     assert document["worker_problems"]["recent"] == 0  # three hours old
     assert document["worker_problems"]["last"][0]["message"] == "an old hiccup"
     screen = statusformat.status_text(report)
-    assert screen.startswith("mailboot status of mail.example.com at 2026-11-25 12:00 UTC: "
+    assert screen.startswith("mailboot status of mail.example.com at 2026-11-25 12:00:00 UTC: "
                              "NOT IN PLACE (1):")
     for title in ("certificate", "dns", "dkim", "queue", "mailboxes", "disk", "outbound",
                   "worker"):
         assert any(line.startswith(title + " ") for line in screen.splitlines()), title
     assert "oldest deferred: 1A2B3C4D5E for c@unreachable.example, waiting 3 h 0 min" in screen
-    assert "1 mailbox(es), 2.0 KB of mail" in screen
+    assert "1 mailbox(es), 2.0 KiB of mail" in screen
+    # The worker wrote `checked` as versions before this one did (+00:00): read, and shown in
+    # the one form for programs and the one for people.
+    assert document["outbound"]["checked"] == "2026-11-25T12:00:00Z"
+    assert "connected), checked 2026-11-25 12:00:00 UTC" in screen
+
+
+@pytest.mark.parametrize("size", [1536, 5 << 20, (1 << 20) - 1, 3 << 40])
+def test_account_list_and_status_print_a_size_alike(
+        make_settings: Callable[..., Settings], make_keys: Callable[[Settings],
+                                                                    tuple[DomainKeys, ...]],
+        tmp_path: Path, size: int) -> None:
+    """Both used to print sizes, in KiB for one and in KB for the other."""
+    settings = make_settings(MAIL_DOMAINS="example.com", MAIL_HOSTNAME="mail.example.com",
+                             PUBLIC_IPV4="203.0.113.25", PUBLIC_ADDRESS_DISCOVERY="off",
+                             MAILBOX_QUOTA=str(size))
+    paths = Paths(settings.data_dir, run_dir=tmp_path / "run")
+    all_in_place(settings, paths)
+    listed = io.StringIO()
+    cli_accounts.list_accounts(paths, settings, False, listed)  # LIMIT: MAILBOX_QUOTA
+    address, used, number, unit, apps = listed.getvalue().splitlines()[1].split()
+    assert (address, used, apps) == ("alice@example.com", "?", "-")  # no Dovecot here
+    report = dataclasses.replace(gather(settings, paths, Fakes(), make_keys),
+                                 mailboxes=status.Mailboxes(1, size))
+    assert f"1 mailbox(es), {number} {unit} of mail" in statusformat.status_text(report)
+    assert f"{number} {unit}" == format_size(size)
 
 
 def test_unavailable_parts_render_with_their_reason(
@@ -394,10 +422,10 @@ def test_the_workers_last_run_is_shown_and_runs_failing_for_long_are_a_problem(
     report = gather(settings, paths, Fakes(), make_keys, timedelta(0))
     assert report.worker == status.WorkerRun(ran, next_run)
     assert not any(line.startswith("worker:") for line in report.not_in_place)
-    assert "last run 2026-11-25 11:00 UTC, next at 2026-11-25 23:00 UTC" in (
+    assert "last run 2026-11-25 11:00:00 UTC, next at 2026-11-25 23:00:00 UTC" in (
         statusformat.status_text(report))
     stale = NOW - timedelta(hours=14)
     paths.worker_state.write_text(json.dumps({"ran": stale.timestamp(), "next_run": None}))
     report = gather(settings, paths, Fakes(), make_keys, timedelta(0))
-    assert "worker: its last run finished at 2026-11-24 22:00 UTC; the runs since have failed" \
+    assert "worker: its last run finished at 2026-11-24 22:00:00 UTC; the runs since have failed" \
         in report.not_in_place[-1]

@@ -13,6 +13,7 @@ import pytest
 
 from mailboot.acme.keeper import AcmeKeeper, Keeper, keeper_for
 from mailboot.base.errors import IssueError
+from mailboot.base.formats import machine_time
 from mailboot.base.paths import Paths
 from mailboot.base.taskstate import JsonObject, Saved, StateUnreadable
 from mailboot.settings.table import Settings
@@ -335,7 +336,7 @@ def test_the_cas_renewal_suggestion_is_followed_and_remembered_across_restarts(
     keeper.step(NOW + timedelta(hours=1))
     assert ca.renewal_questions == 1  # asked once, then remembered for its refresh period
     memo = keeper.paths.tls_dir / "renewal-info-0.json"
-    assert json.loads(memo.read_text())["suggested"] == ca.suggestion.isoformat()
+    assert json.loads(memo.read_text())["suggested"] == machine_time(ca.suggestion)
     assert not [p for p in keeper.paths.tls_dir.iterdir() if ".tmp-" in p.name]
     restarted = make_keeper()
     restarted.step(NOW + timedelta(hours=2))
@@ -461,8 +462,36 @@ def test_a_state_that_cant_be_read_starts_the_task_afresh(
     with caplog.at_level(logging.INFO):
         worker.run_once({"a": a}, saved, {}, worker.Nudges(), NOW)
     assert a.total == 1 and "starting a afresh" in caplog.text
-    assert worker.read_run("{not json") is None
-    assert worker.read_run(json.dumps({"version": 0})) is None
+
+
+@pytest.mark.parametrize(("content", "cause"), [
+    ("{not json", "JSONDecodeError: Expecting property name enclosed in double quotes"),
+    (json.dumps({"version": 0}), "its version is 0; this one reads 1"),
+    (json.dumps({"version": 1, "tasks": {"a": {"due": "soon"}}}), "Invalid isoformat string"),
+    ("[]", "AttributeError"),
+])
+def test_a_run_state_that_cant_be_read_is_said_once_with_its_cause(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str, cause: str) -> None:
+    path = tmp_path / "worker.json"
+    path.write_text(content)
+    with caplog.at_level(logging.INFO, logger="mailboot.worker"):
+        assert worker.load_run(path) is None
+    (record,) = caplog.records
+    assert f"the last run's state {path} can't be read (" in record.getMessage()
+    assert cause in record.getMessage()
+    with pytest.raises(StateUnreadable):
+        worker.read_run(content)
+
+
+def test_a_run_state_file_that_cant_be_opened_is_a_warning_and_a_missing_one_is_silent(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="mailboot.worker"):
+        assert worker.load_run(tmp_path / "absent.json") is None  # the first run
+        assert caplog.records == []
+        assert worker.load_run(tmp_path) is None  # a directory: EISDIR
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert f"can't read the last run's state {tmp_path} (Is a directory)" in record.getMessage()
 
 
 def test_the_keepers_memory_survives_a_run(

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography import x509
 
 from mailboot.base.files import write_atomically
+from mailboot.base.formats import machine_time
 
 REFRESH = timedelta(hours=6)  # how often to ask the CA's renewal info (RFC 9773 §4.3)
 
@@ -48,8 +49,8 @@ def read_memo(path: Path) -> Memo | None:
 
 
 def write_memo(path: Path, memo: Memo) -> None:
-    content = json.dumps({"directory": memo.certificate, "checked": memo.checked.isoformat(),
-                          "suggested": memo.suggested.isoformat() if memo.suggested else None})
+    content = json.dumps({"directory": memo.certificate, "checked": machine_time(memo.checked),
+                          "suggested": machine_time(memo.suggested) if memo.suggested else None})
     write_atomically(path, content.encode(), mode=0o644)
 
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from mailboot.acme import ari
 from mailboot.acme.issuer import Issued
 from mailboot.acme.precheck import Fetch, Resolve, check_names
 from mailboot.base.errors import IssueError, MailbootError
+from mailboot.base.formats import human_time
 from mailboot.base.paths import Paths
 from mailboot.base.taskstate import (
     JsonObject,
@@ -92,8 +93,8 @@ def keeper_for(settings: Settings, paths: Paths, issuer: Callable[[], Issuer], r
     return AcmeKeeper(settings, paths, issuer, resolve, fetch, store, reload)
 
 
-def when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+# The keeper's times in its log lines; rotation/tls_key imports it under this name.
+when = human_time
 
 
 def _span(interval: timedelta) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from mailboot.base.errors import ArchiveError, StateError
+from mailboot.base.formats import machine_time
 
 FORMAT = "mailboot-backup"
 VERSION = 1
@@ -68,7 +69,7 @@ class Entry:
 
 @dataclass(frozen=True)
 class Manifest:
-    created: str  # ISO 8601, UTC
+    created: str  # RFC 3339, UTC (base.formats.machine_time)
     entries: tuple[Entry, ...]
 
     @property
@@ -130,7 +131,7 @@ class ArchiveWriter:
 
     def finish(self, created: datetime) -> Manifest:
         """Write the manifest last, end the tar stream and flush it (the caller closes it)."""
-        manifest = Manifest(created.strftime("%Y-%m-%dT%H:%M:%SZ"), tuple(self._entries))
+        manifest = Manifest(machine_time(created), tuple(self._entries))
         data = manifest_bytes(manifest)
         info = tarfile.TarInfo(MANIFEST_NAME)
         info.size, info.mode, info.mtime = len(data), 0o644, int(created.timestamp())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -19,11 +21,39 @@ def temp_path_for(path: Path) -> Path:
 
 def write_new_file(path: Path, content: bytes, mode: int) -> None:
     """Create `path` (failing if it exists) with `mode`, write, and sync it to disk."""
+    with _new_file(path, mode) as handle:
+        handle.write(content)
+
+
+@contextlib.contextmanager
+def _new_file(path: Path, mode: int) -> Iterator[io.BufferedWriter]:
+    """Create `path` (failing if it exists) with `mode`; what the body wrote is synced to disk
+    when it ends."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     with os.fdopen(descriptor, "wb") as handle:
-        handle.write(content)
+        yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def create_once(path: Path, content: bytes, mode: int) -> bool:
+    """Create `path` whole with `content` and `mode` unless it exists; never replace a file (a
+    private key another process made meanwhile). Return True when this call created it.
+
+    Written under a temporary name and synced, then hard-linked into place: a crash leaves no
+    file or a whole one, and a link fails on an existing name where a rename would replace it.
+    """
+    temp = temp_path_for(path)
+    try:
+        write_new_file(temp, content, mode)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+    finally:
+        temp.unlink(missing_ok=True)
+    fsync_directory(path.parent)
+    return True
 
 
 def fsync_directory(directory: Path) -> None:
@@ -46,16 +76,32 @@ def write_atomically(
     if _unchanged(path, content, mode, owner):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
+    with replace_atomically(path, mode, owner) as handle:
+        handle.write(content)
+    return True
+
+
+@contextlib.contextmanager
+def replace_atomically(
+    path: Path, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> Iterator[io.BufferedWriter]:
+    """Write the new `path` through the handle this yields, for content too large to hold in
+    memory (a backup archive); `write_atomically` for the rest.
+
+    The handle writes a temporary file with its final mode and owner; when the body ends, the
+    file is synced and replaces `path` with one rename. When the body raises, the temporary
+    file is removed and `path` is left as it was. The directory must exist.
+    """
     temp = temp_path_for(path)
     try:
-        write_new_file(temp, content, mode)
+        with _new_file(temp, mode) as handle:
+            yield handle
         if owner is not None:
             os.chown(temp, *owner)
         temp.replace(path)
     finally:
         temp.unlink(missing_ok=True)
     fsync_directory(path.parent)
-    return True
 
 
 def _unchanged(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None) -> bool:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from mailboot.base.formats import machine_time
+
 JsonObject = dict[str, Any]
 Saved = Mapping[str, Any]  # a JsonObject as read back
 
@@ -22,7 +24,7 @@ class StateUnreadable(ValueError):
 
 
 def time_value(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
+    return None if moment is None else machine_time(moment)
 
 
 def read_time(value: object) -> datetime | None:

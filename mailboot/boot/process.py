@@ -13,16 +13,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def configure_logging() -> None:
-    """`mailboot: ` lines on stderr, for everything below the `mailboot` logger."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mailboot: %(message)s"))
-    root = logging.getLogger("mailboot")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
-
-
 def beside_the_daemons(job: Callable[[], None], what: str,
                        after: Callable[[], object] = lambda: None) -> None:
     """Run `job` in a grandchild of this process, once `after` returns; return at once.

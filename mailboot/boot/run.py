@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from mailboot.base.logs import configure_logging
 from mailboot.base.paths import Paths
 from mailboot.base.users import user_ids
 from mailboot.boot import datadir, process, warmstart
@@ -53,7 +54,7 @@ def start_warm(environ: Mapping[str, str]) -> None:
     """`mailboot run`'s first step in the container: start warm, and never return; or return,
     and the full boot runs. Production's choices are made here, as the command line makes them
     for the cold start: the command line itself is what a warm start doesn't import."""
-    process.configure_logging()
+    configure_logging()
     plan = warmstart.plan_to_start_on(Path("/"), environ, datetime.now(UTC))
     if plan is None:
         return

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mailboot import render
+from mailboot.base.formats import human_time
 from mailboot.base.paths import Paths
 from mailboot.dkim import keys as dkim
 from mailboot.dns import names
@@ -116,5 +117,5 @@ def log_certificate(certificate: certificates.Certificate, settings: Settings) -
         log.info("tls: temporary self-signed certificate for %s (%s)", settings.hostname, why)
     else:
         log.info("tls: certificate valid until %s for %s, from %s",
-                 certificate.not_after.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                 ", ".join(certificate.names), certificate.issuer)
+                 human_time(certificate.not_after), ", ".join(certificate.names),
+                 certificate.issuer)

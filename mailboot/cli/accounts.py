@@ -21,6 +21,7 @@ from typing import TextIO
 
 from mailboot import render
 from mailboot.base.errors import AccountError, CommandError
+from mailboot.base.formats import format_size
 from mailboot.base.paths import Paths
 from mailboot.daemons import dovecot, postfix
 from mailboot.mailboxes import accounts
@@ -86,16 +87,6 @@ def describe_quota(quota: int | None, settings: Settings) -> str:
     limit = _limit(quota, settings)
     shown = "unlimited" if limit is None else format_size(limit)
     return f"MAILBOX_QUOTA: {shown}" if quota is None else shown
-
-
-def format_size(size: int) -> str:
-    """1536 -> `1.5 KiB`; sizes as quotas are given (binary units)."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def parse_quota_option(text: str) -> int | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -19,7 +18,8 @@ from pathlib import Path
 from mailboot.backup import restore
 from mailboot.backup import take as backup
 from mailboot.base.errors import ConfigError, StateError, UsageError
-from mailboot.base.files import fsync_directory, temp_path_for
+from mailboot.base.files import replace_atomically
+from mailboot.base.formats import format_size, human_time
 from mailboot.settings.values import SettingValueError, parse_data_dir
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ def run_backup(arguments: argparse.Namespace, environ: Mapping[str, str]) -> int
     else:
         summary = _backup_to_file(directory, Path(arguments.file), now)
     manifest = summary.manifest
-    log.info("backup: %d entries, %d files, %.1f MiB of %s in %d pass(es), %.1f s",
-             len(manifest.entries), manifest.files, manifest.size / (1 << 20), directory,
+    log.info("backup: %d entries, %d files, %s of %s in %d pass(es), %.1f s",
+             len(manifest.entries), manifest.files, format_size(manifest.size), directory,
              summary.passes, time.monotonic() - started)
     return 0
 
@@ -74,20 +74,11 @@ def _backup_to_file(directory: Path, target: Path, now: datetime) -> backup.Back
     if target.resolve().is_relative_to(directory.resolve()):
         raise UsageError(f"backup: {target} is inside DATA_DIR {directory}, which is what is "
                          "being archived; write it elsewhere (a mounted directory) or to -")
-    temp = temp_path_for(target)
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        with os.fdopen(os.open(temp, flags, 0o600), "wb") as handle:
-            summary = backup.take_backup(directory, handle, now)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.replace(target)
+        with replace_atomically(target, mode=0o600) as handle:
+            return backup.take_backup(directory, handle, now)
     except OSError as error:
         raise StateError(f"backup: can't write {target}: {error.strerror}") from error
-    finally:
-        temp.unlink(missing_ok=True)
-    fsync_directory(target.parent)
-    return summary
 
 
 def run_restore(arguments: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -104,7 +95,16 @@ def run_restore(arguments: argparse.Namespace, environ: Mapping[str, str]) -> in
                              "standard input with -")
         with source.open("rb") as handle:
             manifest = restore.restore(handle, directory, force=arguments.force)
-    log.info("restore: %d entries, %d files, %.1f MiB of a backup taken %s, into %s, %.1f s; "
+    log.info("restore: %d entries, %d files, %s of a backup taken %s, into %s, %.1f s; "
              "start the server on it", len(manifest.entries), manifest.files,
-             manifest.size / (1 << 20), manifest.created, directory, time.monotonic() - started)
+             format_size(manifest.size), _taken(manifest.created), directory,
+             time.monotonic() - started)
     return 0
+
+
+def _taken(created: str) -> str:
+    """The manifest's time for people; as written when it isn't one (a damaged manifest)."""
+    try:
+        return human_time(datetime.fromisoformat(created))
+    except ValueError:
+        return created

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from mailboot.base.errors import UsageError
+from mailboot.base.formats import human_time, machine_time
 from mailboot.base.paths import Paths
 from mailboot.dkim import keys as dkim
 from mailboot.dkim.keys import DkimKey, DomainKeys
@@ -60,14 +61,10 @@ class KeyLine:
     def as_json(self) -> dict[str, object]:
         return {"domain": self.key.domain, "selector": self.key.selector,
                 "algorithm": self.key.algorithm, "bits": self.key.bits,
-                "created": _iso(self.created), "role": self.role,
+                "created": machine_time(self.created), "role": self.role,
                 "signs": self.role == Role.SIGNING, "record_name": self.key.record_name,
                 "record": self.record,
-                "retire_after": _iso(self.retire_after) if self.retire_after else None}
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                "retire_after": machine_time(self.retire_after) if self.retire_after else None}
 
 
 def key_lines(settings: Settings, paths: Paths, lookup: Lookup | None) -> list[KeyLine]:
@@ -128,7 +125,7 @@ def run_list(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> 
             out.write(f"{domain}\n")
         size = f"{line.key.algorithm} {line.key.bits}"
         record = f"record {line.record}" if line.record else "not published"
-        extra = f", retired after {_iso(line.retire_after)}" if line.retire_after else ""
+        extra = f", retired after {human_time(line.retire_after)}" if line.retire_after else ""
         out.write(f"  {line.key.selector:<16} {size:<12} created {line.created:%Y-%m-%d}  "
                   f"{line.role:<8} {record}{extra}\n")
     return 0

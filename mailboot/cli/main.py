@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
 from mailboot.base.errors import ConfigError, MailbootError, UsageError
+from mailboot.base.logs import configure_logging
 from mailboot.base.paths import Paths
-from mailboot.boot import process, run
+from mailboot.boot import run
 from mailboot.cli import accounts as cli_accounts
 from mailboot.cli import backup as cli_backup
 from mailboot.cli import dkim as cli_dkim
@@ -44,7 +45,7 @@ def main(
     """Run one subcommand; return the process exit code."""
     arguments = _parser().parse_args(argv)
     out = stdout or sys.stdout
-    process.configure_logging()
+    configure_logging()
     try:
         if arguments.command == "settings":
             out.write(settings_markdown())

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from mailboot.base.formats import format_size, human_time, machine_time
 from mailboot.diagnose.queue import Queue
 from mailboot.diagnose.status import (
     RECENT,
@@ -20,7 +21,6 @@ from mailboot.diagnose.status import (
     ZoneDns,
     judge,
     recent_problems,
-    when,
 )
 
 # Worker problems shown on the screen (all of them are in --json).
@@ -46,7 +46,7 @@ def status_json(report: StatusReport) -> str:
         "outbound": None if report.outbound is None else {
             "status": report.outbound.status, "target": report.outbound.target,
             "detail": report.outbound.detail, "via_relay": report.outbound.via_relay,
-            "checked": report.outbound.checked},
+            "checked": _time(report.outbound.checked)},
         "worker": None if report.worker is None else {
             "ran": _time(report.worker.ran), "next_run": _time(report.worker.next_run)},
         "worker_problems": {
@@ -59,7 +59,7 @@ def status_json(report: StatusReport) -> str:
 
 
 def _time(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat(timespec="seconds")
+    return None if moment is None else machine_time(moment)
 
 
 def _part(value: T | Unavailable, shown: Callable[[T], object]) -> object:
@@ -109,7 +109,7 @@ def status_text(report: StatusReport) -> str:
     problems = judge(report)
     verdict = ("everything is in place" if not problems else
                f"NOT IN PLACE ({len(problems)}):")
-    lines = [f"mailboot status of {report.hostname} at {when(report.checked)}: {verdict}"]
+    lines = [f"mailboot status of {report.hostname} at {human_time(report.checked)}: {verdict}"]
     lines += [f"  - {problem}" for problem in problems]
     lines.append("")
     rows = [("certificate", _certificate_lines(report.certificate, report.checked)),
@@ -136,10 +136,10 @@ def _certificate_lines(certificate: CertificateState | None, now: datetime) -> l
     kind = "self-signed" if certificate.self_signed else f"issued by {certificate.issuer}"
     first = kind if certificate.source == "self-signed" else f"{certificate.source}, {kind}"
     left = certificate.not_after - now
-    renewal = (f"renewal at {when(certificate.renewal)}, {certificate.renewal_plan}"
+    renewal = (f"renewal at {human_time(certificate.renewal)}, {certificate.renewal_plan}"
                if certificate.renewal is not None else certificate.renewal_plan)
     return [first, f"for {', '.join(certificate.names)}",
-            f"valid until {when(certificate.not_after)} ({_span(left)} left)", renewal]
+            f"valid until {human_time(certificate.not_after)} ({_span(left)} left)", renewal]
 
 
 def _zone_line(zone: ZoneDns) -> str:
@@ -172,11 +172,11 @@ def _queue_lines(queue: Queue, now: datetime) -> list[str]:
 
 
 def _mailbox_lines(mailboxes: Mailboxes) -> list[str]:
-    return [f"{mailboxes.count} mailbox(es), {_size(mailboxes.total_bytes)} of mail"]
+    return [f"{mailboxes.count} mailbox(es), {format_size(mailboxes.total_bytes)} of mail"]
 
 
 def _disk_lines(disk: Disk) -> list[str]:
-    return [f"{_size(disk.free_bytes)} free of {_size(disk.total_bytes)} "
+    return [f"{format_size(disk.free_bytes)} free of {format_size(disk.total_bytes)} "
             f"({disk.free_share:.0%}) on {disk.path}"]
 
 
@@ -184,8 +184,8 @@ def _outbound_lines(outbound: Outbound | None) -> list[str]:
     if outbound is None:
         return ["not checked (yet, or OUTBOUND_CHECK=off)"]
     what = f"the relay {outbound.via_relay}" if outbound.via_relay else "port 25"
-    return [f"{what}: {outbound.status} ({outbound.target}: {outbound.detail}), "
-            f"checked {outbound.checked}"]
+    checked = "" if outbound.checked is None else f", checked {human_time(outbound.checked)}"
+    return [f"{what}: {outbound.status} ({outbound.target}: {outbound.detail}){checked}"]
 
 
 def _worker_lines(report: StatusReport) -> list[str]:
@@ -193,12 +193,12 @@ def _worker_lines(report: StatusReport) -> list[str]:
     hours = f"{RECENT.total_seconds() / 3600:g} hours"
     run = report.worker
     lines = ["no run finished yet" if run is None else
-             f"last run {when(run.ran)}" + ("" if run.next_run is None else
-                                           f", next at {when(run.next_run)}")]
+             f"last run {human_time(run.ran)}" + ("" if run.next_run is None else
+                                                 f", next at {human_time(run.next_run)}")]
     if not report.worker_problems:
         return [*lines, "no problems logged"]
     lines += [f"{len(recent)} problem(s) in the last {hours}; the last ones:"]
-    lines += [f"{when(p.time)} {p.level} {p.message}"
+    lines += [f"{human_time(p.time)} {p.level} {p.message}"
               for p in report.worker_problems[-SHOWN_PROBLEMS:]]
     return lines
 
@@ -212,12 +212,3 @@ def _span(interval: timedelta) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
     return f"{seconds // 60} min {seconds % 60} s"
-
-
-def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"  # pragma: no cover - the loop returns

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mailboot.base.files import write_atomically
+from mailboot.base.formats import machine_time
 
 KEEP = 20
 LOGGER = "mailboot"  # every module's logger is below it
@@ -58,7 +59,7 @@ def keep_problems(path: Path) -> ProblemLog:
 
 
 def problems_json(problems: Iterable[Problem]) -> str:
-    return json.dumps([{"time": p.time.isoformat(timespec="seconds"), "level": p.level,
+    return json.dumps([{"time": machine_time(p.time), "level": p.level,
                         "source": p.source, "message": p.message} for p in problems],
                       indent=1) + "\n"
 

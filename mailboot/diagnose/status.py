@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from mailboot.acme import ari
 from mailboot.base.errors import MailbootError
+from mailboot.base.formats import human_time
 from mailboot.base.paths import Paths
 from mailboot.diagnose import problems
 from mailboot.diagnose import queue as mailqueue
@@ -131,7 +132,7 @@ class Outbound:
     target: str
     detail: str
     via_relay: str | None
-    checked: str
+    checked: datetime | None  # None: the state file doesn't say (or not readably)
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,17 @@ def outbound_state(paths: Paths) -> Outbound | None:
     relay = state.get("via_relay")
     return Outbound(str(state.get("status", "")), str(state.get("target", "")),
                     str(state.get("detail", "")), None if relay is None else str(relay),
-                    str(state.get("checked", "")))
+                    _checked(state.get("checked")))
+
+
+def _checked(value: object) -> datetime | None:
+    """The check's time as the worker wrote it (`Z`; versions before wrote `+00:00`)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except ValueError:
+        return None
 
 
 # --- the verdict ---------------------------------------------------------------------------------
@@ -342,10 +353,10 @@ def _certificate_problems(report: StatusReport) -> list[str]:
     if report.hostname not in certificate.names:
         return [f"certificate: does not name MAIL_HOSTNAME {report.hostname}"]
     if certificate.not_after <= now:
-        return [f"certificate: expired at {when(certificate.not_after)}"]
+        return [f"certificate: expired at {human_time(certificate.not_after)}"]
     lifetime = certificate.not_after - certificate.not_before
     if certificate.not_after - now < lifetime * NEAR_EXPIRY_SHARE:
-        return [f"certificate: expires at {when(certificate.not_after)}, and it should have "
+        return [f"certificate: expires at {human_time(certificate.not_after)}, and it should have "
                 "been renewed by now (see the worker's problems)"]
     return []
 
@@ -375,7 +386,7 @@ def _queue_problems(report: StatusReport) -> list[str]:
     oldest = queue.oldest_deferred
     if oldest is not None and report.checked - oldest.arrival > DEFERRED_TOO_LONG:
         return [f"queue: a message for {oldest.recipient} has waited since "
-                f"{when(oldest.arrival)}: {oldest.reason}"]
+                f"{human_time(oldest.arrival)}: {oldest.reason}"]
     return []
 
 
@@ -411,7 +422,7 @@ def recent_problems(report: StatusReport) -> tuple[Problem, ...]:
 def _worker_problems(report: StatusReport) -> list[str]:
     found = []
     if report.worker is not None and report.checked - report.worker.ran > WORKER_STALE:
-        found.append(f"worker: its last run finished at {when(report.worker.ran)}; the runs "
+        found.append(f"worker: its last run finished at {human_time(report.worker.ran)}; the runs "
                      "since have failed (the log says why; mail is not affected)")
     recent = recent_problems(report)
     if not recent:
@@ -419,7 +430,3 @@ def _worker_problems(report: StatusReport) -> list[str]:
     hours = RECENT.total_seconds() / 3600
     return [*found, f"worker: {len(recent)} problem(s) logged in the last {hours:g} hours; the "
             f"latest: {recent[-1].message}"]
-
-
-def when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -35,12 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from mailboot.base.errors import StateError
-from mailboot.base.files import (
-    fsync_directory,
-    remove_stale_temp_files,
-    temp_path_for,
-    write_new_file,
-)
+from mailboot.base.files import create_once, fsync_directory, remove_stale_temp_files
 from mailboot.base.paths import DKIM_KEY_SUFFIX, Paths
 from mailboot.dkim import state as dkimstate
 from mailboot.dkim.state import DomainState, Role
@@ -267,22 +262,15 @@ def create_key_file(directory: Path, selector: str, pem: bytes | None = None) ->
     """
     target = directory / (selector + KEY_SUFFIX)
     pem = pem or generate_private_key_pem()
-    temp = temp_path_for(target)
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_new_file(temp, pem, mode=0o600)
-        try:
-            os.link(temp, target)
-        except FileExistsError:
+        if not create_once(target, pem, mode=0o600):
             log.info("dkim: %s appeared meanwhile; keeping it", target)
-        fsync_directory(directory)
     except OSError as error:
         raise StateError(
             f"can't create the DKIM key {target}: {error.strerror}. "
             "Make DATA_DIR writable by the container (a volume mounted read-write)."
         ) from error
-    finally:
-        temp.unlink(missing_ok=True)
     return target
 
 

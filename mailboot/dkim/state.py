@@ -30,6 +30,7 @@ from pathlib import Path
 
 from mailboot.base.errors import StateError
 from mailboot.base.files import write_atomically
+from mailboot.base.formats import machine_time
 
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
@@ -162,7 +163,7 @@ def _time(text: str | None) -> datetime | None:
 
 
 def _time_text(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else machine_time(moment)
 
 
 def _slot(value: Mapping[str, object]) -> Slot:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Answer:
-    """What the DNS said: values in presentation form (TXT strings joined, unquoted)."""
+    """What the DNS said: values in presentation form (a TXT record's strings joined, unquoted,
+    by `dns.lookup.answer_values`, the one decoder)."""
 
     values: tuple[str, ...] = ()
     nxdomain: bool = False

@@ -44,6 +44,34 @@ _REACH_ADVICE = ("can this container reach a DNS server at all? check /etc/resol
 
 
 @dataclass(frozen=True)
+class ServerSource:
+    """Who the servers a DnsLookup is given are, in the words of its failures: a message must
+    name the resolver that failed, not a setting that may be unset."""
+
+    name: str  # "the DNS servers in DNS_RESOLVERS"
+    failed: str  # what to do when they answered with an error code
+    silent: str  # what to do when none answered
+
+
+CONFIGURED = ServerSource(
+    "the DNS servers in DNS_RESOLVERS",
+    failed="they must answer for these names (a recursive resolver, or the zones' own name "
+    "servers)",
+    silent="can this container reach them? check the host's firewall, or unset DNS_RESOLVERS to "
+    "use the container's own resolver")
+# The container's own resolver (Unbound): recursive, validating, and what blocklists accept;
+# /etc/resolv.conf names it once the daemons run (daemons/unbound.py).
+LOCAL_RESOLVER: Server = ("127.0.0.1", 53)
+OWN_RESOLVER = ServerSource(
+    "the container's own resolver (Unbound, which /etc/resolv.conf names)",
+    failed="it asks the internet's DNS servers itself, on port 53: where the host's network "
+    "blocks that, set DNS_FORWARDERS; or the domain's DNS is broken (an answer that fails "
+    "DNSSEC validation is a SERVFAIL)",
+    silent="is it running? the supervisor starts it with the mail daemons, and its lines in the "
+    "log say what went wrong")
+
+
+@dataclass(frozen=True)
 class _ZoneServers:
     zone: str
     names: tuple[str, ...]  # the NS host names, for messages
@@ -54,14 +82,18 @@ class _ZoneServers:
 class DnsLookup:
     """A callable (name, type) -> Answer; real state (a cache of zones' servers), so a class.
 
-    `system` finds the zones' servers (the machine's resolver by default); `clock` is monotonic
-    seconds, for the cache's expiry.
+    `servers`, when given, are asked instead of the zones' own, and `source` says who they are
+    (DNS_RESOLVERS, or the container's own resolver: `local_lookup`); `system` finds the zones'
+    servers (the machine's resolver by default); `clock` is monotonic seconds, for the cache's
+    expiry.
     """
 
     def __init__(self, servers: Sequence[Server] = (), timeout: float = 3.0,
                  system: dns.resolver.Resolver | None = None, authority_port: int = 53,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 source: ServerSource = CONFIGURED) -> None:
         self.servers = list(servers)
+        self.source = source
         self.timeout = timeout
         self._system = system
         self.authority_port = authority_port
@@ -93,7 +125,7 @@ class DnsLookup:
             if rcode != dns.rcode.NOERROR:
                 failures.append((address, dns.rcode.to_text(rcode), True))
                 continue
-            return Answer(_values(response, rtype), ttl=_ttl(response, rtype))
+            return Answer(answer_values(response, rtype), ttl=_ttl(response, rtype))
         return Answer(error=self._failure(zone, failures))
 
     def _ask(self, query: dns.message.Message, address: str, port: int) -> dns.message.Message:
@@ -119,12 +151,8 @@ class DnsLookup:
         if zone is None:
             listed = ", ".join(f"{address}:{port}" for address, port in self.servers)
             if answered:
-                return (f"the DNS servers in DNS_RESOLVERS failed the question ({details}): "
-                        "they must answer for these names (a recursive resolver, or the zones' "
-                        "own name servers)")
-            return (f"no answer from the DNS servers in DNS_RESOLVERS ({listed}; {details}): "
-                    "can this container reach them? check the host's firewall, or unset "
-                    "DNS_RESOLVERS to use the container's own resolver")
+                return f"{self.source.name} failed the question ({details}): {self.source.failed}"
+            return f"no answer from {self.source.name} ({listed}; {details}): {self.source.silent}"
         who = f"the name servers of {zone.zone.rstrip('.')} ({', '.join(zone.names)})"
         if not failures:
             return f"{who} have no address: no server to ask"
@@ -162,6 +190,12 @@ class DnsLookup:
         keep = max(NS_TTL_FLOOR, min(ttl, NS_TTL_CEILING))
         return _ZoneServers(zone, tuple(n.rstrip(".") for n in names), tuple(addresses),
                             self._clock() + keep)
+
+
+def local_lookup(timeout: float = 3.0) -> DnsLookup:
+    """Lookups through the container's own resolver, recursive (the policy service, the
+    outbound check): what blocklists accept, whatever DNS_RESOLVERS says."""
+    return DnsLookup([LOCAL_RESOLVER], timeout=timeout, source=OWN_RESOLVER)
 
 
 def _parent(name: str) -> str:
@@ -221,8 +255,10 @@ def _ttl(response: dns.message.Message, rtype: str) -> int | None:
     return min(ttls) if ttls else None
 
 
-def _values(response: dns.message.Message, rtype: str) -> tuple[str, ...]:
-    """The answer's records of the asked type (after any CNAME), in presentation form."""
+def answer_values(response: dns.message.Message, rtype: str) -> tuple[str, ...]:
+    """The answer's records of the asked type (after any CNAME), in presentation form; a TXT
+    record as one text: its character-strings joined without spaces (RFC 7208 §3.3, RFC 6376
+    §3.6.2.2), unquoted, as UTF-8 (a byte that isn't becomes U+FFFD)."""
     wanted = dns.rdatatype.from_text(rtype)
     values: list[str] = []
     for rrset in response.answer:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from mailboot.base.files import write_atomically
 from mailboot.dns.answer import Lookup
 from mailboot.standards import dmarc
 from mailboot.standards.publicsuffix import SuffixRules
@@ -106,11 +107,15 @@ class MemoryNotes:
 
 class FileNotes:
     """Notes as files in `directory`, shared by every policy process (each one is started by
-    Postfix for one smtpd). A failure to read or write one is a note forgotten: at worst a
-    line said twice, never mail held up."""
+    Postfix for one smtpd). Where a note can't be read or written (a run directory this user
+    can't write), the log says so once per process, with the cause, and this process keeps its
+    notes in memory: a line may then be said again by another process, never lost, and mail is
+    never held up."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._fallback = MemoryNotes()
+        self._failed = False
 
     def add_gateway_session(self, session: str) -> int:
         path = self.directory / "gateway-sessions"
@@ -122,31 +127,50 @@ class FileNotes:
             finally:
                 os.close(descriptor)
             return len(set(path.read_text().splitlines()))
-        except OSError:
-            return 0
+        except OSError as error:
+            self._forgotten(path, error)
+            return self._fallback.add_gateway_session(session)
 
     def first_to_say(self, what: str) -> bool:
+        path = self.directory / f"said-{_safe(what)}"
         try:  # O_EXCL: exactly one process creates it
-            os.close(os.open(self.directory / f"said-{_safe(what)}",
-                             os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except OSError:
-            return False
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False  # another process said it
+        except OSError as error:
+            self._forgotten(path, error)
+            return self._fallback.first_to_say(what)
         return True
 
     def said_at(self, what: str) -> float | None:
+        path = self.directory / f"said-at-{_safe(what)}"
         try:
-            return float((self.directory / f"said-at-{_safe(what)}").read_text())
-        except (OSError, ValueError):
-            return None
+            return float(path.read_text())
+        except FileNotFoundError:
+            return self._fallback.said_at(what)  # never said (or only in this process)
+        except ValueError:
+            return None  # not a time: as if never said (it is written whole, so not ours)
+        except OSError as error:
+            self._forgotten(path, error)
+            return self._fallback.said_at(what)
 
     def say(self, what: str, now: float) -> None:
         path = self.directory / f"said-at-{_safe(what)}"
         try:
-            temp = path.with_name(f".{path.name}.{os.getpid()}")
-            temp.write_text(repr(now))
-            temp.replace(path)
-        except OSError:
-            pass
+            write_atomically(path, repr(now).encode(), mode=0o600)
+        except OSError as error:
+            self._forgotten(path, error)
+            self._fallback.say(what, now)
+
+    def _forgotten(self, path: Path, error: OSError) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        log.warning("inbound: can't keep the policy service's notes in %s (%s: %s); this "
+                    "process remembers them alone, so a warning about Docker's proxy or a "
+                    "refusing blocklist may come later or more than once. The run directory "
+                    "must be writable by the policy service's user", self.directory,
+                    path.name, error.strerror or error)
 
 
 def _safe(text: str) -> str:

@@ -13,21 +13,18 @@ files below the run directory (`inbound.FileNotes`), so a later process doesn't 
 from __future__ import annotations
 
 import argparse
-import logging
 import socket
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailboot.dns.lookup import DnsLookup
+from mailboot.base.logs import configure_logging
+from mailboot.dns.lookup import local_lookup
 from mailboot.inbound import protocol as smtp_policy
 from mailboot.inbound.decide import Blocklist, FileNotes, InboundChecks, default_gateway
 from mailboot.standards import publicsuffix
 
-# The container's own resolver (Unbound): recursive, validating, and what blocklists accept.
-LOCAL_RESOLVER = ("127.0.0.1", 53)
 # Seconds without an open connection before the process ends (smtpd lets go of an idle one
 # after max_idle, 10 s): a quiet minute, and the next message starts a new one (about 0.4 s).
 IDLE = 60.0
@@ -44,17 +41,8 @@ def inbound_checks(blocklists: Sequence[Blocklist], notes: Path) -> InboundCheck
         routes = Path("/proc/net/route").read_text()
     except OSError:
         routes = ""
-    return InboundChecks(DnsLookup([LOCAL_RESOLVER]), publicsuffix.load_rules(), blocklists,
+    return InboundChecks(local_lookup(), publicsuffix.load_rules(), blocklists,
                          default_gateway(routes), notes=FileNotes(notes))
-
-
-def log_to_stderr() -> None:
-    """Our lines to the supervisor's standard error, which `docker logs` shows."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mailboot: %(message)s"))
-    logger = logging.getLogger("mailboot")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
 
 
 class Connections:
@@ -118,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--notes", type=Path, default=Path("/run/mailboot/inbound"),
                         help="where the policy processes note what they said")
     arguments = parser.parse_args(argv)
-    log_to_stderr()
+    configure_logging()  # to the supervisor's standard error, which `docker logs` shows
     listener = socket.socket(fileno=arguments.listen_fd)
     decide = inbound_checks(arguments.blocklist, arguments.notes).decide
     serve_socket(listener, decide, arguments.idle)

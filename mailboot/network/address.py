@@ -29,12 +29,13 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
-import dns.rdatatype
 import dns.resolver
 
 from mailboot.base.files import write_atomically
+from mailboot.base.formats import human_time, machine_time
 from mailboot.base.paths import Paths
 from mailboot.base.taskstate import JsonObject, Saved, StateUnreadable, read_object
+from mailboot.dns.lookup import answer_values
 from mailboot.settings.table import Settings
 from mailboot.settings.values import EchoServer, IPAddress
 
@@ -74,7 +75,10 @@ Discover = Callable[[Sequence[int]], tuple[Found, ...]]
 def discover(source: EchoServer, families: Sequence[int], ask: Ask,
              server_addresses: ServerAddresses, budget: float = BOOT_BUDGET,
              clock: Callable[[], float] = time.monotonic) -> tuple[Found, ...]:
-    """Ask `source` over each family at once; never longer than `budget` seconds, never raises."""
+    """Ask `source` over each family at once; never longer than `budget` seconds.
+
+    A network or DNS failure is a Found without an address that says why; anything else a
+    family's discovery raised is a bug, raised here with its traceback."""
     deadline = clock() + budget
     pool = ThreadPoolExecutor(max_workers=max(1, len(families)),
                               thread_name_prefix="address-discovery")
@@ -86,10 +90,8 @@ def discover(source: EchoServer, families: Sequence[int], ask: Ask,
     for family, future in futures.items():
         if not future.done():
             found.append(Found(family, None, f"no answer within {budget:g} s"))
-        elif (error := future.exception()) is not None:
-            found.append(Found(family, None, f"{type(error).__name__}: {error}"))
         else:
-            found.append(future.result())
+            found.append(future.result())  # raises what the family's discovery raised
     return tuple(found)
 
 
@@ -159,7 +161,8 @@ def address_in(text: str, family: int) -> IPAddress | None:
 # --- production DNS ------------------------------------------------------------------------------
 
 
-def ask_directly(name: str, rtype: str, server: str, port: int, timeout: float) -> list[str]:
+def ask_directly(name: str, rtype: str, server: str, port: int,
+                 timeout: float) -> tuple[str, ...]:
     """One question to one server, without recursion (it is the authority for `name`)."""
     query = dns.message.make_query(name, rtype)
     query.flags &= ~dns.flags.RD
@@ -167,17 +170,7 @@ def ask_directly(name: str, rtype: str, server: str, port: int, timeout: float) 
     if response.rcode() != dns.rcode.NOERROR:
         rcode = dns.rcode.to_text(response.rcode())
         raise NoAnswerError(f"the server answered {rcode}")
-    wanted = dns.rdatatype.from_text(rtype)
-    values = []
-    for rrset in response.answer:
-        if rrset.rdtype != wanted:
-            continue
-        for rdata in rrset:
-            if rrset.rdtype == dns.rdatatype.TXT:
-                values.append(b"".join(rdata.strings).decode(errors="replace"))
-            else:
-                values.append(rdata.address)
-    return values
+    return answer_values(response, rtype)
 
 
 def resolver_addresses(resolver: dns.resolver.Resolver) -> ServerAddresses:
@@ -254,8 +247,13 @@ def settle(settings: Settings, paths: Paths, find: Discover | None,
     previous = read_found(paths)
     try:
         found = find(missing)
-    except Exception as error:  # discovery must never stop the boot
-        found = tuple(Found(family, None, f"{type(error).__name__}: {error}")
+    except Exception as error:
+        # Network and DNS failures come back as Found; this is a bug. The boot goes on (the
+        # records then have placeholders, and mail runs), but the traceback is told.
+        log.error("address: the discovery of the public address failed: %s: %s; this is a "
+                  "bug, please report it with the lines below; set PUBLIC_IPV4 (and "
+                  "PUBLIC_IPV6) meanwhile", type(error).__name__, error, exc_info=True)
+        found = tuple(Found(family, None, f"discovery failed ({type(error).__name__})")
                       for family in missing)
     answered = {f.family for f in found}
     found = (*found, *(Found(family, None, "no answer") for family in missing
@@ -290,14 +288,22 @@ def _keep(found: Found, previous: dict[int, dict[str, str]],
         if last is not None and last["address"] == str(found.address):
             return last  # unchanged: the volume is not written (a restart writes nothing)
         return {"address": str(found.address), "how": found.how,
-                "found": now.isoformat(timespec="seconds")}
+                "found": machine_time(now)}
     last = previous.get(family)
     if last is not None:
         log.warning("address: can't find the public IPv%d address now (%s); using %s, found on "
-                    "%s; set %s to be sure", family, found.how, last["address"],
-                    last.get("found", "an earlier start"), setting)
+                    "%s; set %s to be sure", family, found.how, last["address"], _found_on(last),
+                    setting)
         return last
     return None
+
+
+def _found_on(entry: dict[str, str]) -> str:
+    """When a kept address was found, for the log (earlier versions wrote `+00:00`)."""
+    try:
+        return human_time(datetime.fromisoformat(entry["found"]))
+    except (KeyError, ValueError):
+        return "an earlier start"
 
 
 def _say_unfound(settings: Settings, unfound: Sequence[Found], *, known: bool) -> None:

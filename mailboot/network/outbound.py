@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from mailboot.base.files import write_atomically
+from mailboot.base.formats import machine_time
 from mailboot.base.taskstate import JsonObject, Saved, StateUnreadable, read_text
 from mailboot.dns.answer import Lookup
 from mailboot.settings.values import OutboundTarget
@@ -216,7 +217,7 @@ class OutboundPortCheck:
 
     def _save(self, result: PortResult, now: datetime) -> None:
         state = {**asdict(result), "status": result.status.value, "via_relay": self.relay,
-                 "checked": now.isoformat(timespec="seconds")}
+                 "checked": machine_time(now)}
         try:
             write_atomically(self.state_file, (json.dumps(state, indent=1) + "\n").encode())
         except OSError as error:  # only `mailboot status` misses it

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from mailboot.base.errors import StateError
-from mailboot.base.files import fsync_directory, temp_path_for, write_atomically, write_new_file
+from mailboot.base.files import create_once, fsync_directory, write_atomically
 from mailboot.base.paths import Paths
 
 CURRENT = "current.pem"
@@ -111,16 +111,7 @@ def _create_once(path: Path, content: bytes | None) -> None:
         content = ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())
-    temp = temp_path_for(path)
-    try:
-        write_new_file(temp, content, mode=0o600)
-        try:
-            os.link(temp, path)  # never replaces a key another process made meanwhile
-        except FileExistsError:
-            return
-    finally:
-        temp.unlink(missing_ok=True)
-    fsync_directory(path.parent)
+    create_once(path, content, mode=0o600)  # never replaces a key another process made meanwhile
 
 
 # --- rollover --------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,8 @@ from mailboot.acme.issuer import AcmeConfig, AcmeIssuer
 from mailboot.acme.keeper import AcmeKeeper, Keeper, keeper_for
 from mailboot.acme.precheck import fetch_http, make_resolver
 from mailboot.base.files import write_atomically
+from mailboot.base.formats import human_time
+from mailboot.base.logs import configure_logging
 from mailboot.base.paths import Paths
 from mailboot.base.taskstate import (
     JsonObject,
@@ -45,7 +46,7 @@ from mailboot.daemons import opendkim, registry
 from mailboot.daemons.on_demand import fingerprint
 from mailboot.diagnose import problems, selftest
 from mailboot.dkim import keys as dkim
-from mailboot.dns.lookup import DnsLookup
+from mailboot.dns.lookup import DnsLookup, local_lookup
 from mailboot.network import address as publicaddress
 from mailboot.network import outbound as netcheck
 from mailboot.records.build import Record, all_records
@@ -144,8 +145,7 @@ def run_step(task: Task, now: datetime) -> datetime:
         retry = now + RETRY_AFTER_CRASH
         log.error("worker: %s failed: %s: %s; trying again at %s. Mail is not affected; if "
                   "this repeats, report it with the lines above", type(task).__name__,
-                  type(error).__name__, error, retry.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                  exc_info=True)
+                  type(error).__name__, error, human_time(retry), exc_info=True)
         return retry
 
 
@@ -171,28 +171,41 @@ def state_json(run: Run, now: datetime) -> str:
     }, indent=1, sort_keys=True) + "\n"
 
 
-def read_run(text: str) -> Run | None:
-    """The last run's state from the state file's text; None when it can't be read (a first
-    run, or another version): every task is then due."""
+def read_run(text: str) -> Run:
+    """The last run's state from the state file's text. Raises StateUnreadable (not a state
+    file, or one of another version)."""
     try:
         saved = json.loads(text)
-        if saved.get("version") != STATE_VERSION:
-            return None
+        if (version := saved.get("version")) != STATE_VERSION:
+            raise StateUnreadable(f"its version is {version!r}; this one reads {STATE_VERSION}")
         tasks = read_object(saved["tasks"])
         due = {name: read_time(read_object(entry)["due"]) for name, entry in tasks.items()}
         return Run({name: when for name, when in due.items() if when is not None},
                    {name: dict(read_object(entry["state"])) for name, entry in tasks.items()},
                    {name: {str(k): str(v) for k, v in read_object(entry["watched"]).items()}
                     for name, entry in tasks.items()})
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+    except StateUnreadable:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise StateUnreadable(f"{type(error).__name__}: {error}") from None
 
 
 def load_run(path: Path) -> Run | None:
+    """The last run's state; None when there is none (the first run) or it can't be read (then
+    the log says why): every task is then due, and starts afresh."""
     try:
         return read_run(path.read_text())
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError as error:
+        log.warning("worker: can't read the last run's state %s (%s); every task runs now and "
+                    "starts afresh", path, error.strerror or error)
+    except StateUnreadable as error:
+        # Harmless (a task starting afresh says again what it said before): after an upgrade
+        # that changed the file, for one run.
+        log.info("worker: the last run's state %s can't be read (%s); every task runs now and "
+                 "starts afresh", path, error)
+    return None
 
 
 class DnsTask:
@@ -249,10 +262,6 @@ def dkim_rotation(settings: Settings, paths: Paths) -> DkimRotation:
                         timedelta(seconds=settings.dkim_rotation_grace), apply)
 
 
-# The container's own resolver (Unbound): recursive, validating, and what blocklists accept.
-LOCAL_RESOLVER = ("127.0.0.1", 53)
-
-
 def on_dns_change(keeper: Keeper, nudges: Nudges) -> Callable[[], None]:
     """An address, MX or CNAME record changed: names waiting for DNS are looked at now (the
     keeper is stepped again in this run)."""
@@ -271,8 +280,7 @@ def network_checks(configured: Settings, settings: Settings, paths: Paths) -> di
     tasks: dict[str, Task] = {}
     if settings.outbound_check != "off":
         tasks["outbound"] = netcheck.outbound_task(settings.outbound_check, settings.relay_host,
-                                                   DnsLookup([LOCAL_RESOLVER]),
-                                                   paths.outbound_check_state)
+                                                   local_lookup(), paths.outbound_check_state)
     if settings.address_discovery != "off":
         # Through the container's resolver (Unbound) to find the echo server; then asked directly.
         find = publicaddress.make_discover(settings.address_discovery, dns.resolver.Resolver())
@@ -321,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true",
                         help="step every task now, due or not (SIGUSR1 to the supervisor)")
     arguments = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mailboot: %(message)s")
+    configure_logging()
     configured = load_settings(os.environ)  # the boot has validated them already
     paths = Paths(configured.data_dir)
     problems.keep_problems(paths.worker_problems)  # for `mailboot status`; appends
