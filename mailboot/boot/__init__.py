@@ -6,7 +6,8 @@
 - `warmstart`: the plan a restart with nothing changed starts on;
 - `records_and_address`: the public address, the outbound line and the records with their
   state, announced beside the daemons;
-- `datadir`: DATA_DIR at every start; `process`: the log, the work beside, the hand-over.
+- `datadir`: DATA_DIR at every start; `handover`: the work beside the daemons and the exec of
+  the supervisor.
 
 May import: the floors below (`base` .. `diagnose`).
 """

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TextIO
 from mailboot.base.logs import configure_logging
 from mailboot.base.paths import Paths
 from mailboot.base.users import user_ids
-from mailboot.boot import datadir, process, warmstart
+from mailboot.boot import datadir, handover, warmstart
 from mailboot.daemons import postfix, registry, supervisor
 
 if TYPE_CHECKING:
@@ -60,10 +60,10 @@ def start_warm(environ: Mapping[str, str]) -> None:
         return
     platform = WarmStart(
         prepare=registry.prepare_all,
-        beside=lambda: process.beside_the_daemons(lambda: boot_beside(environ),
+        beside=lambda: handover.beside_the_daemons(lambda: boot_beside(environ),
                                                   "the boot beside the daemons",
                                                   after=postfix.wait_until_listening),
-        hand_over=process.hand_over)
+        hand_over=handover.hand_over)
     try:
         start_on_plan(plan, Path("/"), platform)
     except Exception as error:  # nothing has started: the full boot says what is wrong
@@ -123,12 +123,12 @@ def start_cold(settings: Settings, out: TextIO) -> None:
     if settings.dns_check == "strict":
         announce_records(settings, paths, now, prepared.keys, out)
     else:
-        process.beside_the_daemons(
+        handover.beside_the_daemons(
             lambda: announce_records(settings, paths, now, prepared.keys, out),
             "printing the DNS records (`mailboot dns` prints them)",
             after=postfix.wait_until_listening)
         warmstart.write_plan(paths, warm_start_plan(settings, paths, prepared, argv))
-    process.hand_over(argv)
+    handover.hand_over(argv)
 
 
 def announce_records(settings: Settings, paths: Paths, now: datetime,

@@ -1,5 +1,5 @@
-"""The boot as a process: its log, the work it leaves to run beside the daemons, and the hand-over
-to the supervisor. Light on purpose: the warm start (`warmstart`) begins and ends the same way."""
+"""The hand-over: the work the boot leaves to run beside the daemons, and the exec of the
+supervisor. Light on purpose: the warm start (`run.start_warm`) ends the same way."""
 
 from __future__ import annotations
 
