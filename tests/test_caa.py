@@ -17,8 +17,7 @@ from mailboot.base.errors import ConfigError
 from mailboot.base.paths import Paths
 from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.answer import Answer
-from mailboot.records import doctor as dnscheck
-from mailboot.records import zonefile as dnsformat
+from mailboot.records import doctor, zonefile
 from mailboot.records.build import Kind, Record, all_records, build_record_groups
 from mailboot.records.doctor import Status
 from mailboot.settings.table import Settings
@@ -64,7 +63,7 @@ def test_once_the_account_exists_the_record_is_bound_to_it_and_parses(
     keys = make_keys(settings)
     groups = build_record_groups(settings, keys, caa=caa.value_for(settings, Paths(
         settings.data_dir)))
-    zone = dns.zone.from_text(dnsformat.zone_text(groups[:1]), origin="example.com",
+    zone = dns.zone.from_text(zonefile.zone_text(groups[:1]), origin="example.com",
                               relativize=False, check_origin=False)
     rdataset = zone.find_rdataset("mail.example.com.", dns.rdatatype.CAA)
     [rdata] = list(rdataset)
@@ -116,8 +115,8 @@ def test_the_doctor_judges_the_published_caa(
     store_account(settings, ACCOUNT)
     [record] = caa_records(settings, make_keys(settings))
 
-    def published(*values: str) -> dnscheck.Finding:
-        return dnscheck.check_record(record, lambda name, rtype: Answer(values))
+    def published(*values: str) -> doctor.Finding:
+        return doctor.check_record(record, lambda name, rtype: Answer(values))
 
     right = f'0 issue "letsencrypt.org;accounturi={ACCOUNT};  validationmethods=http-01"'
     assert published(right, '0 iodef "mailto:x@example.com"').status is Status.OK

@@ -14,8 +14,7 @@ import pytest
 from mailboot.dns import names
 from mailboot.records.build import srv_records
 from mailboot.settings.table import Settings
-from mailboot.web import clientconfig
-from mailboot.web import port443 as policy_server
+from mailboot.web import clientconfig, port443
 from mailboot.web.clientconfig import MailService
 from mailboot.web.server import Request, Response
 
@@ -245,11 +244,11 @@ def test_the_certificate_covers_the_client_names_after_the_policy_hosts(
     assert clientconfig.service_for(settings) == SERVICE
 
 
-# --- who gets what (policy_server.answer) ---------------------------------------------------------
+# --- who gets what (port443.answer) ---------------------------------------------------------
 
 def ask(host: str, target: str, method: str = "GET", body: bytes = b"") -> Response:
     request = Request(method, target, host, body=body, content_length=len(body))
-    return policy_server.answer(request, POLICIES, SERVICE)
+    return port443.answer(request, POLICIES, SERVICE)
 
 
 def content_type(response: Response) -> str:
@@ -350,9 +349,9 @@ def test_other_hosts_paths_and_addresses_are_not_found(host: str, target: str, m
 
 def test_without_the_service_only_the_policy_is_served() -> None:
     request = Request("GET", "/mail/config-v1.1.xml", "autoconfig.example.com")
-    assert policy_server.answer(request, POLICIES).status is HTTPStatus.NOT_FOUND
+    assert port443.answer(request, POLICIES).status is HTTPStatus.NOT_FOUND
     policy = Request("GET", "/.well-known/mta-sts.txt", "mta-sts.example.com")
-    assert policy_server.answer(policy, POLICIES).body == POLICIES["mta-sts.example.com"]
+    assert port443.answer(policy, POLICIES).body == POLICIES["mta-sts.example.com"]
 
 
 @pytest.mark.parametrize(("host", "target"), [

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mailboot.dns.answer import Answer
-from mailboot.inbound import protocol as smtp_policy
-from mailboot.inbound import service as inbound_policy
+from mailboot.inbound import protocol as policy_protocol
+from mailboot.inbound import service as policy_service
 from mailboot.inbound.decide import (
     DUNNO,
     PROBE_REPEAT,
@@ -221,7 +221,7 @@ def test_policy_protocol_on_one_stream() -> None:
     asked = b"".join(f"request=smtpd_access_policy\nsender={sender}\nclient_address=192.0.2.1"
                      "\n\n".encode() for sender in ("a@example.net", "crash@example.net"))
     answers = io.BytesIO()
-    assert smtp_policy.serve(io.BytesIO(asked), answers, decide) == 2
+    assert policy_protocol.serve(io.BytesIO(asked), answers, decide) == 2
     assert answers.getvalue() == b"action=550 5.7.23 no\n\naction=DUNNO\n\n"
     assert [s["sender"] for s in seen] == ["a@example.net", "crash@example.net"]
 
@@ -297,7 +297,7 @@ def test_notes_that_cant_be_written_are_said_once_and_kept_in_memory(
 
 
 def test_the_blocklist_argument_keeps_the_key_out_of_the_log() -> None:
-    assert inbound_policy.blocklist("key.zen.dq.spamhaus.net=zen.spamhaus.org") == Blocklist(
+    assert policy_service.blocklist("key.zen.dq.spamhaus.net=zen.spamhaus.org") == Blocklist(
         "key.zen.dq.spamhaus.net", "zen.spamhaus.org")
-    assert inbound_policy.blocklist("list.dnswl.org") == Blocklist("list.dnswl.org",
+    assert policy_service.blocklist("list.dnswl.org") == Blocklist("list.dnswl.org",
                                                                    "list.dnswl.org")

@@ -17,7 +17,7 @@ import pytest
 
 from mailboot.base.paths import Paths
 from mailboot.base.sockets import listening_socket
-from mailboot.daemons import on_demand as children
+from mailboot.daemons import on_demand
 from mailboot.daemons.on_demand import HttpActivation, WorkerRuns
 from mailboot.dns import names
 from mailboot.settings.table import Settings
@@ -31,33 +31,33 @@ HOUR = 3600.0
 # --- the decisions ------------------------------------------------------------------------------
 
 def test_the_next_run_is_when_the_worker_asked_within_bounds() -> None:
-    assert children.next_run_after(1000.0, 1000.0 + HOUR) == 1000.0 + HOUR
-    assert children.next_run_after(1000.0, 10.0) == 1000.0 + children.MIN_GAP  # no spinning
-    assert children.next_run_after(1000.0, 1000.0 + 90 * 86400) == 1000.0 + children.MAX_SLEEP
-    assert children.next_run_after(1000.0, None) == 1000.0 + children.MAX_SLEEP
+    assert on_demand.next_run_after(1000.0, 1000.0 + HOUR) == 1000.0 + HOUR
+    assert on_demand.next_run_after(1000.0, 10.0) == 1000.0 + on_demand.MIN_GAP  # no spinning
+    assert on_demand.next_run_after(1000.0, 1000.0 + 90 * 86400) == 1000.0 + on_demand.MAX_SLEEP
+    assert on_demand.next_run_after(1000.0, None) == 1000.0 + on_demand.MAX_SLEEP
 
 
 def test_failed_runs_are_retried_after_a_minute_doubling_to_an_hour() -> None:
-    assert [children.retry_delay(n) for n in range(1, 9)] == [
+    assert [on_demand.retry_delay(n) for n in range(1, 9)] == [
         60, 120, 240, 480, 960, 1920, 3600, 3600]
-    assert children.retry_delay(10_000) == 3600
+    assert on_demand.retry_delay(10_000) == 3600
 
 
 def test_the_plan_comes_from_the_state_file(tmp_path: Path) -> None:
     state = tmp_path / "worker-state.json"
-    assert children.read_plan(state) is None
+    assert on_demand.read_plan(state) is None
     state.write_text(json.dumps({"next_run": 12.5, "watch": {"/a": "missing"}, "tasks": {}}))
-    assert children.read_plan(state) == (12.5, {"/a": "missing"})
+    assert on_demand.read_plan(state) == (12.5, {"/a": "missing"})
     state.write_text(json.dumps({"next_run": "soon", "watch": {}}))
-    assert children.read_plan(state) is None
+    assert on_demand.read_plan(state) is None
 
 
 def test_a_watched_file_that_changes_is_noticed(tmp_path: Path) -> None:
     request = tmp_path / "rollover"
-    watch = {str(request): children.fingerprint(request)}
-    assert watch[str(request)] == "missing" and not children.changed(watch)
+    watch = {str(request): on_demand.fingerprint(request)}
+    assert watch[str(request)] == "missing" and not on_demand.changed(watch)
     request.write_text("3 1 1 ab\n")
-    assert children.changed(watch)
+    assert on_demand.changed(watch)
 
 
 # --- runs of a stand-in worker ------------------------------------------------------------------
@@ -100,15 +100,15 @@ def finish(runs: WorkerRuns) -> None:
 def test_the_worker_runs_soon_after_the_start_then_when_it_asked(tmp_path: Path) -> None:
     clock, said = Clock(), list[str]()
     runs, log = stand_in(tmp_path, str(1_000_000.0 + HOUR), clock, said,
-                         children.FIRST_RUN_DELAY)
+                         on_demand.FIRST_RUN_DELAY)
     runs.tick()
     assert runs.process is None  # the daemons start first
-    clock.now += children.FIRST_RUN_DELAY
+    clock.now += on_demand.FIRST_RUN_DELAY
     runs.tick()
     finish(runs)
     assert log.read_text() == ";" and runs.process is None
     assert runs.due == 1_000_000.0 + HOUR
-    assert runs.seconds_to_next() == HOUR - children.FIRST_RUN_DELAY
+    assert runs.seconds_to_next() == HOUR - on_demand.FIRST_RUN_DELAY
     clock.now = 1_000_000.0 + HOUR - 1
     runs.tick()
     assert runs.process is None  # not yet
@@ -124,7 +124,7 @@ def test_a_watched_file_or_sigusr1_runs_it_early_and_sigusr1_steps_every_task(
     runs, log = stand_in(tmp_path, str(1_000_000.0 + HOUR), clock, said)
     runs.tick()
     finish(runs)
-    clock.now += children.WATCH_EVERY
+    clock.now += on_demand.WATCH_EVERY
     (tmp_path / "request").write_text("rollover\n")  # `mailboot tls rollover`
     runs.tick()
     finish(runs)
@@ -154,10 +154,10 @@ def test_a_hanging_run_is_killed(tmp_path: Path) -> None:
     runs = WorkerRuns((sys.executable, "-c", "import time; time.sleep(60)"),
                       tmp_path / "state.json", {}, said.append, clock, first_run_delay=0)
     runs.tick()
-    clock.now += children.RUN_TIMEOUT + 1
+    clock.now += on_demand.RUN_TIMEOUT + 1
     runs.tick()
     assert runs.process is None and runs.failures == 1
-    assert said[0].endswith(f"still busy after {children.RUN_TIMEOUT:.0f} s; killing it")
+    assert said[0].endswith(f"still busy after {on_demand.RUN_TIMEOUT:.0f} s; killing it")
 
 
 # --- socket activation --------------------------------------------------------------------------

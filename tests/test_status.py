@@ -19,9 +19,9 @@ from mailboot.base.formats import format_size
 from mailboot.base.paths import Paths
 from mailboot.cli import accounts as cli_accounts
 from mailboot.cli import main as cli
-from mailboot.cli import status_view as statusformat
+from mailboot.cli import status_view
 from mailboot.diagnose import problems, status
-from mailboot.diagnose import queue as mailqueue
+from mailboot.diagnose import queue as mail_queue
 from mailboot.diagnose.problems import Problem, ProblemLog
 from mailboot.diagnose.queue import Queue
 from mailboot.dkim.keys import DomainKeys
@@ -106,8 +106,8 @@ def test_an_unreadable_problem_file_reads_as_no_problems(tmp_path: Path, content
 
 
 def test_the_queue_counts_and_its_oldest_deferred_message_with_the_reason() -> None:
-    queue = mailqueue.read_queue(lambda argv: POSTQUEUE_J if list(argv) == [
-        mailqueue.POSTQUEUE, "-j"] else "")
+    queue = mail_queue.read_queue(lambda argv: POSTQUEUE_J if list(argv) == [
+        mail_queue.POSTQUEUE, "-j"] else "")
     assert (queue.active, queue.deferred, queue.hold) == (2, 2, 1)
     oldest = queue.oldest_deferred
     assert oldest is not None and oldest.queue_id == "1A2B3C4D5E"
@@ -117,11 +117,11 @@ def test_the_queue_counts_and_its_oldest_deferred_message_with_the_reason() -> N
 
 
 def test_an_empty_queue_and_output_that_is_not_postqueue_s() -> None:
-    assert mailqueue.parse("") == Queue(0, 0, 0, None)
+    assert mail_queue.parse("") == Queue(0, 0, 0, None)
     with pytest.raises(ValueError):
-        mailqueue.parse("Mail queue is empty\n")
+        mail_queue.parse("Mail queue is empty\n")
     with pytest.raises(ValueError):
-        mailqueue.parse('{"queue_name": "deferred", "queue_id": "X"}\n')
+        mail_queue.parse('{"queue_name": "deferred", "queue_id": "X"}\n')
 
 
 # --- gathering and judging -----------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_each_part_that_is_not_in_place_says_so(
     fakes.not_ok = {("example.com", "MX"): Status.MISSING,
                     ("_smtp._tls.example.com", "TXT"): Status.MISSING,  # optional: not counted
                     ("_dmarc.example.com", "TXT"): Status.WRONG}
-    fakes.queue = mailqueue.parse(POSTQUEUE_J)
+    fakes.queue = mail_queue.parse(POSTQUEUE_J)
     fakes.disk = (100, 4)
     paths.outbound_check_state.write_text(json.dumps({
         "status": "blocked", "target": "gmail-smtp-in.l.google.com (192.0.2.7) port 25",
@@ -288,7 +288,7 @@ def test_each_part_that_is_not_in_place_says_so(
     assert "set RELAY_HOST" in found[3]
     assert "1 problem(s) logged in the last 2 hours; the latest: worker: it broke" in found[4]
     assert ("dns          example.com: NOT READY, 16 of 19 records ok (2 required not in "
-            "place, 1 optional not in place)\n") in statusformat.status_text(report)
+            "place, 1 optional not in place)\n") in status_view.status_text(report)
 
 
 def test_with_a_relay_only_an_unreachable_relay_counts(
@@ -328,9 +328,9 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
         make_keys: Callable[[Settings], tuple[DomainKeys, ...]]) -> None:
     all_in_place(settings, paths)
     fakes = Fakes()
-    fakes.queue = mailqueue.parse(POSTQUEUE_J)
+    fakes.queue = mail_queue.parse(POSTQUEUE_J)
     report = gather(settings, paths, fakes, make_keys, timedelta(0))
-    document = json.loads(statusformat.status_json(report))
+    document = json.loads(status_view.status_json(report))
     assert set(document) == {"ok", "not_in_place", "checked", "hostname", "certificate", "dns",
                              "dkim", "queue", "mailboxes", "disk", "outbound", "worker",
                              "worker_problems"}
@@ -347,7 +347,7 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     assert document["outbound"]["status"] == "ok"
     assert document["worker_problems"]["recent"] == 0  # three hours old
     assert document["worker_problems"]["last"][0]["message"] == "an old hiccup"
-    screen = statusformat.status_text(report)
+    screen = status_view.status_text(report)
     assert screen.startswith("mailboot status of mail.example.com at 2026-11-25 12:00:00 UTC: "
                              "NOT IN PLACE (1):")
     for title in ("certificate", "dns", "dkim", "queue", "mailboxes", "disk", "outbound",
@@ -378,7 +378,7 @@ def test_account_list_and_status_print_a_size_alike(
     assert (address, used, apps) == ("alice@example.com", "?", "-")  # no Dovecot here
     report = dataclasses.replace(gather(settings, paths, Fakes(), make_keys),
                                  mailboxes=status.Mailboxes(1, size))
-    assert f"1 mailbox(es), {number} {unit} of mail" in statusformat.status_text(report)
+    assert f"1 mailbox(es), {number} {unit} of mail" in status_view.status_text(report)
     assert f"{number} {unit}" == format_size(size)
 
 
@@ -388,9 +388,9 @@ def test_unavailable_parts_render_with_their_reason(
     fakes = Fakes()
     fakes.queue = OSError("mail system is down")
     report = gather(settings, paths, fakes, make_keys)
-    assert json.loads(statusformat.status_json(report))["queue"] == {
+    assert json.loads(status_view.status_json(report))["queue"] == {
         "unavailable": "mail system is down"}
-    assert "queue        can't be read: mail system is down" in statusformat.status_text(report)
+    assert "queue        can't be read: mail system is down" in status_view.status_text(report)
 
 
 def test_the_command_exits_1_and_still_reports_every_part(
@@ -423,7 +423,7 @@ def test_the_workers_last_run_is_shown_and_runs_failing_for_long_are_a_problem(
     assert report.worker == status.WorkerRun(ran, next_run)
     assert not any(line.startswith("worker:") for line in report.not_in_place)
     assert "last run 2026-11-25 11:00:00 UTC, next at 2026-11-25 23:00:00 UTC" in (
-        statusformat.status_text(report))
+        status_view.status_text(report))
     stale = NOW - timedelta(hours=14)
     paths.worker_state.write_text(json.dumps({"ran": stale.timestamp(), "next_run": None}))
     report = gather(settings, paths, Fakes(), make_keys, timedelta(0))

@@ -23,7 +23,7 @@ from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.answer import Answer
 from mailboot.dns.lookup import _parent
 from mailboot.dns.names import tlsa_name
-from mailboot.records import zonefile as dnsformat
+from mailboot.records import zonefile
 from mailboot.records.build import Kind, all_records, build_record_groups
 from mailboot.records.doctor import Status, check_records
 from mailboot.rotation.tls_key import KeyRollover
@@ -117,7 +117,7 @@ def test_tlsa_records_only_when_the_zone_is_signed(
     assert not [r for r in all_records(build_record_groups(settings, make_keys(settings)))
                 if r.kind is Kind.TLSA]
     # The zone file loads, and holds the two records as DNS servers see them.
-    zone = dns.zone.from_text(dnsformat.zone_text(groups[:1]), origin="example.com.",
+    zone = dns.zone.from_text(zonefile.zone_text(groups[:1]), origin="example.com.",
                               relativize=False, check_origin=False)
     rdataset = zone.find_rdataset(NAME + ".", "TLSA")
     assert sorted(r.to_text() for r in rdataset) == sorted([tlsa.current, tlsa.next])

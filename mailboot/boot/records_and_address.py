@@ -20,8 +20,7 @@ from mailboot.boot.stages import stage
 from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.answer import Lookup
 from mailboot.network import address as publicaddress
-from mailboot.records import doctor as dnscheck
-from mailboot.records import zonefile as dnsformat
+from mailboot.records import doctor, zonefile
 from mailboot.records.build import RecordGroup
 from mailboot.records.published import check_published, published_groups
 from mailboot.settings.table import Settings
@@ -81,9 +80,9 @@ def print_records(settings: Settings, groups: Sequence[RecordGroup], lookup: Loo
     findings = None
     if settings.dns_check != "off" and lookup is not None:
         findings = check_published(groups, settings, lookup, budget=BOOT_DNS_BUDGET)
-        log.info("dns: %s", dnscheck.summary(list(findings.values())))
-    out.write(dnsformat.zone_text(groups, findings) + "\n"
-              + dnsformat.table_text(groups, findings))
+        log.info("dns: %s", doctor.summary(list(findings.values())))
+    out.write(zonefile.zone_text(groups, findings) + "\n"
+              + zonefile.table_text(groups, findings))
     out.flush()
     if settings.dns_check == "strict" and findings is not None:
         missing = [f for f in findings.values() if f.required_and_not_ok]

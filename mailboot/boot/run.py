@@ -135,9 +135,10 @@ def announce_records(settings: Settings, paths: Paths, now: datetime,
                      keys: Sequence[DomainKeys], out: TextIO) -> None:
     """The public address, how mail leaves, and the records with their state
     (`records_and_address`)."""
-    from mailboot.boot import records_and_address as face
+    from mailboot.boot import records_and_address
 
-    face.announce(settings, paths, now, keys, face.production_network(settings), out)
+    network = records_and_address.production_network(settings)
+    records_and_address.announce(settings, paths, now, keys, network, out)
 
 
 def supervisor_argv(settings: Settings, paths: Paths) -> list[str]:

@@ -20,8 +20,7 @@ from mailboot.dkim import keys as dkim
 from mailboot.dkim.keys import DkimKey, DomainKeys
 from mailboot.dkim.state import Role
 from mailboot.dns.answer import Lookup
-from mailboot.records import doctor as dnscheck
-from mailboot.records import zonefile as dnsformat
+from mailboot.records import doctor, zonefile
 from mailboot.records.build import dkim_record
 from mailboot.rotation import dkim as dkimrotation
 from mailboot.settings.table import Settings
@@ -79,7 +78,7 @@ def key_lines(settings: Settings, paths: Paths, lookup: Lookup | None) -> list[K
             switched = state.switched(key.algorithm, key.selector) if state else None
             record = None
             if lookup is not None:
-                finding = dnscheck.check_record(
+                finding = doctor.check_record(
                     dkim_record(key, signing=role is Role.SIGNING, role=role), lookup)
                 record = finding.status.value.upper()
             lines.append(KeyLine(key, role.value, _created(key), record,
@@ -155,7 +154,7 @@ def run_rotate(arguments: argparse.Namespace, settings: Settings, out: TextIO) -
     for domain in domains:
         for key in dkimrotation.start_rotation(paths, domain, settings.dkim_algorithms, now):
             record = dkim_record(key, signing=False, role=Role.NEXT)
-            out.write(dnsformat.zone_line(record) + "\n")
+            out.write(zonefile.zone_line(record) + "\n")
     return 0
 
 
@@ -170,6 +169,6 @@ def run_import(arguments: argparse.Namespace, settings: Settings, out: TextIO) -
     key = dkimrotation.import_key(paths, domain, selector, pem, settings.dkim_algorithms)
     record = dkim_record(key, signing=False, role=Role.NEXT)
     out.write(f"; imported {key.algorithm} key {key.selector} for {domain}: it signs once this "
-              "record is served (the log says so):\n" + dnsformat.zone_line(record) + "\n")
+              "record is served (the log says so):\n" + zonefile.zone_line(record) + "\n")
     return 0
 

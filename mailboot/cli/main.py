@@ -164,7 +164,7 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
     from mailboot.dkim import keys as dkim
     from mailboot.dns.lookup import DnsLookup
     from mailboot.network import address as publicaddress
-    from mailboot.records import zonefile as dnsformat
+    from mailboot.records import zonefile
     from mailboot.records.published import check_published, published_groups
     from mailboot.tls import dane
 
@@ -179,12 +179,12 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
     if arguments.check:
         findings = check_published(groups, settings, DnsLookup(settings.dns_resolvers))
     if arguments.json:
-        out.write(dnsformat.json_text(groups, findings))
+        out.write(zonefile.json_text(groups, findings))
     elif arguments.zone:
-        out.write(dnsformat.zone_text(groups, findings))
+        out.write(zonefile.zone_text(groups, findings))
     else:
-        out.write(dnsformat.zone_text(groups, findings) + "\n"
-                  + dnsformat.table_text(groups, findings))
+        out.write(zonefile.zone_text(groups, findings) + "\n"
+                  + zonefile.table_text(groups, findings))
     if findings is None:
         return 0
     return 1 if any(f.required_and_not_ok for f in findings.values()) else 0

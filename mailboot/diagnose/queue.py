@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mailboot.base import programs as commands
+from mailboot.base import programs
 
 POSTQUEUE = "/usr/sbin/postqueue"
 # Queues whose messages are being delivered or are about to be (postqueue(1), QUEUE NAMES).
@@ -72,7 +72,7 @@ def _deferred(message: dict[str, object]) -> Deferred:
                     str(first.get("address", "")), str(first.get("delay_reason", "")))
 
 
-def read_queue(run: Callable[[Sequence[str]], str] = commands.run) -> Queue:
+def read_queue(run: Callable[[Sequence[str]], str] = programs.run) -> Queue:
     """The queue as Postfix sees it now; raises CommandError when postqueue fails (Postfix is
     down) and ValueError when its output can't be read."""
     return parse(run([POSTQUEUE, "-j"]))

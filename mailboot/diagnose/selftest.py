@@ -25,7 +25,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from mailboot.base import programs as commands
+from mailboot.base import programs
 from mailboot.base.errors import MailbootError, StateError
 from mailboot.base.paths import Paths
 from mailboot.dkim import keys as dkim_keys
@@ -189,7 +189,7 @@ def send(sender: str, recipient: str, now: datetime) -> None:
     when Postfix refuses it.
     """
     message = build_message(sender, recipient, now).replace(b"\r\n", b"\n")  # UNIX form
-    commands.run([SENDMAIL, "-i", "-f", sender, "--", recipient],
+    programs.run([SENDMAIL, "-i", "-f", sender, "--", recipient],
                  stdin=message.decode("ascii"))
 
 

@@ -21,7 +21,7 @@ from mailboot.base.errors import MailbootError
 from mailboot.base.formats import human_time
 from mailboot.base.paths import Paths
 from mailboot.diagnose import problems
-from mailboot.diagnose import queue as mailqueue
+from mailboot.diagnose import queue as mail_queue
 from mailboot.diagnose.problems import Problem
 from mailboot.diagnose.queue import Queue
 from mailboot.dkim import keys as dkim
@@ -206,7 +206,7 @@ def production_sources(settings: Settings, paths: Paths, now: datetime) -> Sourc
 
     return Sources(lambda: dkim.ensure_keys(paths, settings.domains, now,
                                             settings.dkim_algorithms),
-                   check_dns, mailqueue.read_queue, disk_space)
+                   check_dns, mail_queue.read_queue, disk_space)
 
 
 def disk_space(path: Path) -> tuple[int, int]:

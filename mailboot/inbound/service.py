@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mailboot.base.logs import configure_logging
 from mailboot.dns.lookup import local_lookup
-from mailboot.inbound import protocol as smtp_policy
+from mailboot.inbound import protocol as policy_protocol
 from mailboot.inbound.decide import Blocklist, FileNotes, InboundChecks, default_gateway
 from mailboot.standards import publicsuffix
 
@@ -68,7 +68,7 @@ class Connections:
             return 0.0 if self.open else time.monotonic() - self.quiet_since
 
 
-def serve_socket(listener: socket.socket, decide: smtp_policy.Decide, idle: float) -> None:
+def serve_socket(listener: socket.socket, decide: policy_protocol.Decide, idle: float) -> None:
     """Accept smtpd's connections, each answered in its own thread, until none has been open
     for `idle` seconds."""
     connections = Connections()
@@ -83,12 +83,12 @@ def serve_socket(listener: socket.socket, decide: smtp_policy.Decide, idle: floa
                          daemon=True).start()
 
 
-def _answer(connection: socket.socket, decide: smtp_policy.Decide,
+def _answer(connection: socket.socket, decide: policy_protocol.Decide,
             connections: Connections) -> None:
     try:
         with connection, connection.makefile("rb") as incoming, \
                 connection.makefile("wb") as outgoing:
-            smtp_policy.serve(incoming, outgoing, decide)
+            policy_protocol.serve(incoming, outgoing, decide)
     except OSError:
         pass  # smtpd went away: its own timeout and default action take over
     finally:

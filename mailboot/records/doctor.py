@@ -286,14 +286,14 @@ def _check_spf(domain: str, value: str, ours: Sequence[str], lookup: Lookup) -> 
     forged mail outright (the record we print ends in -all; ~all is reported as wrong)."""
     # Here, not at the top: pyspf loads dnspython, which the boot's path to the daemons (it
     # formats records, never checks them) should not wait for.
-    from mailboot.standards import spf as dnsspf
+    from mailboot.standards import spf
 
     for address in ours:
-        outcome = dnsspf.evaluate(value, domain, address, lookup)
+        outcome = spf.evaluate(value, domain, address, lookup)
         if outcome.result != "pass":
             return _spf_problem(outcome, f"it does not authorise this server ({address})")
     other = next(a for a in FOREIGN_ADDRESSES if a not in ours)
-    outcome = dnsspf.evaluate(value, domain, other, lookup)
+    outcome = spf.evaluate(value, domain, other, lookup)
     if outcome.result == "fail":
         return None
     if outcome.result in ("temperror", "permerror"):

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from mailboot.base.taskstate import JsonObject, Saved, StateUnreadable, read_text
 from mailboot.dns.answer import Lookup
-from mailboot.records import doctor as dnscheck
+from mailboot.records import doctor
 from mailboot.records.build import Kind, Record
 from mailboot.records.doctor import Finding, Status
 
@@ -89,8 +89,8 @@ class DnsWatcher:
 
     def _check(self, records: Sequence[Record]) -> bool:
         """Look every record up, say what changed; True when every required one is in place."""
-        findings = dnscheck.check_records(records, self.lookup, self.ours)
-        failure = dnscheck.shared_failure(findings)
+        findings = doctor.check_records(records, self.lookup, self.ours)
+        failure = doctor.shared_failure(findings)
         if failure is not None:
             # Nothing was learnt about any record: say why once, and keep what we knew.
             if failure != self.failing:

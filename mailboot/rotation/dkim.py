@@ -33,7 +33,7 @@ from mailboot.dkim import state as dkimstate
 from mailboot.dkim.keys import DkimKey
 from mailboot.dkim.state import DomainState, Replaced, Role, Slot
 from mailboot.dns.answer import Answer, Lookup
-from mailboot.records import doctor as dnscheck
+from mailboot.records import doctor
 from mailboot.records.build import dkim_record
 from mailboot.records.doctor import Status
 from mailboot.rotation import gate
@@ -248,7 +248,7 @@ class DkimRotation:
                     now: datetime) -> tuple[Slot, datetime, bool]:
         record = dkim_record(key, signing=False, role=Role.NEXT)
         answer = self.lookup(record.name, "TXT")
-        finding = dnscheck.check_record(record, _answering(record.name, answer, self.lookup))
+        finding = doctor.check_record(record, _answering(record.name, answer, self.lookup))
         if finding.status is Status.UNKNOWN:
             return slot, now + self.poll, False  # no answer: what was seen stays seen
         expected = record.value or ""

@@ -25,9 +25,8 @@ from mailboot.base.paths import Paths
 from mailboot.dns import names
 from mailboot.settings.table import load_settings
 from mailboot.standards import mtasts
-from mailboot.web import clientconfig
+from mailboot.web import clientconfig, port443
 from mailboot.web import port80 as http_server
-from mailboot.web import port443 as policy_server
 from mailboot.web import server as http_core
 from mailboot.web.challenges import ChallengeStore
 
@@ -52,7 +51,7 @@ def serve(http_sock: socket.socket | None, https_sock: socket.socket | None,
                                          sock=http_sock))
     if https_sock is not None:
         try:
-            servers.append(policy_server.start(0, paths, mtasts.policy_hosts(settings),
+            servers.append(port443.start(0, paths, mtasts.policy_hosts(settings),
                                                service=clientconfig.service_for(settings),
                                                sock=https_sock))
         except OSError as error:
