@@ -1,7 +1,7 @@
 """`mailboot dkim list|rotate|import`: the DKIM keys of every domain, and their rotation.
 
 A rotation never makes a key sign by itself: the commands make or store the next key and print
-its record, and the worker switches once the record is served (`dkimrotation`).
+its record, and the worker switches once the record is served (`rotation.dkim`).
 """
 
 from __future__ import annotations

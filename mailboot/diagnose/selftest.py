@@ -11,7 +11,7 @@ For each mail domain a test message is built as one of its users, signed with th
   an aligned SPF or DKIM result passes.
 
 The lookup is injected: the zones' own name servers (or DNS_RESOLVERS) in production, DNS as data
-in tests. Each failure names the record to fix, with the value `dnsrecords` says belongs there.
+in tests. Each failure names the record to fix, with the value `records.build` says belongs there.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id"]
 NO_ADDRESS = ("no public address is set (PUBLIC_IPV4 / PUBLIC_IPV6): receivers judge SPF by the "
               "address mail comes from, so nothing can be evaluated. Set the server's public "
               "address and restart")
-# SPF results of the HELO identity that are no problem: its record is optional (dnsrecords).
+# SPF results of the HELO identity that are no problem: its record is optional (records.build).
 _HELO_FINE = ("pass", "none", "neutral")
 
 

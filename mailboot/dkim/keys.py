@@ -9,7 +9,7 @@ Selector scheme (chosen so keys can be rotated without ever reusing a selector):
   the same day, so a later key always gets a new selector and records can be published side by
   side;
 - which key signs, which one waits for its record and which ones were replaced is kept in
-  `state.json` beside the keys (`dkimstate`); without it, the newest key of each algorithm signs
+  `state.json` beside the keys (`dkim.state`); without it, the newest key of each algorithm signs
   (the rule before rotations existed, so an upgrade keeps signing with the same key);
 - every key file present is published; a rotation retires a replaced key by moving it to
   `retired/` (kept, no longer published) once its grace period is over.

@@ -3,7 +3,7 @@
 `build_record_groups` turns settings and DKIM keys into groups of records, one group per DNS zone
 the user edits, plus one for the reverse DNS (PTR) set at the hosting provider. Each record has a
 `Kind` (what it is for), from which its DNS type follows, and each kind's value is made by one
-builder function below. Formatting lives in `dnsformat.py`; `dnscheck.py` checks what is
+builder function below. Formatting lives in `zonefile.py`; `doctor.py` checks what is
 published against the same data, dispatching on the kind.
 """
 

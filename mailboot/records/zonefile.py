@@ -1,7 +1,7 @@
 """The three printed forms of the record set: zone file, table for web forms, and JSON.
 
 All three are made from the same `RecordGroup`s, so they can't disagree; with the findings of
-`dnscheck`, each record also shows its status and what to do about it.
+`doctor`, each record also shows its status and what to do about it.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ connects (`python3 -P -m mailboot.web.child --http-fd N --https-fd M`).
 
 The supervisor binds both ports at start and watches them while no child runs; on the first
 connection it starts this process, which inherits the listening sockets, serves port 80 (ACME
-challenges, redirects: `http_server`) and port 443 (MTA-STS, mail clients' settings:
-`policy_server`) on the bounded server of `http_core`, and ends after `--idle` seconds without
+challenges, redirects: `port80`) and port 443 (MTA-STS, mail clients' settings:
+`port443`) on the bounded server of `server`, and ends after `--idle` seconds without
 a connection. So the TLS stack and the answers cost memory only while someone asks, and the
 resident supervisor never imports `ssl`. The challenges come from the worker's run through
 files (`challenges.ChallengeStore`).

@@ -9,11 +9,11 @@
   Management "Mail" reference), opened on an iPhone, iPad or Mac.
 
 Every one names MAIL_HOSTNAME for IMAP (993) and submission (465; Thunderbird also gets 587),
-implicit TLS first (RFC 8314 §5.1), as the SRV records of `dnsrecords.srv_records` do. None
+implicit TLS first (RFC 8314 §5.1), as the SRV records of `records.build.srv_records` do. None
 holds a password: the client asks its user for it. The documents are the same for every address
 at our domains (account or not), so they tell nobody which accounts exist.
 
-Pure functions; the policy server (`tls/policy_server.py`) decides which one a request gets.
+Pure functions; the policy server (`web/port443.py`) decides which one a request gets.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ What exists (the Host decides; everything else is 404):
 The documents come from `clientconfig`, only for addresses at our domains.
 
 Senders fetch the policy from anywhere on the internet, and so can anyone else: the port runs
-on the bounded server of `http_core` (one thread, a cap on open connections, one deadline for
+on the bounded server of `server` (one thread, a cap on open connections, one deadline for
 the TLS handshake and the request head together), so clients that connect and never send a
 ClientHello, or never finish their request, can't keep a sender's fetch out.
 

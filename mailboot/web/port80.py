@@ -7,7 +7,7 @@ autoconfig.<domain>, autodiscover.<domain>: `certificates.tls_names`):
 redirecting whatever Host a client sends would make us an open redirector for any name that
 points here. Other hosts get 404, a Host that can't be a host name 400.
 
-The port faces the internet, so it runs on the bounded server of `http_core`: one thread, a
+The port faces the internet, so it runs on the bounded server of `server`: one thread, a
 cap on open connections that makes room by closing the oldest idle ones, and a deadline for the
 whole request head, so idle or slow clients can't keep the CA's request out.
 """
