@@ -37,4 +37,4 @@ A map of the package, from the top floor down (imports only go down; tests keep 
   sockets without importing more than `socket`).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -7,11 +7,13 @@ import io
 import json
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import mailboot as mailboot_package
 from mailboot.cli import accounts as cli_accounts
 from mailboot.cli.main import main
 from mailboot.mailboxes import accounts
@@ -220,6 +222,35 @@ def test_entrypoint_and_settings_command(env: dict[str, str]) -> None:
     assert result.stdout.startswith("| variable | default | meaning |")
     assert "`MAIL_DOMAINS` | required |" in result.stdout
     assert mailboot("dns", "--zone", env=env, entry="entrypoint").returncode == 0
+
+
+@pytest.mark.parametrize("entry", ["module", "entrypoint", "script"])
+def test_version_is_printed_without_settings_or_a_data_dir(entry: str, tmp_path: Path) -> None:
+    """`python3 -m mailboot`, the image's entrypoint and the installed `mailboot` script alike;
+    no MAIL_DOMAINS and no /data: `docker run <image> --version` must answer anywhere."""
+    if entry == "script":
+        script = Path(sys.executable).parent / "mailboot"
+        result = subprocess.run([str(script), "--version"], env={"PATH": "/usr/bin:/bin"},
+                                capture_output=True, text=True, timeout=60, check=False)
+    else:
+        result = mailboot("--version", env={"DATA_DIR": str(tmp_path / "data")}, entry=entry)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, f"mailboot {mailboot_package.__version__}\n", "")
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_version_is_written_once_and_the_package_metadata_reads_it() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "mailboot.__version__"}
+
+
+def test_version_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"mailboot {mailboot_package.__version__}\n"
 
 
 def test_warnings_go_to_stderr(env: dict[str, str]) -> None:
