@@ -10,15 +10,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mailboot.base import logs
+
 log = logging.getLogger(__name__)
 
 
 def configure_logging() -> None:
-    """`mailboot: ` lines on stderr, for everything below the `mailboot` logger."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mailboot: %(message)s"))
+    """`mailboot: ` lines on stderr (`logs`), for everything below the `mailboot` logger."""
     root = logging.getLogger("mailboot")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [logs.stderr_handler()]
     root.setLevel(logging.INFO)
     root.propagate = False
 

@@ -186,7 +186,7 @@ def start(plan: Plan, config_root: Path, platform: WarmStart) -> None:
              "accounts, certificate, configuration): the daemons start now; the boot checks "
              "beside them")
     for warning in plan.warnings:
-        log.warning("warning: %s", warning)
+        log.warning("%s", warning)
     datadir.begin(paths)
     platform.prepare(paths)
     platform.beside()

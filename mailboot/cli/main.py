@@ -164,7 +164,7 @@ def _account_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
 def _load(environ: Mapping[str, str]) -> Settings:
     settings = load_settings(environ)
     for warning in settings.warnings:
-        log.warning("warning: %s", warning)
+        log.warning("%s", warning)
     return settings
 
 

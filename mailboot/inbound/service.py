@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mailboot.base import logs
 from mailboot.dns.lookup import DnsLookup
 from mailboot.inbound import protocol as smtp_policy
 from mailboot.inbound.decide import Blocklist, FileNotes, InboundPolicy, default_gateway
@@ -50,11 +50,9 @@ def policy(blocklists: Sequence[Blocklist], notes: Path) -> InboundPolicy:
 
 def log_to_stderr() -> None:
     """Our lines to the supervisor's standard error, which `docker logs` shows."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mailboot: %(message)s"))
     logger = logging.getLogger("mailboot")
     logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
+    logger.addHandler(logs.stderr_handler())
 
 
 class Connections:

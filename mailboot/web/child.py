@@ -17,10 +17,10 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Sequence
 
+from mailboot.base import logs
 from mailboot.base.paths import Paths
 from mailboot.dns import names
 from mailboot.settings.table import load_settings
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=IDLE_EXIT,
                         help="seconds without a connection before ending")
     arguments = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mailboot: %(message)s")
+    logging.basicConfig(handlers=[logs.stderr_handler()], level=logging.INFO)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     servers = serve(inherited(arguments.http_fd), inherited(arguments.https_fd),

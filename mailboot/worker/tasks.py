@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,7 @@ from mailboot.acme import caa
 from mailboot.acme.issuer import AcmeConfig, AcmeIssuer
 from mailboot.acme.keeper import AcmeKeeper, Keeper, keeper_for
 from mailboot.acme.precheck import fetch_http, make_resolver
+from mailboot.base import logs
 from mailboot.base.files import write_atomically
 from mailboot.base.paths import Paths
 from mailboot.base.taskstate import (
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true",
                         help="step every task now, due or not (SIGUSR1 to the supervisor)")
     arguments = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="mailboot: %(message)s")
+    logging.basicConfig(handlers=[logs.stderr_handler()], level=logging.INFO)
     configured = load_settings(os.environ)  # the boot has validated them already
     paths = Paths(configured.data_dir)
     problems.keep_problems(paths.worker_problems)  # for `mailboot status`; appends
