@@ -41,7 +41,6 @@ from tests.conftest import require_tool
 from tests.container.acme_setup import acme_env, pebble_context, san, wait_for_pebble_certificate
 from tests.container.clients import fetch_text
 from tests.container.conftest import ROOT, Container, docker, insecure_context
-from tests.container.dockercli import git_commit
 from tests.container.pebble_harness import DockerNetwork, Pebble, start_pebble
 from tests.container.test_selftest import other_zones, txt
 from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_server
@@ -95,12 +94,15 @@ def previous_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The image of 0.1.0, built from its commit under a tag that names it, and reused while the
     tag's revision label says it holds that commit (a build takes minutes without Debian's
     packages in Docker's cache, seconds with them)."""
-    require_tool("git")
-    commit = git_commit(ROOT, PREVIOUS)
-    if commit is None:
-        pytest.fail(f"commit {PREVIOUS} (0.1.0, the release this test upgrades from) is not in "
-                    f"the history of {ROOT}, and its image is built from it: run the test in a "
-                    "clone with the whole history (`git fetch --unshallow` in a shallow one)")
+    found = subprocess.run([require_tool("git"), "-C", str(ROOT), "rev-parse", "--verify",
+                            f"{PREVIOUS}^{{commit}}"], capture_output=True, text=True,
+                           timeout=30, check=False)
+    if found.returncode != 0:
+        pytest.fail(f"commit {PREVIOUS} (0.1.0, the release this test upgrades from, whose image "
+                    f"it builds) can't be read from {ROOT}: {found.stderr.strip()}. Run the test "
+                    "in a git clone with the whole history (`git fetch --unshallow` in a shallow "
+                    "one)")
+    commit = found.stdout.strip()
     label = docker("image", "inspect", "-f", f'{{{{index .Config.Labels "{REVISION_LABEL}"}}}}',
                    PREVIOUS_IMAGE, check=False)
     if label.returncode == 0 and label.stdout.strip() == commit:
