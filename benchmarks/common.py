@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.container.dockercli import docker as docker  # the tests' helper, re-exported
+from tests.container.dockercli import revision_build_args
 
 ROOT = Path(__file__).resolve().parent.parent
 # MAILBOOT_BENCH_IMAGE: another tag, so that two checkouts benchmarking at once don't build
@@ -31,7 +32,7 @@ HANDOVER = re.compile(r"handing over to the supervisor, ([\d.]+) s after the ent
 
 def build_image() -> None:
     print("benchmark: building the image", flush=True)
-    docker("build", "-q", "-t", IMAGE, str(ROOT), timeout=1800)
+    docker("build", "-q", "-t", IMAGE, *revision_build_args(ROOT), str(ROOT), timeout=1800)
 
 
 def median(values: Sequence[float]) -> float:

@@ -23,4 +23,4 @@ sideways or up (tests/test_architecture.py holds it). From the ground up:
 (`python3 -P -m mailboot.health`); the check lives in `diagnose.health`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -7,11 +7,13 @@ import io
 import json
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import mailboot as mailboot_package
 from mailboot.cli import accounts as cli_accounts
 from mailboot.cli.main import main
 from mailboot.mailboxes import accounts
@@ -158,7 +160,7 @@ def test_dns_check_with_dns_failing_says_why_once(
     reason = ("the DNS servers in DNS_RESOLVERS failed the question (127.0.0.1: REFUSED): they "
               "must answer for these names")
     assert result.stderr.count(reason) == 1, result.stderr
-    assert f"mailboot: dns: can't check the DNS records: {reason}" in result.stderr
+    assert f"mailboot: warning: dns: can't check the DNS records: {reason}" in result.stderr
     assert reason not in result.stdout
     assert result.stdout.count(f";   -> {SHARED_FAILURE_HINT}") > 10
 
@@ -222,11 +224,40 @@ def test_entrypoint_and_settings_command(env: dict[str, str]) -> None:
     assert mailboot("dns", "--zone", env=env, entry="entrypoint").returncode == 0
 
 
+@pytest.mark.parametrize("entry", ["module", "entrypoint", "script"])
+def test_version_is_printed_without_settings_or_a_data_dir(entry: str, tmp_path: Path) -> None:
+    """`python3 -m mailboot`, the image's entrypoint and the installed `mailboot` script alike;
+    no MAIL_DOMAINS and no /data: `docker run <image> --version` must answer anywhere."""
+    if entry == "script":
+        script = Path(sys.executable).parent / "mailboot"
+        result = subprocess.run([str(script), "--version"], env={"PATH": "/usr/bin:/bin"},
+                                capture_output=True, text=True, timeout=60, check=False)
+    else:
+        result = mailboot("--version", env={"DATA_DIR": str(tmp_path / "data")}, entry=entry)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, f"mailboot {mailboot_package.__version__}\n", "")
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_version_is_written_once_and_the_package_metadata_reads_it() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "mailboot.__version__"}
+
+
+def test_version_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"mailboot {mailboot_package.__version__}\n"
+
+
 def test_warnings_go_to_stderr(env: dict[str, str]) -> None:
     result = mailboot("dns", "--zone", env={**env, "DMARC_POLCY": "none"})
     assert result.returncode == 0
-    assert "DMARC_POLCY is not a mailboot setting and is ignored; did you mean DMARC_POLICY?" in (
-        result.stderr)
+    assert ("mailboot: warning: DMARC_POLCY is not a mailboot setting and is ignored; did you "
+            "mean DMARC_POLICY?\n") in result.stderr
 
 
 def test_quota_options_and_sizes_read_as_people_write_them() -> None:

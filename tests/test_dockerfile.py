@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 
+import mailboot
 from tests.conftest import require_tool
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
@@ -74,3 +77,58 @@ def test_the_install_leaves_no_package_cache_in_its_layer() -> None:
     start = install.index("apt-get install")
     for cleanup in ("apt-get clean", "rm -rf /var/lib/apt/lists/*"):
         assert start < install.find(cleanup), cleanup
+
+
+def instructions() -> list[tuple[str, str]]:
+    """Every instruction as (keyword, arguments): continuations joined, comment lines dropped."""
+    found: list[tuple[str, str]] = []
+    current: list[str] = []
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        current.append(stripped.removesuffix("\\").strip())
+        if not stripped.endswith("\\"):
+            keyword, _, arguments = " ".join(current).partition(" ")
+            found.append((keyword.upper(), arguments))
+            current = []
+    return found
+
+
+def build_arguments() -> dict[str, str]:
+    """ARG name -> its default."""
+    return dict(arguments.split("=", 1) for keyword, arguments in instructions()
+                if keyword == "ARG")
+
+
+def labels() -> dict[str, str]:
+    return dict(pair.split("=", 1) for keyword, arguments in instructions()
+                if keyword == "LABEL" for pair in shlex.split(arguments))
+
+
+def test_the_version_label_defaults_to_the_package_version() -> None:
+    """The image says which mailboot it holds without a build argument; a release bumps
+    mailboot.__version__, and this keeps the Dockerfile's copy of it in step."""
+    assert build_arguments()["VERSION"] == mailboot.__version__
+    assert labels()["org.opencontainers.image.version"] == "${VERSION}"
+
+
+def test_the_labels_say_what_the_package_says() -> None:
+    project = tomllib.loads((DOCKERFILE.parent / "pyproject.toml").read_text())["project"]
+    assert labels() == {
+        "org.opencontainers.image.title": project["name"],
+        "org.opencontainers.image.description": project["description"],
+        "org.opencontainers.image.version": "${VERSION}",
+        "org.opencontainers.image.revision": "${REVISION}",
+        "org.opencontainers.image.licenses": project["license"]["text"],
+    }
+    assert build_arguments()["REVISION"] == "unknown"
+
+
+def test_the_build_arguments_come_after_every_layer() -> None:
+    """A build argument is part of the cache key of every RUN after it: before the install, a
+    new REVISION at each commit would download and install every package again."""
+    keywords = [keyword for keyword, _ in instructions()]
+    first_argument = keywords.index("ARG")
+    assert not {"RUN", "COPY", "ADD"} & set(keywords[first_argument:]), keywords
+    assert keywords[-1] == "LABEL"

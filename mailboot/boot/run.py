@@ -79,7 +79,7 @@ def start_on_plan(plan: warmstart.Plan, config_root: Path, platform: WarmStart) 
              "accounts, certificate, configuration): the daemons start now; the boot checks "
              "beside them")
     for warning in plan.warnings:
-        log.warning("warning: %s", warning)
+        log.warning("%s", warning)
     datadir.begin(paths)
     platform.prepare(paths)
     platform.beside()

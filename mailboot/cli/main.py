@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
+from mailboot import __version__
 from mailboot.base.errors import ConfigError, MailbootError, UsageError
 from mailboot.base.logs import configure_logging
 from mailboot.base.paths import Paths
@@ -68,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailboot", description="Turn a server and a domain into a working mail server."
     )
+    # Exits before a command is required: `docker run <image> --version` needs no settings.
+    parser.add_argument("--version", action="version", version=f"mailboot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dns = commands.add_parser("dns", help="print the DNS records to publish")
     form = dns.add_mutually_exclusive_group()
@@ -155,7 +158,7 @@ def _account_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
 def _load(environ: Mapping[str, str]) -> Settings:
     settings = load_settings(environ)
     for warning in settings.warnings:
-        log.warning("warning: %s", warning)
+        log.warning("%s", warning)
     return settings
 
 

@@ -19,15 +19,21 @@ NAMES = ["mail.example.com", "mta-sts.example.com"]
 PORTS = (25, 465, 587, 993)
 
 
+def acme_env(pebble: Pebble, ip: str, **extra: str) -> dict[str, str]:
+    """The settings of a mail server at `ip` that takes its certificate from `pebble` (whose
+    folder is mounted on /acme) and checks DNS at Pebble's challenge DNS, unless `extra` says."""
+    return {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": ip,
+            "ACME_DIRECTORY": pebble.directory_url, "ACME_CA_BUNDLE": "/acme/ca.pem",
+            "DNS_RESOLVERS": pebble.dns, "ACME_RETRY_INTERVAL": "2s",
+            # Names not ready are looked at every DNS_CHECK_INTERVAL (1 min by default; the
+            # default is test_ready's subject): these tests publish DNS after the start.
+            "DNS_CHECK_INTERVAL": "5s", **extra}
+
+
 def mail_with_acme(make_container: MakeContainer, pebble: Pebble, ip: str,
                    **extra: str) -> Container:
-    env = {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": ip,
-           "ACME_DIRECTORY": pebble.directory_url, "ACME_CA_BUNDLE": "/acme/ca.pem",
-           "DNS_RESOLVERS": pebble.dns, "ACME_RETRY_INTERVAL": "2s",
-           # Names not ready are looked at every DNS_CHECK_INTERVAL (1 min by default; the
-           # default is test_ready's subject): these tests publish DNS after the start.
-           "DNS_CHECK_INTERVAL": "5s", **extra}
-    return make_container(env=env, volumes={str(pebble.directory): "/acme"},
+    return make_container(env=acme_env(pebble, ip, **extra),
+                          volumes={str(pebble.directory): "/acme"},
                           network=pebble.network.name, ip=ip)
 
 

@@ -24,6 +24,7 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.container.dockercli import docker as docker  # re-exported for the tests
+from tests.container.dockercli import revision_build_args
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 # A worktree of its own may build and test its own image beside another one.
@@ -38,7 +39,7 @@ def image() -> str:
     if docker("info", check=False, timeout=30).returncode != 0:
         message = "the Docker engine is not running (scripts/prepare-machine starts it)"
         pytest.fail(message)
-    docker("build", "--quiet", "-t", IMAGE, str(ROOT), timeout=1200)
+    docker("build", "--quiet", "-t", IMAGE, *revision_build_args(ROOT), str(ROOT), timeout=1200)
     return IMAGE
 
 

@@ -5,18 +5,22 @@ writes before the install). In one booted container, on the configuration mailbo
 every daemon passes its own configuration check, Postfix can still set its permissions (it walks
 a list of its own files, manual pages included until the Dockerfile drops them), Sieve scripts
 compile, passwords hash, our Python imports come from compiled bytecode (a start without it
-takes about a second longer), and the image adds no such files to its base.
+takes about a second longer), and the image adds no such files to its base. Its labels say which
+version and which commit it holds.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
 
 import pytest
 
+import mailboot
 from tests.container.conftest import ROOT, Container, docker, running
+from tests.container.dockercli import git_commit
 
 pytestmark = pytest.mark.container
 
@@ -91,3 +95,17 @@ def _documentation(image: str) -> list[str]:
               "2>/dev/null; true")
     result = docker("run", "--rm", "--entrypoint", "sh", image, "-c", script)
     return result.stdout.splitlines()
+
+
+def test_the_labels_say_which_mailboot_and_which_commit(image: str) -> None:
+    """OCI annotations (image-spec annotations.md), as registries and `docker image inspect` show
+    them: the version the code inside says, the commit the image fixture built."""
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}",
+                               image).stdout)
+    said = docker("run", "--rm", image, "--version").stdout
+    assert said == f"mailboot {mailboot.__version__}\n"
+    assert labels["org.opencontainers.image.version"] == mailboot.__version__
+    assert labels["org.opencontainers.image.revision"] == (git_commit(ROOT) or "unknown")
+    assert labels["org.opencontainers.image.title"] == "mailboot"
+    assert labels["org.opencontainers.image.licenses"] == "MIT"
+    assert labels["org.opencontainers.image.description"].startswith("One container")
