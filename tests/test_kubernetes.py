@@ -22,8 +22,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mailboot.base.errors import ConfigError
 from mailboot import health as health_entry
+from mailboot.base.errors import ConfigError
 from mailboot.diagnose import health
 from mailboot.settings.table import SETTINGS_BY_NAME, TABLE, load_settings
 from tests.kustomize import DEPLOY, OVERLAYS, ROOT, Manifest, mail_container, only, render
