@@ -14,7 +14,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def eventually(condition: Callable[[], T], timeout: float, what: str | Callable[[], str],
+def eventually(condition: Callable[[], T | None], timeout: float, what: str | Callable[[], str],
                *, interval: float = 0.5,
                ignoring: tuple[type[BaseException], ...] = ()) -> T:
     """Call `condition` every `interval` seconds until it returns a true value, and return

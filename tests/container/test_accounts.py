@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.container.conftest import Container, insecure_context, running
+from tests.container.containers import Container, insecure_context, running
 
 pytestmark = pytest.mark.container
 

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.container.conftest import ROOT, Container, docker, running
+from tests.container.containers import ROOT, Container, running
+from tests.container.dockercli import docker
 
 pytestmark = pytest.mark.container
 

@@ -15,7 +15,7 @@ import dkim as dkimpy
 import pytest
 
 from tests.container.clients import search_inbox
-from tests.container.conftest import Container, insecure_context, running
+from tests.container.containers import Container, insecure_context, running
 
 pytestmark = pytest.mark.container
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.container.acme_setup import mail_with_acme, pebble_context, wait_for_pebble_certificate
-from tests.container.conftest import Container
+from tests.container.containers import Container
 from tests.container.pebble_harness import DockerNetwork, Pebble
 
 pytestmark = pytest.mark.container
@@ -59,11 +59,8 @@ def test_policy_is_served_per_domain_and_the_record_is_held_until_the_certificat
         pebble.set_a(name, ip)
     context = pebble_context(pebble, tmp_path)
     wait_for_pebble_certificate(mail, context)
-    deadline = time.monotonic() + 30
-    while "mta-sts: mta-sts.example.org has a certificate from the CA now: publish" not in (
-            mail.logs()):
-        assert time.monotonic() < deadline, mail.logs()[-3000:]
-        time.sleep(1)
+    mail.wait_for_log("mta-sts: mta-sts.example.org has a certificate from the CA now: publish",
+                      timeout=30)
     assert records(mail)["_mta-sts.example.com."]["hold"] is None
     for domain in DOMAINS:
         response = get(mail, context, f"mta-sts.{domain}", "/.well-known/mta-sts.txt")
@@ -81,11 +78,8 @@ def test_policy_is_served_per_domain_and_the_record_is_held_until_the_certificat
 def mail_clients_configure_themselves(mail: Container, context: ssl.SSLContext) -> None:
     """Thunderbird's, Outlook's and Apple's documents, each over HTTPS verified with Pebble's
     root for the name the client asks (the certificate covers autoconfig. and autodiscover.)."""
-    deadline = time.monotonic() + 30
-    while "autoconfig: autodiscover.example.org has a certificate from the CA now" not in (
-            mail.logs()):
-        assert time.monotonic() < deadline, mail.logs()[-3000:]
-        time.sleep(1)
+    mail.wait_for_log("autoconfig: autodiscover.example.org has a certificate from the CA now",
+                      timeout=30)
     for domain in DOMAINS:
         address = f"alice@{domain}"
         thunderbird = get(mail, context, f"autoconfig.{domain}",

@@ -17,7 +17,7 @@ import pytest
 from mailboot.tls.certificates import write_self_signed
 from tests.conftest import NOW
 from tests.container.clients import sieve_starttls, smtp_starttls
-from tests.container.conftest import Container, insecure_context, running
+from tests.container.containers import Container, insecure_context, running
 
 pytestmark = pytest.mark.container
 
