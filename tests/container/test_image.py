@@ -19,7 +19,8 @@ import pytest
 from tests.container.containers import ROOT, Container, running
 from tests.container.dockercli import docker
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 ENV = {"MAIL_DOMAINS": "example.com", "TLS_MODE": "self-signed", "DNS_CHECK": "off",
        "PUBLIC_ADDRESS_DISCOVERY": "off"}

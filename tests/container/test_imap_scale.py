@@ -23,7 +23,8 @@ from tests.container.containers import Container, insecure_context, running
 from tests.container.dockercli import docker
 from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 MAILBOXES = 50
 CONNECTIONS = 500  # 10 per mailbox, all from one address (the Docker host's)

@@ -28,7 +28,8 @@ from tests.container.worlds import Server, scene
 from tests.container.zoneserver import ZoneServer
 from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"

@@ -31,7 +31,8 @@ from tests.container.pebble_harness import DockerNetwork
 from tests.container.worlds import Server, scene
 from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 FULL = "alice@example.com"  # MAILBOX_QUOTA=1M
 AWAY = "bob@example.com"  # has a vacation script

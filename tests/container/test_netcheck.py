@@ -17,7 +17,8 @@ from tests.container.pebble_harness import DockerNetwork
 from tests.container.worlds import scene
 from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 SMTP_PORT, DROP_PORT = 25, 2526
 # Runs in the helper (the image's Python and dnspython). The drop port's accept queue is kept

@@ -29,7 +29,8 @@ from tests.container.worlds import Scene, Server, scene
 from tests.container.zoneserver import ZoneServer, printed_zone, without
 from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 RECEIVER_IMAGE = "mailboot-receiver:test"
 RECEIVER = "mx.example.net"
