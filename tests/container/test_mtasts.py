@@ -67,7 +67,8 @@ def test_policy_is_served_per_domain_and_the_record_is_held_until_the_certificat
     held = records(mail)["_mta-sts.example.com."]
     assert "hold this record back until mta-sts.example.com has a certificate" in str(
         held["hold"])
-    assert "HOLD BACK: hold this record back" in mail.logs()
+    # The records are printed beside the daemons' start: not always before the banner.
+    mail.wait_for_log("HOLD BACK: hold this record back", timeout=30)
     for name in ["mail.example.com", *(f"{prefix}.{d}" for d in DOMAINS
                                        for prefix in ("mta-sts", "autoconfig", "autodiscover"))]:
         pebble.set_a(name, ip)
