@@ -12,9 +12,11 @@ import pytest
 from tests.conftest import require_tool
 from tests.container.containers import IMAGE, ROOT, Container, unique_name
 from tests.container.dockercli import docker, one_build_at_a_time
-
-# Pebble's fixtures and the test network, for every container test module.
-from tests.container.pebble_harness import DockerNetwork, pebble, test_network  # noqa: F401
+from tests.container.pebble_harness import (  # Pebble and the test network, for every module
+    DockerNetwork,
+    pebble,  # noqa: F401
+    test_network,  # noqa: F401
+)
 from tests.container.worlds import Scene, scene
 
 
