@@ -97,8 +97,15 @@ class Scene:
         return mail
 
     def remove_all(self) -> None:
+        """Remove what was made, last first; a removal that fails does not keep the others."""
+        failed: list[Exception] = []
         while self._removals:
-            self._removals.pop()()
+            try:
+                self._removals.pop()()
+            except Exception as error:  # raised below, once everything else is gone
+                failed.append(error)
+        if failed:
+            raise failed[0]
 
     def _folder(self, name: str) -> Path:
         folder = self.directory / f"{name}-{next(self._numbers)}"
