@@ -233,7 +233,8 @@ def test_imported_key_waits_for_its_record(data_dir: Path) -> None:
     assert keys.signing == old and keys.role(key) is Role.NEXT
 
 
-@pytest.mark.parametrize("pem", [b"", b"garbage", _pem(ec.generate_private_key(ec.SECP256R1()))])
+@pytest.mark.parametrize("pem", [b"", b"garbage", _pem(ec.generate_private_key(ec.SECP256R1()))],
+                         ids=["empty", "garbage", "an EC key"])  # one id in every xdist process
 def test_unusable_import_changes_nothing(data_dir: Path, pem: bytes) -> None:
     keys_of(data_dir)
     before = snapshot(data_dir)

@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +15,7 @@ from typing import BinaryIO
 import pytest
 
 from tests.conftest import require_tool
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +40,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# BIND's last line of a good start: "05-Dec-2026 08:26:09.520 running" (not "running on Linux").
+STARTED = re.compile(rb"^\S+ \S+ running$", re.MULTILINE)
+
+
+def start_named(named: str, directory: Path, log: BinaryIO) -> subprocess.Popen[bytes] | None:
+    """BIND in the foreground on `directory`/named.conf, once it has started; None if it could
+    not listen (another process took the port first)."""
+    process = subprocess.Popen([named, "-g", "-c", str(directory / "named.conf")],
+                               stdout=log, stderr=log)
+    logged = directory / "named.log"
+    eventually(lambda: STARTED.search(logged.read_bytes()) or process.poll() is not None, 20,
+               lambda: f"BIND to start: {logged.read_text()}", interval=0.1)
+    if process.poll() is None:
+        return process
+    assert b"unable to listen on any configured interfaces" in logged.read_bytes(), \
+        logged.read_text()
+    return None
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[[str, str], int]]:
     """Start BIND with a forward zone and a reverse zone; returns its port."""
@@ -48,13 +67,16 @@ def serve(tmp_path: Path) -> Iterator[Callable[[str, str], int]]:
     logs: list[BinaryIO] = []
 
     def start(forward: str, reverse: str) -> int:
-        port = free_port()
-        directory = tmp_path / f"bind-{port}"
-        directory.mkdir()
-        (directory / "forward.zone").write_text("$ORIGIN example.com.\n" + SOA + forward)
-        (directory / "reverse.zone").write_text("$ORIGIN 113.0.203.in-addr.arpa.\n" + SOA
-                                                + reverse)
-        (directory / "named.conf").write_text(f"""
+        # The port was free when asked for; another test process may take it before BIND binds
+        # it (BIND then stops, unable to listen): try another.
+        for _ in range(5):
+            port = free_port()
+            directory = tmp_path / f"bind-{port}"
+            directory.mkdir()
+            (directory / "forward.zone").write_text("$ORIGIN example.com.\n" + SOA + forward)
+            (directory / "reverse.zone").write_text("$ORIGIN 113.0.203.in-addr.arpa.\n" + SOA
+                                                    + reverse)
+            (directory / "named.conf").write_text(f"""
 options {{ directory "{directory}"; listen-on port {port} {{ 127.0.0.1; }};
   listen-on-v6 {{ none; }}; recursion no; dnssec-validation no;
   pid-file "{directory}/named.pid"; }};
@@ -62,16 +84,13 @@ controls {{ }};
 zone "example.com" {{ type primary; file "{directory}/forward.zone"; }};
 zone "113.0.203.in-addr.arpa" {{ type primary; file "{directory}/reverse.zone"; }};
 """)
-        log = (directory / "named.log").open("wb")
-        logs.append(log)
-        processes.append(subprocess.Popen([named, "-g", "-c", str(directory / "named.conf")],
-                                          stdout=log, stderr=log))
-        deadline = time.monotonic() + 20
-        while b"running" not in (directory / "named.log").read_bytes():
-            assert time.monotonic() < deadline, (directory / "named.log").read_text()
-            assert processes[-1].poll() is None, (directory / "named.log").read_text()
-            time.sleep(0.1)
-        return port
+            log = (directory / "named.log").open("wb")
+            logs.append(log)
+            started = start_named(named, directory, log)
+            if started is not None:
+                processes.append(started)
+                return port
+        raise AssertionError("BIND found every port taken; see named.log in " + str(tmp_path))
 
     yield start
     for process in processes:

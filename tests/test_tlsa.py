@@ -34,7 +34,7 @@ from mailboot.tls.dane import TlsaSource
 from mailboot.web.challenges import ChallengeStore
 from mailboot.worker import tasks as worker
 from tests.conftest import NOW, FakeCa, require_tool
-from tests.test_worker import HOST, World
+from tests.keeper_world import HOST, World
 
 NAME = "_25._tcp.mail.example.com"
 DnsData = dict[tuple[str, str], Answer]

@@ -10,8 +10,9 @@ from pathlib import Path
 from cryptography import x509
 
 from tests.container.clients import served_certificate
-from tests.container.conftest import Container
+from tests.container.containers import Container
 from tests.container.pebble_harness import Pebble
+from tests.polling import eventually
 
 MakeContainer = Callable[..., Container]
 HOST = "mail.example.com"
@@ -45,17 +46,14 @@ def pebble_context(pebble: Pebble, tmp_path: Path) -> ssl.SSLContext:
 
 def wait_for_pebble_certificate(mail: Container, context: ssl.SSLContext,
                                 timeout: float = 60) -> x509.Certificate:
-    """Until every mail port serves a certificate that verifies with Pebble's root."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            served = {served_certificate(mail, port, context) for port in PORTS}
-            if len(served) == 1:
-                return x509.load_der_x509_certificate(served.pop())
-        except (ssl.SSLError, OSError):
-            pass
-        assert time.monotonic() < deadline, mail.logs()[-4000:]
-        time.sleep(1)
+    """Until every mail port serves one certificate that verifies with Pebble's root."""
+    def served() -> x509.Certificate | None:
+        certificates = {served_certificate(mail, port, context) for port in PORTS}
+        return x509.load_der_x509_certificate(certificates.pop()) if len(certificates) == 1 \
+            else None
+
+    return eventually(served, timeout, lambda: f"Pebble's certificate on every port:\n"
+                      f"{mail.log_tail()}", interval=1, ignoring=(ssl.SSLError, OSError))
 
 
 def san(certificate: x509.Certificate) -> set[str]:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import json
 import re
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from typing import Any
 
 import managesieve
 
-from tests.container.conftest import Container, insecure_context
+from tests.container.containers import Container, insecure_context
+from tests.polling import eventually
 
 HOST = "mail.example.com"
 
@@ -60,23 +62,22 @@ def fetch_text(container: Container, user: str, token: str, password: str,
 def search_inbox(container: Container, user: str, criteria: tuple[str, str], token: str,
                  timeout: float, password: str) -> bytes:
     """The first message of the user's INBOX matching `criteria` (IMAP SEARCH), waiting for it."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def look() -> bytes | None:
         with imaplib.IMAP4_SSL("127.0.0.1", container.ports[993],
                                ssl_context=insecure_context()) as imap:
             imap.login(user, password)
             imap.select("INBOX")
             _, found = imap.search(None, *criteria)
             numbers = found[0].split()
-            if numbers:
-                _, data = imap.fetch(numbers[0], "(RFC822)")
-                item = data[0]
-                assert isinstance(item, tuple)
-                return item[1]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"message {token} did not arrive for {user}:\n"
-                                 f"{container.logs()[-3000:]}")
-        time.sleep(0.5)
+            if not numbers:
+                return None
+            _, data = imap.fetch(numbers[0], "(RFC822)")
+        item = data[0]
+        assert isinstance(item, tuple)
+        return item[1]
+
+    return eventually(look, timeout,
+                      lambda: f"message {token} for {user}:\n{container.log_tail(3000)}")
 
 
 def our_verdicts(message: EmailMessage) -> dict[str, str]:
@@ -105,3 +106,32 @@ def sieve_client(port: int, *, starttls: bool) -> Iterator[managesieve.MANAGESIE
         tls = getattr(client.sock, "sslobj", None)
         if tls is not None:
             tls.close()
+
+
+def queued(mail: Container) -> list[dict[str, Any]]:
+    """Postfix's queue, one entry per message (`postqueue -j`)."""
+    output = mail.exec("postqueue", "-j").stdout
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def wait_deferred(mail: Container, count: int, timeout: float = 30) -> None:
+    """Until `count` messages wait in Postfix's deferred queue (the queue manager put them
+    there after a delivery attempt was deferred)."""
+    eventually(lambda: sum(m["queue_name"] == "deferred" for m in queued(mail)) >= count, timeout,
+               lambda: f"{count} deferred message(s): {queued(mail)}")
+
+
+def hold_local_delivery(mail: Container, hold: bool = True) -> None:
+    """Hold local delivery back (`hold`), as if Dovecot were busy, so that what arrives waits
+    in Postfix's queue; or let it go again. Returns once Postfix's queue manager, which reads
+    defer_transports, has restarted with the new value (`postfix reload` ends it when it is
+    next idle, and the master starts a new one)."""
+    def queue_manager() -> str:
+        return mail.exec("pgrep", "-x", "qmgr", check=False).stdout.strip()
+
+    before = queue_manager()
+    mail.exec("postconf", "-e", f"defer_transports={'lmtp' if hold else ''}")
+    mail.exec("postfix", "reload")
+    eventually(lambda: queue_manager() not in ("", before), 30,
+               f"a new queue manager after `postfix reload` (it was {before or 'not running'})",
+               interval=0.2)

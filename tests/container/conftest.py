@@ -1,39 +1,27 @@
-"""Container tests: build the image from this checkout and run it as users do.
-
-Ports are published on 127.0.0.1 only, on ports Docker picks; /data is a directory of the test,
-so the test can look at what the container keeps.
-"""
+"""Container tests: build the image from this checkout and run it as users do (the container
+itself: tests/container/containers.py; worlds of several containers: worlds.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import secrets
 import shutil
-import smtplib
-import socket
-import ssl
-import subprocess
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_tool
-from tests.container.dockercli import docker as docker  # re-exported for the tests
-from tests.container.dockercli import revision_build_args
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-# A worktree of its own may build and test its own image beside another one.
-IMAGE = os.environ.get("MAILBOOT_TEST_IMAGE", "mailboot:test")
-PORTS = (25, 465, 587, 993, 4190, 80, 443)
-BOOT_TIMEOUT = 90.0
+from tests.container.containers import IMAGE, ROOT, Container, unique_name
+from tests.container.dockercli import docker, one_build_at_a_time, revision_build_args
+from tests.container.pebble_harness import (  # Pebble and the test network, for every module
+    DockerNetwork,
+    pebble,  # noqa: F401
+    test_network,  # noqa: F401
+)
+from tests.container.worlds import Scene, scene
 
 
 @pytest.fixture(scope="session")
+@one_build_at_a_time(IMAGE)  # pytest-xdist's workers: the first builds, the rest find it built
 def image() -> str:
     require_tool("docker")
     if docker("info", check=False, timeout=30).returncode != 0:
@@ -41,149 +29,6 @@ def image() -> str:
         pytest.fail(message)
     docker("build", "--quiet", "-t", IMAGE, *revision_build_args(ROOT), str(ROOT), timeout=1200)
     return IMAGE
-
-
-def insecure_context() -> ssl.SSLContext:
-    """The container starts on a self-signed certificate: test clients accept it."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-@dataclass
-class Container:
-    name: str
-    data: Path
-    env: dict[str, str]
-    image: str
-    ports: dict[int, int] = field(default_factory=dict)
-    volumes: dict[str, str] = field(default_factory=dict)  # host path -> container path
-    network: str | None = None
-    ip: str | None = None
-    dns: str | None = None  # the test DNS server the container resolves through
-    run_options: tuple[str, ...] = ()  # more `docker run` options, e.g. ("--ulimit", "...")
-
-    def start(self) -> None:
-        arguments = ["run", "-d", "--name", self.name, "--hostname", "mail.example.com",
-                     "-v", f"{self.data}:/data", *self.run_options]
-        for host_path, container_path in self.volumes.items():
-            arguments += ["-v", f"{host_path}:{container_path}:ro"]
-        if self.network:
-            arguments += ["--network", self.network]
-        if self.ip:
-            arguments += ["--ip", self.ip]
-        env = dict(self.env)
-        if self.dns:
-            arguments += ["--dns", self.dns]
-            # The daemons resolve through the container's own Unbound, which forwards to the
-            # test DNS; that serves only the test zones, without DNSSEC records to validate.
-            env.setdefault("DNS_FORWARDERS", self.dns)
-            env.setdefault("DNSSEC_VALIDATION", "off")
-        for key, value in env.items():
-            arguments += ["-e", f"{key}={value}"]
-        for port in PORTS:
-            arguments += ["-p", f"127.0.0.1::{port}"]
-        docker(*arguments, self.image)
-        self.read_ports()
-
-    def read_ports(self) -> None:
-        inspect = json.loads(docker("inspect", self.name).stdout)[0]
-        bindings = inspect["NetworkSettings"]["Ports"] or {}
-        self.ports = {int(key.split("/")[0]): int(value[0]["HostPort"])
-                      for key, value in bindings.items() if value}
-
-    def logs(self) -> str:
-        result = docker("logs", self.name, check=False)
-        return result.stdout + result.stderr
-
-    def wait_for_log(self, text: str, timeout: float = 60) -> str:
-        """Until `text` appears in the log (a decision was made); returns the whole log."""
-        deadline = time.monotonic() + timeout
-        while text not in (logs := self.logs()):
-            assert time.monotonic() < deadline, f"no {text!r} in the log:\n{logs[-4000:]}"
-            assert self.state()["Running"], f"the container stopped:\n{logs[-4000:]}"
-            time.sleep(0.5)
-        return logs
-
-    def exec(self, *argv: str, stdin: str | None = None,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
-        flags = ["-i"] if stdin is not None else []
-        return docker("exec", *flags, self.name, *argv, stdin=stdin, check=check)
-
-    def restart_count(self) -> int:
-        return int(json.loads(docker("inspect", self.name).stdout)[0]["RestartCount"])
-
-    def state(self) -> dict[str, object]:
-        return dict(json.loads(docker("inspect", self.name).stdout)[0]["State"])
-
-    def wait_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
-        """Until the SMTP banner and the IMAPS greeting arrive (what users wait for)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.state()["Running"]:
-                raise AssertionError(f"the container stopped:\n{self.logs()}")
-            self.read_ports()
-            if self.ports and _smtp_answers(self.ports[25]) and _imaps_answers(self.ports[993]):
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"not ready after {timeout} s:\n{self.logs()}")
-
-    def wait_exit(self, timeout: float = 60) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.state()
-            if not state["Running"]:
-                return int(str(state["ExitCode"]))
-            time.sleep(0.3)
-        raise AssertionError(f"still running after {timeout} s")
-
-    def add_account(self, address: str, password: str) -> None:
-        self.exec("mailboot", "account", "add", address, "--password-stdin",
-                  stdin=password + "\n")
-
-    def smtp(self, port: int, *, implicit_tls: bool = False) -> smtplib.SMTP:
-        host_port = self.ports[port]
-        if implicit_tls:
-            return smtplib.SMTP_SSL("127.0.0.1", host_port, timeout=30,
-                                    context=insecure_context())
-        return smtplib.SMTP("127.0.0.1", host_port, timeout=30)
-
-    def remove(self) -> None:
-        """Remove the container, keeping its log beside /data for a failed test's post-mortem."""
-        with contextlib.suppress(OSError, AssertionError):
-            (self.data.parent / f"{self.name}.log").write_text(self.logs())
-        docker("rm", "-f", "-v", self.name, check=False)
-
-
-def _smtp_answers(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as c:
-        return c.recv(100).startswith(b"220")
-    return False
-
-
-def _imaps_answers(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as raw, \
-            insecure_context().wrap_socket(raw) as connection:
-        return connection.recv(100).startswith(b"* OK")
-    return False
-
-
-@contextlib.contextmanager
-def running(image: str, data: Path, env: dict[str, str], prefix: str,
-            accounts: dict[str, str] | None = None,
-            run_options: tuple[str, ...] = ()) -> Iterator[Container]:
-    """A started container, ready and with `accounts` (address -> password), removed after."""
-    container = Container(f"{prefix}-{secrets.token_hex(4)}", data, env, image,
-                          run_options=run_options)
-    container.start()
-    try:
-        container.wait_ready()
-        for address, password in (accounts or {}).items():
-            container.add_account(address, password)
-        yield container
-    finally:
-        container.remove()
 
 
 @pytest.fixture
@@ -196,7 +41,7 @@ def make_container(image: str, tmp_path: Path) -> Iterator[Callable[..., Contain
              dns: str | None = None, run_options: tuple[str, ...] = ()) -> Container:
         data = data or tmp_path / f"data-{len(made)}"
         data.mkdir(exist_ok=True)
-        container = Container(f"mailboot-test-{secrets.token_hex(4)}", data,
+        container = Container(unique_name("mailboot-test"), data,
                               env or {"MAIL_DOMAINS": "example.com,example.org"}, image,
                               volumes=volumes or {}, network=network, ip=ip, dns=dns,
                               run_options=run_options)
@@ -212,5 +57,9 @@ def make_container(image: str, tmp_path: Path) -> Iterator[Callable[..., Contain
         shutil.rmtree(container.data, ignore_errors=True)
 
 
-# Pebble's fixtures, for every container test module (imported last: the harness uses docker()).
-from tests.container.pebble_harness import pebble, test_network  # noqa: E402, F401
+@pytest.fixture(name="scene")
+def scene_fixture(test_network: DockerNetwork, image: str,  # noqa: F811 - the fixture
+                  tmp_path: Path) -> Iterator[Scene]:
+    """An empty scene on the test network for one test (module worlds make their own)."""
+    with scene(test_network, image, tmp_path / "scene") as made:
+        yield made

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import re
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -32,3 +37,26 @@ def revision_build_args(root: Path) -> list[str]:
     `root`: its commit, or nothing (the Dockerfile's default, unknown) outside git."""
     commit = git_commit(root)
     return ["--build-arg", f"REVISION={commit}"] if commit else []
+@contextlib.contextmanager
+def one_build_at_a_time(tag: str) -> Iterator[None]:
+    """Hold the machine-wide lock for building `tag` (a context manager, or a decorator).
+
+    pytest-xdist's workers each want the same images; Docker 20.10's builder runs two builds
+    of one Dockerfile side by side, step for step. Under the lock the first builds and the rest
+    find every layer in the cache. The lock is a file's flock(2), let go when its holder ends.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", tag)
+    path = Path(tempfile.gettempdir()) / f"mailboot-test-build-{name}.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def build(tag: str, context: Path, timeout: float = 900) -> str:
+    """`docker build` of a helper image (BIND, Pebble, a receiving MTA), one at a time."""
+    with one_build_at_a_time(tag):
+        docker("build", "--quiet", "-t", tag, str(context), timeout=timeout)
+    return tag

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import ssl
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.container.dockercli import docker
+from tests.container.dockercli import build, docker
+from tests.polling import eventually
 
 HERE = Path(__file__).resolve().parent
 PEBBLE_IMAGE = "mailboot-pebble:test"
@@ -140,46 +141,60 @@ def write_config(directory: Path, validity: int) -> None:
 
 def wait_for_pebble(pebble: Pebble, timeout: float = 30) -> None:
     context = ssl.create_default_context(cafile=str(pebble.ca_bundle))
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(pebble.directory_url, context=context,  # noqa: S310
-                                        timeout=2) as response:
-                response.read()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, docker("logs", pebble.name, check=False).stderr
-            time.sleep(0.3)
+
+    def answers() -> bool:
+        with urllib.request.urlopen(pebble.directory_url, context=context,  # noqa: S310
+                                    timeout=2) as response:
+            response.read()
+        return True
+
+    eventually(answers, timeout, lambda: f"Pebble's directory at {pebble.directory_url}: "
+               + docker("logs", pebble.name, check=False).stderr, interval=0.3,
+               ignoring=(OSError,))
+
+
+def create_network(attempts: int = 40) -> DockerNetwork:
+    """A Docker network of its own on a free 172.30.x.0/24, for containers at fixed addresses.
+
+    Another test process (a pytest-xdist worker, another checkout's run) may take the same
+    subnet between our choice and Docker's: Docker then refuses ours ("Pool overlaps with other
+    one on this address space"), and we try another.
+    """
+    refusals: list[str] = []
+    for _ in range(attempts):
+        third = random.randint(16, 250)  # noqa: S311 - not for security
+        name = f"mailboot-test-{third}-{secrets.token_hex(3)}"
+        created = docker("network", "create", "--subnet", f"172.30.{third}.0/24", name,
+                         check=False)
+        if created.returncode == 0:
+            return DockerNetwork(name, f"172.30.{third}.")
+        if "overlaps" not in created.stderr:
+            raise AssertionError(f"docker network create {name} failed: {created.stderr}")
+        refusals.append(created.stderr.strip())
+    raise AssertionError(f"no free 172.30.x.0/24 for a test network in {attempts} tries "
+                         f"(remove stale ones: docker network prune): {refusals[-1]}")
 
 
 @pytest.fixture(scope="session")
 def test_network() -> Iterator[DockerNetwork]:
-    for _ in range(20):
-        third = random.randint(16, 250)  # noqa: S311 - not for security
-        name = f"mailboot-test-{third}"
-        created = docker("network", "create", "--subnet", f"172.30.{third}.0/24", name,
-                         check=False)
-        if created.returncode == 0:
-            network = DockerNetwork(name, f"172.30.{third}.")
-            try:
-                yield network
-            finally:
-                docker("network", "rm", name, check=False)
-            return
-    pytest.fail("no free subnet for the test network")
+    """One network per test process (each pytest-xdist worker has its own)."""
+    network = create_network()
+    try:
+        yield network
+    finally:
+        docker("network", "rm", network.name, check=False)
 
 
 def start_pebble(network: DockerNetwork, directory: Path, validity: int,
                  dns: str | None = None) -> Pebble:
     """Pebble on the test network; `dns` (host:port): the server it validates names through,
     instead of its challenge test server."""
-    docker("build", "-q", "-t", PEBBLE_IMAGE, str(HERE / "pebble_image"), timeout=600)
+    build(PEBBLE_IMAGE, HERE / "pebble_image", timeout=600)
     ip = network.allocate()
     directory.mkdir(parents=True, exist_ok=True)
     _ca_and_server_pair(directory, ip)
     write_config(directory, validity)
-    pebble = Pebble(f"mailboot-pebble-{ip.rsplit('.', 1)[1]}-{random.randint(0, 9999)}",  # noqa: S311
-                    network, ip, directory, validity)
+    pebble = Pebble(f"mailboot-pebble-{secrets.token_hex(4)}", network, ip, directory, validity)
     docker("run", "-d", "--name", pebble.name, "--network", network.name, "--ip", ip,
            "-v", f"{directory}:/pebble:ro", *(("-e", f"PEBBLE_DNS={dns}") if dns else ()),
            PEBBLE_IMAGE)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests.container.acme_setup import (
     NAMES,
@@ -16,7 +16,8 @@ from tests.container.acme_setup import (
     san,
     wait_for_pebble_certificate,
 )
-from tests.container.conftest import docker, insecure_context
+from tests.container.containers import insecure_context
+from tests.container.dockercli import docker
 from tests.container.pebble_harness import (
     EAB_HMAC_KEY,
     EAB_KID,
@@ -24,6 +25,7 @@ from tests.container.pebble_harness import (
     Pebble,
     start_pebble,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.container
 
@@ -67,10 +69,7 @@ def test_restart_with_a_valid_certificate_places_no_order(
     mail.wait_ready()
     # The restarted worker logs its decision about the certificate again: then it has decided,
     # and any order it placed would be counted below.
-    deadline = time.monotonic() + 60
-    while mail.logs().count(decision) <= decisions_before:
-        assert time.monotonic() < deadline, mail.logs()[-3000:]
-        time.sleep(0.5)
+    mail.wait_for_count(decision, decisions_before)
     assert wait_for_pebble_certificate(mail, context, timeout=10) == first
     assert pebble.new_order_count() == orders
 
@@ -125,10 +124,14 @@ def test_a_certificate_near_its_end_is_renewed_and_reloaded_in_place(
         mail.wait_ready()
         context = pebble_context(short, tmp_path)
         first = wait_for_pebble_certificate(mail, context)
-        deadline = time.monotonic() + 60  # renewal is due 30 s after issuance (a third left)
-        while (current := wait_for_pebble_certificate(mail, context)) == first:
-            assert time.monotonic() < deadline, mail.logs()[-3000:]
-            time.sleep(2)
+
+        def renewed() -> x509.Certificate | None:
+            served = wait_for_pebble_certificate(mail, context)
+            return served if served != first else None
+
+        # Renewal is due 30 s after issuance (a third left).
+        current = eventually(renewed, 60, lambda: f"a renewed certificate:\n{mail.log_tail()}",
+                             interval=2)
         assert current.serial_number != first.serial_number
         assert short.new_order_count() >= 2
         assert mail.restart_count() == 0 and mail.state()["Running"]
@@ -150,10 +153,7 @@ def test_bad_acme_settings_are_logged_and_mail_keeps_running(
         pebble.set_a(name, ip)
     mail = mail_with_acme(make_container, pebble, ip, **extra)
     mail.wait_ready()
-    deadline = time.monotonic() + 20
-    while expected not in mail.logs():
-        assert time.monotonic() < deadline, mail.logs()[-3000:]
-        time.sleep(1)
+    mail.wait_for_log(expected, timeout=20)
     assert "serving a temporary certificate" in mail.logs()
     assert pebble.new_order_count() == 0
     assert mail.state()["Running"] and mail.restart_count() == 0

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.conftest import Container, docker, insecure_context
+from tests.container.clients import hold_local_delivery, wait_deferred
+from tests.container.containers import Container, insecure_context
+from tests.container.dockercli import docker
+from tests.polling import eventually
 
 pytestmark = pytest.mark.container
 
@@ -45,11 +48,12 @@ def subjects(container: Container, user: str) -> list[str]:
 
 def wait_for(container: Container, user: str, expected: set[str],
              timeout: float = 60) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while not expected <= set(found := subjects(container, user)):
-        assert time.monotonic() < deadline, f"{user} has {found}, not all of {expected}"
-        time.sleep(0.5)
-    return found
+    def arrived() -> list[str] | None:
+        found = subjects(container, user)
+        return found if expected <= set(found) else None
+
+    return eventually(arrived, timeout, lambda: f"all of {expected} for {user}, who has "
+                      f"{subjects(container, user)}")
 
 
 def dkim_records(container: Container) -> list[str]:
@@ -125,12 +129,9 @@ def test_backup_while_mail_flows_restores_into_a_new_container(
         wait_for(mail, user, wanted)
     records = dkim_records(mail)
     assert len(records) >= 2
-    # Local delivery held back, as if Dovecot were busy: these wait in Postfix's deferred queue.
-    mail.exec("postconf", "-e", "defer_transports=lmtp")
-    mail.exec("postfix", "reload")
-    time.sleep(2)
+    hold_local_delivery(mail)  # these wait in Postfix's deferred queue
     deliver(mail, ALICE, ["queued 0", "queued 1"])
-    time.sleep(2)
+    wait_deferred(mail, 2)
     assert mail.exec("postqueue", "-j").stdout.count('"queue_name"') == 2
 
     with Traffic(mail) as traffic:

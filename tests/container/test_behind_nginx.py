@@ -15,7 +15,6 @@ import re
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,8 +33,9 @@ from tests.container.acme_setup import (
     wait_for_pebble_certificate,
 )
 from tests.container.clients import served_certificate
-from tests.container.conftest import Container
+from tests.container.containers import Container
 from tests.container.pebble_harness import DockerNetwork, Pebble
+from tests.polling import eventually
 
 pytestmark = pytest.mark.container
 
@@ -140,11 +140,12 @@ def nginx_in_front(tmp_path: Path) -> Iterator[Callable[[str, Container], Path]]
                        capture_output=True, timeout=30)
         started.append(subprocess.Popen([nginx, "-c", str(config), "-p", str(directory)],
                                         stderr=subprocess.PIPE))
-        deadline = time.monotonic() + 20
-        while not (_accepts(front, 80) and _accepts(front, 443)):
+        def listening() -> bool:
             assert started[0].poll() is None, (directory / "error.log").read_text()
-            assert time.monotonic() < deadline, (directory / "error.log").read_text()
-            time.sleep(0.2)
+            return _accepts(front, 80) and _accepts(front, 443)
+
+        eventually(listening, 20, lambda: f"nginx on {front}:80 and :443: "
+                   + (directory / "error.log").read_text(), interval=0.2)
         return directory
 
     yield start

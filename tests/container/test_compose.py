@@ -6,13 +6,14 @@ import contextlib
 import secrets
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_tool
-from tests.container.conftest import ROOT, docker
+from tests.container.containers import ROOT
+from tests.container.dockercli import docker
+from tests.polling import eventually
 
 pytestmark = pytest.mark.container
 
@@ -46,15 +47,14 @@ def test_compose_up_runs_the_mail_server(image: str, tmp_path: Path) -> None:
     subprocess.run([*command, "up", "-d", "--no-build"], check=True, capture_output=True,
                    timeout=300)
     try:
-        deadline = time.monotonic() + 90
         # "220-" from postscreen to a new client (the pregreet test), "220 " once it passed.
-        while banner(project)[4:26] != b"mail.example.com ESMTP":
-            assert time.monotonic() < deadline, docker("logs", project, check=False).stderr
-            time.sleep(1)
+        eventually(lambda: banner(project)[4:26] == b"mail.example.com ESMTP", 90,
+                   lambda: "the banner: " + docker("logs", project, check=False).stderr,
+                   interval=1)
         # The records come beside the daemons' start, once Postfix listens.
-        while "IN MX    10 mail.example.com." not in docker("logs", project).stdout:
-            assert time.monotonic() < deadline, docker("logs", project, check=False).stdout
-            time.sleep(1)
+        eventually(lambda: "IN MX    10 mail.example.com." in docker("logs", project).stdout, 60,
+                   lambda: "the records: " + docker("logs", project, check=False).stdout,
+                   interval=1)
     finally:
         subprocess.run([*command, "down", "-v"], check=False, capture_output=True, timeout=120)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,12 @@ from cryptography.hazmat.primitives import serialization
 from tests.conftest import require_tool
 from tests.container.acme_setup import NAMES, MakeContainer, mail_with_acme, pebble_context
 from tests.container.clients import served_certificate
-from tests.container.conftest import Container, docker, insecure_context
+from tests.container.containers import Container, insecure_context
+from tests.container.dockercli import docker
 from tests.container.pebble_harness import DockerNetwork, Pebble, start_pebble
-from tests.container.zoneserver import OPTIONS, SOA, ZoneServer, start_zone_server
+from tests.container.worlds import Scene
+from tests.container.zoneserver import OPTIONS, SOA, ZoneServer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.container
 
@@ -86,11 +90,9 @@ def served_tlsa(mail: Container) -> tuple[str, int]:
     return f"3 1 1 {hashlib.sha256(spki).hexdigest()}", certificate.serial_number
 
 
-def wait_until(what: str, mail: Container, check: object, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not callable(check) or not check():
-        assert time.monotonic() < deadline, f"{what}:\n{mail.logs()[-4000:]}"
-        time.sleep(1)
+def wait_until(what: str, mail: Container, check: Callable[[], bool],
+               timeout: float = 90) -> None:
+    eventually(check, timeout, lambda: f"{what}:\n{mail.log_tail()}", interval=1)
 
 
 @pytest.fixture
@@ -102,64 +104,61 @@ def short_pebble(test_network: DockerNetwork, tmp_path: Path) -> Iterator[Pebble
 
 def test_tlsa_records_match_the_served_key_renewals_keep_it_and_a_rollover_waits(
     make_container: MakeContainer, short_pebble: Pebble, test_network: DockerNetwork,
-    tmp_path: Path,
+    tmp_path: Path, scene: Scene,
 ) -> None:
     ip = test_network.allocate()
     signer = SignedZones(tmp_path / "signing", ip)
-    bind = start_zone_server(test_network, tmp_path / "bind", {"example.net": ""})
+    bind = scene.zone_server({"example.net": ""})
+    serve(bind, signer.zones())
+    for name in NAMES:
+        short_pebble.set_a(name, ip)
+    mail = mail_with_acme(make_container, short_pebble, ip, DNS_RESOLVERS=bind.ip,
+                          DNS_CHECK_INTERVAL="2s")
+    mail.wait_ready()
+    context = pebble_context(short_pebble, tmp_path)
+    wait_until("a Pebble certificate", mail,
+               lambda: _verifies(mail, context))
+    # The boot printed both records; so does `mailboot dns`.
+    current, following = PRINTED_TLSA.findall(mail.logs())[:2]
+    printed = mail.exec("mailboot", "dns", "--zone", "--domain", "example.com").stdout
+    assert PRINTED_TLSA.findall(printed) == [current, following]
+    first, serial = served_tlsa(mail)
+    assert first == current
+
+    # A renewal (a third of 60 s left) keeps the key.
+    wait_until("a renewal", mail, lambda: served_tlsa(mail)[1] != serial)
+    assert served_tlsa(mail)[0] == current
+
+    # A rollover waits for the next key's record...
+    said = mail.exec("mailboot", "tls", "rollover").stdout
+    assert f"{NAME} TLSA {following}" in said
+    mail.wait_for_log(f"waiting until {NAME} TLSA {following} is served by the DNS")
+    time.sleep(5)
+    assert served_tlsa(mail)[0] == current
+    # ...and switches once it has been served for its TTL, not at first sight.
+    serve(bind, signer.zones((current, following)))
+    mail.wait_for_log(f"{NAME} TLSA {following} is served and matches the next key; the "
+                      "switch happens at ")
+    assert f"(once the record's TTL of {TLSA_TTL} s has passed)" in mail.logs()
+    wait_until("the new key served", mail, lambda: served_tlsa(mail)[0] == following)
+    logs = mail.wait_for_log("key rollover done")
+    assert f"remove {NAME} TLSA {current} now" in logs
+    now_printed = PRINTED_TLSA.findall(
+        mail.exec("mailboot", "dns", "--zone", "--domain", "example.com").stdout)
+    assert now_printed[0] == following and now_printed[1] not in (current, following)
+
+    # Without the DS at the parent the zone is unsigned: no TLSA record, and the log says why.
+    serve(bind, signer.zones((current, following), ds=False))
+    unsigned = mail.exec("mailboot", "dns", "--zone", "--domain", "example.com")
+    assert " IN TLSA " not in unsigned.stdout
+    assert ("no TLSA (DANE) records: example.com is not DNSSEC-signed (no DS at its parent)"
+            in unsigned.stderr)
+    assert mail.restart_count() == 0
+
+
+def _verifies(mail: Container, context: ssl.SSLContext) -> bool:
     try:
-        serve(bind, signer.zones())
-        for name in NAMES:
-            short_pebble.set_a(name, ip)
-        mail = mail_with_acme(make_container, short_pebble, ip, DNS_RESOLVERS=bind.ip,
-                              DNS_CHECK_INTERVAL="2s")
-        mail.wait_ready()
-        context = pebble_context(short_pebble, tmp_path)
-        wait_until("no Pebble certificate", mail,
-                   lambda: _verifies(mail, context))
-        # The boot printed both records; so does `mailboot dns`.
-        current, following = PRINTED_TLSA.findall(mail.logs())[:2]
-        printed = mail.exec("mailboot", "dns", "--zone", "--domain", "example.com").stdout
-        assert PRINTED_TLSA.findall(printed) == [current, following]
-        first, serial = served_tlsa(mail)
-        assert first == current
-
-        # A renewal (a third of 60 s left) keeps the key.
-        wait_until("no renewal", mail, lambda: served_tlsa(mail)[1] != serial)
-        assert served_tlsa(mail)[0] == current
-
-        # A rollover waits for the next key's record...
-        said = mail.exec("mailboot", "tls", "rollover").stdout
-        assert f"{NAME} TLSA {following}" in said
-        mail.wait_for_log(f"waiting until {NAME} TLSA {following} is served by the DNS")
-        time.sleep(5)
-        assert served_tlsa(mail)[0] == current
-        # ...and switches once it has been served for its TTL, not at first sight.
-        serve(bind, signer.zones((current, following)))
-        mail.wait_for_log(f"{NAME} TLSA {following} is served and matches the next key; the "
-                          "switch happens at ")
-        assert f"(once the record's TTL of {TLSA_TTL} s has passed)" in mail.logs()
-        wait_until("the new key is not served", mail, lambda: served_tlsa(mail)[0] == following)
-        logs = mail.wait_for_log("key rollover done")
-        assert f"remove {NAME} TLSA {current} now" in logs
-        now_printed = PRINTED_TLSA.findall(
-            mail.exec("mailboot", "dns", "--zone", "--domain", "example.com").stdout)
-        assert now_printed[0] == following and now_printed[1] not in (current, following)
-
-        # Without the DS at the parent the zone is unsigned: no TLSA record, and the log says why.
-        serve(bind, signer.zones((current, following), ds=False))
-        unsigned = mail.exec("mailboot", "dns", "--zone", "--domain", "example.com")
-        assert " IN TLSA " not in unsigned.stdout
-        assert ("no TLSA (DANE) records: example.com is not DNSSEC-signed (no DS at its parent)"
-                in unsigned.stderr)
-        assert mail.restart_count() == 0
-    finally:
-        bind.remove()
-
-
-def _verifies(mail: Container, context: object) -> bool:
-    try:
-        served_certificate(mail, 25, context)  # type: ignore[arg-type]
+        served_certificate(mail, 25, context)
     except OSError:
         return False
     return True

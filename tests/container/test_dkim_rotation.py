@@ -24,12 +24,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.container.clients import fetch_text
-from tests.container.conftest import Container, docker, insecure_context
+from tests.container.containers import Container, insecure_context
+from tests.container.dockercli import docker
 from tests.container.pebble_harness import DockerNetwork
-from tests.container.test_selftest import other_zones, txt
-from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_server
+from tests.container.worlds import scene
+from tests.container.zoneserver import ZoneServer, printed_zone, supporting_zones
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 ALICE = "alice@example.com"
 PASSWORD = "correct horse battery"
@@ -45,7 +47,7 @@ class World:
         """Serve example.com exactly as `mailboot dns --zone` prints it now, TTLs cut to 1 s."""
         zone = re.sub(r"(?m)^(\S+\s+)\d+( IN )", r"\g<1>1\2", printed_zone(self.mail,
                                                                           "example.com"))
-        self.dns.serve({"example.com": zone, **other_zones(self.mail.ip or "")})
+        self.dns.serve({"example.com": zone, **supporting_zones(self.mail.ip or "")})
         return zone
 
     def restart_hard(self) -> None:
@@ -63,36 +65,20 @@ class World:
         return {str(k["selector"]) for k in self.listed()
                 if k["role"] == role and algorithm in (None, k["algorithm"])}
 
-    def wait_for_more(self, text: str, seen: int, timeout: float) -> None:
-        """Until `text` is in the log more than `seen` times (the log spans every start)."""
-        deadline = time.monotonic() + timeout
-        while self.mail.logs().count(text) <= seen:
-            assert time.monotonic() < deadline, f"no new {text!r}:\n{self.mail.logs()[-4000:]}"
-            time.sleep(0.5)
-
 
 @pytest.fixture(scope="module")
 def world(test_network: DockerNetwork, image: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    mail_ip = test_network.allocate()
-    dns = start_zone_server(test_network, tmp_path_factory.mktemp("zones"), other_zones(mail_ip))
-    mail = Container(f"mailboot-dkim-{secrets.token_hex(4)}",
-                     tmp_path_factory.mktemp("dkim-data"),
-                     {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": mail_ip,
-                      "TLS_MODE": "self-signed", "DNS_RESOLVERS": dns.ip,
-                      "DNS_CHECK_INTERVAL": "2s", "DKIM_ALGORITHMS": "rsa,ed25519",
-                      "DKIM_ROTATION_GRACE": f"{GRACE_SECONDS}s", "OUTBOUND_CHECK": "off"},
-                     image, network=test_network.name, ip=mail_ip, dns=dns.ip)
-    try:
-        mail.start()
-        mail.wait_ready()
-        mail.add_account(ALICE, PASSWORD)
+    with scene(test_network, image, tmp_path_factory.mktemp("dkim")) as made:
+        mail_ip = made.address()
+        dns = made.zone_server(supporting_zones(mail_ip))
+        mail = made.mail("dkim", {"DNS_CHECK_INTERVAL": "2s", "DKIM_ALGORITHMS": "rsa,ed25519",
+                                  "DKIM_ROTATION_GRACE": f"{GRACE_SECONDS}s",
+                                  "OUTBOUND_CHECK": "off"},
+                         ip=mail_ip, dns=dns, accounts={ALICE: PASSWORD})
         world = World(dns, mail)
         world.publish()
         yield world
-    finally:
-        mail.remove()
-        dns.remove()
 
 
 def submit(world: World) -> bytes:
@@ -120,7 +106,7 @@ def signatures(world: World, raw: bytes) -> dict[str, tuple[str, bool]]:
         algorithm = re.search(r"(?:^|;)a=([^;]+)", flat)
         assert selector and algorithm, flat
         verified = dkim.DKIM(raw).verify(idx=index,
-                                         dnsfunc=lambda name, timeout=5: txt(world.dns, name))
+                                         dnsfunc=lambda name, timeout=5: world.dns.txt(name))
         found[selector.group(1)] = (algorithm.group(1), bool(verified))
     return found
 
@@ -162,7 +148,7 @@ def test_rotation_switches_once_the_records_are_served_and_retires_after_grace(
         world.mail.wait_for_log(f"{selector} (", timeout=60)
     logs = world.mail.wait_for_log("signs now instead of", timeout=60)
     assert "Keep the old record" in logs
-    world.wait_for_more("OpenDKIM has the new signing tables", applied, timeout=30)
+    world.mail.wait_for_count("OpenDKIM has the new signing tables", applied, timeout=30)
     assert_signed_by(world, new)
 
     world.restart_hard()  # killed in the grace period: the new keys keep signing
@@ -193,7 +179,7 @@ def test_import_refuses_a_bad_key_and_signs_a_good_one_once_served(world: World)
     applied = world.mail.logs().count("OpenDKIM has the new signing tables")
     world.publish()
     world.mail.wait_for_log("imported (rsa) signs now", timeout=60)
-    world.wait_for_more("OpenDKIM has the new signing tables", applied, timeout=30)
+    world.mail.wait_for_count("OpenDKIM has the new signing tables", applied, timeout=30)
     assert_signed_by(world, {"imported", *ed25519_signing})
 
 
@@ -201,7 +187,7 @@ def test_a_rotation_whose_record_is_never_published_keeps_the_old_keys(world: Wo
     signing = world.selectors("signing")
     seen = world.mail.logs().count("waits for its record")
     world.mail.exec("mailboot", "dkim", "rotate")
-    world.wait_for_more("waits for its record", seen, timeout=30)
+    world.mail.wait_for_count("waits for its record", seen, timeout=30)
     time.sleep(6)  # several check intervals: still not switched
     assert world.selectors("signing") == signing
     assert_signed_by(world, signing)

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 import pytest
 
 import mailboot
-from tests.container.conftest import ROOT, Container, docker, running
-from tests.container.dockercli import git_commit
+from tests.container.containers import ROOT, Container, running
+from tests.container.dockercli import docker, git_commit
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 ENV = {"MAIL_DOMAINS": "example.com", "TLS_MODE": "self-signed", "DNS_CHECK": "off",
        "PUBLIC_ADDRESS_DISCOVERY": "off"}

@@ -19,9 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.container.conftest import Container, docker, insecure_context, running
+from tests.container.containers import Container, insecure_context, running
+from tests.container.dockercli import docker
+from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 MAILBOXES = 50
 CONNECTIONS = 500  # 10 per mailbox, all from one address (the Docker host's)
@@ -166,9 +169,9 @@ def test_idle_connections_are_hibernated_and_hear_of_new_mail(mail: Container,
             assert imap.select("INBOX")[0] == "OK"
             imap.send(b"i1 IDLE\r\n")
             assert imap.readline().startswith(b"+"), "IDLE was not accepted"
-        deadline = time.monotonic() + 60
-        while processes_named(mail, "imap") > 0 and time.monotonic() < deadline:
-            time.sleep(1)
+        eventually(lambda: processes_named(mail, "imap") == 0
+                   or "Inotify instance limit" in mail.logs(), 60,
+                   "the IDLE connections to be hibernated", interval=1)
         logs = mail.logs()
         # Hibernation needs an inotify instance per connection, from the host's limit.
         assert "Inotify instance limit" not in logs, "raise fs.inotify.max_user_instances"

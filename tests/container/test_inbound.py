@@ -12,7 +12,6 @@ import json
 import random
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -23,11 +22,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.container.clients import our_verdicts
-from tests.container.conftest import Container, docker, insecure_context
+from tests.container.containers import Container, insecure_context
 from tests.container.pebble_harness import DockerNetwork
-from tests.container.zoneserver import ZoneServer, start_zone_server
+from tests.container.worlds import Server, scene
+from tests.container.zoneserver import ZoneServer
+from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
@@ -85,15 +87,18 @@ with socket.create_connection((host, 25), timeout=30) as s:
 class Sender:
     """A container at its own address on the test network, which sends as another server."""
 
-    name: str
-    ip: str
+    server: Server
+
+    @property
+    def ip(self) -> str:
+        return self.server.ip
 
     def send(self, mail_ip: str, sender: str, recipient: str, message: bytes,
              helo: str = "mx.sender.example") -> dict[str, tuple[int, str]]:
         job = {"host": mail_ip, "helo": helo, "sender": sender, "recipient": recipient,
                "message": base64.b64encode(message).decode()}
-        result = docker("exec", "-i", self.name, "python3", "-c", SEND, stdin=json.dumps(job))
-        return {step: (code, text) for step, (code, text) in json.loads(result.stdout).items()}
+        result = self.server.exec("python3", "-c", SEND, stdin=json.dumps(job))
+        return {step: (code, text) for step, (code, text) in json.loads(result).items()}
 
 
 @dataclass
@@ -140,14 +145,6 @@ def reverse_v4(ip: str) -> str:
     return ".".join(reversed(ip.split(".")))
 
 
-def start_sender(network: DockerNetwork, image: str) -> Sender:
-    ip = network.allocate()
-    name = f"mailboot-sender-{secrets.token_hex(3)}"
-    docker("run", "-d", "--name", name, "--network", network.name, "--ip", ip,
-           "--entrypoint", "sleep", image, "infinity")
-    return Sender(name, ip)
-
-
 @pytest.fixture(scope="module")
 def world(test_network: DockerNetwork, image: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
@@ -156,32 +153,14 @@ def world(test_network: DockerNetwork, image: str,
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    senders: dict[str, Sender] = {}
-    mail: Container | None = None
-    dns: ZoneServer | None = None
-    try:
-        for role in ("good", "outsider", "listed", "refused", "pregreet"):
-            senders[role] = start_sender(test_network, image)
-        mail_ip = test_network.allocate()
-        dns = start_zone_server(test_network, tmp_path_factory.mktemp("zones"),
-                                zones({r: s.ip for r, s in senders.items()}, mail_ip, public))
-        data = tmp_path_factory.mktemp("inbound-data")
-        mail = Container(f"mailboot-in-{secrets.token_hex(4)}", data,
-                         {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": mail_ip,
-                          "TLS_MODE": "self-signed", "DNS_RESOLVERS": dns.ip},
-                         image, network=test_network.name, ip=mail_ip, dns=dns.ip)
-        mail.start()
-        mail.wait_ready()
-        for user in (ALICE, BOB):
-            mail.add_account(user, PASSWORD)
+    with scene(test_network, image, tmp_path_factory.mktemp("inbound")) as made:
+        senders = {role: Sender(made.server(f"sender-{role}", "infinity",
+                                            options=("--entrypoint", "sleep")))
+                   for role in ("good", "outsider", "listed", "refused", "pregreet")}
+        mail_ip = made.address()
+        dns = made.zone_server(zones({r: s.ip for r, s in senders.items()}, mail_ip, public))
+        mail = made.mail("in", ip=mail_ip, dns=dns, accounts={ALICE: PASSWORD, BOB: PASSWORD})
         yield World(test_network, dns, mail, senders, pem)
-    finally:
-        if mail is not None:
-            mail.remove()
-        for sender in senders.values():
-            docker("rm", "-f", sender.name, check=False)
-        if dns is not None:
-            dns.remove()
 
 
 def message(sender: str, recipient: str, body: str = "Hello.", signed_by: bytes | None = None,
@@ -203,27 +182,28 @@ def message(sender: str, recipient: str, body: str = "Hello.", signed_by: bytes 
     return raw, token
 
 
-def find(mail: Container, user: str, token: str, mailbox: str = "INBOX",
-         timeout: float = 30) -> EmailMessage | None:
-    """The message with `token` in `mailbox`, read over IMAPS; None if it never arrives."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with imaplib.IMAP4_SSL("127.0.0.1", mail.ports[993], ssl_context=insecure_context(),
-                               timeout=30) as imap:
-            imap.login(user, PASSWORD)
-            imap.select(f'"{mailbox}"', readonly=True)
-            _, found = imap.search(None, "SUBJECT", f'"test {token}"')
-            if found[0]:
-                _, data = imap.fetch(found[0].split()[0], "(BODY.PEEK[])")
-                item = data[0]
-                assert isinstance(item, tuple)
-                parsed = email.message_from_bytes(item[1], policy=email.policy.default)
-                assert isinstance(parsed, EmailMessage)
-                return parsed
-        if time.monotonic() > deadline:
+def look(mail: Container, user: str, token: str, mailbox: str = "INBOX") -> EmailMessage | None:
+    """The message with `token` in `mailbox` now, read over IMAPS; None if it is not there."""
+    with imaplib.IMAP4_SSL("127.0.0.1", mail.ports[993], ssl_context=insecure_context(),
+                           timeout=30) as imap:
+        imap.login(user, PASSWORD)
+        imap.select(f'"{mailbox}"', readonly=True)
+        _, found = imap.search(None, "SUBJECT", f'"test {token}"')
+        if not found[0]:
             return None
-        time.sleep(0.5)
+        _, data = imap.fetch(found[0].split()[0], "(BODY.PEEK[])")
+    item = data[0]
+    assert isinstance(item, tuple)
+    parsed = email.message_from_bytes(item[1], policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
 
+
+def find(mail: Container, user: str, token: str, mailbox: str = "INBOX",
+         timeout: float = 30) -> EmailMessage:
+    """The message with `token` in `mailbox`, once it has arrived."""
+    return eventually(lambda: look(mail, user, token, mailbox), timeout,
+                      lambda: f"test {token} in {user}'s {mailbox}:\n{mail.log_tail(3000)}")
 
 
 # --- postscreen --------------------------------------------------------------------------------
@@ -248,7 +228,7 @@ def test_a_blocklist_that_refuses_our_resolver_never_refuses_mail(world: World) 
 
 def test_a_client_that_talks_before_the_banner_is_refused(world: World) -> None:
     sender = world.senders["pregreet"]
-    seen = docker("exec", sender.name, "python3", "-c", PREGREET, world.mail.ip or "").stdout
+    seen = sender.server.exec("python3", "-c", PREGREET, world.mail.ip or "")
     replies = seen.splitlines()
     # postscreen plays along until RCPT, then refuses every recipient: nothing is accepted.
     assert "550 5.5.1 Protocol error" in replies, seen
@@ -276,7 +256,7 @@ def test_the_same_domain_from_outside_its_spf_and_unsigned_is_refused_citing_dma
     steps = world.senders["outsider"].send(world.mail.ip or "", "news@goodsender.net", ALICE, raw)
     code, text = steps["data"]
     assert code // 100 == 5 and "DMARC" in text and "goodsender.net" in text, steps
-    assert find(world.mail, ALICE, token, timeout=2) is None
+    assert look(world.mail, ALICE, token) is None
 
 
 @pytest.mark.parametrize("envelope", ["boss@example.com", "bounces@plain.net"])
@@ -289,7 +269,7 @@ def test_our_own_domain_from_outside_is_refused_even_with_a_forged_pass(
     code, text = steps.get("data", steps.get("rcpt", (0, "")))
     assert code // 100 == 5, steps
     assert "DMARC" in text or "SPF" in text, steps
-    assert find(world.mail, ALICE, token, timeout=2) is None
+    assert look(world.mail, ALICE, token) is None
 
 
 def test_spf_fail_without_dmarc_is_refused(world: World) -> None:
@@ -314,7 +294,7 @@ def test_quarantine_goes_to_junk_and_clean_mail_to_the_inbox(world: World) -> No
     junk = find(world.mail, BOB, suspicious_token, mailbox="Junk")
     assert junk is not None and our_verdicts(junk)["dmarc"] == "fail"
     assert find(world.mail, BOB, clean_token) is not None
-    assert find(world.mail, BOB, suspicious_token, timeout=1) is None
+    assert look(world.mail, BOB, suspicious_token) is None  # delivered once, into Junk
 
 
 # --- our own users --------------------------------------------------------------------------
@@ -380,11 +360,11 @@ def deliver_local(mail: Container, body: str) -> str:
 
 
 def wait_for_subject(imap: imaplib.IMAP4_SSL, token: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not imap.search(None, "SUBJECT", f'"test {token}"')[1][0]:
-        assert time.monotonic() < deadline, f"test {token} never arrived"
-        time.sleep(0.3)
-        imap.noop()
+    def arrived() -> bool:
+        imap.noop()  # the server tells of new mail in the selected mailbox on any command
+        return bool(imap.search(None, "SUBJECT", f'"test {token}"')[1][0])
+
+    eventually(arrived, timeout, f"test {token} in the INBOX", interval=0.3)
 
 
 # --- the resolver and Docker's proxy -------------------------------------------------------

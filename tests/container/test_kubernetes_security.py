@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from tests.container.clients import sieve_client
-from tests.container.conftest import Container, docker, insecure_context, running
+from tests.container.containers import Container, insecure_context, running
+from tests.container.dockercli import docker
 from tests.kustomize import DEPLOY, Manifest, mail_container, only, render
 
 pytestmark = pytest.mark.container

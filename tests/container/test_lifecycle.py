@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import imaplib
 import smtplib
-import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import snapshot
-from tests.container.conftest import Container, docker, insecure_context
+from tests.container.clients import hold_local_delivery, wait_deferred
+from tests.container.containers import Container, insecure_context
+from tests.container.dockercli import docker
+from tests.polling import eventually
 
 pytestmark = pytest.mark.container
 
@@ -42,19 +44,23 @@ def inbox_subjects(container: Container) -> list[str]:
 
 
 def wait_for_inbox(container: Container, expected: int, timeout: float = 60) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The subjects in Alice's INBOX once there are at least `expected`."""
+    def arrived() -> list[str] | None:
         subjects = inbox_subjects(container)
-        if len(subjects) >= expected or time.monotonic() > deadline:
-            return subjects
-        time.sleep(0.5)
+        return subjects if len(subjects) >= expected else None
+
+    return eventually(arrived, timeout,
+                      lambda: f"{expected} messages; the INBOX has {inbox_subjects(container)}")
 
 
 def wait_healthy(container: Container, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while container.state().get("Health", {}).get("Status") != "healthy":  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, f"not healthy: {container.state().get('Health')}"
-        time.sleep(1)
+    def health() -> dict[str, object]:
+        found = container.state().get("Health", {})
+        assert isinstance(found, dict)
+        return found
+
+    eventually(lambda: health().get("Status") == "healthy", timeout,
+               lambda: f"the health check to pass: {health()}", interval=1)
 
 
 def test_restart_keeps_keys_mailboxes_and_rewrites_nothing(make_container: MakeContainer) -> None:
@@ -88,10 +94,11 @@ def test_restart_keeps_keys_mailboxes_and_rewrites_nothing(make_container: MakeC
     assert warm in mail.logs().split("received SIGTERM; stopping the daemons")[-1]
     # Until this start's boot beside the daemons is done (the last start's may log its end
     # after the stop, so this start's lines are those after its first).
-    deadline = time.monotonic() + 30
-    while "boot: dns records done" not in (third_boot := mail.logs().split(warm)[-1]):
-        assert time.monotonic() < deadline, third_boot[-3000:]
-        time.sleep(0.5)
+    def this_boot() -> str | None:
+        boot = mail.logs().split(warm)[-1]
+        return boot if "boot: dns records done" in boot else None
+
+    third_boot = eventually(this_boot, 30, lambda: f"this start's records:\n{mail.log_tail()}")
     assert "boot: 0 configuration file(s) changed" in third_boot
     assert third_boot.index("handing over to the supervisor") \
         < third_boot.index("boot: render configuration done")
@@ -107,12 +114,9 @@ def test_messages_queued_before_a_stop_are_delivered_after_the_start(
     mail = make_container()
     mail.wait_ready()
     mail.add_account(ALICE, PASSWORD)
-    # Hold local delivery back, as if Dovecot were busy: the messages wait in Postfix's queue.
-    mail.exec("postconf", "-e", "defer_transports=lmtp")
-    mail.exec("postfix", "reload")
-    time.sleep(2)
+    hold_local_delivery(mail)  # the messages wait in Postfix's queue
     deliver(mail, 5, "queued")
-    time.sleep(2)
+    wait_deferred(mail, 5)
     queue = mail.exec("postqueue", "-j").stdout
     assert queue.count('"queue_name"') == 5, queue
     docker("stop", mail.name, timeout=60)
@@ -151,8 +155,8 @@ def test_broken_setting_after_a_good_start_loses_nothing(make_container: MakeCon
 def test_a_daemon_that_dies_stops_the_container(make_container: MakeContainer) -> None:
     mail = make_container()
     mail.wait_ready()
-    mail.exec("python3", "-c", "import os\nfor p in filter(str.isdigit, os.listdir('/proc')):\n"
-              "    if open(f'/proc/{p}/comm').read().strip() == 'opendkim': os.kill(int(p), 9)")
+    # pkill fails when no opendkim runs; a walk of /proc could trip over a process that ended.
+    mail.exec("pkill", "-KILL", "-x", "opendkim")
     assert mail.wait_exit() == 1
     assert "opendkim exited with code" in mail.logs()
 

@@ -17,7 +17,6 @@ import json
 import secrets
 import smtplib
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -27,11 +26,13 @@ import pytest
 
 from mailboot.daemons.dovecot import parse_quota_usage
 from tests.container.clients import sieve_client
-from tests.container.conftest import Container, docker, insecure_context
+from tests.container.containers import Container, insecure_context
 from tests.container.pebble_harness import DockerNetwork
-from tests.container.zoneserver import ZoneServer, start_zone_server
+from tests.container.worlds import Server, scene
+from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 FULL = "alice@example.com"  # MAILBOX_QUOTA=1M
 AWAY = "bob@example.com"  # has a vacation script
@@ -82,14 +83,13 @@ socketserver.ThreadingTCPServer(("0.0.0.0", 25), Session).serve_forever()
 @dataclass
 class World:
     mail: Container
-    sink: str
+    sink: Server
 
     def received(self) -> list[tuple[str, list[str], EmailMessage]]:
         """What the sink kept: (envelope sender, recipients, message)."""
-        result = docker("exec", self.sink, "sh", "-c", "cat /tmp/sink.jsonl 2>/dev/null",
-                        check=False)
         kept = []
-        for line in result.stdout.splitlines():
+        for line in self.sink.exec("sh", "-c", "cat /tmp/sink.jsonl 2>/dev/null",
+                                   check=False).splitlines():
             item = json.loads(line)
             message = email.message_from_bytes(base64.b64decode(item["data"]),
                                                policy=email.policy.default)
@@ -101,35 +101,18 @@ class World:
 @pytest.fixture(scope="module")
 def world(test_network: DockerNetwork, image: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    sink_ip, mail_ip = test_network.allocate(), test_network.allocate()
-    sink = f"mailboot-sink-{secrets.token_hex(3)}"
-    mail: Container | None = None
-    dns: ZoneServer | None = None
-    try:
-        docker("run", "-d", "--name", sink, "--network", test_network.name, "--ip", sink_ip,
-               "--entrypoint", "python3", image, "-c", SINK)
-        dns = start_zone_server(test_network, tmp_path_factory.mktemp("zones"), {
+    with scene(test_network, image, tmp_path_factory.mktemp("mailboxes")) as made:
+        sink = made.server("sink", "-c", SINK, options=("--entrypoint", "python3"))
+        mail_ip = made.address()
+        dns = made.zone_server({
             "example.com": f"@ 300 IN MX 10 mail.example.com.\nmail 300 IN A {mail_ip}\n",
-            OUTSIDE: f"@ 300 IN MX 10 mx.{OUTSIDE}.\nmx 300 IN A {sink_ip}\n",
+            OUTSIDE: f"@ 300 IN MX 10 mx.{OUTSIDE}.\nmx 300 IN A {sink.ip}\n",
         })
-        mail = Container(f"mailboot-boxes-{secrets.token_hex(4)}",
-                         tmp_path_factory.mktemp("mailboxes-data"),
-                         {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": mail_ip,
-                          "TLS_MODE": "self-signed", "DNS_RESOLVERS": dns.ip, "DNSBL": "off",
-                          "MAILBOX_QUOTA": "1M", "OUTBOUND_CHECK": "off"},
-                         image, network=test_network.name, ip=mail_ip, dns=dns.ip)
-        mail.start()
-        mail.wait_ready()
-        for user in (FULL, AWAY):
-            mail.add_account(user, PASSWORD)
+        mail = made.mail("boxes", {"DNSBL": "off", "MAILBOX_QUOTA": "1M",
+                                   "OUTBOUND_CHECK": "off"},
+                         ip=mail_ip, dns=dns, accounts={FULL: PASSWORD, AWAY: PASSWORD})
         add_app_password(mail, AWAY, 3, APP_PASSWORD)
         yield World(mail, sink)
-    finally:
-        if mail is not None:
-            mail.remove()
-        docker("rm", "-f", sink, check=False)
-        if dns is not None:
-            dns.remove()
 
 
 def add_app_password(mail: Container, address: str, slot: int, password: str) -> None:
@@ -170,30 +153,31 @@ def imap(mail: Container, user: str, password: str = PASSWORD) -> imaplib.IMAP4_
     return client
 
 
+def look(mail: Container, user: str, criteria: str, mailbox: str) -> EmailMessage | None:
+    """The first message in `mailbox` that matches the IMAP SEARCH `criteria`, if there is one."""
+    with imap(mail, user) as client:
+        if client.select(f'"{mailbox}"', readonly=True)[0] != "OK":
+            return None  # not made yet: Sieve's fileinto :create makes it
+        numbers = client.search(None, criteria)[1][0].split()
+        if not numbers:
+            return None
+        item = client.fetch(numbers[0], "(BODY.PEEK[])")[1][0]
+    assert isinstance(item, tuple)
+    found = email.message_from_bytes(item[1], policy=email.policy.default)
+    assert isinstance(found, EmailMessage)
+    return found
+
+
 def wait_for(mail: Container, user: str, criteria: str, mailbox: str = "INBOX",
              timeout: float = 30) -> EmailMessage:
-    """The first message in `mailbox` that matches the IMAP SEARCH `criteria`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with imap(mail, user) as client:
-            if client.select(f'"{mailbox}"', readonly=True)[0] == "OK":
-                numbers = client.search(None, criteria)[1][0].split()
-                if numbers:
-                    item = client.fetch(numbers[0], "(BODY.PEEK[])")[1][0]
-                    assert isinstance(item, tuple)
-                    found = email.message_from_bytes(item[1], policy=email.policy.default)
-                    assert isinstance(found, EmailMessage)
-                    return found
-        assert time.monotonic() < deadline, (f"no {criteria} in {user}'s {mailbox}:\n"
-                                             f"{mail.logs()[-3000:]}")
-        time.sleep(0.5)
+    """The first message in `mailbox` that matches the IMAP SEARCH `criteria`, once there."""
+    return eventually(lambda: look(mail, user, criteria, mailbox), timeout,
+                      lambda: f"{criteria} in {user}'s {mailbox}:\n{mail.log_tail(3000)}")
 
 
 def wait_for_empty_queue(mail: Container, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while mail.exec("postqueue", "-j").stdout.strip():
-        assert time.monotonic() < deadline, mail.exec("postqueue", "-p").stdout
-        time.sleep(0.5)
+    eventually(lambda: not mail.exec("postqueue", "-j").stdout.strip(), timeout,
+               lambda: "an empty queue: " + mail.exec("postqueue", "-p").stdout)
 
 
 # --- quotas ---------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ import dkim as dkimpy
 import pytest
 
 from tests.container.clients import search_inbox
-from tests.container.conftest import Container, insecure_context, running
+from tests.container.containers import Container, insecure_context, running
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 ALICE, BOB = "alice@example.com", "bob@example.org"
 PASSWORD = "correct horse battery"

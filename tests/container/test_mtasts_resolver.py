@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,9 +11,11 @@ import pytest
 
 from tests.container.acme_setup import mail_with_acme, wait_for_pebble_certificate
 from tests.container.acme_setup import pebble_context as make_pebble_context
-from tests.container.conftest import ROOT, Container, docker
+from tests.container.containers import ROOT, Container
+from tests.container.dockercli import build, docker
 from tests.container.pebble_harness import DockerNetwork, Pebble
-from tests.container.zoneserver import printed_zone, start_zone_server
+from tests.container.worlds import Scene
+from tests.container.zoneserver import printed_zone
 
 pytestmark = pytest.mark.container
 
@@ -35,7 +36,8 @@ asyncio.run(main())
 
 
 def test_postfix_mta_sts_resolver_accepts_the_policy_of_every_domain(
-    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork, tmp_path: Path
+    make_container: MakeContainer, pebble: Pebble, test_network: DockerNetwork, tmp_path: Path,
+    scene: Scene,
 ) -> None:
     ip = test_network.allocate()
     for name in ["mail.example.com", *(f"mta-sts.{d}" for d in DOMAINS)]:
@@ -44,25 +46,18 @@ def test_postfix_mta_sts_resolver_accepts_the_policy_of_every_domain(
     mail.wait_ready()
     context = make_pebble_context(pebble, tmp_path)
     wait_for_pebble_certificate(mail, context)
-    deadline = time.monotonic() + 30
-    while mail.logs().count("has a certificate from the CA now: publish") < len(DOMAINS):
-        assert time.monotonic() < deadline, mail.logs()[-3000:]
-        time.sleep(1)
-    dns = start_zone_server(test_network, tmp_path / "zones",
-                            {domain: printed_zone(mail, domain) for domain in DOMAINS})
+    mail.wait_for_count("has a certificate from the CA now: publish", len(DOMAINS) - 1,
+                        timeout=30)
+    dns = scene.zone_server({domain: printed_zone(mail, domain) for domain in DOMAINS})
     roots = tmp_path / "roots.pem"
     roots.write_text(pebble.issuing_roots_pem())
     package = Path(postfix_mta_sts_resolver.__file__).parent
-    try:
-        docker("build", "-q", "-t", "mailboot-stsclient:test",
-               str(ROOT / "tests/container/stsclient_image"), timeout=600)
-        result = docker("run", "--rm", "--network", test_network.name, "--dns", dns.ip,
-                        "-v", f"{package}:/pkgs/postfix_mta_sts_resolver:ro",
-                        "-v", f"{roots}:/roots.pem:ro", "-e", "PYTHONPATH=/pkgs",
-                        "-e", "SSL_CERT_FILE=/roots.pem", "mailboot-stsclient:test",
-                        "-c", RESOLVE, *DOMAINS, timeout=120)
-    finally:
-        dns.remove()
+    client = build("mailboot-stsclient:test", ROOT / "tests/container/stsclient_image", 600)
+    result = docker("run", "--rm", "--network", test_network.name, "--dns", dns.ip,
+                    "-v", f"{package}:/pkgs/postfix_mta_sts_resolver:ro",
+                    "-v", f"{roots}:/roots.pem:ro", "-e", "PYTHONPATH=/pkgs",
+                    "-e", "SSL_CERT_FILE=/roots.pem", client, "-c", RESOLVE, *DOMAINS,
+                    timeout=120)
     answers = json.loads(result.stdout)
     published = {r["name"]: r["value"] for r in json.loads(
         mail.exec("mailboot", "dns", "--json").stdout) if r["type"] == "TXT"}

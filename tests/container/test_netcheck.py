@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.container.conftest import Container, docker
+from tests.container.containers import Container
 from tests.container.pebble_harness import DockerNetwork
+from tests.container.worlds import scene
+from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 SMTP_PORT, DROP_PORT = 25, 2526
 # Runs in the helper (the image's Python and dnspython). The drop port's accept queue is kept
@@ -86,48 +87,25 @@ class Checks:
     relayed: Container  # port 25 dropped, but a relay that answers
 
 
-def start_helper(network: DockerNetwork, image: str) -> tuple[str, str]:
-    ip = network.allocate()
-    name = f"mailboot-netcheck-helper-{secrets.token_hex(3)}"
-    docker("run", "-d", "--name", name, "--network", network.name, "--ip", ip,
-           "--entrypoint", "python3", image, "-u", "-c", HELPER)
-    return name, ip
-
-
 @pytest.fixture(scope="module")
 def checks(test_network: DockerNetwork, image: str,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Checks]:
-    helper, helper_ip = start_helper(test_network, image)
-    drop = f"{helper_ip}:{DROP_PORT}"
-    cases = {
-        "found": {"OUTBOUND_CHECK": f"{helper_ip}:{SMTP_PORT}",
-                  "PUBLIC_ADDRESS_DISCOVERY": f"whoami.test@{helper_ip}"},
-        "blocked": {"OUTBOUND_CHECK": drop, "PUBLIC_ADDRESS_DISCOVERY": "off"},
-        "relayed": {"OUTBOUND_CHECK": drop, "PUBLIC_ADDRESS_DISCOVERY": "off",
-                    "RELAY_HOST": f"{helper_ip}:{SMTP_PORT}"},
-    }
-    containers: dict[str, Container] = {}
-    try:
-        wait_for_helper(helper)
-        for case, env in cases.items():  # all at once: each waits for its own lines below
-            containers[case] = Container(
-                f"mailboot-net-{case}-{secrets.token_hex(3)}",
-                tmp_path_factory.mktemp(f"netcheck-{case}"),
-                {"MAIL_DOMAINS": "example.com", "TLS_MODE": "self-signed", **env}, image,
-                network=test_network.name, ip=test_network.allocate())
-            containers[case].start()
-        yield Checks(helper_ip, **containers)
-    finally:
-        for container in containers.values():
-            container.remove()
-        docker("rm", "-f", helper, check=False)
-
-
-def wait_for_helper(name: str) -> None:
-    deadline = time.monotonic() + 30
-    while "helper ready" not in docker("logs", name, check=False).stdout:
-        assert time.monotonic() < deadline, docker("logs", name, check=False).stderr
-        time.sleep(0.2)
+    with scene(test_network, image, tmp_path_factory.mktemp("netcheck")) as made:
+        helper = made.server("netcheck-helper", "-u", "-c", HELPER,
+                             options=("--entrypoint", "python3"))
+        eventually(lambda: "helper ready" in helper.logs(), 30,
+                   lambda: f"the helper to listen: {helper.logs()}", interval=0.2)
+        drop = f"{helper.ip}:{DROP_PORT}"
+        cases = {
+            "found": {"OUTBOUND_CHECK": f"{helper.ip}:{SMTP_PORT}",
+                      "PUBLIC_ADDRESS_DISCOVERY": f"whoami.test@{helper.ip}"},
+            "blocked": {"OUTBOUND_CHECK": drop, "PUBLIC_ADDRESS_DISCOVERY": "off"},
+            "relayed": {"OUTBOUND_CHECK": drop, "PUBLIC_ADDRESS_DISCOVERY": "off",
+                        "RELAY_HOST": f"{helper.ip}:{SMTP_PORT}"},
+        }
+        # All at once, without a public address to start from: each test waits for its lines.
+        yield Checks(helper.ip, **{case: made.mail(f"net-{case}", env, public=False, ready=False)
+                                   for case, env in cases.items()})
 
 
 def test_a_host_that_accepts_on_25_is_ok_and_kept_for_status(checks: Checks) -> None:

@@ -14,7 +14,6 @@ import email.policy
 import json
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -22,12 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.clients import fetch_text
-from tests.container.conftest import ROOT, Container, docker, insecure_context
+from tests.container.clients import fetch_text, queued
+from tests.container.containers import ROOT, Container, insecure_context
+from tests.container.dockercli import build, docker
 from tests.container.pebble_harness import DockerNetwork
-from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_server, without
+from tests.container.worlds import Scene, Server, scene
+from tests.container.zoneserver import ZoneServer, printed_zone, without
+from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 RECEIVER_IMAGE = "mailboot-receiver:test"
 RECEIVER = "mx.example.net"
@@ -42,16 +45,15 @@ AUTHSERV = re.compile(r"^\s*mx\.example\.net\b")
 class World:
     """The test network with its DNS and the receiver; mail servers come and go."""
 
-    network: DockerNetwork
+    scene: Scene
     dns: ZoneServer
-    receiver: str
-    receiver_ip: str
+    receiver: Server
 
     def receiver_zone(self) -> str:
         # The relay provider's SPF include names the receiver, which is also the relay.
         return (f"@ 3600 IN MX 10 {RECEIVER}.\n"
-                f"mx 3600 IN A {self.receiver_ip}\n"
-                f'_spf 3600 IN TXT "v=spf1 ip4:{self.receiver_ip} -all"\n')
+                f"mx 3600 IN A {self.receiver.ip}\n"
+                f'_spf 3600 IN TXT "v=spf1 ip4:{self.receiver.ip} -all"\n')
 
     def publish(self, mail: Container, edit: Callable[[str, str], str] | None = None) -> None:
         """Serve the zones `mail` printed (edited by `edit(domain, zone)`), then restart the
@@ -61,55 +63,33 @@ class World:
             zone = printed_zone(mail, domain)
             zones[domain] = edit(domain, zone) if edit else zone
         self.dns.serve(zones)
-        docker("restart", "-t", "2", self.receiver)
+        docker("restart", "-t", "2", self.receiver.name)
         wait_for_banner(self.receiver)
 
+    def start_mail(self, role: str, **extra: str) -> Container:
+        """One of our servers for both domains, resolving through the world's DNS."""
+        return self.scene.mail(role, {"MAIL_DOMAINS": ",".join(USERS), **extra}, dns=self.dns,
+                               accounts=dict.fromkeys(USERS.values(), PASSWORD))
 
-def wait_for_banner(receiver: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
+
+def wait_for_banner(receiver: Server, timeout: float = 30) -> None:
     probe = "exec 3<>/dev/tcp/127.0.0.1/25 && head -c 3 <&3"
-    while docker("exec", receiver, "bash", "-c", probe, check=False).stdout != "220":
-        assert time.monotonic() < deadline, docker("logs", receiver, check=False).stdout[-3000:]
-        time.sleep(0.3)
+    eventually(lambda: receiver.exec("bash", "-c", probe, check=False) == "220", timeout,
+               lambda: "the receiver's banner: " + receiver.logs()[-3000:], interval=0.3)
 
 
 @pytest.fixture(scope="module")
-def world(test_network: DockerNetwork,
+def world(test_network: DockerNetwork, image: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    docker("build", "-q", "-t", RECEIVER_IMAGE, str(ROOT / "tests/container/receiver_image"),
-           timeout=900)
-    receiver_ip = test_network.allocate()
-    dns = start_zone_server(test_network, tmp_path_factory.mktemp("zones"),
-                            {"example.net": f"mx 3600 IN A {receiver_ip}\n"})
-    receiver = f"mailboot-receiver-{secrets.token_hex(3)}"
-    docker("run", "-d", "--name", receiver, "--hostname", RECEIVER, "--network",
-           test_network.name, "--ip", receiver_ip, "--dns", dns.ip,
-           "-e", f"RELAY_PASSWORD={RELAY_PASSWORD}", RECEIVER_IMAGE)
-    try:
+    build(RECEIVER_IMAGE, ROOT / "tests/container/receiver_image", timeout=900)
+    with scene(test_network, image, tmp_path_factory.mktemp("outbound")) as made:
+        receiver_ip = made.address()
+        dns = made.zone_server({"example.net": f"mx 3600 IN A {receiver_ip}\n"})
+        receiver = made.server("receiver", image=RECEIVER_IMAGE, ip=receiver_ip, options=(
+            "--hostname", RECEIVER, "--dns", dns.ip,
+            "-e", f"RELAY_PASSWORD={RELAY_PASSWORD}"))
         wait_for_banner(receiver)
-        yield World(test_network, dns, receiver, receiver_ip)
-    finally:
-        logs = docker("logs", receiver, check=False)
-        (tmp_path_factory.getbasetemp() / f"{receiver}.log").write_text(logs.stdout + logs.stderr)
-        docker("rm", "-f", receiver, check=False)
-        dns.remove()
-
-
-MakeContainer = Callable[..., Container]
-
-
-def start_mail(make_container: MakeContainer, world: World, data: Path | None = None,
-               **extra: str) -> Container:
-    ip = world.network.allocate()
-    mail = make_container(env={"MAIL_DOMAINS": ",".join(USERS), "PUBLIC_IPV4": ip,
-                               "TLS_MODE": "self-signed", "DNS_RESOLVERS": world.dns.ip,
-                               **extra},
-                          data=data, network=world.network.name, ip=ip, dns=world.dns.ip)
-    mail.wait_ready()
-    if data is None:
-        for user in USERS.values():
-            mail.add_account(user, PASSWORD)
-    return mail
+        yield World(made, dns, receiver)
 
 
 def send(mail: Container, sender: str, recipient: str = CAROL) -> str:
@@ -128,18 +108,13 @@ def send(mail: Container, sender: str, recipient: str = CAROL) -> str:
 
 def received(world: World, token: str, timeout: float = 60) -> EmailMessage:
     """The message with `token` from carol's Maildir at the receiver, once it has arrived."""
-    deadline = time.monotonic() + timeout
     find = f"grep -l -r 'Subject: test {token}' /home/carol/Maildir/new | head -1 | xargs -r cat"
-    while True:
-        raw = docker("exec", world.receiver, "sh", "-c", find, check=False).stdout
-        if raw:
-            parsed = email.message_from_string(raw, policy=email.policy.default)
-            assert isinstance(parsed, EmailMessage)
-            return parsed
-        assert time.monotonic() < deadline, (
-            f"message {token} did not arrive; receiver log:\n"
-            + docker("logs", world.receiver, check=False).stdout[-4000:])
-        time.sleep(0.5)
+    raw = eventually(lambda: world.receiver.exec("sh", "-c", find, check=False), timeout,
+                     lambda: f"message {token} at the receiver; its log:\n"
+                             + world.receiver.logs()[-4000:])
+    parsed = email.message_from_string(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
 
 
 def verdicts(message: EmailMessage) -> dict[str, str]:
@@ -174,24 +149,8 @@ def receiver_tls(message: EmailMessage) -> str:
 
 
 @pytest.fixture(scope="module")
-def mail(world: World, image: str,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    made: list[Container] = []
-
-    def make(env: dict[str, str], data: Path | None = None, network: str | None = None,
-             ip: str | None = None, dns: str | None = None) -> Container:
-        directory = data or tmp_path_factory.mktemp("data")
-        container = Container(f"mailboot-out-{secrets.token_hex(4)}", directory, env, image,
-                              network=network, ip=ip, dns=dns)
-        made.append(container)
-        container.start()
-        return container
-
-    try:
-        yield start_mail(make, world)
-    finally:
-        for container in made:
-            container.remove()
+def mail(world: World) -> Container:
+    return world.start_mail("out")
 
 
 @pytest.mark.parametrize("domain", list(USERS))
@@ -205,7 +164,7 @@ def test_mail_to_a_standard_receiver_passes_spf_dkim_and_dmarc_over_tls(
     dkim_results = " ".join(str(h) for h in message.get_all("Authentication-Results", []))
     assert f"header.d={domain}" in dkim_results and f"header.from={domain}" in dkim_results
     logs = mail.logs()
-    assert f"to=<{CAROL}>, relay={RECEIVER}[{world.receiver_ip}]:25" in logs
+    assert f"to=<{CAROL}>, relay={RECEIVER}[{world.receiver.ip}]:25" in logs
     assert f"Trusted TLS connection established to {RECEIVER}" not in logs  # self-signed there
     assert f"TLS connection established to {RECEIVER}" in logs
 
@@ -238,9 +197,8 @@ def test_the_published_records_carry_the_verdicts(world: World, mail: Container)
     # The receiver refuses it under our p=reject, and our server tells the sender so.
     bounce = fetch_text(mail, sender, token, timeout=60, password=PASSWORD)
     assert b"rejected by DMARC policy for example.com" in bounce, bounce[:3000]
-    assert f"Subject: test {token}" not in docker(
-        "exec", world.receiver, "sh", "-c", "cat /home/carol/Maildir/new/* 2>/dev/null || true",
-        check=False).stdout
+    assert f"Subject: test {token}" not in world.receiver.exec(
+        "sh", "-c", "cat /home/carol/Maildir/new/* 2>/dev/null || true", check=False)
 
     world.publish(mail)
     message = received(world, send(mail, sender))
@@ -270,10 +228,9 @@ def test_a_receiver_that_is_down_gets_the_mail_when_it_is_back(
     set_receiver_smtp(world, enabled=False)
     try:
         token = send(mail, USERS["example.com"])
-        deadline = time.monotonic() + 90
-        while not (queue := queued(mail)) or "delay_reason" not in queue[0]["recipients"][0]:
-            assert time.monotonic() < deadline, mail.logs()[-3000:]
-            time.sleep(1)
+        eventually(lambda: (queue := queued(mail)) and "delay_reason" in queue[0]["recipients"][0],
+                   90, lambda: f"a delayed message in the queue:\n{mail.log_tail(3000)}",
+                   interval=1)
         # A restart of our server while the message waits keeps it: the queue is on /data.
         docker("restart", "-t", "20", mail.name)
         mail.wait_ready()
@@ -290,13 +247,8 @@ def test_a_receiver_that_is_down_gets_the_mail_when_it_is_back(
 def set_receiver_smtp(world: World, *, enabled: bool) -> None:
     """Close or reopen the receiver's port 25 (Postfix's master_service_disable, then reload)."""
     disabled = "" if enabled else "smtp.inet"
-    docker("exec", world.receiver, "postconf", "-e", f"master_service_disable={disabled}")
-    docker("exec", world.receiver, "postfix", "reload")
-
-
-def queued(mail: Container) -> list[dict[str, list[dict[str, str]]]]:
-    output = mail.exec("postqueue", "-j").stdout
-    return [json.loads(line) for line in output.splitlines() if line.strip()]
+    world.receiver.exec("postconf", "-e", f"master_service_disable={disabled}")
+    world.receiver.exec("postfix", "reload")
 
 
 def test_through_an_authenticated_relay_dkim_and_dmarc_still_pass(
@@ -323,8 +275,8 @@ def test_through_an_authenticated_relay_dkim_and_dmarc_still_pass(
         assert found["dkim"] == "pass" and found["dmarc"] == "pass", found
         logs = relayed.logs()
         assert f"outbound: through the relay [{RECEIVER}]:587" in logs
-        assert f"relay={RECEIVER}[{world.receiver_ip}]:587" in logs
-        assert "sasl_username=relay@example.net" in docker("logs", world.receiver).stdout
+        assert f"relay={RECEIVER}[{world.receiver.ip}]:587" in logs
+        assert "sasl_username=relay@example.net" in world.receiver.logs()
         assert RELAY_PASSWORD not in logs
         table = relayed.exec("stat", "-c", "%a %U", "/etc/postfix/relay_password").stdout
         assert table.split() == ["600", "root"]

@@ -23,7 +23,8 @@ from tests.container.acme_setup import (
     wait_for_pebble_certificate,
 )
 from tests.container.pebble_harness import DockerNetwork, Pebble, start_pebble
-from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_server
+from tests.container.worlds import Scene
+from tests.container.zoneserver import ZoneServer, printed_zone
 
 pytestmark = pytest.mark.container
 
@@ -45,12 +46,9 @@ def reverse_zone(network: DockerNetwork) -> str:
 
 
 @pytest.fixture
-def bind(test_network: DockerNetwork, tmp_path: Path) -> Iterator[ZoneServer]:
+def bind(scene: Scene, test_network: DockerNetwork) -> ZoneServer:
     # The zones exist at the DNS and hosting providers; none of our records are in them yet.
-    server = start_zone_server(test_network, tmp_path / "zones",
-                               {"example.com": "", reverse_zone(test_network): ""})
-    yield server
-    server.remove()
+    return scene.zone_server({"example.com": "", reverse_zone(test_network): ""})
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ import pytest
 from mailboot.tls.certificates import write_self_signed
 from tests.conftest import NOW
 from tests.container.clients import sieve_starttls, smtp_starttls
-from tests.container.conftest import Container, insecure_context, running
+from tests.container.containers import Container, insecure_context, running
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 ALICE = "alice@example.com"
 PASSWORD = "correct horse battery"

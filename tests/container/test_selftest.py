@@ -14,8 +14,6 @@ import email.policy
 import imaplib
 import json
 import re
-import secrets
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -24,11 +22,14 @@ import dkim
 import pytest
 
 from tests.container.clients import our_verdicts
-from tests.container.conftest import Container, docker, insecure_context
+from tests.container.containers import Container, insecure_context
 from tests.container.pebble_harness import DockerNetwork
-from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_server, without
+from tests.container.worlds import scene
+from tests.container.zoneserver import ZoneServer, printed_zone, supporting_zones, without
+from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 ALICE = "alice@example.com"
 PASSWORD = "correct horse battery"
@@ -80,38 +81,19 @@ class World:
         its own (libunbound) that no command empties, and the zone's negative TTL (its SOA's,
         60 s) can't be cut: the cases that remove the DKIM record run last."""
         zone = re.sub(r"(?m)^(\S+\s+)\d+( IN )", r"\g<1>1\2", zone)
-        self.dns.serve({"example.com": zone, **other_zones(self.mail.ip or "")})
+        self.dns.serve({"example.com": zone, **supporting_zones(self.mail.ip or "")})
         self.mail.exec("unbound-control", "-c", "/etc/unbound/unbound.conf", "flush_zone",
                        "example.com")
-
-
-def other_zones(mail_ip: str) -> dict[str, str]:
-    """The name server's own zone, our reverse zone, and empty blocklists (answered at once)."""
-    octets = mail_ip.split(".")
-    return {"example.net": "",
-            f"{octets[2]}.{octets[1]}.{octets[0]}.in-addr.arpa":
-                f"{octets[3]} 300 IN PTR mail.example.com.\n",
-            "zen.spamhaus.org": "", "dbl.spamhaus.org": "", "list.dnswl.org": ""}
 
 
 @pytest.fixture(scope="module")
 def world(test_network: DockerNetwork, image: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    mail_ip = test_network.allocate()
-    dns = start_zone_server(test_network, tmp_path_factory.mktemp("zones"), other_zones(mail_ip))
-    mail = Container(f"mailboot-selftest-{secrets.token_hex(4)}",
-                     tmp_path_factory.mktemp("selftest-data"),
-                     {"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": mail_ip,
-                      "TLS_MODE": "self-signed", "DNS_RESOLVERS": dns.ip},
-                     image, network=test_network.name, ip=mail_ip, dns=dns.ip)
-    try:
-        mail.start()
-        mail.wait_ready()
-        mail.add_account(ALICE, PASSWORD)
+    with scene(test_network, image, tmp_path_factory.mktemp("selftest")) as made:
+        mail_ip = made.address()
+        dns = made.zone_server(supporting_zones(mail_ip))
+        mail = made.mail("selftest", ip=mail_ip, dns=dns, accounts={ALICE: PASSWORD})
         yield World(dns, mail, printed_zone(mail, "example.com"))
-    finally:
-        mail.remove()
-        dns.remove()
 
 
 def spf_elsewhere(zone: str) -> str:
@@ -165,7 +147,7 @@ def agree_with_dkimpy_and_our_inbound_checks(world: World, results: dict[str, st
     sent = json.loads(world.mail.exec("python3", "-c", SIGN_AND_SEND, ALICE).stdout)
     message = base64.b64decode(sent["message"])
     # dkimpy on the host, the key record read from BIND as published.
-    assert dkim.verify(message, dnsfunc=lambda name, timeout=5: txt(world.dns, name)) == (
+    assert dkim.verify(message, dnsfunc=lambda name, timeout=5: world.dns.txt(name)) == (
         results["DKIM"] == "pass")
     code, reply = sent["reply"]
     if results["DMARC"] == "fail":  # DMARC_POLICY reject: refused at the end of DATA
@@ -180,34 +162,29 @@ def agree_with_dkimpy_and_our_inbound_checks(world: World, results: dict[str, st
         m: r == "pass" for m, r in results.items()}, (ours, results)
 
 
-def txt(dns: ZoneServer, name: bytes) -> bytes | None:
-    answer = docker("exec", dns.name, "dig", "+short", "@127.0.0.1",
-                    name.decode().rstrip("."), "TXT").stdout
-    strings = re.findall(r'"((?:[^"\\]|\\.)*)"', answer.splitlines()[0]) if answer else []
-    return "".join(strings).encode() if strings else None
+def look(mail: Container, message_id: str) -> EmailMessage | None:
+    """The message with `message_id` in Alice's INBOX or Junk now, read over IMAPS."""
+    with imaplib.IMAP4_SSL("127.0.0.1", mail.ports[993], ssl_context=insecure_context(),
+                           timeout=30) as imap:
+        imap.login(ALICE, PASSWORD)
+        for mailbox in ("INBOX", "Junk"):
+            if imap.select(f'"{mailbox}"', readonly=True)[0] != "OK":
+                continue
+            _, found = imap.search(None, "HEADER", "Message-ID", f'"{message_id}"')
+            if found[0]:
+                _, data = imap.fetch(found[0].split()[0], "(BODY.PEEK[])")
+                item = data[0]
+                assert isinstance(item, tuple)
+                parsed = email.message_from_bytes(item[1], policy=email.policy.default)
+                assert isinstance(parsed, EmailMessage)
+                return parsed
+    return None
 
 
 def find(mail: Container, message_id: str, timeout: float = 30) -> EmailMessage:
-    """The message with `message_id` in Alice's INBOX or Junk, read over IMAPS."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with imaplib.IMAP4_SSL("127.0.0.1", mail.ports[993], ssl_context=insecure_context(),
-                               timeout=30) as imap:
-            imap.login(ALICE, PASSWORD)
-            for mailbox in ("INBOX", "Junk"):
-                if imap.select(f'"{mailbox}"', readonly=True)[0] != "OK":
-                    continue
-                _, found = imap.search(None, "HEADER", "Message-ID", f'"{message_id}"')
-                if found[0]:
-                    _, data = imap.fetch(found[0].split()[0], "(BODY.PEEK[])")
-                    item = data[0]
-                    assert isinstance(item, tuple)
-                    parsed = email.message_from_bytes(item[1], policy=email.policy.default)
-                    assert isinstance(parsed, EmailMessage)
-                    return parsed
-        assert time.monotonic() < deadline, f"{message_id} never arrived:\n{mail.logs()[-3000:]}"
-        time.sleep(0.5)
-
+    """The message with `message_id` in Alice's INBOX or Junk, once it has arrived."""
+    return eventually(lambda: look(mail, message_id), timeout,
+                      lambda: f"{message_id} in INBOX or Junk:\n{mail.log_tail(3000)}")
 
 
 def test_to_sends_the_message_for_real_signed_once_by_opendkim(world: World) -> None:
@@ -216,10 +193,8 @@ def test_to_sends_the_message_for_real_signed_once_by_opendkim(world: World) -> 
     run = world.mail.exec("mailboot", "selftest", "--to", ALICE, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"sent a test message from {ALICE} to {ALICE}" in run.stdout
-    deadline = time.monotonic() + 30
-    while not (new := selftest_messages(world.mail) - before):
-        assert time.monotonic() < deadline, world.mail.logs()[-3000:]
-        time.sleep(0.5)
+    new = eventually(lambda: selftest_messages(world.mail) - before, 30,
+                     lambda: f"the self-test's message:\n{world.mail.log_tail(3000)}")
     with imaplib.IMAP4_SSL("127.0.0.1", world.mail.ports[993], ssl_context=insecure_context(),
                            timeout=30) as imap:
         imap.login(ALICE, PASSWORD)

@@ -5,17 +5,20 @@ self-signed certificate and a DNS that can't be asked are not in place)."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.container.acme_setup import pebble_context, wait_for_pebble_certificate
-from tests.container.conftest import Container, docker
+from tests.container.clients import hold_local_delivery
+from tests.container.containers import Container
+from tests.container.dockercli import docker
 from tests.container.pebble_harness import DockerNetwork, start_pebble
-from tests.container.zoneserver import ZoneServer, start_zone_server
+from tests.container.worlds import Scene
+from tests.container.zoneserver import ZoneServer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.container
 
@@ -42,24 +45,22 @@ def status(mail: Container, *flags: str) -> tuple[int, str]:
 def wait_for_status(mail: Container, done: Callable[[dict[str, Any]], bool],
                     timeout: float = 90) -> tuple[int, dict[str, Any]]:
     """`status --json` until `done(document)` holds; returns the exit code and the document."""
-    deadline = time.monotonic() + timeout
-    while True:
+    seen: list[dict[str, Any]] = []
+
+    def reported() -> tuple[int, dict[str, Any]] | None:
         code, output = status(mail, "--json")
-        document = json.loads(output)
-        if done(document):
-            return code, document
-        assert time.monotonic() < deadline, json.dumps(document, indent=1)
-        time.sleep(1)
+        seen.append(json.loads(output))
+        return (code, seen[-1]) if done(seen[-1]) else None
+
+    return eventually(reported, timeout, lambda: "the status: " + json.dumps(seen[-1], indent=1),
+                      interval=1)
 
 
 def test_status_reports_every_part_and_follows_the_state(make_container: MakeContainer) -> None:
     mail = make_container(env=ENV)
     mail.wait_ready()
     mail.add_account(ALICE, PASSWORD)
-    # Hold local delivery back, as if Dovecot were busy: the message waits as deferred.
-    mail.exec("postconf", "-e", "defer_transports=lmtp")
-    mail.exec("postfix", "reload")
-    time.sleep(2)
+    hold_local_delivery(mail)  # the message waits as deferred
     mail.exec("sendmail", "-f", "postmaster@example.com", ALICE,
               stdin="Subject: waiting\n\nheld back\n")
 
@@ -107,8 +108,7 @@ def test_status_reports_every_part_and_follows_the_state(make_container: MakeCon
     assert "1 mailbox(es)" in screen
 
     # The message delivered: the queue fields follow.
-    mail.exec("postconf", "-e", "defer_transports=")
-    mail.exec("postfix", "reload")
+    hold_local_delivery(mail, hold=False)
     mail.exec("postqueue", "-f")
     code, document = wait_for_status(mail, lambda d: d["queue"].get("deferred") == 0
                                      and d["queue"].get("active") == 0)
@@ -119,10 +119,8 @@ def test_status_reports_every_part_and_follows_the_state(make_container: MakeCon
 
 
 @pytest.fixture
-def bind(test_network: DockerNetwork, tmp_path: Path) -> Iterator[ZoneServer]:
-    server = start_zone_server(test_network, tmp_path / "zones", {"example.com": ""})
-    yield server
-    server.remove()
+def bind(scene: Scene) -> ZoneServer:
+    return scene.zone_server({"example.com": ""})
 
 
 def reverse_zone(network: DockerNetwork) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import smtplib
 import ssl
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.container.clients import served_certificate
-from tests.container.conftest import Container, insecure_context
+from tests.container.containers import Container, insecure_context
+from tests.polling import eventually
 
 pytestmark = pytest.mark.container
 
@@ -68,16 +68,10 @@ def der(chain_pem: bytes) -> bytes:
 
 def wait_until_served(container: Container, expected: bytes, context: ssl.SSLContext,
                       timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if all(served_certificate(container, port, context) == expected
-                   for port in (25, 465, 587, 993)):
-                return
-        except (ssl.SSLError, OSError, smtplib.SMTPException):
-            pass
-        assert time.monotonic() < deadline, container.logs()[-3000:]
-        time.sleep(1)
+    eventually(lambda: all(served_certificate(container, port, context) == expected
+                           for port in (25, 465, 587, 993)), timeout,
+               lambda: f"the new certificate on every port:\n{container.log_tail(3000)}",
+               interval=1, ignoring=(ssl.SSLError, OSError, smtplib.SMTPException))
 
 
 def test_manual_mode_serves_the_mounted_certificate_and_follows_replacements(
@@ -147,10 +141,7 @@ def test_manual_mode_follows_a_kubernetes_secret_update_and_keeps_a_good_pair(
     other_key, _ = ca.issue([HOST])
     _, stray_chain = ca.issue([HOST])
     update_like_kubernetes(secret, {"tls.crt": stray_chain, "tls.key": other_key})
-    deadline = time.monotonic() + 15
-    while "private key does not belong to its certificate" not in mail.logs():
-        assert time.monotonic() < deadline, mail.logs()[-3000:]
-        time.sleep(1)
+    mail.wait_for_log("private key does not belong to its certificate", timeout=15)
     for port in (25, 465, 587, 993):
         assert served_certificate(mail, port, ca.context()) == der(renewed_chain)
 

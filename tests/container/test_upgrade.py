@@ -28,7 +28,6 @@ import shutil
 import smtplib
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -40,12 +39,14 @@ from cryptography import x509
 from tests.conftest import require_tool
 from tests.container.acme_setup import acme_env, pebble_context, san, wait_for_pebble_certificate
 from tests.container.clients import fetch_text
-from tests.container.conftest import ROOT, Container, docker, insecure_context
+from tests.container.containers import ROOT, Container, insecure_context
+from tests.container.dockercli import docker
 from tests.container.pebble_harness import DockerNetwork, Pebble, start_pebble
-from tests.container.test_selftest import other_zones, txt
-from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_server
+from tests.container.zoneserver import ZoneServer, printed_zone, start_zone_server, supporting_zones
+from tests.polling import eventually
 
-pytestmark = pytest.mark.container
+# The tests share the module's upgraded server: pytest-xdist runs them in one process, in order.
+pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 PREVIOUS = "cbdbf5b"  # 0.1.0 (CHANGELOG.md)
 PREVIOUS_IMAGE = f"mailboot:upgrade-from-{PREVIOUS}"
@@ -224,14 +225,12 @@ def queue(mail: Container) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def wait_until_deferred(mail: Container, recipient: str, timeout: float = 90) -> None:
     """Until Postfix tried the recipient's server, failed and keeps the message for later."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def deferred() -> bool:
         entries = [json.loads(line) for line in mail.exec("postqueue", "-j").stdout.splitlines()]
-        if any(e["queue_name"] == "deferred" and r["address"] == recipient
-               and "delay_reason" in r for e in entries for r in e["recipients"]):
-            return
-        assert time.monotonic() < deadline, f"not deferred: {entries}\n{mail.logs()[-3000:]}"
-        time.sleep(0.5)
+        return any(e["queue_name"] == "deferred" and r["address"] == recipient
+                   and "delay_reason" in r for e in entries for r in e["recipients"])
+
+    eventually(deferred, timeout, lambda: f"{recipient} deferred:\n{mail.logs()[-3000:]}")
 
 
 def state(mail: Container, pebble: Pebble, context: ssl.SSLContext) -> State:
@@ -259,18 +258,15 @@ def start_sink_smtp(sink: str) -> None:
 def sunk(sink: str, token: str, timeout: float = 60) -> bytes:
     """The message with `token`, as carol's server received it (smtp-sink's envelope lines
     before it left out), once it has arrived."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = docker("exec", sink, "sh", "-c", f"grep -l -r -F {token} {SINK_DIR} | head -1 "
-                       "| xargs -r cat", check=False).stdout
-        if found:
-            lines = found.splitlines()
-            while lines and re.match(r"X-(Client-Addr|Client-Proto|Helo-Args|Mail-Args|"
-                                     r"Rcpt-Args): ", lines[0]):
-                lines.pop(0)
-            return "\r\n".join([*lines, ""]).encode()
-        assert time.monotonic() < deadline, f"message {token} did not arrive at {CAROL}"
-        time.sleep(0.5)
+    def arrived() -> str:
+        return docker("exec", sink, "sh", "-c", f"grep -l -r -F {token} {SINK_DIR} | head -1 "
+                      "| xargs -r cat", check=False).stdout
+
+    lines = eventually(arrived, timeout, f"message {token} at {CAROL}").splitlines()
+    while lines and re.match(r"X-(Client-Addr|Client-Proto|Helo-Args|Mail-Args|"
+                             r"Rcpt-Args): ", lines[0]):
+        lines.pop(0)
+    return "\r\n".join([*lines, ""]).encode()
 
 
 def signatures(dns: ZoneServer, raw: bytes) -> dict[str, bool]:
@@ -281,13 +277,13 @@ def signatures(dns: ZoneServer, raw: bytes) -> dict[str, bool]:
         selector = re.search(r"(?:^|;)s=([^;]+)", "".join(str(header).split()))
         assert selector, header
         verified = dkim.DKIM(raw).verify(idx=index,
-                                         dnsfunc=lambda name, timeout=5: txt(dns, name))
+                                         dnsfunc=lambda name, timeout=5: dns.txt(name))
         found[selector.group(1)] = bool(verified)
     return found
 
 
 def publish(dns: ZoneServer, mail_ip: str, sink_ip: str, example_com: str) -> None:
-    dns.serve({**other_zones(mail_ip), "example.com": example_com,
+    dns.serve({**supporting_zones(mail_ip), "example.com": example_com,
                # Carol's provider: one MX, the sink's host.
                "example.net": f"@ 3600 IN MX 10 mx.example.net.\nmx 3600 IN A {sink_ip}\n"})
 
@@ -397,10 +393,7 @@ def test_the_queued_message_leaves_once_its_destination_is_back(upgrade: Upgrade
     start_sink_smtp(upgrade.sink)
     new.exec("postqueue", "-f")  # what an admin runs; Postfix would retry within minutes anyway
     queued = sunk(upgrade.sink, upgrade.queued)
-    deadline = time.monotonic() + 30
-    while queue(new):
-        assert time.monotonic() < deadline, queue(new)
-        time.sleep(0.5)
+    eventually(lambda: not queue(new), 30, lambda: f"an empty queue: {queue(new)}")
     # New mail is signed by the key that signed before the upgrade, and both verify against
     # the records in DNS; the rotation's next keys still wait for theirs.
     fresh = sunk(upgrade.sink, submit(new, BOB, CAROL))

@@ -6,12 +6,14 @@ user edits them at the DNS provider (a record left out, a value changed).
 
 from __future__ import annotations
 
-import time
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.container.conftest import ROOT, Container, docker
+from tests.container.containers import ROOT, Container, unique_name
+from tests.container.dockercli import build, docker
 from tests.container.pebble_harness import DockerNetwork
+from tests.polling import eventually
 
 IMAGE = "mailboot-bind:test"
 SOA = ("@ 3600 IN SOA ns1.example.net. hostmaster.example.net. 1 7200 3600 1209600 60\n"
@@ -44,14 +46,20 @@ class ZoneServer:
         self.wait_serving(next(iter(zones)))
 
     def wait_serving(self, domain: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def answers() -> bool:
             answer = docker("exec", self.name, "dig", "+short", "@127.0.0.1", domain, "SOA",
                             check=False)
-            if answer.returncode == 0 and answer.stdout.strip():
-                return
-            assert time.monotonic() < deadline, docker("logs", self.name, check=False).stderr
-            time.sleep(0.3)
+            return answer.returncode == 0 and bool(answer.stdout.strip())
+
+        eventually(answers, timeout, lambda: f"BIND to serve {domain}: "
+                   + docker("logs", self.name, check=False).stderr, interval=0.3)
+
+    def txt(self, name: bytes) -> bytes | None:
+        """The TXT record at `name` as served, its strings joined (dkimpy's `dnsfunc`)."""
+        answer = docker("exec", self.name, "dig", "+short", "@127.0.0.1",
+                        name.decode().rstrip("."), "TXT").stdout
+        strings = re.findall(r'"((?:[^"\\]|\\.)*)"', answer.splitlines()[0]) if answer else []
+        return "".join(strings).encode() if strings else None
 
     def remove(self) -> None:
         docker("rm", "-f", self.name, check=False)
@@ -59,17 +67,26 @@ class ZoneServer:
 
 def start_zone_server(network: DockerNetwork, directory: Path,
                       zones: dict[str, str]) -> ZoneServer:
-    docker("build", "-q", "-t", IMAGE, str(ROOT / "tests/container/bind_image"), timeout=600)
+    build(IMAGE, ROOT / "tests/container/bind_image", timeout=600)
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)
     ip = network.allocate()
-    dns = ZoneServer(f"mailboot-bind-{ip.rsplit('.', 1)[1]}-{time.monotonic_ns() % 10000}", ip,
-                  directory)
+    dns = ZoneServer(unique_name("mailboot-bind"), ip, directory)
     (directory / "named.conf").write_text(OPTIONS)
     docker("run", "-d", "--name", dns.name, "--network", network.name, "--ip", ip,
            "-v", f"{directory}:/zones:ro", IMAGE)
     dns.serve(zones)
     return dns
+
+
+def supporting_zones(mail_ip: str) -> dict[str, str]:
+    """The name server's own zone, the mail server's reverse zone, and empty blocklists (so
+    postscreen's lookups are answered at once): what every world serves beside its domains."""
+    octets = mail_ip.split(".")
+    return {"example.net": "",
+            f"{octets[2]}.{octets[1]}.{octets[0]}.in-addr.arpa":
+                f"{octets[3]} 300 IN PTR mail.example.com.\n",
+            "zen.spamhaus.org": "", "dbl.spamhaus.org": "", "list.dnswl.org": ""}
 
 
 def printed_zone(mail: Container, domain: str) -> str:
