@@ -14,7 +14,7 @@ import argparse
 import time
 
 from benchmarks.common import Figure, Report, create_mail, median, runs_text
-from tests.container.test_accounts import ssha512
+from tests.container.clients import ssha512
 
 BULK = 10_000
 PLAIN = 20

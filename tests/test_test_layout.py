@@ -95,3 +95,17 @@ def test_xdist_keeps_a_group_in_one_process(tmp_path: Path) -> None:
     workers = {path.read_text() for path in tmp_path.glob("runs/ran-*")}
     assert len(list(tmp_path.glob("runs/ran-*"))) == 6, result.stdout
     assert len(workers) == 1 and workers != {"none"}, workers
+
+
+def test_no_benchmark_imports_a_test_module() -> None:
+    """The benchmarks build on the tests' helpers (docker, Pebble, BIND), never on a test module:
+    importing one would collect its fixtures and run its module-level setup in a benchmark."""
+    benchmarks = sorted((TESTS.parent / "benchmarks").glob("*.py"))
+    assert benchmarks
+    offenders = {}
+    for path in benchmarks:
+        module = ".".join(path.relative_to(TESTS.parent).with_suffix("").parts)
+        imported = sorted(filter(is_test_module, imported_modules(path.read_text(), module)))
+        if imported:
+            offenders[module] = imported
+    assert offenders == {}, f"move what they share into a helper module: {offenders}"

@@ -3,8 +3,6 @@ import of 10,000 mailboxes, with real IMAP and submission logins."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import imaplib
 import json
 import secrets
@@ -14,9 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# The tests share the module's containers: pytest-xdist runs them in one process, in order.
+from tests.container.clients import ssha512
 from tests.container.containers import Container, insecure_context, running
 
-# The tests share the module's containers: pytest-xdist runs them in one process, in order.
 pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 
 ALICE = "alice@example.com"
@@ -92,13 +91,6 @@ def test_quota_is_set_by_command_and_listed(mail: Container) -> None:
     mail.exec("mailboot", "account", "quota", bob, "--quota", "unlimited")
     assert listed(mail)[bob]["limit_bytes"] is None
     assert imap_login(mail, bob, PASSWORD)  # the quota field keeps the line a valid login
-
-
-def ssha512(password: str) -> str:
-    """Dovecot's {SSHA512}: base64(SHA-512(password + salt) + salt); cheap to make 10,000 of."""
-    salt = secrets.token_bytes(8)
-    digest = hashlib.sha512(password.encode() + salt).digest()
-    return "{SSHA512}" + base64.b64encode(digest + salt).decode()
 
 
 def test_ten_thousand_accounts_import_in_one_write(mail: Container) -> None:
