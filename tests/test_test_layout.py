@@ -40,15 +40,21 @@ def is_test_module(name: str) -> bool:
     return name.split(".")[0] == "tests" and name.rsplit(".", 1)[-1].startswith("test_")
 
 
-def test_no_test_module_imports_another_test_module() -> None:
-    modules = sorted(TESTS.rglob("test_*.py"))
-    assert len(modules) > 50  # the walk found the suite
+def imports_of_test_modules(paths: list[Path]) -> dict[str, list[str]]:
+    """Each of `paths` (files below the project) that imports a test module, with those."""
     offenders = {}
-    for path in modules:
+    for path in paths:
         module = ".".join(path.relative_to(TESTS.parent).with_suffix("").parts)
         imported = sorted(filter(is_test_module, imported_modules(path.read_text(), module)))
         if imported:
             offenders[module] = imported
+    return offenders
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    modules = sorted(TESTS.rglob("test_*.py"))
+    assert len(modules) > 50  # the walk found the suite
+    offenders = imports_of_test_modules(modules)
     assert offenders == {}, f"move what they share into a helper module: {offenders}"
 
 
@@ -102,10 +108,5 @@ def test_no_benchmark_imports_a_test_module() -> None:
     importing one would collect its fixtures and run its module-level setup in a benchmark."""
     benchmarks = sorted((TESTS.parent / "benchmarks").glob("*.py"))
     assert benchmarks
-    offenders = {}
-    for path in benchmarks:
-        module = ".".join(path.relative_to(TESTS.parent).with_suffix("").parts)
-        imported = sorted(filter(is_test_module, imported_modules(path.read_text(), module)))
-        if imported:
-            offenders[module] = imported
+    offenders = imports_of_test_modules(benchmarks)
     assert offenders == {}, f"move what they share into a helper module: {offenders}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email
+import email.policy
 import hashlib
 import imaplib
 import json
@@ -147,3 +149,12 @@ def ssha512(password: str) -> str:
     salt = secrets.token_bytes(8)
     digest = hashlib.sha512(password.encode() + salt).digest()
     return "{SSHA512}" + base64.b64encode(digest + salt).decode()
+
+
+def fetched_message(item: object) -> EmailMessage:
+    """The message in one item of an IMAP FETCH of BODY[] or BODY[HEADER] (imaplib's
+    `(envelope, bytes)` pair), parsed with the modern email policy."""
+    assert isinstance(item, tuple)
+    parsed = email.message_from_bytes(item[1], policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed

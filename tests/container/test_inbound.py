@@ -5,8 +5,6 @@ to it. Real postscreen, OpenDKIM, OpenDMARC, Sieve and bogofilter decide."""
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 import imaplib
 import json
 import random
@@ -21,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.container.clients import our_verdicts
+from tests.container.clients import fetched_message, our_verdicts
 from tests.container.containers import Container, insecure_context
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.worlds import Server, scene
@@ -192,11 +190,7 @@ def look(mail: Container, user: str, token: str, mailbox: str = "INBOX") -> Emai
         if not found[0]:
             return None
         _, data = imap.fetch(found[0].split()[0], "(BODY.PEEK[])")
-    item = data[0]
-    assert isinstance(item, tuple)
-    parsed = email.message_from_bytes(item[1], policy=email.policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
+    return fetched_message(data[0])
 
 
 def find(mail: Container, user: str, token: str, mailbox: str = "INBOX",

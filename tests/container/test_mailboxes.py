@@ -25,7 +25,7 @@ import managesieve
 import pytest
 
 from mailboot.daemons.dovecot import parse_quota_usage
-from tests.container.clients import sieve_client
+from tests.container.clients import fetched_message, sieve_client
 from tests.container.containers import Container, insecure_context
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.worlds import Server, scene
@@ -162,10 +162,7 @@ def look(mail: Container, user: str, criteria: str, mailbox: str) -> EmailMessag
         if not numbers:
             return None
         item = client.fetch(numbers[0], "(BODY.PEEK[])")[1][0]
-    assert isinstance(item, tuple)
-    found = email.message_from_bytes(item[1], policy=email.policy.default)
-    assert isinstance(found, EmailMessage)
-    return found
+    return fetched_message(item)
 
 
 def wait_for(mail: Container, user: str, criteria: str, mailbox: str = "INBOX",

@@ -9,8 +9,6 @@ that message arrives on port 25 from the server's public address with the HELO M
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 import imaplib
 import json
 import re
@@ -21,7 +19,7 @@ from email.message import EmailMessage
 import dkim
 import pytest
 
-from tests.container.clients import our_verdicts
+from tests.container.clients import fetched_message, our_verdicts
 from tests.container.containers import Container, insecure_context
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.worlds import scene
@@ -173,11 +171,7 @@ def look(mail: Container, message_id: str) -> EmailMessage | None:
             _, found = imap.search(None, "HEADER", "Message-ID", f'"{message_id}"')
             if found[0]:
                 _, data = imap.fetch(found[0].split()[0], "(BODY.PEEK[])")
-                item = data[0]
-                assert isinstance(item, tuple)
-                parsed = email.message_from_bytes(item[1], policy=email.policy.default)
-                assert isinstance(parsed, EmailMessage)
-                return parsed
+                return fetched_message(data[0])
     return None
 
 
@@ -200,9 +194,7 @@ def test_to_sends_the_message_for_real_signed_once_by_opendkim(world: World) -> 
         imap.login(ALICE, PASSWORD)
         imap.select("INBOX", readonly=True)
         _, data = imap.uid("FETCH", new.pop(), "(BODY.PEEK[HEADER])")
-    item = data[0]
-    assert isinstance(item, tuple)
-    headers = email.message_from_bytes(item[1], policy=email.policy.default)
+    headers = fetched_message(data[0])
     signatures = headers.get_all("DKIM-Signature", [])
     assert len(signatures) == 1 and "d=example.com" in " ".join(str(signatures[0]).split())
 
