@@ -40,7 +40,7 @@ from benchmarks.common import (
 # The processes the inbound defence adds (their command's first word), and the port-25 policy
 # process (python3 running the module; the supervisor's command names it too, in JSON).
 INBOUND_PROCESSES = ("unbound", "opendmarc", "postscreen", "dnsblog", "tlsproxy")
-INBOUND_POLICY = " -m mailboot.inbound.service"
+INBOUND_POLICY = " -m mailboot.policy.service"
 # A worker run (every DNS_CHECK_INTERVAL while records are missing) is not idle memory.
 WORKER_RUN = " -m mailboot.worker.tasks"
 

@@ -9,8 +9,9 @@ sideways or up (tests/test_architecture.py holds it). From the ground up:
 4. `standards` (SPF, DMARC's organizational domain, MTA-STS) · `dkim` · `mailboxes` ·
    `backup` · `network`
 5. `tls` (certificates, keys, DANE) · `daemons` (one module per daemon, the supervisor) ·
-   `inbound` (the port-25 policy service)
-6. `web`: the port-80 and port-443 servers, clients' settings
+   `inbound` (the port-25 checks)
+6. `web`: the port-80 and port-443 servers, clients' settings · `policy`: the process the
+   daemons ask while mail moves, started on demand
 7. `acme`: the ACME client, ARI, CAA, pre-checks, the certificate keeper
 8. `render`: the daemons' configuration from templates/
 9. `records`: the records to publish, their check (the DNS doctor), printed forms, the watch

@@ -26,7 +26,8 @@ PACKAGE = ROOT / "mailboot"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("base",), ("settings",), ("dns",),
     ("standards", "dkim", "mailboxes", "backup", "network"),
-    ("tls", "daemons", "inbound"), ("web",), ("acme",), ("render",), ("records",), ("rotation",),
+    ("tls", "daemons", "inbound"), ("web", "policy"), ("acme",), ("render",), ("records",),
+    ("rotation",),
     ("diagnose",), ("worker", "boot"), ("cli",), ("__main__", "health"),
 )
 FLOOR = {package: level for level, packages in enumerate(FLOORS) for package in packages}
@@ -223,7 +224,7 @@ BUDGETS: dict[str, set[str]] = {
     # Every 20 s (HEALTHCHECK, probes).
     "mailboot.health": HEAVY | {"mailboot.settings.table", "asyncio", "mailboot.cli.main"},
     # Started by Postfix's smtpd on demand: dnspython and pyspf yes (its job), the rest no.
-    "mailboot.inbound.service": HEAVY - {"dns", "idna", "spf"} | {"mailboot.settings.table"},
+    "mailboot.policy.service": HEAVY - {"dns", "idna", "spf"} | {"mailboot.settings.table"},
     # Started per connection burst on 80/443: TLS yes, the ACME client and the DNS no.
     "mailboot.web.child": {"jinja2", "dns", "acme", "josepy", "requests", "spf", "dkim",
                            "mailboot.records.build", "mailboot.cli.main"},

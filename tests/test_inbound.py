@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 
 from mailboot.dns.answer import Answer
-from mailboot.inbound import protocol as policy_protocol
-from mailboot.inbound import service as policy_service
 from mailboot.inbound.decide import (
     DUNNO,
     PROBE_REPEAT,
@@ -24,6 +22,8 @@ from mailboot.inbound.decide import (
     default_gateway,
     reverse_name,
 )
+from mailboot.policy import delegation as policy_protocol
+from mailboot.policy import service as policy_service
 from mailboot.standards.publicsuffix import parse_rules
 
 RULES = parse_rules(["// comment", "com", "net", "co.uk", "*.ck", "!www.ck"])
@@ -235,8 +235,8 @@ def test_one_policy_process_answers_every_smtpd_on_the_handed_socket_and_ends_wh
     listener.bind(str(tmp_path / "policy"))
     listener.listen(8)
     process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "mailboot.inbound.service",
-         f"--listen-fd={listener.fileno()}", "--idle=1", f"--notes={tmp_path}",
+        [sys.executable, "-P", "-m", "mailboot.policy.service",
+         f"--policy-fd={listener.fileno()}", "--idle=1", f"--notes={tmp_path}",
          "--blocklist=key.zen.dq.spamhaus.net=zen.spamhaus.org"],
         pass_fds=[listener.fileno()], stderr=subprocess.PIPE)
     asked = b"request=smtpd_access_policy\nclient_address=127.0.0.1\nsender=a@example.net\n\n"

@@ -472,7 +472,7 @@ def test_the_policy_process_asks_the_blocklists_postscreen_asks(tmp_path: Path) 
     settings = load_settings({"MAIL_DOMAINS": "example.com", "DATA_DIR": str(tmp_path)})
     paths = Paths(tmp_path)
     command = postfix.policy_command(settings, paths)
-    assert command[:4] == ["/usr/bin/python3", "-P", "-m", "mailboot.inbound.service"]
+    assert command[:4] == ["/usr/bin/python3", "-P", "-m", "mailboot.policy.service"]
     assert "--blocklist=zen.spamhaus.org=zen.spamhaus.org" in command
     assert "--blocklist=list.dnswl.org=list.dnswl.org" in command
     assert postfix.policy_socket(paths) == paths.postfix_queue / "private" / "mailboot-policy"

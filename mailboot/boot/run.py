@@ -156,8 +156,9 @@ def policy_arguments(settings: Settings, paths: Paths) -> list[str]:
     owner, user = user_ids("postfix"), user_ids(postfix.POLICY_USER)
     if owner is None or user is None:  # outside the image: nothing to serve
         return []
-    return [f"--policy-socket={postfix.policy_socket(paths)}",
-            f"--policy-owner={owner[0]}:{owner[1]}", f"--policy-user={user[0]}:{user[1]}",
+    sockets = [f"--policy-socket={name}={path}"
+               for name, path in postfix.policy_sockets(settings, paths).items()]
+    return [*sockets, f"--policy-owner={owner[0]}:{owner[1]}", f"--policy-user={user[0]}:{user[1]}",
             "--policy-command=" + json.dumps(postfix.policy_command(settings, paths))]
 
 

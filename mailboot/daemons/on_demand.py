@@ -13,7 +13,7 @@ starts a Python process only when there is something to do.
   runs, the child is started with the listening sockets and serves until it has been idle a
   while. While it runs, the supervisor does not watch the sockets. Two use it: ports 80 and 443
   (`HttpActivation`: `python3 -P -m mailboot.web.child`), and Postfix's port-25 policy
-  socket (`python3 -P -m mailboot.inbound.service`, as its own user): one process, however many
+  sockets (`python3 -P -m mailboot.policy.service`, as its own user): one process, however many
   smtpd ask at once, and none while no mail arrives.
 
 The decisions are pure functions of the time (`next_run_after`, `retry_delay`, ...) so tests

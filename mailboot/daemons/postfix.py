@@ -34,7 +34,7 @@ TEMPLATES = ("postfix/main.cf", "postfix/master.cf", *ACCOUNT_TABLES,
 # Spamhaus's domain blocklist (DBL), for HELO names, sender domains and the client's name:
 # 127.0.1.2-99 are listings; 127.255.255.x (query refused) never matches.
 DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
-# Our policy service (mailboot.inbound.service), relative to the queue directory: the supervisor
+# Our policy service (mailboot.policy.service), relative to the queue directory: the supervisor
 # listens there and starts the policy process on the first question (socket activation).
 POLICY_SERVICE = "mailboot-policy"
 POLICY_SOCKET = f"private/{POLICY_SERVICE}"
@@ -86,12 +86,17 @@ def policy_command(settings: Settings, paths: Paths) -> list[str]:
     in the log."""
     zones = dict.fromkeys(site.zone for site in settings.dnsbl)
     lists = [f"--blocklist={settings.blocklist_zone(zone)}={zone}" for zone in zones]
-    return [POLICY_PYTHON, "-P", "-m", "mailboot.inbound.service",
+    return [POLICY_PYTHON, "-P", "-m", "mailboot.policy.service",
             f"--notes={paths.inbound_state}", *lists]
 
 
 def policy_socket(paths: Paths) -> Path:
     return paths.postfix_queue / POLICY_SOCKET
+
+
+def policy_sockets(settings: Settings, paths: Paths) -> dict[str, Path]:
+    """The Unix sockets the policy process serves for Postfix, by name (`policy.service`)."""
+    return {"policy": policy_socket(paths)}
 
 
 def outbound_context(settings: Settings) -> dict[str, Any]:

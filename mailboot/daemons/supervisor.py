@@ -233,12 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run the worker, planning its runs by this state file")
     parser.add_argument("--http-port", type=int, help="serve HTTP here, on demand (80)")
     parser.add_argument("--https-port", type=int, help="serve HTTPS here, on demand (443)")
-    parser.add_argument("--policy-socket", type=Path,
-                        help="Postfix's policy socket for port 25, served on demand")
-    parser.add_argument("--policy-owner", help="user:group owning the socket (postfix)")
+    parser.add_argument("--policy-socket", type=named, action="append", default=[],
+                        help="name=path: a Unix socket the policy process serves on demand, "
+                             "its fd handed over as --name-fd (repeatable)")
+    parser.add_argument("--policy-tcp", type=named, action="append", default=[],
+                        help="name=127.0.0.1:port: the same for a loopback TCP socket")
+    parser.add_argument("--policy-owner", help="user:group owning the Unix sockets (postfix)")
     parser.add_argument("--policy-user", help="user:group the policy process runs as")
     parser.add_argument("--policy-command", type=json.loads, default=[],
-                        help="the policy process's argv as JSON (the socket's fd is added)")
+                        help="the policy process's argv as JSON (the sockets' fds are added)")
     arguments = parser.parse_args(argv)
     syslog = arguments.syslog if str(arguments.syslog) else None
     ports = {name: port for name, port in (("http", arguments.http_port),
@@ -248,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     activations: list[Activation] = []
     if sockets:
         activations.append(HttpActivation(sockets, dict(os.environ), say))
-    if arguments.policy_socket is not None:
+    if arguments.policy_socket or arguments.policy_tcp:
         activations += policy_activation(arguments)
     worker = None
     if arguments.worker_state is not None:
@@ -258,19 +261,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def policy_activation(arguments: argparse.Namespace) -> list[Activation]:
-    """Postfix's port-25 policy socket, bound here before Postfix starts; the policy process
-    (one, however many smtpd ask) starts on the first question, as its own user, and ends when
-    idle. Without the socket smtpd would wait for the policy timeout at every recipient."""
-    try:
-        sock = unix_listening_socket(arguments.policy_socket,
-                                     _ids(arguments.policy_owner), mode=0o660)
-    except OSError as error:
-        say(f"can't listen on {arguments.policy_socket}: {error}; port 25 goes without the "
-            "policy checks (mail is accepted without them)")
+    """The policy process's sockets, bound here before the daemons start; the policy process
+    (one, however many daemons ask) starts on the first question, as its own user, and ends when
+    idle. Without the sockets smtpd would wait for the policy timeout at every recipient. A
+    socket that can't be bound is said and left out: its daemon goes without our answers (each
+    has a default that lets mail through or tries again later, main.cf)."""
+    sockets: dict[str, socket.socket] = {}
+    for name, path in arguments.policy_socket:
+        try:
+            sockets[name] = unix_listening_socket(Path(path), _ids(arguments.policy_owner),
+                                                  mode=0o660)
+        except OSError as error:
+            say(f"can't listen on {path}: {error}; its daemon goes without the {name} answers")
+    for name, address in arguments.policy_tcp:
+        host, _, port = address.rpartition(":")
+        try:
+            sockets[name] = listening_socket(host, int(port))
+        except OSError as error:
+            say(f"can't listen on {address}: {error}; its daemon goes without the {name} "
+                "answers")
+    if not sockets:
         return []
-    return [Activation("the port-25 policy process", {"listen": sock},
-                       arguments.policy_command, dict(os.environ), say,
-                       user=_ids(arguments.policy_user))]
+    return [Activation("the policy process", sockets, arguments.policy_command,
+                       dict(os.environ), say, user=_ids(arguments.policy_user))]
+
+
+def named(text: str) -> tuple[str, str]:
+    """`name=value` -> (name, value)."""
+    name, equals, value = text.partition("=")
+    if not (name and equals and value):
+        raise ValueError(f"not name=value: {text!r}")
+    return name, value
 
 
 def _ids(text: str | None) -> tuple[int, int] | None:

@@ -1,10 +1,10 @@
-"""What port 25 decides beyond postscreen and the milters: the port-25 policy service.
+"""What port 25 decides beyond postscreen and the milters.
 
 - `decide`: `InboundChecks`, the decisions (SPF fail without DMARC, a blocklist refusing our
-  resolver, Docker's proxy);
-- `protocol`: Postfix's policy delegation protocol on one stream;
-- `service`: the process the supervisor starts on smtpd's first question (socket activation).
+  resolver, Docker's proxy).
+
+The process that asks them is `policy.service`.
 
 May import: `base`, `settings`, `dns`, `standards` (never the TLS stack or the templates: the
-process has an import budget).
+policy process has an import budget).
 """

@@ -1,7 +1,7 @@
 """What port 25 decides about a sender beyond postscreen and the milters, and what it notices.
 
 Postfix asks this for every recipient of every message arriving on port 25 (the policy
-delegation protocol, `inbound.protocol`), after postscreen let the client in and before the message
+delegation protocol, `policy.delegation`), after postscreen let the client in and before the message
 is accepted. It decides one thing and notices two:
 
 - SPF `-all` with no DMARC: when the sender's domain says "only these addresses send my mail"
@@ -18,7 +18,7 @@ is accepted. It decides one thing and notices two:
 
 Every other case answers DUNNO (no opinion): a failed lookup never refuses mail.
 
-The policy process (`inbound.service`) starts on demand and ends when idle, so what must be said
+The policy process (`policy.service`) starts on demand and ends when idle, so what must be said
 once across its lives (the proxy, a refusing blocklist within the hour) is remembered in
 `FileNotes`, small files in the run directory; tests use `MemoryNotes`.
 """
