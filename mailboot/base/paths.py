@@ -147,6 +147,12 @@ class Paths:
         return self.run_dir / "acme-challenges"
 
     @property
+    def policy_state(self) -> Path:
+        """What the policy process keeps across restarts (on the volume, in backups): its
+        secrets, counters and caches. Owned by the user it runs as (`daemons.postfix`)."""
+        return self.data_dir / "policy"
+
+    @property
     def inbound_state(self) -> Path:
         """What the port-25 policy processes remember between them (warnings said, sessions
         seen); writable by the user they run as."""

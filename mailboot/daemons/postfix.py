@@ -161,6 +161,19 @@ def prepare_policy_notes(paths: Paths) -> None:
     owner = user_ids(POLICY_USER)
     if owner is not None:
         chown(notes, owner)
+    prepare_policy_state(paths.policy_state, owner)
+
+
+def prepare_policy_state(state: Path, owner: tuple[int, int] | None) -> None:
+    """The policy process's state on the volume: its own, and every file in it too (a restore
+    or a command run as root may have left one root's)."""
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state.chmod(0o700)
+    if owner is None:
+        return
+    for path in (state, *state.rglob("*")):
+        if path.stat().st_uid != owner[0] or path.stat().st_gid != owner[1]:
+            chown(path, owner)
 
 
 def queue_is_complete(queue: Path) -> bool:
