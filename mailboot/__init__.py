@@ -9,7 +9,8 @@ sideways or up (tests/test_architecture.py holds it). From the ground up:
 4. `standards` (SPF, DMARC's organizational domain, MTA-STS) · `dkim` · `mailboxes` ·
    `backup` · `network`
 5. `tls` (certificates, keys, DANE) · `daemons` (one module per daemon, the supervisor) ·
-   `inbound` (the port-25 checks)
+   `inbound` (the port-25 checks) · `outbound` (SRS, receivers' MTA-STS, sending limits) ·
+   `logins` (failed logins and bans)
 6. `web`: the port-80 and port-443 servers, clients' settings · `policy`: the process the
    daemons ask while mail moves, started on demand
 7. `acme`: the ACME client, ARI, CAA, pre-checks, the certificate keeper

@@ -26,7 +26,7 @@ PACKAGE = ROOT / "mailboot"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("base",), ("settings",), ("dns",),
     ("standards", "dkim", "mailboxes", "backup", "network"),
-    ("tls", "daemons", "inbound"), ("web", "policy"), ("acme",), ("render",), ("records",),
+    ("tls", "daemons", "inbound", "outbound", "logins"), ("web", "policy"), ("acme",), ("render",), ("records",),
     ("rotation",),
     ("diagnose",), ("worker", "boot"), ("cli",), ("__main__", "health"),
 )
