@@ -26,9 +26,9 @@ PACKAGE = ROOT / "mailboot"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("base",), ("settings",), ("dns",),
     ("standards", "dkim", "mailboxes", "backup", "network"),
-    ("tls", "daemons", "inbound", "outbound", "logins"), ("web", "policy"), ("acme",), ("render",), ("records",),
-    ("rotation",),
-    ("diagnose",), ("worker", "boot"), ("cli",), ("__main__", "health"),
+    ("tls", "daemons", "inbound", "outbound", "logins"), ("web", "policy"), ("acme",),
+    ("render",), ("records",), ("rotation",), ("diagnose",), ("worker", "boot"), ("cli",),
+    ("__main__", "health"),
 )
 FLOOR = {package: level for level, packages in enumerate(FLOORS) for package in packages}
 # What a daemon's module may build on: the ground floor, never the rooms above it.
