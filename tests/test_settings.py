@@ -160,6 +160,7 @@ BAD_INPUTS = [
     ("PUBLIC_ADDRESS_DISCOVERY", "myaddr@ns1.google.com", "the name"),
     ("PUBLIC_ADDRESS_DISCOVERY", "whoami.example@192.0.2.53:99999", "outside 1-65535"),
     ("PUBLIC_ADDRESS_DISCOVERY", "whoami.example@ns_1.example", "not host[:port]"),
+    ("REPUTATION_CHECK", "daily", "is not one of on, off"),
 ]
 
 

@@ -332,9 +332,10 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     report = gather(settings, paths, fakes, make_keys, timedelta(0))
     document = json.loads(status_view.status_json(report))
     assert set(document) == {"ok", "not_in_place", "checked", "hostname", "certificate", "dns",
-                             "dkim", "queue", "mailboxes", "disk", "outbound", "worker",
-                             "worker_problems"}
+                             "dkim", "queue", "mailboxes", "disk", "outbound", "reputation",
+                             "worker", "worker_problems"}
     assert document["worker"] is None  # no run has finished (no state file)
+    assert document["reputation"] is None  # not checked yet (no state file)
     assert document["ok"] is False and len(document["not_in_place"]) == 1  # the queue
     assert document["certificate"]["renewal"] == "2027-01-24T12:00:00Z"
     assert document["dns"][0]["zone"] == "example.com" and document["dns"][0]["ready"]
@@ -351,7 +352,7 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     assert screen.startswith("mailboot status of mail.example.com at 2026-11-25 12:00:00 UTC: "
                              "NOT IN PLACE (1):")
     for title in ("certificate", "dns", "dkim", "queue", "mailboxes", "disk", "outbound",
-                  "worker"):
+                  "reputation", "worker"):
         assert any(line.startswith(title + " ") for line in screen.splitlines()), title
     assert "oldest deferred: 1A2B3C4D5E for c@unreachable.example, waiting 3 h 0 min" in screen
     assert "1 mailbox(es), 2.0 KiB of mail" in screen

@@ -130,6 +130,18 @@ class Paths:
         return self.run_dir / "outbound-port25.json"
 
     @property
+    def reputation_state(self) -> Path:
+        """The last blocklist check of our own addresses and domains, as JSON (for `mailboot
+        status`)."""
+        return self.run_dir / "reputation.json"
+
+    @property
+    def ipv6_confirmed(self) -> Path:
+        """The IPv6 address whose PTR the worker confirmed (forward-confirmed reverse DNS):
+        Postfix's SMTP client uses IPv6 only while it names PUBLIC_IPV6."""
+        return self.run_dir / "ipv6-confirmed"
+
+    @property
     def worker_problems(self) -> Path:
         """The worker's last warnings and errors, as JSON (for `mailboot status`)."""
         return self.run_dir / "worker-problems.json"

@@ -16,6 +16,7 @@ from mailboot.diagnose.status import (
     DkimState,
     Mailboxes,
     Outbound,
+    Reputation,
     StatusReport,
     Unavailable,
     ZoneDns,
@@ -47,6 +48,7 @@ def status_json(report: StatusReport) -> str:
             "status": report.outbound.status, "target": report.outbound.target,
             "detail": report.outbound.detail, "via_relay": report.outbound.via_relay,
             "checked": _time(report.outbound.checked)},
+        "reputation": _reputation_json(report.reputation),
         "worker": None if report.worker is None else {
             "ran": _time(report.worker.ran), "next_run": _time(report.worker.next_run)},
         "worker_problems": {
@@ -97,6 +99,21 @@ def _queue_json(queue: Queue) -> dict[str, Any]:
                 "recipient": oldest.recipient, "reason": oldest.reason}}
 
 
+def _reputation_json(found: Reputation | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    return {
+        "checked": _time(found.checked),
+        "listed": len(found.listed),
+        "findings": [{"list": f.blocklist, "subject": f.subject, "verdict": f.verdict,
+                      "codes": list(f.codes), "detail": f.detail, "page": f.page}
+                     for f in found.findings],
+        "ipv6": None if found.ipv6_address is None else {
+            "address": found.ipv6_address, "sends": found.ipv6_sends,
+            "detail": found.ipv6_detail},
+    }
+
+
 def _disk_json(disk: Disk) -> dict[str, Any]:
     return {"path": str(disk.path), "total_bytes": disk.total_bytes,
             "free_bytes": disk.free_bytes, "free_percent": round(disk.free_share * 100, 1)}
@@ -119,6 +136,7 @@ def status_text(report: StatusReport) -> str:
             ("mailboxes", _lines(report.mailboxes, _mailbox_lines)),
             ("disk", _lines(report.disk, _disk_lines)),
             ("outbound", _outbound_lines(report.outbound)),
+            ("reputation", _reputation_lines(report.reputation)),
             ("worker", _worker_lines(report))]
     for title, values in rows:
         for index, value in enumerate(values):
@@ -186,6 +204,26 @@ def _outbound_lines(outbound: Outbound | None) -> list[str]:
     what = f"the relay {outbound.via_relay}" if outbound.via_relay else "port 25"
     checked = "" if outbound.checked is None else f", checked {human_time(outbound.checked)}"
     return [f"{what}: {outbound.status} ({outbound.target}: {outbound.detail}){checked}"]
+
+
+def _reputation_lines(found: Reputation | None) -> list[str]:
+    if found is None:
+        return ["not checked (yet, or REPUTATION_CHECK=off)"]
+    checked = "" if found.checked is None else f"checked {human_time(found.checked)}: "
+    by_verdict: dict[str, list[str]] = {}
+    for finding in found.findings:
+        by_verdict.setdefault(finding.verdict, []).append(
+            f"{finding.subject} on {finding.blocklist}")
+    lines = [f"{checked}" + ("; ".join(f"{verdict}: {', '.join(subjects)}"
+                                       for verdict, subjects in by_verdict.items())
+                             or "no blocklist asked (REPUTATION_CHECK=off)")]
+    lines += [f"can't tell: {f.subject} on {f.blocklist}: {f.detail}" for f in found.findings
+              if f.verdict == "can't tell"]
+    if found.ipv6_address is not None:
+        lines.append(f"IPv6 {found.ipv6_address}: " + (
+            "mail leaves over IPv6 too (PTR confirmed)" if found.ipv6_sends else
+            f"mail leaves over IPv4 only ({found.ipv6_detail or 'PTR not confirmed yet'})"))
+    return lines
 
 
 def _worker_lines(report: StatusReport) -> list[str]:

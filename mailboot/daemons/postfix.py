@@ -56,9 +56,23 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         "virtual_mailbox_domains": ", ".join(settings.domains),
         # Sending from an IPv6 address without a PTR gets mail refused: IPv6 only when declared.
         "inet_protocols": "all" if settings.public_ipv6 else "ipv4",
+        "smtp_ipv4_only": smtp_ipv4_only(settings, paths),
         **outbound_context(settings),
         **inbound_context(settings),
     }
+
+
+def smtp_ipv4_only(settings: Settings, paths: Paths) -> bool:
+    """Keep the SMTP client to IPv4 although the server has PUBLIC_IPV6: until the worker has
+    confirmed the address's PTR (`network.reputation`), big receivers would refuse mail sent
+    from it. The relay (RELAY_HOST) authenticates us instead, so it is reached as before."""
+    if settings.public_ipv6 is None or settings.relay_host is not None:
+        return False
+    try:
+        confirmed = paths.ipv6_confirmed.read_text().strip()
+    except OSError:
+        return True  # not confirmed (yet)
+    return confirmed != str(settings.public_ipv6)
 
 
 def inbound_context(settings: Settings) -> dict[str, Any]:

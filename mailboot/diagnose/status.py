@@ -29,6 +29,7 @@ from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.lookup import DnsLookup
 from mailboot.mailboxes import accounts
 from mailboot.network import outbound as netcheck
+from mailboot.network import reputation
 from mailboot.records.build import Kind, Record, RecordGroup
 from mailboot.records.doctor import Finding, Status
 from mailboot.records.published import check_published, published_groups
@@ -136,6 +137,33 @@ class Outbound:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """What one blocklist said about one of our addresses or domains, at the last check."""
+
+    blocklist: str
+    subject: str
+    verdict: str  # reputation.Verdict: listed, clean, can't tell
+    codes: tuple[str, ...]
+    detail: str
+    page: str  # the list's page about it: why, and how to ask for removal
+
+
+@dataclass(frozen=True)
+class Reputation:
+    """The worker's last check of our own name (`network.reputation`)."""
+
+    checked: datetime | None
+    findings: tuple[Listing, ...]
+    ipv6_address: str | None  # None: no IPv6 sending to decide (no PUBLIC_IPV6, or a relay)
+    ipv6_sends: bool  # mail leaves over IPv6 too (its PTR is confirmed)
+    ipv6_detail: str  # why not, when not
+
+    @property
+    def listed(self) -> tuple[Listing, ...]:
+        return tuple(f for f in self.findings if f.verdict == reputation.Verdict.LISTED)
+
+
+@dataclass(frozen=True)
 class WorkerRun:
     """When the worker's last run finished, and when it asked to run next (its state file)."""
 
@@ -174,6 +202,7 @@ class StatusReport:
     outbound: Outbound | None  # None: not checked (yet, or OUTBOUND_CHECK=off)
     worker_problems: tuple[Problem, ...]
     worker: WorkerRun | None = None  # None: no run has finished yet
+    reputation: Reputation | None = None  # None: not checked (yet, or nothing to check)
 
     @property
     def not_in_place(self) -> tuple[str, ...]:
@@ -222,7 +251,8 @@ def gather(settings: Settings, paths: Paths, now: datetime, sources: Sources) ->
         now, settings.hostname, str(settings.tls_mode), certificate_state(settings, paths),
         dns, dkim, _attempt(sources.queue), _attempt(lambda: mailboxes(paths)),
         _attempt(lambda: Disk(paths.data_dir, *sources.disk(paths.data_dir))),
-        outbound_state(paths), problems.read_problems(paths.worker_problems), worker_run(paths))
+        outbound_state(paths), problems.read_problems(paths.worker_problems), worker_run(paths),
+        reputation_state(paths))
 
 
 def _dns_and_dkim(sources: Sources) -> tuple[tuple[ZoneDns, ...] | Unavailable,
@@ -321,6 +351,30 @@ def outbound_state(paths: Paths) -> Outbound | None:
                     _checked(state.get("checked")))
 
 
+def reputation_state(paths: Paths) -> Reputation | None:
+    """The worker's last check of our addresses and domains; entries it can't read are left
+    out."""
+    state = reputation.read_state(paths.reputation_state)
+    if state is None:
+        return None
+    findings = []
+    entries = state.get("findings")
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        codes = entry.get("codes")
+        findings.append(Listing(str(entry.get("blocklist", "")), str(entry.get("subject", "")),
+                                str(entry.get("verdict", "")),
+                                tuple(map(str, codes)) if isinstance(codes, list) else (),
+                                str(entry.get("detail", "")), str(entry.get("page", ""))))
+    ipv6 = state.get("ipv6")
+    ipv6 = ipv6 if isinstance(ipv6, dict) else {}
+    address = ipv6.get("address")
+    return Reputation(_checked(state.get("checked")), tuple(findings),
+                      None if address is None else str(address), ipv6.get("sends") is True,
+                      str(ipv6.get("detail", "")))
+
+
 def _checked(value: object) -> datetime | None:
     """The check's time as the worker wrote it (`Z`; versions before wrote `+00:00`)."""
     if not isinstance(value, str):
@@ -338,7 +392,7 @@ def judge(report: StatusReport) -> tuple[str, ...]:
     """What is not in place, one line each (what, and what to do); empty when all is."""
     return (*_certificate_problems(report), *_dns_problems(report), *_queue_problems(report),
             *_storage_problems(report), *_outbound_problems(report.outbound),
-            *_worker_problems(report))
+            *_reputation_problems(report.reputation), *_worker_problems(report))
 
 
 def _certificate_problems(report: StatusReport) -> list[str]:
@@ -413,6 +467,14 @@ def _outbound_problems(outbound: Outbound | None) -> list[str]:
     return [f"outbound: port 25 to other mail servers is {outbound.status} here "
             f"({outbound.target}: {outbound.detail}); outbound mail queues and does not leave: "
             f"{netcheck.RELAY_HINT}"]
+
+
+def _reputation_problems(found: Reputation | None) -> list[str]:
+    """Each listing; "can't tell" is not one (the log and the details say why)."""
+    if found is None:
+        return []
+    return [f"reputation: {listing.subject} is listed on {listing.blocklist} ({listing.detail}); "
+            f"see {listing.page}" for listing in found.listed]
 
 
 def recent_problems(report: StatusReport) -> tuple[Problem, ...]:

@@ -2,6 +2,7 @@
 
 - `address`: the public address, found by asking an echo name server, remembered;
 - `outbound`: can this host open port 25 to the outside (or reach its relay)?
+- `reputation`: are our addresses and domains on Spamhaus's blocklists? may mail leave by IPv6?
 
 May import: `base`, `settings`, `dns`.
 """

@@ -406,6 +406,15 @@ TABLE: tuple[Setting, ...] = (
         "off. With RELAY_HOST the relay is tried instead.",
         "mx.example.net:25",
     ),
+    # --- our own reputation (mailboot.network.reputation) ---
+    Setting(
+        "REPUTATION_CHECK", "reputation_check", choice(OnOff), "on", "`on`",
+        "At start, when the DNS records are READY, and daily, the worker asks Spamhaus ZEN about "
+        "the public addresses and the DBL about every mail domain and MAIL_HOSTNAME (with "
+        "SPAMHAUS_DQS_KEY through DQS); a listing is a warning and makes `mailboot status` exit "
+        "1. `off`: never ask.",
+        "off",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in TABLE}
@@ -460,6 +469,7 @@ class Settings:
     relay_password_file: Path | None
     relay_spf_include: str | None
     outbound_check: OutboundTarget | Literal["off"]
+    reputation_check: OnOff
     warnings: tuple[str, ...]
 
     def blocklist_zone(self, zone: str) -> str:

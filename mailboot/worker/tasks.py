@@ -14,6 +14,7 @@ and tried again later; nothing it does can stop the mail.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -42,20 +43,24 @@ from mailboot.base.taskstate import (
     read_time,
     time_value,
 )
-from mailboot.daemons import opendkim, registry
+from mailboot.daemons import opendkim, postfix, registry
 from mailboot.daemons.on_demand import fingerprint
 from mailboot.diagnose import problems, selftest
 from mailboot.dkim import keys as dkim
+from mailboot.dns.answer import Lookup
 from mailboot.dns.lookup import DnsLookup, local_lookup
+from mailboot.mailboxes import accounts
 from mailboot.network import address as publicaddress
 from mailboot.network import outbound as netcheck
-from mailboot.records.build import Record, all_records
+from mailboot.network import reputation
+from mailboot.records import doctor
+from mailboot.records.build import Record, all_records, ptr_record
 from mailboot.records.published import published_groups
 from mailboot.records.watch import DnsWatcher
 from mailboot.rotation import tls_key as rollover
 from mailboot.rotation.dkim import DkimRotation
-from mailboot.settings.table import DnsCheckMode, Settings, TlsMode, load_settings
-from mailboot.tls import dane
+from mailboot.settings.table import DnsCheckMode, OnOff, Settings, TlsMode, load_settings
+from mailboot.tls import certificates, dane
 from mailboot.tls import keys as tlskeys
 from mailboot.web.challenges import ChallengeStore
 
@@ -227,7 +232,8 @@ class DnsTask:
         self.tlsa.told = read_text(saved.get("tlsa_told"))
 
 
-def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None]) -> DnsTask:
+def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None],
+                on_ready_too: Callable[[], None] = lambda: None) -> DnsTask:
     tlsa = dane.TlsaSource(settings, paths, DnsLookup(settings.dns_resolvers))
 
     def records() -> list[Record]:
@@ -240,6 +246,7 @@ def dns_watcher(settings: Settings, paths: Paths, on_change: Callable[[], None])
     def on_ready() -> None:
         # What receivers will make of our mail, against the records now published.
         selftest.log_summary(settings, paths, lookup, _now())
+        on_ready_too()
 
     watcher = DnsWatcher(records, lookup, [str(a) for a in settings.public_addresses],
                          settings.domains, timedelta(seconds=settings.dns_check_interval),
@@ -274,6 +281,18 @@ def on_dns_change(keeper: Keeper, nudges: Nudges) -> Callable[[], None]:
     return changed
 
 
+def on_ready(check: reputation.ReputationCheck | None, nudges: Nudges) -> Callable[[], None]:
+    """Every required record is in place (READY): ask the lists again, in this run; the PTR
+    may just have been set."""
+
+    def ready() -> None:
+        if check is not None:
+            check.nudge()
+            nudges.names.add(REPUTATION)
+
+    return ready
+
+
 def network_checks(configured: Settings, settings: Settings, paths: Paths) -> dict[str, Task]:
     """Can mail leave by port 25 (or reach the relay)? Is the address the one the internet
     sees? Each at start, then daily."""
@@ -286,6 +305,76 @@ def network_checks(configured: Settings, settings: Settings, paths: Paths) -> di
         find = publicaddress.make_discover(settings.address_discovery, dns.resolver.Resolver())
         tasks["address"] = publicaddress.AddressCheck(configured, settings, find)
     return tasks
+
+
+REPUTATION = "reputation"
+
+
+def reputation_task(configured: Settings, settings: Settings,
+                    paths: Paths) -> reputation.ReputationCheck | None:
+    """Our addresses and domains on Spamhaus's lists (unless REPUTATION_CHECK=off), through our
+    own resolver (or DNS_RESOLVERS); and, with PUBLIC_IPV6 and no relay, whether mail may leave
+    over IPv6 (its PTR confirmed). None: nothing to do."""
+    asked = reputation.subjects(settings) if settings.reputation_check is OnOff.ON else []
+    ipv6 = None
+    if configured.public_ipv6 is not None and configured.relay_host is None:
+        ipv6 = reputation.Ipv6Sending(configured.public_ipv6, configured.hostname,
+                                      ptr_check(configured, configured.public_ipv6),
+                                      ipv6_switch(configured, paths))
+    if not asked and ipv6 is None:
+        return None
+    lookup: Lookup = DnsLookup(settings.dns_resolvers) if settings.dns_resolvers \
+        else local_lookup()
+    return reputation.ReputationCheck(asked, lookup, paths.reputation_state, ipv6)
+
+
+def ptr_check(settings: Settings, address: ipaddress.IPv6Address
+              ) -> Callable[[], reputation.PtrCheck]:
+    """The DNS doctor's PTR check (forward-confirmed reverse DNS), asked of the zones' own
+    servers like the other records (or DNS_RESOLVERS)."""
+    lookup = DnsLookup(settings.dns_resolvers)
+
+    def check() -> reputation.PtrCheck:
+        finding = doctor.check_record(ptr_record(settings.hostname, address), lookup)
+        if finding.status is doctor.Status.OK:
+            return reputation.PtrCheck(True, "")
+        if finding.status is doctor.Status.UNKNOWN:
+            return reputation.PtrCheck(None, finding.hint)
+        return reputation.PtrCheck(False, finding.hint)
+
+    return check
+
+
+def ipv6_switch(configured: Settings, paths: Paths) -> Callable[[bool], None]:
+    """Let Postfix's SMTP client use IPv6 or not: the marker `postfix.smtp_ipv4_only` reads,
+    then Postfix's files rendered again (as the boot renders them) and reloaded if they
+    changed."""
+
+    def apply(allowed: bool) -> None:
+        if allowed:
+            write_atomically(paths.ipv6_confirmed, f"{configured.public_ipv6}\n".encode(),
+                             mode=0o644)
+        else:
+            paths.ipv6_confirmed.unlink(missing_ok=True)
+        if render_postfix(configured, paths):
+            postfix.check(paths)
+            postfix.reload(paths)
+
+    return apply
+
+
+def render_postfix(configured: Settings, paths: Paths) -> bool:
+    """Postfix's files rendered from the configured settings as the boot renders them; True
+    when any changed. Nothing before the boot has made a certificate (it renders them then)."""
+    certificate = certificates.read_live(paths)
+    if certificate is None:
+        return False
+    keys = dkim.ensure_keys(paths, configured.domains, _now(), configured.dkim_algorithms)
+    maps = accounts.postfix_maps(configured.domains, accounts.read_accounts(paths),
+                                 accounts.read_aliases(paths))
+    values = render.context(configured, paths, keys, certificate, maps)
+    files = [f for f in render.render_all(values, paths) if f.template.startswith("postfix/")]
+    return bool(render.write_files(files))
 
 
 KEEPER = "keeper"
@@ -301,9 +390,13 @@ def build_tasks(configured: Settings, settings: Settings, paths: Paths,
                         make_resolver(DnsLookup(settings.dns_resolvers)), fetch_http, store,
                         lambda: registry.reload_all(paths))
     tasks: dict[str, Task] = {KEEPER: rollover.for_keeper(settings, paths, keeper)}
+    ours = reputation_task(configured, settings, paths)
     if settings.dns_check is not DnsCheckMode.OFF:
-        tasks["dns"] = dns_watcher(settings, paths, on_dns_change(keeper, nudges))
+        tasks["dns"] = dns_watcher(settings, paths, on_dns_change(keeper, nudges),
+                                   on_ready_too=on_ready(ours, nudges))
     tasks |= network_checks(configured, settings, paths)
+    if ours is not None:
+        tasks[REPUTATION] = ours
     tasks["dkim"] = dkim_rotation(settings, paths)
     return tasks
 
