@@ -294,9 +294,9 @@ def test_ipv6_is_used_once_its_ptr_is_confirmed_and_dropped_when_it_no_longer_is
                  "back to it: mail leaves over IPv6 too"),
         ("WARNING", "reputation: mail leaves over IPv4 only: the IPv6 address 2001:db8::25 has "
                     "no PTR naming mail.example.com that resolves back to it (the address names "
-                    "host.provider.example, not mail.example.com); receivers refuse mail from "
-                    "such an address. Ask your hosting provider to set its PTR (rDNS) to "
-                    "mail.example.com")]
+                    "host.provider.example, not mail.example.com); big receivers refuse mail "
+                    "from such an address. The PTR (rDNS) is set at your hosting provider; IPv6 "
+                    "is used again once it is in place")]
     report = status.reputation_state(paths)
     assert report is not None and report.ipv6_address == ADDRESS_V6
     assert report.ipv6_sends is False and "host.provider.example" in report.ipv6_detail
@@ -374,3 +374,24 @@ def test_the_worker_has_the_task_and_reputation_check_off_keeps_only_the_ipv6_pa
     assert kept is not None and kept.asked == [] and kept.ipv6 is not None
     nothing = make_settings(MAIL_DOMAINS="example.com", REPUTATION_CHECK="off")
     assert tasks.reputation_task(nothing, nothing, paths) is None
+
+
+def test_the_ptr_check_is_the_dns_doctors_forward_confirmed_one() -> None:
+    reverse = ipaddress.IPv6Address(ADDRESS_V6).reverse_pointer
+    records: dict[tuple[str, str], Answer] = {}
+
+    def lookup(name: str, rtype: str) -> Answer:
+        return records.get((name.rstrip("."), rtype), Answer(nxdomain=True))
+
+    check_ptr = tasks.ptr_check("mail.example.com", ipaddress.IPv6Address(ADDRESS_V6), lookup)
+    assert check_ptr() == PtrCheck(False, (
+        f"missing: Add {reverse}. PTR mail.example.com. at your hosting provider (reverse DNS / "
+        "rDNS of the server's address)"))
+    records[(reverse, "PTR")] = Answer(("mail.example.com.",))
+    assert check_ptr() == PtrCheck(False, (
+        "wrong: mail.example.com does not resolve back to 2001:db8::25 (forward-confirmed reverse "
+        "DNS fails); publish its A/AAAA record"))
+    records[("mail.example.com", "AAAA")] = Answer(error="timed out")
+    assert check_ptr().confirmed is None  # can't tell: the last decision stands
+    records[("mail.example.com", "AAAA")] = Answer((ADDRESS_V6,))
+    assert check_ptr() == PtrCheck(True, "")

@@ -328,10 +328,10 @@ class ReputationCheck:
                          "leaves over IPv6 too", ipv6.address, ipv6.hostname)
             else:
                 log.warning("reputation: mail leaves over IPv4 only: the IPv6 address %s has no "
-                            "PTR naming %s that resolves back to it (%s); receivers refuse "
-                            "mail from such an address. Ask your hosting provider to set its "
-                            "PTR (rDNS) to %s", ipv6.address, ipv6.hostname, ptr.detail,
-                            ipv6.hostname)
+                            "PTR naming %s that resolves back to it (%s); big receivers refuse "
+                            "mail from such an address. The PTR (rDNS) is set at your hosting "
+                            "provider; IPv6 is used again once it is in place", ipv6.address,
+                            ipv6.hostname, ptr.detail)
         self.ipv6_sends, self.ipv6_detail = ptr.confirmed, ptr.detail
 
     def _save(self, findings: Sequence[Finding], now: datetime) -> None:

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -308,6 +309,9 @@ def network_checks(configured: Settings, settings: Settings, paths: Paths) -> di
 
 
 REPUTATION = "reputation"
+# The end of a sentence in a hint: a dot, a space and a word (not the dot of a name, as in
+# `mail.example.com. at` or `ip6.arpa. PTR`).
+FIRST_SENTENCE = re.compile(r"\.\s+(?=[A-Z][a-z])")
 
 
 def reputation_task(configured: Settings, settings: Settings,
@@ -319,7 +323,8 @@ def reputation_task(configured: Settings, settings: Settings,
     ipv6 = None
     if configured.public_ipv6 is not None and configured.relay_host is None:
         ipv6 = reputation.Ipv6Sending(configured.public_ipv6, configured.hostname,
-                                      ptr_check(configured, configured.public_ipv6),
+                                      ptr_check(configured.hostname, configured.public_ipv6,
+                                                DnsLookup(configured.dns_resolvers)),
                                       ipv6_switch(configured, paths))
     if not asked and ipv6 is None:
         return None
@@ -328,19 +333,21 @@ def reputation_task(configured: Settings, settings: Settings,
     return reputation.ReputationCheck(asked, lookup, paths.reputation_state, ipv6)
 
 
-def ptr_check(settings: Settings, address: ipaddress.IPv6Address
-              ) -> Callable[[], reputation.PtrCheck]:
-    """The DNS doctor's PTR check (forward-confirmed reverse DNS), asked of the zones' own
-    servers like the other records (or DNS_RESOLVERS)."""
-    lookup = DnsLookup(settings.dns_resolvers)
+def ptr_check(hostname: str, address: ipaddress.IPv6Address,
+              lookup: Lookup) -> Callable[[], reputation.PtrCheck]:
+    """The DNS doctor's PTR check (forward-confirmed reverse DNS), through `lookup`: the zones'
+    own servers like the other records (or DNS_RESOLVERS)."""
 
     def check() -> reputation.PtrCheck:
-        finding = doctor.check_record(ptr_record(settings.hostname, address), lookup)
+        finding = doctor.check_record(ptr_record(hostname, address), lookup)
         if finding.status is doctor.Status.OK:
             return reputation.PtrCheck(True, "")
+        # The hint's first sentence: what is wrong and where it is fixed (the DNS doctor and
+        # `mailboot dns --check` tell the rest).
+        detail = f"{finding.status.value}: {FIRST_SENTENCE.split(finding.hint, 1)[0]}"
         if finding.status is doctor.Status.UNKNOWN:
-            return reputation.PtrCheck(None, finding.hint)
-        return reputation.PtrCheck(False, finding.hint)
+            return reputation.PtrCheck(None, detail)
+        return reputation.PtrCheck(False, detail)
 
     return check
 
