@@ -100,6 +100,29 @@ def test_a_domain_that_is_also_the_hostname_is_asked_once(
     assert [(b.name, s) for b, s in subjects(one)] == [("dbl.spamhaus.org", "example.com")]
 
 
+def test_with_a_relay_our_addresses_are_not_asked_about(
+        make_settings: Callable[..., Settings]) -> None:
+    relayed = make_settings(MAIL_DOMAINS="example.com", PUBLIC_IPV4=ADDRESS_V4,
+                            PUBLIC_ADDRESS_DISCOVERY="off", RELAY_HOST="smtp.relay.example.net")
+    assert [(b.name, s) for b, s in subjects(relayed)] == [("dbl.spamhaus.org", "example.com"),
+                                                          ("dbl.spamhaus.org", "mail.example.com")]
+
+
+def test_the_dqs_key_is_never_logged_nor_kept(make_settings: Callable[..., Settings],
+                                              tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    key = "abcdefghijklmnopqrstuvwxyz"
+    keyed = make_settings(MAIL_DOMAINS="example.com", PUBLIC_IPV4=ADDRESS_V4,
+                          PUBLIC_ADDRESS_DISCOVERY="off", SPAMHAUS_DQS_KEY=key)
+    answers = {f"25.113.0.203.{key}.zen.dq.spamhaus.net": Answer(("127.0.0.2",)),
+               f"example.com.{key}.dbl.dq.spamhaus.net": Answer(("127.255.255.252",))}
+    state = tmp_path / "reputation.json"
+    with caplog.at_level(logging.INFO, logger="mailboot"):
+        ReputationCheck(subjects(keyed), fake_lookup(answers), state).step(NOW)
+    assert "listed on zen.spamhaus.org" in caplog.text and "on dbl.spamhaus.org" in caplog.text
+    assert key not in caplog.text and key not in state.read_text()
+
+
 @pytest.mark.parametrize(("answer", "verdict", "detail"), [
     (Answer(nxdomain=True), Verdict.CLEAN, ""),
     (Answer(), Verdict.CLEAN, ""),

@@ -187,9 +187,13 @@ def _is_listing(blocklist: Blocklist, code: str) -> bool:
 
 
 def subjects(settings: Settings) -> list[tuple[Blocklist, str]]:
-    """What to ask: each public address on ZEN, each mail domain and MAIL_HOSTNAME on the DBL."""
+    """What to ask: each public address on ZEN, each mail domain and MAIL_HOSTNAME on the DBL.
+
+    With RELAY_HOST our addresses send no mail to other servers (the relay's do), and a home
+    connection's address is on the PBL by design: ZEN is not asked then."""
     domains = dict.fromkeys([*settings.domains, settings.hostname])
-    return ([(zen(settings), str(address)) for address in settings.public_addresses]
+    addresses = () if settings.relay_host is not None else settings.public_addresses
+    return ([(zen(settings), str(address)) for address in addresses]
             + [(dbl(settings), domain) for domain in domains])
 
 

@@ -410,9 +410,9 @@ TABLE: tuple[Setting, ...] = (
     Setting(
         "REPUTATION_CHECK", "reputation_check", choice(OnOff), "on", "`on`",
         "At start, when the DNS records are READY, and daily, the worker asks Spamhaus ZEN about "
-        "the public addresses and the DBL about every mail domain and MAIL_HOSTNAME (with "
-        "SPAMHAUS_DQS_KEY through DQS); a listing is a warning and makes `mailboot status` exit "
-        "1. `off`: never ask.",
+        "the public addresses (not with RELAY_HOST) and the DBL about every mail domain and "
+        "MAIL_HOSTNAME (with SPAMHAUS_DQS_KEY through DQS); a listing is a warning and makes "
+        "`mailboot status` exit 1. `off`: never ask.",
         "off",
     ),
 )
