@@ -74,7 +74,7 @@ def fetch_policy(domain: str, extra_ca_file: Path | None = None,
         raise FetchError(f"{url}: the certificate is not trusted ({error.verify_message})"
                          ) from error
     except (OSError, http.client.HTTPException) as error:
-        raise FetchError(f"{url}: {_reason(error)}") from error
+        raise FetchError(f"{url}: {_reason(error, timeout)}") from error
     finally:
         connection.close()
     if len(body) > MAX_POLICY_BYTES:
@@ -105,12 +105,13 @@ def probe_mx(host: str, helo: str, extra_ca_file: Path | None = None,
     except ssl.SSLError as error:
         return f"TLS failed ({error.reason or error})"
     except (OSError, smtplib.SMTPException) as error:
-        raise FetchError(_reason(error)) from error
+        raise FetchError(_reason(error, timeout)) from error
     return None
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: Exception, timeout: float) -> str:
+    """`connection refused` rather than `[Errno 111] Connection refused`."""
     if isinstance(error, TimeoutError):
-        return f"no answer within {TIMEOUT:g} s"
+        return f"no answer within {timeout:g} s"
     text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return text or type(error).__name__
+    return (text[:1].lower() + text[1:]) or type(error).__name__
