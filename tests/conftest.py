@@ -98,6 +98,9 @@ class FakeDns:
         self.zones: set[str] = set()
         self.mode = "answer"  # or "silent", "SERVFAIL", "REFUSED"
         self.drop_next = 0  # datagrams to lose before answering again, as a lossy network does
+        # Names whose answers a validating resolver would mark authenticated (the AD bit, given
+        # only to a question that asks for it: RFC 6840 §5.7).
+        self.validated: set[str] = set()
         self.asked: list[tuple[str, str]] = []
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind((address, port))
@@ -148,6 +151,8 @@ class FakeDns:
         if (name, rtype) in self.records:
             ttl, values = self.records[(name, rtype)]
             response.answer.append(dns.rrset.from_text(name, ttl, "IN", rtype, *values))
+            if name.rstrip(".") in self.validated and query.flags & dns.flags.AD:
+                response.flags |= dns.flags.AD
             return response
         if rtype == "SOA" and name == zone:
             response.answer.append(self._soa(zone))

@@ -196,6 +196,19 @@ def test_a_lost_datagram_is_asked_again_within_the_timeout(fake_dns: StartDns) -
     assert server.drop_next == 0
 
 
+def test_a_resolvers_dnssec_validation_is_passed_on(fake_dns: StartDns) -> None:
+    """The question asks for the AD bit (RFC 6840 §5.7) and the answer says whether the
+    resolver validated it: DANE before MTA-STS (outbound.mtasts) depends on it."""
+    server = fake_dns()
+    server.zones.add("example.com.")
+    server.add("_25._tcp.mx.example.com", "TLSA", "3 1 1 " + "ab" * 32)
+    server.add("example.com", "MX", "10 mx.example.com.")
+    server.validated.add("_25._tcp.mx.example.com")
+    lookup = DnsLookup([("127.0.0.1", server.port)], timeout=1.0)
+    assert lookup("_25._tcp.mx.example.com", "TLSA").authenticated
+    assert not lookup("example.com", "MX").authenticated
+
+
 def test_txt_character_strings_are_joined_alike_by_every_lookup(fake_dns: StartDns) -> None:
     """RFC 7208 §3.3: the strings of one TXT record are joined without spaces; a byte that is
     not UTF-8 becomes U+FFFD. The doctor's lookups and the address discovery share the rule."""

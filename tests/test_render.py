@@ -11,7 +11,7 @@ import jinja2
 import pytest
 
 from mailboot import render
-from mailboot.base.errors import CommandError
+from mailboot.base.errors import CommandError, ConfigError
 from mailboot.base.paths import Paths
 from mailboot.daemons import dovecot, postfix
 from mailboot.dkim.keys import DomainKeys
@@ -476,3 +476,44 @@ def test_the_policy_process_asks_the_blocklists_postscreen_asks(tmp_path: Path) 
     assert "--blocklist=zen.spamhaus.org=zen.spamhaus.org" in command
     assert "--blocklist=list.dnswl.org=list.dnswl.org" in command
     assert postfix.policy_socket(paths) == paths.postfix_queue / "private" / "mailboot-policy"
+
+
+def test_direct_delivery_asks_the_mtasts_socketmap_and_a_relay_does_not(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]],
+    tmp_path: Path,
+) -> None:
+    direct = make_settings(MAIL_DOMAINS="example.com")
+    paths = Paths(direct.data_dir)
+    socket = paths.postfix_queue / "private" / "mailboot-mtasts"
+    main = rendered_files(direct, make_keys(direct), tmp_path)["postfix/main.cf"].content.decode()
+    assert f"\nsmtp_tls_policy_maps = socketmap:unix:{socket}:mtasts\n" in main
+    assert "\nsmtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt\nsmtp_tls_CApath = \n" in main
+    assert postfix.policy_sockets(direct, paths)["mtasts"] == socket
+    command = postfix.policy_command(direct, paths)
+    assert f"--mtasts-state={paths.policy_state / 'mta-sts'}" in command
+    assert "--helo=mail.example.com" in command
+    assert not [a for a in command if a.startswith("--trust-ca-file")]
+
+    relayed = make_settings(MAIL_DOMAINS="example.com", RELAY_HOST="smtp.relay.example.net")
+    main = rendered_files(relayed, make_keys(relayed), tmp_path / "relayed")[
+        "postfix/main.cf"].content.decode()
+    assert "smtp_tls_policy_maps" not in main
+    assert "mtasts" not in postfix.policy_sockets(relayed, paths)
+
+
+def test_tls_trust_ca_file_is_trusted_beside_the_system_cas(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]],
+    tmp_path: Path,
+) -> None:
+    extra = tmp_path / "extra-ca.pem"
+    extra.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    extra.chmod(0o644)
+    settings = make_settings(MAIL_DOMAINS="example.com", TLS_TRUST_CA_FILE=str(extra))
+    main = rendered_files(settings, make_keys(settings), tmp_path)["postfix/main.cf"]
+    assert f"\nsmtp_tls_CAfile = {extra}\nsmtp_tls_CApath = /etc/ssl/certs\n" in (
+        main.content.decode())
+    command = postfix.policy_command(settings, Paths(settings.data_dir))
+    assert f"--trust-ca-file={extra}" in command
+    extra.chmod(0o600)  # the daemons read it as their own users: readable by everyone or refused
+    with pytest.raises(ConfigError, match=r"TLS_TRUST_CA_FILE: .* is not readable by everyone"):
+        make_settings(MAIL_DOMAINS="example.com", TLS_TRUST_CA_FILE=str(extra))

@@ -161,6 +161,9 @@ BAD_INPUTS = [
     ("PUBLIC_ADDRESS_DISCOVERY", "whoami.example@192.0.2.53:99999", "outside 1-65535"),
     ("PUBLIC_ADDRESS_DISCOVERY", "whoami.example@ns_1.example", "not host[:port]"),
     ("REPUTATION_CHECK", "daily", "is not one of on, off"),
+    ("TLS_TRUST_CA_FILE", "certs/ca.pem", "relative path"),
+    ("TLS_TRUST_CA_FILE", "/nonexistent/ca.pem", "can't be read"),
+    ("TLS_TRUST_CA_FILE", "/proc/version", "holds no PEM certificate"),
 ]
 
 

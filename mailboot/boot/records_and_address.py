@@ -95,8 +95,10 @@ def print_records(settings: Settings, groups: Sequence[RecordGroup], lookup: Loo
 def log_outbound(settings: Settings) -> None:
     """One line: how mail leaves, and what SPF says about it (never the password)."""
     if settings.relay_host is None:
-        tls = ("DANE or opportunistic TLS" if settings.dnssec_validation == "on" else
-               "opportunistic TLS (no DANE: DNSSEC_VALIDATION=off)")
+        tls = ("DANE, else the receiver's MTA-STS policy, else opportunistic TLS"
+               if settings.dnssec_validation == "on" else
+               "the receiver's MTA-STS policy, else opportunistic TLS (no DANE: "
+               "DNSSEC_VALIDATION=off)")
         log.info("outbound: direct delivery by MX lookup from %s, HELO %s, %s",
                  ", ".join(map(str, settings.public_addresses)) or "this server",
                  settings.hostname, tls)

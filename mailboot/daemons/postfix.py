@@ -42,6 +42,11 @@ POLICY_SOCKET = f"private/{POLICY_SERVICE}"
 # directory, made for it here). A user of its own (the Dockerfile makes it).
 POLICY_USER = "mailpolicy"
 POLICY_PYTHON = "/usr/bin/python3"  # Debian's, where the image installs mailboot
+# Receivers' MTA-STS policies (outbound.mtasts): the policy process answers Postfix's
+# smtp_tls_policy_maps as a socketmap on this socket (relative to the queue directory).
+MTASTS_SOCKET = "private/mailboot-mtasts"
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+SYSTEM_CA_DIRECTORY = "/etc/ssl/certs"  # Debian's hashed links to the same certificates
 # Dovecot's quota-status policy service (dovecot.conf), relative to the queue directory.
 QUOTA_STATUS_SOCKET = "private/quota-status"
 QUEUE_DIRECTORIES = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
@@ -58,6 +63,8 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         "inet_protocols": "all" if settings.public_ipv6 else "ipv4",
         "smtp_ipv4_only": smtp_ipv4_only(settings, paths),
         **outbound_context(settings),
+        "mtasts_socket": (str(paths.postfix_queue / MTASTS_SOCKET)
+                          if "mtasts" in policy_sockets(settings, paths) else ""),
         **inbound_context(settings),
     }
 
@@ -100,8 +107,11 @@ def policy_command(settings: Settings, paths: Paths) -> list[str]:
     in the log."""
     zones = dict.fromkeys(site.zone for site in settings.dnsbl)
     lists = [f"--blocklist={settings.blocklist_zone(zone)}={zone}" for zone in zones]
+    mtasts = [f"--mtasts-state={paths.policy_state / 'mta-sts'}", f"--helo={settings.hostname}"]
+    if settings.tls_trust_ca_file is not None:
+        mtasts.append(f"--trust-ca-file={settings.tls_trust_ca_file}")
     return [POLICY_PYTHON, "-P", "-m", "mailboot.policy.service",
-            f"--notes={paths.inbound_state}", *lists]
+            f"--notes={paths.inbound_state}", *lists, *mtasts]
 
 
 def policy_socket(paths: Paths) -> Path:
@@ -110,15 +120,26 @@ def policy_socket(paths: Paths) -> Path:
 
 def policy_sockets(settings: Settings, paths: Paths) -> dict[str, Path]:
     """The Unix sockets the policy process serves for Postfix, by name (`policy.service`)."""
-    return {"policy": policy_socket(paths)}
+    sockets = {"policy": policy_socket(paths)}
+    if settings.relay_host is None:  # through a relay, TLS is `encrypt` to it alone
+        sockets["mtasts"] = paths.postfix_queue / MTASTS_SOCKET
+    return sockets
 
 
 def outbound_context(settings: Settings) -> dict[str, Any]:
-    """How mail leaves: by MX with DANE or opportunistic TLS, or through RELAY_HOST over TLS."""
+    """How mail leaves: by MX with DANE, MTA-STS or opportunistic TLS, or through RELAY_HOST
+    over TLS; verified against the system's CAs and TLS_TRUST_CA_FILE's."""
+    extra = settings.tls_trust_ca_file
+    trust = {
+        # Postfix takes one CA file; with TLS_TRUST_CA_FILE that one is the extra file and the
+        # system's CAs come from their hashed directory (OpenSSL reads both).
+        "smtp_tls_ca_file": str(extra) if extra is not None else SYSTEM_CA_FILE,
+        "smtp_tls_ca_path": SYSTEM_CA_DIRECTORY if extra is not None else "",
+    }
     if settings.relay_host is None:
         return {"relayhost": "", "smtp_tls_security_level": "dane",
                 "smtp_tls_wrappermode": "no", "smtp_sasl_auth_enable": "no",
-                "relay_credentials": []}
+                "relay_credentials": [], **trust}
     host, port = settings.relay_host
     destination = f"[{host}]:{port}"
     credentials = []
@@ -132,6 +153,7 @@ def outbound_context(settings: Settings) -> dict[str, Any]:
         "smtp_tls_wrappermode": "yes" if port == 465 else "no",
         "smtp_sasl_auth_enable": "yes" if credentials else "no",
         "relay_credentials": credentials,
+        **trust,
     }
 
 

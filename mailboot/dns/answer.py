@@ -16,6 +16,9 @@ class Answer:
     nxdomain: bool = False
     error: str | None = None  # no usable answer: what failed and what to check, in plain words
     ttl: int | None = None  # the answer's TTL in seconds, when the lookup knows it
+    # The resolver validated it with DNSSEC (the AD bit, RFC 4035 §3.2.3): only a validating
+    # resolver we trust (the container's own Unbound) makes this mean anything.
+    authenticated: bool = False
 
 
 Lookup = Callable[[str, str], Answer]

@@ -112,6 +112,10 @@ class DnsLookup:
         query = dns.message.make_query(name, rtype)
         if zone is not None:
             query.flags &= ~dns.flags.RD  # ask the authority itself, no recursion
+        else:
+            # Ask a resolver to say whether it validated the answer (RFC 6840 §5.7): DANE and
+            # MTA-STS (outbound.mtasts) must know whether TLSA records are DNSSEC-secure.
+            query.flags |= dns.flags.AD
         failures: list[tuple[str, str, bool]] = []  # (address, what happened, answered)
         for address, port in zone.servers if zone is not None else self.servers:
             try:
@@ -125,7 +129,8 @@ class DnsLookup:
             if rcode != dns.rcode.NOERROR:
                 failures.append((address, dns.rcode.to_text(rcode), True))
                 continue
-            return Answer(answer_values(response, rtype), ttl=_ttl(response, rtype))
+            return Answer(answer_values(response, rtype), ttl=_ttl(response, rtype),
+                          authenticated=bool(response.flags & dns.flags.AD))
         return Answer(error=self._failure(zone, failures))
 
     def _ask(self, query: dns.message.Message, address: str, port: int) -> dns.message.Message:

@@ -8,6 +8,8 @@ mail moves, and a burst of 200 sessions costs one process, not 200.
 
 Each socket has a name, and the name says what is asked on it and in which protocol:
 - `policy`: Postfix's policy delegation (`delegation`), the port-25 checks (`inbound.decide`).
+- `mtasts`: a socketmap (`socketmap`), Postfix's smtp_tls_policy_maps: receivers' MTA-STS
+  policies (`outbound.mtasts`).
 
 What it must say only once (a blocklist refusing our resolver, Docker's proxy) is noted in
 files below the run directory (`inbound.FileNotes`), so a later process doesn't say it again.
@@ -25,7 +27,9 @@ from pathlib import Path
 from mailboot.base.logs import configure_logging
 from mailboot.dns.lookup import local_lookup
 from mailboot.inbound.decide import Blocklist, FileNotes, InboundChecks, default_gateway
-from mailboot.policy import delegation
+from mailboot.outbound import mtasts_fetch
+from mailboot.outbound.mtasts import MtaSts, PolicyCache, Sources
+from mailboot.policy import delegation, socketmap
 from mailboot.standards import publicsuffix
 
 # Seconds without an open connection before the process ends (smtpd lets go of an idle one
@@ -55,6 +59,27 @@ def delegation_server(decide: delegation.Decide) -> Serve:
     def serve(connection: socket.socket) -> None:
         with connection.makefile("rb") as incoming, connection.makefile("wb") as outgoing:
             delegation.serve(incoming, outgoing, decide)
+    return serve
+
+
+def mtasts_server(arguments: argparse.Namespace) -> Serve:
+    """Postfix's smtp_tls_policy_maps (socketmap `mtasts`): the TLS policy of each destination
+    domain, from its MTA-STS policy."""
+    trust, helo = arguments.trust_ca_file, arguments.helo
+    sources = Sources(local_lookup(),
+                      lambda domain: mtasts_fetch.fetch_policy(domain, trust),
+                      lambda host: mtasts_fetch.probe_mx(host, helo, trust), time.time)
+    resolver = MtaSts(PolicyCache(arguments.mtasts_state), sources)
+
+    def lookup(name: str, key: str) -> socketmap.Reply:
+        if name != "mtasts":
+            return socketmap.Reply("PERM", f"no map named {name!r} here (only mtasts)")
+        value = resolver.answer(key)
+        return socketmap.NOT_FOUND if value is None else socketmap.Reply("OK", value)
+
+    def serve(connection: socket.socket) -> None:
+        with connection.makefile("rb") as incoming, connection.makefile("wb") as outgoing:
+            socketmap.serve(incoming, outgoing, lookup)
     return serve
 
 
@@ -138,6 +163,14 @@ def parser() -> argparse.ArgumentParser:
                         help="query-zone=shown-as of an address blocklist postscreen asks")
     parser.add_argument("--notes", type=Path, default=Path("/run/mailboot/inbound"),
                         help="where the policy processes note what they said")
+    parser.add_argument("--mtasts-fd", type=int,
+                        help="Postfix's smtp_tls_policy_maps socketmap the supervisor hands over")
+    parser.add_argument("--mtasts-state", type=Path, default=Path("/data/policy/mta-sts"),
+                        help="where receivers' MTA-STS policies are cached")
+    parser.add_argument("--trust-ca-file", type=Path,
+                        help="CA certificates trusted beside the system's (TLS_TRUST_CA_FILE)")
+    parser.add_argument("--helo", default="localhost",
+                        help="the EHLO name when a testing policy's MX hosts are checked")
     return parser
 
 
@@ -147,6 +180,8 @@ def servers(arguments: argparse.Namespace) -> dict[socket.socket, Serve]:
     if arguments.policy_fd is not None:
         decide = inbound_checks(arguments.blocklist, arguments.notes).decide
         found[socket.socket(fileno=arguments.policy_fd)] = delegation_server(decide)
+    if arguments.mtasts_fd is not None:
+        found[socket.socket(fileno=arguments.mtasts_fd)] = mtasts_server(arguments)
     return found
 
 

@@ -28,6 +28,7 @@ from mailboot.settings.values import (
     choice,
     parse_absolute_file,
     parse_address_discovery,
+    parse_ca_file,
     parse_caa_issuer,
     parse_connection_limit,
     parse_data_dir,
@@ -415,6 +416,15 @@ TABLE: tuple[Setting, ...] = (
         "`mailboot status` exit 1. `off`: never ask.",
         "off",
     ),
+    # --- Outbound MTA-STS (outbound.mtasts) ---
+    Setting(
+        "TLS_TRUST_CA_FILE", "tls_trust_ca_file", parse_ca_file, None,
+        "unset (the system's CAs only)",
+        "A mounted PEM file of CA certificates to trust beside the system's when mail goes "
+        "out: for fetching receivers' MTA-STS policies and for verifying their MX hosts "
+        "(Postfix's smtp_tls_CAfile). For private CAs and tests; readable by everyone.",
+        "/certs/extra-ca.pem",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in TABLE}
@@ -470,6 +480,7 @@ class Settings:
     relay_spf_include: str | None
     outbound_check: OutboundTarget | Literal["off"]
     reputation_check: OnOff
+    tls_trust_ca_file: Path | None
     warnings: tuple[str, ...]
 
     def blocklist_zone(self, zone: str) -> str:

@@ -449,6 +449,24 @@ def parse_absolute_file(text: str) -> Path:
                                 "is mounted)")
 
 
+def parse_ca_file(text: str) -> Path:
+    """A mounted PEM file of CA certificates, readable by every user (the policy process and
+    Postfix's smtp read it; CA certificates are public)."""
+    path = parse_absolute_file(text)
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise SettingValueError(f"{path} can't be read ({error.strerror}); mount the PEM file "
+                                "there, readable by everyone") from error
+    if b"-----BEGIN CERTIFICATE-----" not in content:
+        raise SettingValueError(f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----); "
+                                "give the CA certificates in PEM form")
+    if not path.stat().st_mode & 0o004:
+        raise SettingValueError(f"{path} is not readable by everyone; the mail daemons read it "
+                                "as their own users (chmod 644: CA certificates are public)")
+    return path
+
+
 def parse_data_dir(text: str) -> Path:
     return _absolute_path(text, "give an absolute one")
 
