@@ -111,5 +111,6 @@ def reverse(rewriting: Rewriting, recipient: str, now: float) -> str | None:
     except srs.InvalidAddress as error:
         log.warning("srs: refused a bounce address: %s", error)
         return None
-    log.info("srs: a bounce to %s goes back to %s", recipient, original)
+    # Not logged: Postfix's delivery line says it (to=<original>, orig_to=<SRS address>), and
+    # smtpd and cleanup each ask once per bounce.
     return original
