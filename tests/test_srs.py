@@ -331,11 +331,13 @@ def test_a_backup_keeps_the_secret_so_a_restore_still_reverses_bounces(tmp_path:
     data = tmp_path / "data"
     state = Paths(data).policy_state
     state.mkdir(parents=True, mode=0o700)
-    made = srs.forward("alice@foreign.net", "example.com", outbound.load_secret(state), POSTSRSD_NOW)
+    secret = outbound.load_secret(state)
+    made = srs.forward("alice@foreign.net", "example.com", secret, POSTSRSD_NOW)
     archive = io.BytesIO()
     take.take_backup(data, archive, datetime.fromtimestamp(POSTSRSD_NOW, UTC))
     restored = tmp_path / "restored"
     restore.restore(io.BytesIO(archive.getvalue()), restored, force=False, proc=tmp_path)
-    secret = Paths(restored).policy_state / outbound.SECRET_FILE
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-    assert srs.reverse(made, outbound.load_secret(secret.parent), POSTSRSD_NOW) == "alice@foreign.net"
+    kept = Paths(restored).policy_state / outbound.SECRET_FILE
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert outbound.load_secret(kept.parent) == secret
+    assert srs.reverse(made, secret, POSTSRSD_NOW) == "alice@foreign.net"
