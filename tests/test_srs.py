@@ -170,8 +170,8 @@ def test_forward_rewrites_a_foreign_sender_and_says_so(caplog: pytest.LogCapture
     with caplog.at_level(logging.INFO, logger="mailboot"):
         made = outbound.forward(rewriting(), "alice@foreign.net", POSTSRSD_NOW)
     assert made == POSTSRSD_FORWARD["alice@foreign.net"]
-    assert caplog.messages == [f"srs: mail from alice@foreign.net forwarded off the server as "
-                               f"{made}"]
+    assert caplog.messages == ["srs: a copy of mail from alice@foreign.net for another server "
+                               f"has the return address {made}"]
 
 
 def test_reverse_only_under_our_domains(caplog: pytest.LogCaptureFixture) -> None:

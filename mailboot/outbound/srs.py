@@ -93,7 +93,9 @@ def forward(rewriting: Rewriting, sender: str, now: float) -> str | None:
     if rewriting.ours(address.domain):
         return None
     rewritten = srs.forward(sender, rewriting.srs_domain, rewriting.secret, now)
-    log.info("srs: mail from %s forwarded off the server as %s", sender, rewritten)
+    # Before the forwarded copy's header checks: a quarantined copy is held after this line.
+    log.info("srs: a copy of mail from %s for another server has the return address %s",
+             sender, rewritten)
     return rewritten
 
 

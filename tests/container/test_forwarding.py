@@ -216,8 +216,8 @@ def test_a_signed_message_from_a_p_reject_domain_passes_spf_dkim_and_dmarc_when_
     # The envelope sender is an SRS address under our domain, whose SPF names us.
     assert re.fullmatch(r"<SRS0=[^=]{4}=[A-Z2-7]{2}=goodsender\.net=letters@example\.com>",
                         str(forwarded["Return-Path"])), forwarded["Return-Path"]
-    world.mail.wait_for_log("srs: mail from letters@goodsender.net forwarded off the server as "
-                            "SRS0=")
+    world.mail.wait_for_log("srs: a copy of mail from letters@goodsender.net for another server "
+                            "has the return address SRS0=")
 
 
 def test_an_unsigned_message_from_a_domain_without_dmarc_passes_spf_when_forwarded(
@@ -262,7 +262,7 @@ def test_the_local_copy_keeps_its_envelope_and_our_users_mail_leaves_unchanged(
     [queue_id] = queue_ids(logs, own_token)
     assert re.search(rf"{queue_id}: to=<{CAROL}>, relay={re.escape(RECEIVER)}\[", logs), logs
     assert f"{queue_id}: to=<{CAROL}>, relay=127.0.0.1" not in logs
-    assert f"mail from {ALICE} forwarded" not in logs
+    assert f"srs: a copy of mail from {ALICE}" not in logs
 
 
 def test_a_bounce_from_the_receiver_reaches_the_original_sender(world: World) -> None:
@@ -300,6 +300,10 @@ def test_a_quarantined_message_is_held_not_forwarded(world: World) -> None:
              world.mail.exec("postqueue", "-j").stdout.splitlines() if line.strip()]
     assert [entry["queue_name"] for entry in queue
             if entry["recipients"][0]["address"] == CAROL] == ["hold"], queue
+    junk = eventually(lambda: world.mail.exec(
+        "sh", "-c", f"grep -l -r 'test {token}' /data/mail/example.com/alice/", check=False)
+        .stdout, 30, lambda: f"alice's copy of {token}:\n{world.mail.log_tail(3000)}")
+    assert "/.Junk/" in junk, junk
     status = world.mail.exec("mailboot", "status", check=False).stdout
     assert re.search(r"\b1 on hold\b", status), status
     # Later mail to carol arrives (so the held copy had its chance), and the held one did not.
