@@ -311,3 +311,31 @@ def test_a_quarantined_message_is_held_not_forwarded(world: World) -> None:
     assert world.send("good", "shop@strict.net", FORWARD, later)["data"][0] == 250
     at_receiver(world, "carol", later_token)
     assert mailbox_text(world.receiver, "carol", token) == ""
+
+
+def test_through_a_relay_the_rewritten_copy_leaves_by_the_relay(world: World) -> None:
+    """With RELAY_HOST the forwarded copy, once rewritten, leaves through the relay as all our
+    mail does (here the receiver's submission port, with its SMTP AUTH), not to the MX."""
+    mail = world.mail
+    docker("stop", "-t", "20", mail.name)
+    relayed = Container(f"{mail.name}-relay", mail.data, {
+        **mail.env, "RELAY_HOST": f"{RECEIVER}:587", "RELAY_USER": "relay@example.net",
+        "RELAY_PASSWORD": "relay-secret"}, mail.image, network=mail.network, ip=mail.ip,
+        dns=mail.dns)
+    try:
+        relayed.start()
+        relayed.wait_ready()
+        raw, token = message("shop@strict.net", FORWARD)
+        assert world.send("good", "shop@strict.net", FORWARD, raw)["data"][0] == 250
+        forwarded = at_receiver(world, "carol", token)
+        assert re.fullmatch(r"<SRS0=[^=]{4}=[A-Z2-7]{2}=strict\.net=shop@example\.com>",
+                            str(forwarded["Return-Path"])), forwarded["Return-Path"]
+        logs = relayed.logs()
+        assert re.search(rf"to=<{re.escape(CAROL)}>, orig_to=<{FORWARD}>, relay=127\.0\.0\.1", logs)
+        assert re.search(rf"to=<{re.escape(CAROL)}>, relay={re.escape(RECEIVER)}\[[\d.]+\]:587",
+                         logs), logs[-3000:]
+        assert "sasl_username=relay@example.net" in world.receiver.logs()
+    finally:
+        relayed.remove()
+        docker("start", mail.name)
+        mail.wait_ready()
