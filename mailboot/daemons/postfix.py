@@ -29,8 +29,11 @@ ACCOUNT_TABLES = ("postfix/mailboxes", "postfix/aliases", "postfix/senders")
 RELAY_CREDENTIALS_TABLE = "postfix/relay_password"
 # Inbound defence: forged verdicts removed, blocklist names shown without the DQS key.
 INBOUND_TABLES = ("postfix/header_checks", "postfix/dnsbl_reply")
+# SRS for forwarded copies: which leave through srs-forward, which recipients are SRS, and
+# what of a forwarded copy is held instead.
+SRS_TABLES = ("postfix/srs_senders", "postfix/srs_bounces", "postfix/forward_checks")
 TEMPLATES = ("postfix/main.cf", "postfix/master.cf", *ACCOUNT_TABLES,
-             RELAY_CREDENTIALS_TABLE, *INBOUND_TABLES)
+             RELAY_CREDENTIALS_TABLE, *INBOUND_TABLES, *SRS_TABLES)
 # Spamhaus's domain blocklist (DBL), for HELO names, sender domains and the client's name:
 # 127.0.1.2-99 are listings; 127.255.255.x (query refused) never matches.
 DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
@@ -38,6 +41,10 @@ DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
 # listens there and starts the policy process on the first question (socket activation).
 POLICY_SERVICE = "mailboot-policy"
 POLICY_SOCKET = f"private/{POLICY_SERVICE}"
+# The policy process's SRS lookups (socketmap_table(5)), and the loopback port where forwarded
+# copies come back in to have their sender rewritten (master.cf).
+SRS_SOCKET = "private/mailboot-srs"
+SRS_REINJECTION_PORT = 10026
 # Who the policy process runs as: it needs nothing but the resolver and its notes (below the run
 # directory, made for it here). A user of its own (the Dockerfile makes it).
 POLICY_USER = "mailpolicy"
@@ -66,6 +73,21 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         "mtasts_socket": (str(paths.postfix_queue / MTASTS_SOCKET)
                           if "mtasts" in policy_sockets(settings, paths) else ""),
         **inbound_context(settings),
+        **srs_context(settings, paths),
+    }
+
+
+def srs_context(settings: Settings, paths: Paths) -> dict[str, Any]:
+    """SRS for forwarded copies (main.cf, master.cf): our domains as a regexp alternation, the
+    policy process's socket, and the route a rewritten copy leaves by (the relay's, if any:
+    a content filter without a next hop would go to the recipient's MX)."""
+    relayhost = outbound_context(settings)["relayhost"]
+    return {
+        "srs_own_domains_pattern": "|".join(domain.replace(".", "\\.")
+                                            for domain in settings.domains),
+        "srs_socket": str(paths.postfix_queue / SRS_SOCKET),
+        "srs_reinjection_port": SRS_REINJECTION_PORT,
+        "srs_content_filter": f"smtp:{relayhost}",
     }
 
 
@@ -110,8 +132,12 @@ def policy_command(settings: Settings, paths: Paths) -> list[str]:
     mtasts = [f"--mtasts-state={paths.policy_state / 'mta-sts'}", f"--helo={settings.hostname}"]
     if settings.tls_trust_ca_file is not None:
         mtasts.append(f"--trust-ca-file={settings.tls_trust_ca_file}")
+    # SRS (outbound.srs): addresses under the primary domain, whose SPF names this server;
+    # bounces are taken back under any of our domains.
+    srs = [f"--srs-domain={settings.primary_domain}", f"--state={paths.policy_state}",
+           *(f"--mail-domain={domain}" for domain in settings.domains)]
     return [POLICY_PYTHON, "-P", "-m", "mailboot.policy.service",
-            f"--notes={paths.inbound_state}", *lists, *mtasts]
+            f"--notes={paths.inbound_state}", *lists, *mtasts, *srs]
 
 
 def policy_socket(paths: Paths) -> Path:
@@ -120,7 +146,7 @@ def policy_socket(paths: Paths) -> Path:
 
 def policy_sockets(settings: Settings, paths: Paths) -> dict[str, Path]:
     """The Unix sockets the policy process serves for Postfix, by name (`policy.service`)."""
-    sockets = {"policy": policy_socket(paths)}
+    sockets = {"policy": policy_socket(paths), "srs": paths.postfix_queue / SRS_SOCKET}
     if settings.relay_host is None:  # through a relay, TLS is `encrypt` to it alone
         sockets["mtasts"] = paths.postfix_queue / MTASTS_SOCKET
     return sockets

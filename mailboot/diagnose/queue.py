@@ -34,7 +34,7 @@ class Deferred:
 class Queue:
     active: int  # maildrop, incoming and active: being delivered or about to be
     deferred: int  # failed for now; tried again later
-    hold: int  # put on hold by the administrator
+    hold: int  # held: by the administrator, or a forwarded copy DMARC quarantined (SRS)
     oldest_deferred: Deferred | None
 
 

@@ -10,6 +10,8 @@ Each socket has a name, and the name says what is asked on it and in which proto
 - `policy`: Postfix's policy delegation (`delegation`), the port-25 checks (`inbound.decide`).
 - `mtasts`: a socketmap (`socketmap`), Postfix's smtp_tls_policy_maps: receivers' MTA-STS
   policies (`outbound.mtasts`).
+- `srs`: Postfix's socketmap lookups (`socketmap`): `forward` and `reverse`, the Sender
+  Rewriting Scheme for copies forwarded off the server (`outbound.srs`).
 
 What it must say only once (a blocklist refusing our resolver, Docker's proxy) is noted in
 files below the run directory (`inbound.FileNotes`), so a later process doesn't say it again.
@@ -18,19 +20,23 @@ files below the run directory (`inbound.FileNotes`), so a later process doesn't 
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from mailboot.base.errors import StateError
 from mailboot.base.logs import configure_logging
 from mailboot.dns.lookup import local_lookup
 from mailboot.inbound.decide import Blocklist, FileNotes, InboundChecks, default_gateway
-from mailboot.outbound import mtasts_fetch
+from mailboot.outbound import mtasts_fetch, srs
 from mailboot.outbound.mtasts import MtaSts, PolicyCache, Sources
 from mailboot.policy import delegation, socketmap
 from mailboot.standards import publicsuffix
+
+log = logging.getLogger(__name__)
 
 # Seconds without an open connection before the process ends (smtpd lets go of an idle one
 # after max_idle, 10 s): a quiet minute, and the next message starts a new one (about 0.4 s).
@@ -62,7 +68,7 @@ def delegation_server(decide: delegation.Decide) -> Serve:
     return serve
 
 
-def mtasts_server(arguments: argparse.Namespace) -> Serve:
+def mtasts_lookup(arguments: argparse.Namespace) -> socketmap.Lookup:
     """Postfix's smtp_tls_policy_maps (socketmap `mtasts`): the TLS policy of each destination
     domain, from its MTA-STS policy."""
     trust, helo = arguments.trust_ca_file, arguments.helo
@@ -76,11 +82,38 @@ def mtasts_server(arguments: argparse.Namespace) -> Serve:
             return socketmap.Reply("PERM", f"no map named {name!r} here (only mtasts)")
         value = resolver.answer(key)
         return socketmap.NOT_FOUND if value is None else socketmap.Reply("OK", value)
+    return lookup
 
+
+def socketmap_server(lookup: socketmap.Lookup) -> Serve:
+    """Postfix's socketmap protocol on each connection."""
     def serve(connection: socket.socket) -> None:
         with connection.makefile("rb") as incoming, connection.makefile("wb") as outgoing:
             socketmap.serve(incoming, outgoing, lookup)
     return serve
+
+
+def srs_lookup(state: Path, srs_domain: str, own_domains: Sequence[str],
+               clock: Callable[[], float] = time.time) -> socketmap.Lookup:
+    """The `forward` and `reverse` maps of `outbound.srs`. The secret is read (or made) on the
+    first lookup; while it can't be, Postfix is told TEMP and keeps the mail queued."""
+    made: list[srs.Rewriting] = []
+    lock = threading.Lock()
+
+    def lookup(name: str, key: str) -> socketmap.Reply:
+        with lock:
+            if not made:
+                try:
+                    made.append(srs.rewriting(state, srs_domain, tuple(own_domains)))
+                except StateError as error:
+                    log.error("%s", error)
+                    return socketmap.Reply("TEMP", "the SRS secret can't be read; see the log")
+        answer = {"forward": srs.forward, "reverse": srs.reverse}.get(name)
+        if answer is None:
+            return socketmap.Reply("PERM", f"no map {name!r} here (forward, reverse)")
+        result = answer(made[0], key, clock())
+        return socketmap.NOT_FOUND if result is None else socketmap.Reply("OK", result)
+    return lookup
 
 
 class Connections:
@@ -157,6 +190,13 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m mailboot.policy.service")
     parser.add_argument("--policy-fd", type=int,
                         help="Postfix's policy delegation socket the supervisor hands over")
+    parser.add_argument("--srs-fd", type=int,
+                        help="Postfix's SRS socketmap socket the supervisor hands over")
+    parser.add_argument("--srs-domain", help="the domain SRS addresses are made under")
+    parser.add_argument("--mail-domain", action="append", default=[],
+                        help="one of our mail domains (repeatable): senders kept, bounces taken")
+    parser.add_argument("--state", type=Path, default=Path("/data/policy"),
+                        help="what the policy process keeps across restarts (the SRS secret)")
     parser.add_argument("--idle", type=float, default=IDLE,
                         help="end after this many seconds without an open connection")
     parser.add_argument("--blocklist", type=blocklist, action="append", default=[],
@@ -181,7 +221,14 @@ def servers(arguments: argparse.Namespace) -> dict[socket.socket, Serve]:
         decide = inbound_checks(arguments.blocklist, arguments.notes).decide
         found[socket.socket(fileno=arguments.policy_fd)] = delegation_server(decide)
     if arguments.mtasts_fd is not None:
-        found[socket.socket(fileno=arguments.mtasts_fd)] = mtasts_server(arguments)
+        lookup = mtasts_lookup(arguments)
+        found[socket.socket(fileno=arguments.mtasts_fd)] = socketmap_server(lookup)
+    if arguments.srs_fd is not None:
+        if not arguments.srs_domain:
+            raise SystemExit("--srs-fd needs --srs-domain: the domain SRS addresses are made under")
+        domains = arguments.mail_domain or [arguments.srs_domain]
+        lookup = srs_lookup(arguments.state, arguments.srs_domain, domains)
+        found[socket.socket(fileno=arguments.srs_fd)] = socketmap_server(lookup)
     return found
 
 

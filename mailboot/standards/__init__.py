@@ -6,7 +6,8 @@
   none with a valid `p=`, mean no policy; the organizational domain's record applies);
 - `taglist`: the tag=value lists DKIM, DMARC, MTA-STS and TLS-RPT records share (RFC 6376
   §3.2);
-- `mtasts`: our MTA-STS policy and its id (RFC 8461).
+- `mtasts`: our MTA-STS policy and its id (RFC 8461);
+- `srs`: the Sender Rewriting Scheme's SRS0/SRS1 addresses, made and reversed (libsrs2's format).
 
 May import: `base`, `settings`, `dns`.
 """
