@@ -160,6 +160,18 @@ BAD_INPUTS = [
     ("PUBLIC_ADDRESS_DISCOVERY", "myaddr@ns1.google.com", "the name"),
     ("PUBLIC_ADDRESS_DISCOVERY", "whoami.example@192.0.2.53:99999", "outside 1-65535"),
     ("PUBLIC_ADDRESS_DISCOVERY", "whoami.example@ns_1.example", "not host[:port]"),
+    ("LOGIN_BAN_FAILURES", "many", "not a whole number (or off)"),
+    ("LOGIN_BAN_FAILURES", "1", "outside 3 to 1000"),
+    ("LOGIN_BAN_FAILURES", "5000", "outside 3 to 1000"),
+    ("LOGIN_BAN_WINDOW", "a while", "not a duration"),
+    ("LOGIN_BAN_WINDOW", "0", "outside 1 second to a day"),
+    ("LOGIN_BAN_WINDOW", "2d", "outside 1 second to a day"),
+    ("LOGIN_BAN_DURATION", "forever", "not a duration"),
+    ("LOGIN_BAN_DURATION", "0s", "outside 1 second to 30 days"),
+    ("LOGIN_BAN_DURATION", "31d", "outside 1 second to 30 days"),
+    ("LOGIN_BAN_ALLOWLIST", "office", "not an address or a network"),
+    ("LOGIN_BAN_ALLOWLIST", "192.0.2.7/24", "host bits set"),
+    ("LOGIN_BAN_ALLOWLIST", "192.0.2.0/24,,2001:db8::/48", "empty entry"),
 ]
 
 

@@ -332,8 +332,8 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     report = gather(settings, paths, fakes, make_keys, timedelta(0))
     document = json.loads(status_view.status_json(report))
     assert set(document) == {"ok", "not_in_place", "checked", "hostname", "certificate", "dns",
-                             "dkim", "queue", "mailboxes", "disk", "outbound", "worker",
-                             "worker_problems"}
+                             "dkim", "queue", "mailboxes", "disk", "outbound", "bans",
+                             "worker", "worker_problems"}
     assert document["worker"] is None  # no run has finished (no state file)
     assert document["ok"] is False and len(document["not_in_place"]) == 1  # the queue
     assert document["certificate"]["renewal"] == "2027-01-24T12:00:00Z"
@@ -350,6 +350,8 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     screen = status_view.status_text(report)
     assert screen.startswith("mailboot status of mail.example.com at 2026-11-25 12:00:00 UTC: "
                              "NOT IN PLACE (1):")
+    assert document["bans"] == []  # login bans on (the default), none now
+    assert any(line.split() == ["login", "bans", "none"] for line in screen.splitlines())
     for title in ("certificate", "dns", "dkim", "queue", "mailboxes", "disk", "outbound",
                   "worker"):
         assert any(line.startswith(title + " ") for line in screen.splitlines()), title

@@ -38,6 +38,8 @@ DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
 # listens there and starts the policy process on the first question (socket activation).
 POLICY_SERVICE = "mailboot-policy"
 POLICY_SOCKET = f"private/{POLICY_SERVICE}"
+# The submission services' connection check against login bans, on the same policy process.
+BANS_SOCKET = "private/mailboot-bans"
 # Who the policy process runs as: it needs nothing but the resolver and its notes (below the run
 # directory, made for it here). A user of its own (the Dockerfile makes it).
 POLICY_USER = "mailpolicy"
@@ -75,6 +77,7 @@ def inbound_context(settings: Settings) -> dict[str, Any]:
         "dbl": (f"{settings.blocklist_zone(DBL_ZONE)}={DBL_LISTED}" if settings.dnsbl
                 else ""),
         "policy_socket": POLICY_SOCKET,
+        "bans_socket": BANS_SOCKET if settings.login_ban_failures != "off" else "",
         "quota_status_socket": QUOTA_STATUS_SOCKET,
         "own_authserv_id_pattern": settings.hostname.replace(".", "\\."),
     }
@@ -96,7 +99,10 @@ def policy_socket(paths: Paths) -> Path:
 
 def policy_sockets(settings: Settings, paths: Paths) -> dict[str, Path]:
     """The Unix sockets the policy process serves for Postfix, by name (`policy.service`)."""
-    return {"policy": policy_socket(paths)}
+    sockets = {"policy": policy_socket(paths)}
+    if settings.login_ban_failures != "off":
+        sockets["bans"] = paths.postfix_queue / BANS_SOCKET
+    return sockets
 
 
 def outbound_context(settings: Settings) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from mailboot.diagnose.queue import Queue
 from mailboot.dkim import keys as dkim
 from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.lookup import DnsLookup
+from mailboot.logins.bans import Ban, BanStore, current_bans
 from mailboot.mailboxes import accounts
 from mailboot.network import outbound as netcheck
 from mailboot.records.build import Kind, Record, RecordGroup
@@ -174,6 +175,8 @@ class StatusReport:
     outbound: Outbound | None  # None: not checked (yet, or OUTBOUND_CHECK=off)
     worker_problems: tuple[Problem, ...]
     worker: WorkerRun | None = None  # None: no run has finished yet
+    # Addresses banned for failed logins now, soonest ending first; None: LOGIN_BAN_FAILURES=off.
+    bans: Mapping[str, Ban] | Unavailable | None = None
 
     @property
     def not_in_place(self) -> tuple[str, ...]:
@@ -222,7 +225,9 @@ def gather(settings: Settings, paths: Paths, now: datetime, sources: Sources) ->
         now, settings.hostname, str(settings.tls_mode), certificate_state(settings, paths),
         dns, dkim, _attempt(sources.queue), _attempt(lambda: mailboxes(paths)),
         _attempt(lambda: Disk(paths.data_dir, *sources.disk(paths.data_dir))),
-        outbound_state(paths), problems.read_problems(paths.worker_problems), worker_run(paths))
+        outbound_state(paths), problems.read_problems(paths.worker_problems), worker_run(paths),
+        None if settings.login_ban_failures == "off" else
+        _attempt(lambda: current_bans(BanStore(paths.policy_state).read(), now)))
 
 
 def _dns_and_dkim(sources: Sources) -> tuple[tuple[ZoneDns, ...] | Unavailable,
