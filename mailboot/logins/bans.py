@@ -390,8 +390,8 @@ class LoginBans:
             return counted.state
 
         self.store.change(edit)
-        for line in said:
-            log.warning("%s", line)
+        for line in said:  # a ban is the bans at work; the gateway is for the operator to fix
+            log.log(logging.INFO if line.endswith("lifts it") else logging.WARNING, "%s", line)
 
     def _drop_ended(self, now: datetime) -> BanState:
         ended: dict[str, Ban] = {}
