@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -253,7 +254,7 @@ def post(command: str, body: dict[str, object], close: bool = False) -> bytes:
 def test_auth_policy_requests_on_one_connection_are_each_answered() -> None:
     asked: list[tuple[str, str]] = []
 
-    def judge(command: str, attributes: dict[str, object]) -> tuple[int, str]:
+    def judge(command: str, attributes: Mapping[str, object]) -> tuple[int, str]:
         asked.append((command, str(attributes["remote"])))
         return (-1, "banned") if command == "allow" else (0, "")
 
@@ -280,7 +281,7 @@ def test_a_request_not_of_the_protocol_ends_the_connection(broken: bytes) -> Non
 
 
 def test_a_failing_judge_lets_the_login_go_on() -> None:
-    def judge(command: str, attributes: dict[str, object]) -> tuple[int, str]:
+    def judge(command: str, attributes: Mapping[str, object]) -> tuple[int, str]:
         raise RuntimeError("bug")
 
     out = io.BytesIO()

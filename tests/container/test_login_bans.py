@@ -146,19 +146,20 @@ def test_a_banned_address_is_refused_on_every_port_even_with_the_right_password(
 
 def test_bans_are_listed_and_lifted(world: World) -> None:
     mail, attacker = world.mail, world.attacker
-    listed = json.loads(mail.exec("mailboot", "ban", "list", "--json"))
+    listed = json.loads(mail.exec("mailboot", "ban", "list", "--json").stdout)
     assert [ban["address"] for ban in listed] == [attacker.ip]
     assert listed[0]["failures"] == FAILURES and listed[0]["protocols"] == ["imap"]
-    status = mail.exec("mailboot", "status", check=False)
+    status = mail.exec("mailboot", "status", check=False).stdout
     assert f"login bans   {attacker.ip} until " in status
-    document = json.loads(mail.exec("mailboot", "status", "--json", check=False))
+    document = json.loads(mail.exec("mailboot", "status", "--json", check=False).stdout)
     assert [ban["address"] for ban in document["bans"]] == [attacker.ip]
-    assert "was lifted" in mail.exec("mailboot", "ban", "remove", attacker.ip)
-    assert json.loads(mail.exec("mailboot", "ban", "list", "--json")) == []
+    assert "was lifted" in mail.exec("mailboot", "ban", "remove", attacker.ip).stdout
+    assert json.loads(mail.exec("mailboot", "ban", "list", "--json").stdout) == []
     assert attempt(attacker, mail, "465", PASSWORD)["ok"] is True
     assert attempt(attacker, mail, "imap", PASSWORD)["ok"] is True
     # The state stays the policy process's own after the command (run as root) changed it.
-    owners = mail.exec("stat", "-c", "%U %n", "/data/policy/bans.json", "/data/policy/bans.lock")
+    owners = mail.exec("stat", "-c", "%U %n", "/data/policy/bans.json",
+                       "/data/policy/bans.lock").stdout
     assert owners.split() == ["mailpolicy", "/data/policy/bans.json",
                               "mailpolicy", "/data/policy/bans.lock"]
 
