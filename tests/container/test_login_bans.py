@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.container.containers import Container, insecure_context
+from tests.container.dockercli import docker
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.worlds import Server, scene
 from tests.polling import eventually
@@ -142,6 +143,13 @@ def test_a_banned_address_is_refused_on_every_port_even_with_the_right_password(
     # The allowlisted address failed more often and still logs in.
     assert attempt(allowed, mail, "imap", PASSWORD)["ok"] is True
     assert attempt(allowed, mail, "587", PASSWORD)["ok"] is True
+
+
+def test_a_ban_is_kept_across_a_restart(world: World) -> None:
+    docker("restart", world.mail.name, timeout=60)
+    world.mail.wait_ready()
+    found = attempt(world.attacker, world.mail, "imap", PASSWORD)
+    assert found["ok"] is False and "Too many failed logins" in str(found["said"]), found
 
 
 def test_bans_are_listed_and_lifted(world: World) -> None:
