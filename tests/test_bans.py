@@ -325,3 +325,31 @@ def test_the_policy_process_counts_reports_and_refuses_before_the_login(tmp_path
                              b'refused until ' + received.rsplit(b"until ", 1)[1])
     assert "bans: 192.0.2.7 banned until" in stderr
     assert ATTACKER in json.loads((tmp_path / "bans.json").read_text())["bans"]
+
+
+def test_ban_list_and_remove_on_the_command_line(tmp_path: Path) -> None:
+    from mailboot.cli.main import main
+
+    environ = {"MAIL_DOMAINS": "example.com", "DATA_DIR": str(tmp_path)}
+    (tmp_path / "policy").mkdir()
+    found = LoginBans(BanStore(tmp_path / "policy"), RULES, GATEWAY)  # the real clock
+    fail(found, "2001:db8:1:2::7", 3, "smtp")
+    listed = io.StringIO()
+    assert main(["ban", "list"], environ, listed) == 0
+    assert listed.getvalue().startswith("2001:db8:1:2::/64 until ")
+    assert listed.getvalue().endswith(" (3 failed logins: submission)\n")
+    as_json = io.StringIO()
+    assert main(["ban", "list", "--json"], environ, as_json) == 0
+    (ban,) = json.loads(as_json.getvalue())
+    assert (ban["address"], ban["failures"], ban["protocols"]) == (
+        "2001:db8:1:2::/64", 3, ["submission"])
+    assert main(["ban", "remove", "not-an-address"], environ, io.StringIO()) == 64
+    lifted = io.StringIO()
+    assert main(["ban", "remove", "2001:db8:1:2::99"], environ, lifted) == 0  # in the /64
+    assert lifted.getvalue() == ("bans: the ban of 2001:db8:1:2::/64 was lifted; it may log "
+                                 "in again\n")
+    assert found.banned("2001:db8:1:2::7") is None
+    assert main(["ban", "remove", "2001:db8:1:2::7"], environ, io.StringIO()) == 64
+    empty = io.StringIO()
+    assert main(["ban", "list"], environ, empty) == 0
+    assert empty.getvalue() == "no address is banned\n"

@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from mailboot.base.errors import UsageError
+from mailboot.base.errors import StateError, UsageError
 from mailboot.base.formats import human_time, machine_time
 from mailboot.base.paths import Paths
 from mailboot.base.users import user_ids
@@ -79,7 +79,8 @@ def run_list(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> 
 
 
 def run_remove(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """Lift a ban; raises UsageError for what isn't an address, or an address not banned."""
+    """Lift a ban; raises UsageError for what isn't an address or an address not banned,
+    StateError when the state can't be written."""
     key = client_key(arguments.address.split("/")[0])
     if key is None:
         raise UsageError(f"{arguments.address!r} is not an IP address; give one as "
@@ -92,7 +93,13 @@ def run_remove(arguments: argparse.Namespace, settings: Settings, out: TextIO) -
         found.append(ban is not None and ban.until > now)
         return state
 
-    store(settings).change(edit)
+    states = store(settings)
+    try:
+        states.change(edit)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise StateError(f"the bans in {states.path} can't be changed ({reason}); run this "
+                         "inside the container, as root") from error
     if not found[0]:
         raise UsageError(f"{key} is not banned (`mailboot ban list` shows the bans); its "
                          "failed logins, if any, are forgotten")
