@@ -353,3 +353,24 @@ def test_ban_list_and_remove_on_the_command_line(tmp_path: Path) -> None:
     empty = io.StringIO()
     assert main(["ban", "list"], environ, empty) == 0
     assert empty.getvalue() == "no address is banned\n"
+
+
+def test_dovecot_asks_the_policy_process_with_a_nonce_made_once(tmp_path: Path) -> None:
+    from mailboot.base.paths import Paths
+    from mailboot.daemons import dovecot
+    from mailboot.settings.table import load_settings
+
+    environ = {"MAIL_DOMAINS": "example.com", "LOGIN_BAN_ALLOWLIST": "198.51.100.0/24"}
+    settings, paths = load_settings(environ), Paths(tmp_path)
+    first = dovecot.auth_policy(settings, paths)
+    assert first is not None and first.url == "http://127.0.0.1:8895/"
+    directory = paths.policy_state.stat().st_mtime_ns
+    assert dovecot.auth_policy(settings, paths) == first  # read, not made again
+    assert paths.policy_state.stat().st_mtime_ns == directory
+    assert dovecot.login_ban_arguments(settings, paths) == [
+        "--login-bans=10,600,3600", f"--bans-state={paths.policy_state}",
+        "--login-ban-allow=198.51.100.0/24"]
+    off = load_settings({**environ, "LOGIN_BAN_FAILURES": "off"})
+    assert dovecot.auth_policy(off, paths) is None
+    assert dovecot.login_ban_arguments(off, paths) == []
+    assert dovecot.auth_policy_address(off) is None

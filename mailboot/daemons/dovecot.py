@@ -215,8 +215,9 @@ def auth_policy(settings: Settings, paths: Paths) -> AuthPolicy | None:
     if settings.login_ban_failures == "off":
         return None
     nonce_file = paths.policy_state / AUTH_POLICY_NONCE
-    nonce_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    create_once(nonce_file, secrets.token_hex(16).encode(), mode=0o600)
+    if not nonce_file.exists():  # create_once writes a temporary file even when it exists
+        nonce_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_once(nonce_file, secrets.token_hex(16).encode(), mode=0o600)
     return AuthPolicy(f"http://{AUTH_POLICY_HOST}:{AUTH_POLICY_PORT}/",
                       nonce_file.read_text().strip())
 
