@@ -329,7 +329,7 @@ def test_the_policy_process_answers_smtp_tls_policy_maps(tmp_path: Path,
     world = World(tmp_path)
     monkeypatch.setattr(service, "local_lookup", lambda: world.lookup)
     monkeypatch.setattr(mtasts_fetch, "fetch_policy", lambda domain, trust: POLICY)
-    arguments = service.parser().parse_args([f"--mtasts-state={tmp_path / 'mta-sts'}"])
+    arguments = service.parser().parse_args([f"--state={tmp_path}"])
     serve = service.socketmap_server(service.mtasts_lookup(arguments))
     ours, theirs = socket.socketpair()
     with theirs:

@@ -164,6 +164,18 @@ BAD_INPUTS = [
     ("TLS_TRUST_CA_FILE", "certs/ca.pem", "relative path"),
     ("TLS_TRUST_CA_FILE", "/nonexistent/ca.pem", "can't be read"),
     ("TLS_TRUST_CA_FILE", "/proc/version", "holds no PEM certificate"),
+    ("LOGIN_BAN_FAILURES", "many", "not a whole number (or off)"),
+    ("LOGIN_BAN_FAILURES", "1", "outside 3 to 1000"),
+    ("LOGIN_BAN_FAILURES", "5000", "outside 3 to 1000"),
+    ("LOGIN_BAN_WINDOW", "a while", "not a duration"),
+    ("LOGIN_BAN_WINDOW", "0", "outside 1 second to a day"),
+    ("LOGIN_BAN_WINDOW", "2d", "outside 1 second to a day"),
+    ("LOGIN_BAN_DURATION", "forever", "not a duration"),
+    ("LOGIN_BAN_DURATION", "0s", "outside 1 second to 30 days"),
+    ("LOGIN_BAN_DURATION", "31d", "outside 1 second to 30 days"),
+    ("LOGIN_BAN_ALLOWLIST", "office", "not an address or a network"),
+    ("LOGIN_BAN_ALLOWLIST", "192.0.2.7/24", "host bits set"),
+    ("LOGIN_BAN_ALLOWLIST", "192.0.2.0/24,,2001:db8::/48", "empty entry"),
 ]
 
 

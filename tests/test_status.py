@@ -333,6 +333,7 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     document = json.loads(status_view.status_json(report))
     assert set(document) == {"ok", "not_in_place", "checked", "hostname", "certificate", "dns",
                              "dkim", "queue", "mailboxes", "disk", "outbound", "reputation",
+                             "bans",
                              "worker", "worker_problems"}
     assert document["worker"] is None  # no run has finished (no state file)
     assert document["reputation"] is None  # not checked yet (no state file)
@@ -351,6 +352,8 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     screen = status_view.status_text(report)
     assert screen.startswith("mailboot status of mail.example.com at 2026-11-25 12:00:00 UTC: "
                              "NOT IN PLACE (1):")
+    assert document["bans"] == []  # login bans on (the default), none now
+    assert any(line.split() == ["login", "bans", "none"] for line in screen.splitlines())
     for title in ("certificate", "dns", "dkim", "queue", "mailboxes", "disk", "outbound",
                   "reputation", "worker"):
         assert any(line.startswith(title + " ") for line in screen.splitlines()), title

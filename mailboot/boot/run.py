@@ -31,7 +31,7 @@ from mailboot.base.logs import configure_logging
 from mailboot.base.paths import Paths
 from mailboot.base.users import user_ids
 from mailboot.boot import datadir, handover, warmstart
-from mailboot.daemons import postfix, registry, supervisor
+from mailboot.daemons import dovecot, postfix, registry, supervisor
 
 if TYPE_CHECKING:
     from mailboot.boot.stages import Prepared
@@ -158,8 +158,13 @@ def policy_arguments(settings: Settings, paths: Paths) -> list[str]:
         return []
     sockets = [f"--policy-socket={name}={path}"
                for name, path in postfix.policy_sockets(settings, paths).items()]
+    auth = dovecot.auth_policy_address(settings)  # Dovecot's auth policy: the login bans
+    if auth is not None:
+        sockets.append(f"--policy-tcp=auth={auth}")
+    command = [*postfix.policy_command(settings, paths),
+               *dovecot.login_ban_arguments(settings, paths)]
     return [*sockets, f"--policy-owner={owner[0]}:{owner[1]}", f"--policy-user={user[0]}:{user[1]}",
-            "--policy-command=" + json.dumps(postfix.policy_command(settings, paths))]
+            "--policy-command=" + json.dumps(command)]
 
 
 def warm_start_plan(settings: Settings, paths: Paths, prepared: Prepared,

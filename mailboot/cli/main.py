@@ -25,6 +25,7 @@ from mailboot.base.paths import Paths
 from mailboot.boot import run
 from mailboot.cli import accounts as cli_accounts
 from mailboot.cli import backup as cli_backup
+from mailboot.cli import bans as cli_bans
 from mailboot.cli import dkim as cli_dkim
 from mailboot.diagnose import health
 from mailboot.dns import names
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     _account_parsers(commands)
     cli_backup.add_parsers(commands)
     cli_dkim.add_parsers(commands)
+    cli_bans.add_parsers(commands)
     return parser
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from mailboot.base.formats import format_size, human_time, machine_time
+from mailboot.cli.bans import ban_json, ban_text
 from mailboot.diagnose.queue import Queue
 from mailboot.diagnose.status import (
     RECENT,
@@ -23,6 +24,7 @@ from mailboot.diagnose.status import (
     judge,
     recent_problems,
 )
+from mailboot.logins.bans import Ban
 
 # Worker problems shown on the screen (all of them are in --json).
 SHOWN_PROBLEMS = 5
@@ -49,6 +51,7 @@ def status_json(report: StatusReport) -> str:
             "detail": report.outbound.detail, "via_relay": report.outbound.via_relay,
             "checked": _time(report.outbound.checked)},
         "reputation": _reputation_json(report.reputation),
+        "bans": None if report.bans is None else _part(report.bans, _bans_json),
         "worker": None if report.worker is None else {
             "ran": _time(report.worker.ran), "next_run": _time(report.worker.next_run)},
         "worker_problems": {
@@ -112,6 +115,8 @@ def _reputation_json(found: Reputation | None) -> dict[str, Any] | None:
             "address": found.ipv6_address, "sends": found.ipv6_sends,
             "detail": found.ipv6_detail},
     }
+def _bans_json(bans: Mapping[str, Ban]) -> list[dict[str, Any]]:
+    return [ban_json(address, ban) for address, ban in bans.items()]
 
 
 def _disk_json(disk: Disk) -> dict[str, Any]:
@@ -137,6 +142,9 @@ def status_text(report: StatusReport) -> str:
             ("disk", _lines(report.disk, _disk_lines)),
             ("outbound", _outbound_lines(report.outbound)),
             ("reputation", _reputation_lines(report.reputation)),
+            *([] if report.bans is None else [("login bans", _lines(
+                report.bans, lambda bans: [ban_text(a, b) for a, b in bans.items()] or
+                ["none"]))]),
             ("worker", _worker_lines(report))]
     for title, values in rows:
         for index, value in enumerate(values):

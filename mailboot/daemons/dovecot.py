@@ -10,13 +10,14 @@ import logging
 import math
 import os
 import resource
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailboot.base.errors import CommandError
-from mailboot.base.files import write_atomically
+from mailboot.base.files import create_once, write_atomically
 from mailboot.base.paths import Paths
 from mailboot.base.programs import chown, run
 from mailboot.base.users import VMAIL_GID, VMAIL_UID, user_ids
@@ -84,6 +85,14 @@ HIBERNATE_FDS_PER_CONNECTION = 2
 # imap-hibernate's own memory and what each connection's exported state and buffers may take.
 HIBERNATE_BASE_MIB = 256
 HIBERNATE_KIB_PER_CONNECTION = 64
+
+# Dovecot's auth policy server: the policy process (mailboot.policy.service, `auth` socket), on
+# loopback TCP (Dovecot's HTTP client speaks no Unix sockets), held by the supervisor and served
+# on demand. It refuses logins from addresses banned for failed logins (logins.bans).
+AUTH_POLICY_HOST, AUTH_POLICY_PORT = "127.0.0.1", 8895
+# Dovecot hashes each login's password with this before it tells the policy server (which never
+# uses the hash); it refuses an auth policy without one. Made once, kept on the volume.
+AUTH_POLICY_NONCE = "auth-policy-nonce"
 
 
 @dataclass(frozen=True)
@@ -188,7 +197,46 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         "quota": quota_values(settings.mailbox_quota, paths),
         "app_password_files": [AppPasswordFile(slot, str(paths.app_password_file(slot)))
                                for slot in APP_PASSWORD_SLOTS],
+        "auth_policy": auth_policy(settings, paths),
     }
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """What dovecot.conf says about the auth policy server (login bans)."""
+
+    url: str
+    nonce: str
+
+
+def auth_policy(settings: Settings, paths: Paths) -> AuthPolicy | None:
+    """The auth policy server with LOGIN_BAN_FAILURES set; None with it off. The nonce is made
+    at the first boot that needs it and read after (the same configuration at every start)."""
+    if settings.login_ban_failures == "off":
+        return None
+    nonce_file = paths.policy_state / AUTH_POLICY_NONCE
+    if not nonce_file.exists():  # create_once writes a temporary file even when it exists
+        nonce_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_once(nonce_file, secrets.token_hex(16).encode(), mode=0o600)
+    return AuthPolicy(f"http://{AUTH_POLICY_HOST}:{AUTH_POLICY_PORT}/",
+                      nonce_file.read_text().strip())
+
+
+def login_ban_arguments(settings: Settings, paths: Paths) -> list[str]:
+    """The policy process's arguments for the login bans (it doesn't read the settings)."""
+    if settings.login_ban_failures == "off":
+        return []
+    rules = (f"{settings.login_ban_failures},{settings.login_ban_window},"
+             f"{settings.login_ban_duration}")
+    return [f"--login-bans={rules}",
+            *(f"--login-ban-allow={network}" for network in settings.login_ban_allowlist)]
+
+
+def auth_policy_address(settings: Settings) -> str | None:
+    """Where the supervisor listens for Dovecot's auth policy questions (None: nowhere)."""
+    if settings.login_ban_failures == "off":
+        return None
+    return f"{AUTH_POLICY_HOST}:{AUTH_POLICY_PORT}"
 
 
 @dataclass(frozen=True)

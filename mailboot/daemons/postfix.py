@@ -45,6 +45,8 @@ POLICY_SOCKET = f"private/{POLICY_SERVICE}"
 # copies come back in to have their sender rewritten (master.cf).
 SRS_SOCKET = "private/mailboot-srs"
 SRS_REINJECTION_PORT = 10026
+# The submission services' connection check against login bans, on the same policy process.
+BANS_SOCKET = "private/mailboot-bans"
 # Who the policy process runs as: it needs nothing but the resolver and its notes (below the run
 # directory, made for it here). A user of its own (the Dockerfile makes it).
 POLICY_USER = "mailpolicy"
@@ -118,6 +120,7 @@ def inbound_context(settings: Settings) -> dict[str, Any]:
         "dbl": (f"{settings.blocklist_zone(DBL_ZONE)}={DBL_LISTED}" if settings.dnsbl
                 else ""),
         "policy_socket": POLICY_SOCKET,
+        "bans_socket": BANS_SOCKET if settings.login_ban_failures != "off" else "",
         "quota_status_socket": QUOTA_STATUS_SOCKET,
         "own_authserv_id_pattern": settings.hostname.replace(".", "\\."),
     }
@@ -129,7 +132,7 @@ def policy_command(settings: Settings, paths: Paths) -> list[str]:
     in the log."""
     zones = dict.fromkeys(site.zone for site in settings.dnsbl)
     lists = [f"--blocklist={settings.blocklist_zone(zone)}={zone}" for zone in zones]
-    mtasts = [f"--mtasts-state={paths.policy_state / 'mta-sts'}", f"--helo={settings.hostname}"]
+    mtasts = [f"--helo={settings.hostname}"]
     if settings.tls_trust_ca_file is not None:
         mtasts.append(f"--trust-ca-file={settings.tls_trust_ca_file}")
     # SRS (outbound.srs): addresses under the primary domain, whose SPF names this server;
@@ -149,6 +152,8 @@ def policy_sockets(settings: Settings, paths: Paths) -> dict[str, Path]:
     sockets = {"policy": policy_socket(paths), "srs": paths.postfix_queue / SRS_SOCKET}
     if settings.relay_host is None:  # through a relay, TLS is `encrypt` to it alone
         sockets["mtasts"] = paths.postfix_queue / MTASTS_SOCKET
+    if settings.login_ban_failures != "off":
+        sockets["bans"] = paths.postfix_queue / BANS_SOCKET
     return sockets
 
 

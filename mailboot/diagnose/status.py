@@ -27,6 +27,7 @@ from mailboot.diagnose.queue import Queue
 from mailboot.dkim import keys as dkim
 from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.lookup import DnsLookup
+from mailboot.logins.bans import Ban, BanStore, current_bans
 from mailboot.mailboxes import accounts
 from mailboot.network import outbound as netcheck
 from mailboot.network import reputation
@@ -203,6 +204,8 @@ class StatusReport:
     worker_problems: tuple[Problem, ...]
     worker: WorkerRun | None = None  # None: no run has finished yet
     reputation: Reputation | None = None  # None: not checked (yet, or nothing to check)
+    # Addresses banned for failed logins now, soonest ending first; None: LOGIN_BAN_FAILURES=off.
+    bans: Mapping[str, Ban] | Unavailable | None = None
 
     @property
     def not_in_place(self) -> tuple[str, ...]:
@@ -252,7 +255,9 @@ def gather(settings: Settings, paths: Paths, now: datetime, sources: Sources) ->
         dns, dkim, _attempt(sources.queue), _attempt(lambda: mailboxes(paths)),
         _attempt(lambda: Disk(paths.data_dir, *sources.disk(paths.data_dir))),
         outbound_state(paths), problems.read_problems(paths.worker_problems), worker_run(paths),
-        reputation_state(paths))
+        reputation_state(paths),
+        None if settings.login_ban_failures == "off" else
+        _attempt(lambda: current_bans(BanStore(paths.policy_state).read(), now)))
 
 
 def _dns_and_dkim(sources: Sources) -> tuple[tuple[ZoneDns, ...] | Unavailable,

@@ -142,6 +142,11 @@ class FileNotes:
             return self._fallback.first_to_say(what)
         return True
 
+    def said(self, what: str) -> bool:
+        """Whether a process of this run said `what` (`first_to_say`): the login bans ask
+        whether port 25 noticed Docker's proxy."""
+        return (self.directory / f"said-{_safe(what)}").exists()
+
     def said_at(self, what: str) -> float | None:
         path = self.directory / f"said-at-{_safe(what)}"
         try:

@@ -12,6 +12,11 @@ Each socket has a name, and the name says what is asked on it and in which proto
   policies (`outbound.mtasts`).
 - `srs`: Postfix's socketmap lookups (`socketmap`): `forward` and `reverse`, the Sender
   Rewriting Scheme for copies forwarded off the server (`outbound.srs`).
+- `auth`: Dovecot's auth policy (`authpolicy`, HTTP on loopback TCP), asked before and told
+  after every login (IMAP, ManageSieve, and SMTP AUTH, which Postfix asks Dovecot):
+  `logins.bans` counts the failures and refuses banned addresses.
+- `bans`: Postfix's policy delegation at the connection of a client to 465 and 587: a banned
+  address gets 421 and is disconnected before it can try a password.
 
 What it must say only once (a blocklist refusing our resolver, Docker's proxy) is noted in
 files below the run directory (`inbound.FileNotes`), so a later process doesn't say it again.
@@ -20,6 +25,7 @@ files below the run directory (`inbound.FileNotes`), so a later process doesn't 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import socket
 import threading
@@ -31,9 +37,10 @@ from mailboot.base.errors import StateError
 from mailboot.base.logs import configure_logging
 from mailboot.dns.lookup import local_lookup
 from mailboot.inbound.decide import Blocklist, FileNotes, InboundChecks, default_gateway
+from mailboot.logins.bans import BanRules, BanStore, LoginBans, refusal
 from mailboot.outbound import mtasts_fetch, srs
 from mailboot.outbound.mtasts import MtaSts, PolicyCache, Sources
-from mailboot.policy import delegation, socketmap
+from mailboot.policy import authpolicy, delegation, socketmap
 from mailboot.standards import publicsuffix
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,8 @@ log = logging.getLogger(__name__)
 # Seconds without an open connection before the process ends (smtpd lets go of an idle one
 # after max_idle, 10 s): a quiet minute, and the next message starts a new one (about 0.4 s).
 IDLE = 60.0
+# Receivers' MTA-STS policies, one file per domain, below --state.
+MTASTS_CACHE = "mta-sts"
 # What serves one accepted connection of a socket, until its client lets go.
 Serve = Callable[[socket.socket], None]
 
@@ -51,13 +60,62 @@ def blocklist(text: str) -> Blocklist:
     return Blocklist(query, shown or query)
 
 
+def ban_rules(text: str) -> tuple[int, int, int]:
+    """`failures,window,duration` (a count and two numbers of seconds)."""
+    failures, window, duration = (int(part) for part in text.split(","))
+    return failures, window, duration
+
+
 def inbound_checks(blocklists: Sequence[Blocklist], notes: Path) -> InboundChecks:
-    try:
-        routes = Path("/proc/net/route").read_text()
-    except OSError:
-        routes = ""
     return InboundChecks(local_lookup(), publicsuffix.load_rules(), blocklists,
-                         default_gateway(routes), notes=FileNotes(notes))
+                         default_route_gateway(), notes=FileNotes(notes))
+
+
+def default_route_gateway() -> str | None:
+    try:
+        return default_gateway(Path("/proc/net/route").read_text())
+    except OSError:
+        return None
+
+
+def login_bans(arguments: argparse.Namespace) -> LoginBans:
+    failures, window, duration = arguments.login_bans
+    rules = BanRules(failures, window, duration, tuple(arguments.login_ban_allow))
+    notes = FileNotes(arguments.notes)
+    # The policy process runs as the state directory's owner: what it writes stays its own.
+    return LoginBans(BanStore(arguments.state), rules, default_route_gateway(),
+                     proxy_noticed=lambda: notes.said("proxy"))
+
+
+def auth_policy_server(bans: LoginBans) -> Serve:
+    """Dovecot's auth policy on each connection: refuse a banned address before its login,
+    count a failed login after it. A login refused for a ban is reported too
+    (`policy_reject`): not counted again. Nor is a failure of our own (`fail_type` internal:
+    the password file couldn't be read)."""
+    def judge(command: str, attributes: Mapping[str, object]) -> tuple[int, str]:
+        remote = str(attributes.get("remote", ""))
+        if command == "allow":
+            found = bans.banned(remote)
+            return (-1, refusal(*found)) if found is not None else (0, "")
+        if (command == "report" and attributes.get("policy_reject") is not True
+                and attributes.get("fail_type") != "internal"):
+            bans.report(remote, str(attributes.get("protocol", "")),
+                        success=attributes.get("success") is True)
+        return 0, ""
+
+    def serve(connection: socket.socket) -> None:
+        with connection.makefile("rb") as incoming, connection.makefile("wb") as outgoing:
+            authpolicy.serve(incoming, outgoing, judge)
+    return serve
+
+
+def connection_check(bans: LoginBans) -> delegation.Decide:
+    """Postfix's submission services ask when a client connects (smtpd_delay_reject = no):
+    421 disconnects a banned address (access(5)) before its greeting."""
+    def decide(request: Mapping[str, str]) -> str:
+        found = bans.banned(request.get("client_address", ""))
+        return "DUNNO" if found is None else f"421 4.7.0 {refusal(*found)}"
+    return decide
 
 
 def delegation_server(decide: delegation.Decide) -> Serve:
@@ -75,7 +133,7 @@ def mtasts_lookup(arguments: argparse.Namespace) -> socketmap.Lookup:
     sources = Sources(local_lookup(),
                       lambda domain: mtasts_fetch.fetch_policy(domain, trust),
                       lambda host: mtasts_fetch.probe_mx(host, helo, trust), time.time)
-    resolver = MtaSts(PolicyCache(arguments.mtasts_state), sources)
+    resolver = MtaSts(PolicyCache(arguments.state / MTASTS_CACHE), sources)
 
     def lookup(name: str, key: str) -> socketmap.Reply:
         if name != "mtasts":
@@ -196,17 +254,25 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--mail-domain", action="append", default=[],
                         help="one of our mail domains (repeatable): senders kept, bounces taken")
     parser.add_argument("--state", type=Path, default=Path("/data/policy"),
-                        help="what the policy process keeps across restarts (the SRS secret)")
+                        help="what the policy process keeps across restarts (the SRS secret, "
+                             "the bans, receivers' MTA-STS policies)")
     parser.add_argument("--idle", type=float, default=IDLE,
                         help="end after this many seconds without an open connection")
     parser.add_argument("--blocklist", type=blocklist, action="append", default=[],
                         help="query-zone=shown-as of an address blocklist postscreen asks")
+    parser.add_argument("--auth-fd", type=int,
+                        help="Dovecot's auth policy socket (HTTP) the supervisor hands over")
+    parser.add_argument("--bans-fd", type=int,
+                        help="the submission services' connection check (policy delegation)")
+    parser.add_argument("--login-bans", type=ban_rules, default=(10, 600, 3600),
+                        help="failures,window,duration: this many failed logins within window "
+                             "seconds ban an address for duration seconds")
+    parser.add_argument("--login-ban-allow", type=ipaddress.ip_network, action="append",
+                        default=[], help="a network never banned (repeatable)")
     parser.add_argument("--notes", type=Path, default=Path("/run/mailboot/inbound"),
                         help="where the policy processes note what they said")
     parser.add_argument("--mtasts-fd", type=int,
                         help="Postfix's smtp_tls_policy_maps socketmap the supervisor hands over")
-    parser.add_argument("--mtasts-state", type=Path, default=Path("/data/policy/mta-sts"),
-                        help="where receivers' MTA-STS policies are cached")
     parser.add_argument("--trust-ca-file", type=Path,
                         help="CA certificates trusted beside the system's (TLS_TRUST_CA_FILE)")
     parser.add_argument("--helo", default="localhost",
@@ -229,6 +295,13 @@ def servers(arguments: argparse.Namespace) -> dict[socket.socket, Serve]:
         domains = arguments.mail_domain or [arguments.srs_domain]
         lookup = srs_lookup(arguments.state, arguments.srs_domain, domains)
         found[socket.socket(fileno=arguments.srs_fd)] = socketmap_server(lookup)
+    if arguments.auth_fd is not None or arguments.bans_fd is not None:
+        bans = login_bans(arguments)
+        if arguments.auth_fd is not None:
+            found[socket.socket(fileno=arguments.auth_fd)] = auth_policy_server(bans)
+        if arguments.bans_fd is not None:
+            found[socket.socket(fileno=arguments.bans_fd)] = delegation_server(
+                connection_check(bans))
     return found
 
 

@@ -28,6 +28,9 @@ from mailboot.settings.values import (
     choice,
     parse_absolute_file,
     parse_address_discovery,
+    parse_ban_duration,
+    parse_ban_failures,
+    parse_ban_window,
     parse_ca_file,
     parse_caa_issuer,
     parse_connection_limit,
@@ -44,6 +47,7 @@ from mailboot.settings.values import (
     parse_https_url,
     parse_mailto_list,
     parse_max_age,
+    parse_networks,
     parse_outbound_check,
     parse_password,
     parse_public_ipv4,
@@ -400,6 +404,34 @@ TABLE: tuple[Setting, ...] = (
         "added to every domain's SPF record.",
         "_spf.relay.example.net",
     ),
+    # --- login bans (logins.bans) ---
+    Setting(
+        "LOGIN_BAN_FAILURES", "login_ban_failures", parse_ban_failures, "10", "`10`",
+        "Failed logins from one address (SMTP AUTH on 465/587, IMAP, ManageSieve together) "
+        "within LOGIN_BAN_WINDOW that ban it for LOGIN_BAN_DURATION: every login and every "
+        "connection to 465/587 from it is then refused. IPv6 counts per /64. Never banned: "
+        "loopback, LOGIN_BAN_ALLOWLIST, and the Docker gateway when every client comes through "
+        "it. `mailboot ban list` shows the bans, `mailboot ban remove` lifts one. `off`: no "
+        "bans.",
+        "5",
+    ),
+    Setting(
+        "LOGIN_BAN_WINDOW", "login_ban_window", parse_ban_window, "10m", "`10m`",
+        "How far back failed logins count toward a ban (seconds, or with s/m/h/d).",
+        "1h",
+    ),
+    Setting(
+        "LOGIN_BAN_DURATION", "login_ban_duration", parse_ban_duration, "1h", "`1h`",
+        "How long a ban lasts (seconds, or with s/m/h/d; at most 30d); it ends by itself, "
+        "and is kept across restarts.",
+        "1d",
+    ),
+    Setting(
+        "LOGIN_BAN_ALLOWLIST", "login_ban_allowlist", parse_networks, "none", "`none`",
+        "Addresses and networks (CIDR, comma-separated) that are never banned: your office, a "
+        "VPN, a webmail host.",
+        "192.0.2.0/24,2001:db8::/48",
+    ),
     Setting(
         "OUTBOUND_CHECK", "outbound_check", parse_outbound_check, "gmail.com", "`gmail.com`",
         "Where the worker checks, at start and daily, that this host can open port 25 to the "
@@ -481,6 +513,10 @@ class Settings:
     outbound_check: OutboundTarget | Literal["off"]
     reputation_check: OnOff
     tls_trust_ca_file: Path | None
+    login_ban_failures: int | Literal["off"]
+    login_ban_window: int  # seconds
+    login_ban_duration: int  # seconds
+    login_ban_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     warnings: tuple[str, ...]
 
     def blocklist_zone(self, zone: str) -> str:

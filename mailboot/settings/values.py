@@ -202,6 +202,20 @@ def _parse_server_ip(text: str) -> IPAddress:
     return address
 
 
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or networks in CIDR form (192.0.2.0/24, 2001:db8::/48); `none`
+    for none. Host bits set in a network are an error: 192.0.2.7/24 is likely a typo."""
+    if text.strip().lower() == "none":
+        return ()
+    networks = []
+    for item in _split_list(text):
+        try:
+            networks.append(ipaddress.ip_network(item.strip("[]")))
+        except ValueError as error:
+            raise SettingValueError(f"{item!r} is not an address or a network ({error})") from None
+    return tuple(networks)
+
+
 DNS_PORT = 53
 # RFC 6409 §3.1: submission; 465 (TLS from the first byte, RFC 8314 §3.3) must be given.
 RELAY_DEFAULT_PORT = 587
@@ -610,6 +624,42 @@ def parse_grace(text: str) -> int:
     seconds = _seconds(text)
     if not 1 <= seconds <= LONGEST_DKIM_GRACE:
         raise SettingValueError(f"{text!r} is outside 1 second to 366 days (366d)")
+    return seconds
+
+
+# Login bans: at least 3 failures (one mistyped password on a phone retried by its mail app
+# and the laptop's is 2), at most a thousand; the window and the ban within a day and 30 days.
+FEWEST_BAN_FAILURES, MOST_BAN_FAILURES = 3, 1000
+LONGEST_BAN_WINDOW, LONGEST_BAN = 86400, 30 * 86400
+
+
+def parse_ban_failures(text: str) -> int | Literal["off"]:
+    """A number of failed logins, or `off` (no bans)."""
+    value = text.strip().lower()
+    if value == "off":
+        return "off"
+    count = _ascii_whole_number(value)
+    if count is None:
+        raise SettingValueError(f"{text!r} is not a whole number (or off)")
+    if not FEWEST_BAN_FAILURES <= count <= MOST_BAN_FAILURES:
+        raise SettingValueError(f"{text!r} is outside {FEWEST_BAN_FAILURES} to "
+                                f"{MOST_BAN_FAILURES}")
+    return count
+
+
+def parse_ban_window(text: str) -> int:
+    """Seconds, or a number with a unit (s, m, h, d, w); 1 second to a day."""
+    seconds = _seconds(text)
+    if not 1 <= seconds <= LONGEST_BAN_WINDOW:
+        raise SettingValueError(f"{text!r} is outside 1 second to a day (1d)")
+    return seconds
+
+
+def parse_ban_duration(text: str) -> int:
+    """Seconds, or a number with a unit (s, m, h, d, w); 1 second to 30 days."""
+    seconds = _seconds(text)
+    if not 1 <= seconds <= LONGEST_BAN:
+        raise SettingValueError(f"{text!r} is outside 1 second to 30 days (30d)")
     return seconds
 
 
