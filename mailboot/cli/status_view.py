@@ -16,6 +16,7 @@ from mailboot.diagnose.status import (
     DkimState,
     Mailboxes,
     Outbound,
+    Sending,
     StatusReport,
     Unavailable,
     ZoneDns,
@@ -54,6 +55,8 @@ def status_json(report: StatusReport) -> str:
             "recent": len(recent_problems(report)),
             "last": [{"time": _time(p.time), "level": p.level, "source": p.source,
                       "message": p.message} for p in report.worker_problems]},
+        "sending_limits": (None if report.sending is None
+                           else _part(report.sending, _sending_json)),
     }
     return json.dumps(document, indent=2) + "\n"
 
@@ -97,6 +100,15 @@ def _queue_json(queue: Queue) -> dict[str, Any]:
                 "recipient": oldest.recipient, "reason": oldest.reason}}
 
 
+def _sending_json(sending: Sending) -> dict[str, Any]:
+    return {"messages_per_day": sending.limits.messages,
+            "first_time_recipients_per_day": sending.limits.first_time,
+            "held": [{"account": held.login, "limit": str(held.limit), "count": held.count,
+                      "maximum": held.maximum, "until": _time(held.until)}
+                     for held in sending.held],
+            "unreadable": list(sending.unreadable)}
+
+
 def _disk_json(disk: Disk) -> dict[str, Any]:
     return {"path": str(disk.path), "total_bytes": disk.total_bytes,
             "free_bytes": disk.free_bytes, "free_percent": round(disk.free_share * 100, 1)}
@@ -120,6 +132,8 @@ def status_text(report: StatusReport) -> str:
             ("disk", _lines(report.disk, _disk_lines)),
             ("outbound", _outbound_lines(report.outbound)),
             ("worker", _worker_lines(report))]
+    if report.sending is not None:
+        rows.append(("limits", _lines(report.sending, _sending_lines)))
     for title, values in rows:
         for index, value in enumerate(values):
             lines.append(f"{title if index == 0 else '':<12} {value}")
@@ -178,6 +192,20 @@ def _mailbox_lines(mailboxes: Mailboxes) -> list[str]:
 def _disk_lines(disk: Disk) -> list[str]:
     return [f"{format_size(disk.free_bytes)} free of {format_size(disk.total_bytes)} "
             f"({disk.free_share:.0%}) on {disk.path}"]
+
+
+def _sending_lines(sending: Sending) -> list[str]:
+    daily = [f"{maximum} {what}" for maximum, what in
+             ((sending.limits.messages, "messages"),
+              (sending.limits.first_time, "first-time recipients")) if maximum is not None]
+    lines = [f"{' and '.join(daily)} a day per login" if daily else "off"]
+    lines += [f"{held.login} HELD: {held.count} of {held.maximum} {held.limit} today, until "
+              f"{human_time(held.until)} or `mailboot account release {held.login}`"
+              for held in sending.held]
+    if not sending.held and daily:
+        lines[0] += "; none held"
+    lines += [f"unreadable (counted from zero again): {line}" for line in sending.unreadable]
+    return lines
 
 
 def _outbound_lines(outbound: Outbound | None) -> list[str]:

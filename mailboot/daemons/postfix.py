@@ -58,6 +58,8 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         "inet_protocols": "all" if settings.public_ipv6 else "ipv4",
         **outbound_context(settings),
         **inbound_context(settings),
+        # The submission services ask our policy service only when a sending limit is on.
+        "sending_limits": settings.sending_limits != (None, None),
     }
 
 
@@ -83,11 +85,14 @@ def inbound_context(settings: Settings) -> dict[str, Any]:
 def policy_command(settings: Settings, paths: Paths) -> list[str]:
     """The policy process's command line (the supervisor adds the socket): where it asks each
     address blocklist (with the DQS key, as postscreen's sites in main.cf do) and the name shown
-    in the log."""
+    in the log; where its state lives, and the sending limits (it never reads the settings)."""
     zones = dict.fromkeys(site.zone for site in settings.dnsbl)
     lists = [f"--blocklist={settings.blocklist_zone(zone)}={zone}" for zone in zones]
+    limits = [f"--send-limit-messages={settings.send_limit_messages_per_day}",
+              f"--send-limit-first-time={settings.send_limit_first_time_recipients_per_day}"]
     return [POLICY_PYTHON, "-P", "-m", "mailboot.policy.service",
-            f"--notes={paths.inbound_state}", *lists]
+            f"--notes={paths.inbound_state}", *lists, f"--state={paths.policy_state}", *limits]
+
 
 
 def policy_socket(paths: Paths) -> Path:

@@ -29,6 +29,7 @@ from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.lookup import DnsLookup
 from mailboot.mailboxes import accounts
 from mailboot.network import outbound as netcheck
+from mailboot.outbound.limits import Held, Limits, held_logins, state_directory
 from mailboot.records.build import Kind, Record, RecordGroup
 from mailboot.records.doctor import Finding, Status
 from mailboot.records.published import check_published, published_groups
@@ -161,6 +162,22 @@ def worker_run(paths: Paths) -> WorkerRun | None:
 
 
 @dataclass(frozen=True)
+class Sending:
+    """The sending limits in force, the logins held by them now, and the counters' files that
+    can't be read (they count from zero again at the login's next message)."""
+
+    limits: Limits
+    held: tuple[Held, ...]
+    unreadable: tuple[str, ...]
+
+
+def sending_state(settings: Settings, paths: Paths, now: datetime) -> Sending:
+    current = Limits(*settings.sending_limits)
+    held, unreadable = held_logins(state_directory(paths.policy_state), current, now)
+    return Sending(current, tuple(held), tuple(unreadable))
+
+
+@dataclass(frozen=True)
 class StatusReport:
     checked: datetime
     hostname: str
@@ -174,6 +191,7 @@ class StatusReport:
     outbound: Outbound | None  # None: not checked (yet, or OUTBOUND_CHECK=off)
     worker_problems: tuple[Problem, ...]
     worker: WorkerRun | None = None  # None: no run has finished yet
+    sending: Sending | Unavailable | None = None  # None: not looked at
 
     @property
     def not_in_place(self) -> tuple[str, ...]:
@@ -222,7 +240,8 @@ def gather(settings: Settings, paths: Paths, now: datetime, sources: Sources) ->
         now, settings.hostname, str(settings.tls_mode), certificate_state(settings, paths),
         dns, dkim, _attempt(sources.queue), _attempt(lambda: mailboxes(paths)),
         _attempt(lambda: Disk(paths.data_dir, *sources.disk(paths.data_dir))),
-        outbound_state(paths), problems.read_problems(paths.worker_problems), worker_run(paths))
+        outbound_state(paths), problems.read_problems(paths.worker_problems), worker_run(paths),
+        _attempt(lambda: sending_state(settings, paths, now)))
 
 
 def _dns_and_dkim(sources: Sources) -> tuple[tuple[ZoneDns, ...] | Unavailable,
@@ -338,7 +357,7 @@ def judge(report: StatusReport) -> tuple[str, ...]:
     """What is not in place, one line each (what, and what to do); empty when all is."""
     return (*_certificate_problems(report), *_dns_problems(report), *_queue_problems(report),
             *_storage_problems(report), *_outbound_problems(report.outbound),
-            *_worker_problems(report))
+            *_worker_problems(report), *_sending_problems(report.sending))
 
 
 def _certificate_problems(report: StatusReport) -> list[str]:
@@ -413,6 +432,16 @@ def _outbound_problems(outbound: Outbound | None) -> list[str]:
     return [f"outbound: port 25 to other mail servers is {outbound.status} here "
             f"({outbound.target}: {outbound.detail}); outbound mail queues and does not leave: "
             f"{netcheck.RELAY_HINT}"]
+
+
+def _sending_problems(sending: Sending | Unavailable | None) -> list[str]:
+    """A held login is worth a look: a stolen password is the usual reason."""
+    if not isinstance(sending, Sending):
+        return []
+    return [f"limits: {held.login} is held: it reached its limit of {held.maximum} {held.limit} "
+            f"today; if that wasn't its owner, change its password; `mailboot account release "
+            f"{held.login}` lets it send again (else at {human_time(held.until)})"
+            for held in sending.held]
 
 
 def recent_problems(report: StatusReport) -> tuple[Problem, ...]:

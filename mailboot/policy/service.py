@@ -7,7 +7,9 @@ once no connection has been open for `--idle` seconds, so nothing of it stays in
 mail moves, and a burst of 200 sessions costs one process, not 200.
 
 Each socket has a name, and the name says what is asked on it and in which protocol:
-- `policy`: Postfix's policy delegation (`delegation`), the port-25 checks (`inbound.decide`).
+- `policy`: Postfix's policy delegation (`delegation`): the port-25 checks (`inbound.decide`),
+  and for the submission services, whose requests carry the login (`sasl_username`), the
+  sending limits (`outbound.limits`).
 
 What it must say only once (a blocklist refusing our resolver, Docker's proxy) is noted in
 files below the run directory (`inbound.FileNotes`), so a later process doesn't say it again.
@@ -20,11 +22,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mailboot.base.logs import configure_logging
 from mailboot.dns.lookup import local_lookup
 from mailboot.inbound.decide import Blocklist, FileNotes, InboundChecks, default_gateway
+from mailboot.outbound import limits
 from mailboot.policy import delegation
 from mailboot.standards import publicsuffix
 
@@ -48,6 +52,19 @@ def inbound_checks(blocklists: Sequence[Blocklist], notes: Path) -> InboundCheck
         routes = ""
     return InboundChecks(local_lookup(), publicsuffix.load_rules(), blocklists,
                          default_gateway(routes), notes=FileNotes(notes))
+
+
+def daily_limit(text: str) -> int | None:
+    """A whole number, or `off` (no limit)."""
+    return None if text == "off" else int(text)
+
+
+def by_login(inbound: delegation.Decide, submission: delegation.Decide) -> delegation.Decide:
+    """One socket for both: a request with a login comes from the submission services (port 25
+    has no AUTH), the rest from port 25, whose checks stay as they are."""
+    def decide(request: Mapping[str, str]) -> str:
+        return submission(request) if request.get("sasl_username") else inbound(request)
+    return decide
 
 
 def delegation_server(decide: delegation.Decide) -> Serve:
@@ -138,6 +155,12 @@ def parser() -> argparse.ArgumentParser:
                         help="query-zone=shown-as of an address blocklist postscreen asks")
     parser.add_argument("--notes", type=Path, default=Path("/run/mailboot/inbound"),
                         help="where the policy processes note what they said")
+    parser.add_argument("--state", type=Path, default=Path("/data/policy"),
+                        help="what the policy process keeps across restarts")
+    parser.add_argument("--send-limit-messages", type=daily_limit, default=None,
+                        help="messages a login may send a UTC day, or off")
+    parser.add_argument("--send-limit-first-time", type=daily_limit, default=None,
+                        help="recipients new to a login it may write to a UTC day, or off")
     return parser
 
 
@@ -145,8 +168,13 @@ def servers(arguments: argparse.Namespace) -> dict[socket.socket, Serve]:
     """Each handed socket with what serves it."""
     found: dict[socket.socket, Serve] = {}
     if arguments.policy_fd is not None:
-        decide = inbound_checks(arguments.blocklist, arguments.notes).decide
-        found[socket.socket(fileno=arguments.policy_fd)] = delegation_server(decide)
+        inbound = inbound_checks(arguments.blocklist, arguments.notes).decide
+        sending = limits.SendingLimits(
+            limits.state_directory(arguments.state),
+            limits.Limits(arguments.send_limit_messages, arguments.send_limit_first_time),
+            lambda: datetime.now(UTC))
+        found[socket.socket(fileno=arguments.policy_fd)] = delegation_server(
+            by_login(inbound, sending.decide))
     return found
 
 
