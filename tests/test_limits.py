@@ -10,6 +10,7 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -85,6 +86,28 @@ def test_the_message_after_the_limit_is_refused_with_451_and_logged_once(
     again = SendingLimits(directory, Limits(20, None), clock)
     assert send(again, ALICE.upper(), ["friend@example.net"], "m22")[0].startswith("451 4.7.1")
     assert sum("reached its limit" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_concurrent_sessions_and_a_release_lose_no_count(directory: Path, clock: Clock) -> None:
+    """The policy process's threads count at once; release (another process) runs meanwhile on
+    another login: every message is counted once."""
+    service = SendingLimits(directory, Limits(10_000, None), clock)
+
+    def session(number: int) -> None:
+        for message in range(25):
+            send(service, ALICE, [f"r{message}@example.net"], f"{number}-{message}")
+
+    threads = [threading.Thread(target=session, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    subprocess.run([sys.executable, "-c", "import sys; from datetime import datetime, UTC; "
+                    "from pathlib import Path; from mailboot.outbound import limits; "
+                    "limits.release(Path(sys.argv[1]), 'bob@example.com', datetime.now(UTC))",
+                    str(directory)], check=True, timeout=60)
+    for thread in threads:
+        thread.join()
+    day = limits.read_day(directory, ALICE, NOON)
+    assert (day.messages, day.first_time, len(day.known)) == (200, 25, 25)
 
 
 def test_the_next_utc_day_starts_from_zero(directory: Path, clock: Clock) -> None:

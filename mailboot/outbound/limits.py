@@ -20,7 +20,8 @@ counts survive a restart and go into backups: its UTC day, the two counts, which
 already logged that day, and the recipients it wrote to (short hashes, the most recent
 `KNOWN_RECIPIENTS`). One file per login keeps each write small however many accounts there are.
 The policy process's threads and `mailboot account release` (root) both change them, so every
-read-modify-write holds a lock (flock on `sending/.lock`); files are replaced atomically.
+read-modify-write holds the login's lock (flock on its `.lock` file beside); files are replaced
+atomically.
 
 A file that can't be read (corrupt, or from a future version) is logged and counted from zero:
 a broken counter never refuses mail. The decisions are pure functions of the file's content and
@@ -284,11 +285,12 @@ def _prepare(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """Hold the lock every read-modify-write of the directory's files holds (flock: between
-    processes and between the threads of one, each with its own open file)."""
+def locked(directory: Path, login: str) -> Iterator[None]:
+    """Hold the login's lock, which every read-modify-write of its file holds (flock: between
+    processes and between the threads of one, each with its own open file). A lock file per
+    login: logins don't wait for each other's writes (each is synced to disk)."""
     _prepare(directory)
-    path = directory / ".lock"
+    path = day_file(directory, login).with_suffix(".lock")
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         owner = _owner(directory)
@@ -308,7 +310,7 @@ def update_day(directory: Path, login: str, now: datetime,
                change: Callable[[Day], Day]) -> tuple[Day, Day]:
     """Change the login's file under the lock; return (before, after). A file that can't be
     read is logged and replaced: counting starts again from zero."""
-    with locked(directory):
+    with locked(directory, login):
         try:
             before = read_day(directory, login, now)
         except UnreadableDay as error:
