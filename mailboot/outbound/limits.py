@@ -234,9 +234,14 @@ def parse_day(text: str, login: str | None = None) -> Day:
         saved = json.loads(text)
         if saved.get("format") != FORMAT:
             raise UnreadableDay(f"format {saved.get('format')!r}, not {FORMAT}")
+        known = saved["known"]
+        # Checked by C loops (map, set), not a Python loop: it runs at every RCPT, over up to
+        # KNOWN_RECIPIENTS hashes.
+        if not isinstance(known, list) or not set(map(type, known)) <= {str}:
+            raise UnreadableDay("its known recipients are not a list of hashes")
         day = Day(str(saved["login"]), str(saved["day"]), int(saved["messages"]),
                   int(saved["first_time"]), frozenset(Limit(said) for said in saved["said"]),
-                  tuple(str(known) for known in saved["known"]))
+                  tuple(known))
     except UnreadableDay:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:
