@@ -309,9 +309,9 @@ def locked(directory: Path, login: str) -> Iterator[None]:
 
 def write_day(directory: Path, day: Day) -> None:
     """Replaced whole, without waiting for the disk: each message of a login rewrites its file
-    under its lock, and a sync there made 10 parallel sessions of one login wait for each
-    other's (submission fell from about 80 to 50 msg/s on a busy disk). A power cut may lose
-    the last counts; a crash leaves the old file or the new one."""
+    under its lock, so a sync there makes the parallel sessions of one login wait in turn for
+    the disk (Postfix's own syncs, outside any lock, are grouped by the journal). A power cut
+    may lose the last counts; a crash leaves the old file or the new one."""
     write_atomically(day_file(directory, day.login), day_text(day), 0o600, _owner(directory),
                      sync=False)
 
