@@ -94,7 +94,6 @@ def policy_command(settings: Settings, paths: Paths) -> list[str]:
             f"--notes={paths.inbound_state}", *lists, f"--state={paths.policy_state}", *limits]
 
 
-
 def policy_socket(paths: Paths) -> Path:
     return paths.postfix_queue / POLICY_SOCKET
 
