@@ -46,6 +46,22 @@ def test_a_write_gives_the_owner_and_is_skipped_when_nothing_changed(tmp_path: P
     assert write_atomically(target, b"{}", mode=0o600) is True  # a new mode is a change
 
 
+def test_a_write_without_sync_replaces_whole_and_never_waits_for_the_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "counts.json"
+    target.write_bytes(b"old")
+
+    def no_sync(_descriptor: int) -> None:
+        raise AssertionError("synced")
+
+    monkeypatch.setattr(os, "fsync", no_sync)
+    assert write_atomically(target, b"new", mode=0o600, sync=False) is True
+    assert target.read_bytes() == b"new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == ["counts.json"]
+    with pytest.raises(AssertionError, match="synced"):
+        write_atomically(target, b"newer")  # the default waits for the disk
+
+
 def test_a_file_created_once_is_never_replaced(tmp_path: Path) -> None:
     key = tmp_path / "key.pem"
     assert create_once(key, b"first", mode=0o600) is True

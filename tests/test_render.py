@@ -377,9 +377,30 @@ def test_postfix_asks_quota_status_after_the_recipient_checks(rendered: dict[str
     assert ("\nmailbox_quota_check = check_policy_service { unix:private/quota-status, "
             "timeout=10s,\n    max_idle=5s, default_action=DUNNO }\n") in main
     assert ("\nsubmission_recipient_restrictions = reject_non_fqdn_recipient, "
-            "$mailbox_quota_check\n") in main
+            "$mailbox_quota_check,\n    $sending_limits_check\n") in main
     assert master.count(
         "-o smtpd_recipient_restrictions=$submission_recipient_restrictions\n") == 2
+
+
+def test_the_submission_services_ask_the_sending_limits_at_rcpt_and_end_of_data(
+        rendered: dict[str, str], make_settings: Callable[..., Settings],
+        make_keys: Callable[[Settings], tuple[DomainKeys, ...]], tmp_path: Path) -> None:
+    main, master = rendered["postfix/main.cf"], rendered["postfix/master.cf"]
+    # The same socket as port 25: the policy process tells them apart by the login.
+    assert ("\nsending_limits_check = check_policy_service { unix:private/mailboot-policy, "
+            "timeout=10s,\n    max_idle=10s, default_action=DUNNO }\n") in main
+    assert "\nsubmission_end_of_data_restrictions = $sending_limits_check\n" in main
+    assert master.count("-o smtpd_end_of_data_restrictions="
+                        "$submission_end_of_data_restrictions\n") == 2
+    assert "smtpd_end_of_data_restrictions" not in main  # port 25 counts nothing
+    settings = make_settings(MAIL_DOMAINS="example.com", SEND_LIMIT_MESSAGES_PER_DAY="off",
+                             SEND_LIMIT_FIRST_TIME_RECIPIENTS_PER_DAY="off")
+    off = rendered_files(settings, make_keys(settings), tmp_path)["postfix/main.cf"]
+    main_off = off.content.decode()
+    assert "sending_limits_check" not in main_off
+    assert "\nsubmission_end_of_data_restrictions =\n" in main_off
+    assert ("\nsubmission_recipient_restrictions = reject_non_fqdn_recipient, "
+            "$mailbox_quota_check\n") in main_off
 
 
 def test_managesieve_and_the_personal_scripts_after_the_global_one(
@@ -475,6 +496,8 @@ def test_the_policy_process_asks_the_blocklists_postscreen_asks(tmp_path: Path) 
     assert command[:4] == ["/usr/bin/python3", "-P", "-m", "mailboot.policy.service"]
     assert "--blocklist=zen.spamhaus.org=zen.spamhaus.org" in command
     assert "--blocklist=list.dnswl.org=list.dnswl.org" in command
+    assert f"--state={tmp_path}/policy" in command
+    assert command[-2:] == ["--send-limit-messages=1000", "--send-limit-first-time=200"]
     assert postfix.policy_socket(paths) == paths.postfix_queue / "private" / "mailboot-policy"
 
 

@@ -176,6 +176,10 @@ BAD_INPUTS = [
     ("LOGIN_BAN_ALLOWLIST", "office", "not an address or a network"),
     ("LOGIN_BAN_ALLOWLIST", "192.0.2.7/24", "host bits set"),
     ("LOGIN_BAN_ALLOWLIST", "192.0.2.0/24,,2001:db8::/48", "empty entry"),
+    ("SEND_LIMIT_MESSAGES_PER_DAY", "0", "outside 1 to 10,000,000; for no limit, say off"),
+    ("SEND_LIMIT_MESSAGES_PER_DAY", "lots", "is not a whole number; give one, or off"),
+    ("SEND_LIMIT_FIRST_TIME_RECIPIENTS_PER_DAY", "-5", "is not a whole number"),
+    ("SEND_LIMIT_FIRST_TIME_RECIPIENTS_PER_DAY", "20000000", "outside 1 to 10,000,000"),
 ]
 
 
@@ -291,6 +295,14 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(GOOD)
     with pytest.raises(AttributeError):
         settings.hostname = "other.example.com"  # type: ignore[misc]
+
+
+def test_sending_limits_default_to_mox_s_and_may_be_off() -> None:
+    assert load_settings(GOOD).sending_limits == (1000, 200)
+    settings = load_settings({**GOOD, "SEND_LIMIT_MESSAGES_PER_DAY": " 1_500 ",
+                              "SEND_LIMIT_FIRST_TIME_RECIPIENTS_PER_DAY": "OFF"})
+    assert settings.send_limit_first_time_recipients_per_day == "off"
+    assert settings.sending_limits == (1500, None)
 
 
 def test_readme_settings_table_is_generated_from_the_code() -> None:

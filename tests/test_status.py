@@ -333,8 +333,7 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     document = json.loads(status_view.status_json(report))
     assert set(document) == {"ok", "not_in_place", "checked", "hostname", "certificate", "dns",
                              "dkim", "queue", "mailboxes", "disk", "outbound", "reputation",
-                             "bans",
-                             "worker", "worker_problems"}
+                             "bans", "worker", "worker_problems", "sending_limits"}
     assert document["worker"] is None  # no run has finished (no state file)
     assert document["reputation"] is None  # not checked yet (no state file)
     assert document["ok"] is False and len(document["not_in_place"]) == 1  # the queue
@@ -349,13 +348,16 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     assert document["outbound"]["status"] == "ok"
     assert document["worker_problems"]["recent"] == 0  # three hours old
     assert document["worker_problems"]["last"][0]["message"] == "an old hiccup"
+    assert document["sending_limits"] == {"messages_per_day": 1000,
+                                          "first_time_recipients_per_day": 200, "held": [],
+                                          "unreadable": []}
     screen = status_view.status_text(report)
     assert screen.startswith("mailboot status of mail.example.com at 2026-11-25 12:00:00 UTC: "
                              "NOT IN PLACE (1):")
     assert document["bans"] == []  # login bans on (the default), none now
     assert any(line.split() == ["login", "bans", "none"] for line in screen.splitlines())
     for title in ("certificate", "dns", "dkim", "queue", "mailboxes", "disk", "outbound",
-                  "reputation", "worker"):
+                  "reputation", "worker", "limits"):
         assert any(line.startswith(title + " ") for line in screen.splitlines()), title
     assert "oldest deferred: 1A2B3C4D5E for c@unreachable.example, waiting 3 h 0 min" in screen
     assert "1 mailbox(es), 2.0 KiB of mail" in screen

@@ -26,14 +26,15 @@ def write_new_file(path: Path, content: bytes, mode: int) -> None:
 
 
 @contextlib.contextmanager
-def _new_file(path: Path, mode: int) -> Iterator[io.BufferedWriter]:
+def _new_file(path: Path, mode: int, sync: bool = True) -> Iterator[io.BufferedWriter]:
     """Create `path` (failing if it exists) with `mode`; what the body wrote is synced to disk
-    when it ends."""
+    when it ends (unless `sync` is False)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     with os.fdopen(descriptor, "wb") as handle:
         yield handle
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
 
 
 def create_once(path: Path, content: bytes, mode: int) -> bool:
@@ -66,24 +67,27 @@ def fsync_directory(directory: Path) -> None:
 
 
 def write_atomically(
-    path: Path, content: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None
+    path: Path, content: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None,
+    sync: bool = True,
 ) -> bool:
     """Replace `path` with `content` unless it already holds exactly that; return True if written.
 
     The new content goes to a temporary file with its final mode and owner, then replaces the old
-    file with one rename (POSIX rename is atomic).
+    file with one rename (POSIX rename is atomic). `sync=False` skips the waits for the disk: a
+    crashed process still leaves the old file or the new one, a power cut may lose the change
+    (for counters rewritten many times a second, whose last changes don't matter).
     """
     if _unchanged(path, content, mode, owner):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    with replace_atomically(path, mode, owner) as handle:
+    with replace_atomically(path, mode, owner, sync) as handle:
         handle.write(content)
     return True
 
 
 @contextlib.contextmanager
 def replace_atomically(
-    path: Path, mode: int = 0o644, owner: tuple[int, int] | None = None
+    path: Path, mode: int = 0o644, owner: tuple[int, int] | None = None, sync: bool = True
 ) -> Iterator[io.BufferedWriter]:
     """Write the new `path` through the handle this yields, for content too large to hold in
     memory (a backup archive); `write_atomically` for the rest.
@@ -94,14 +98,15 @@ def replace_atomically(
     """
     temp = temp_path_for(path)
     try:
-        with _new_file(temp, mode) as handle:
+        with _new_file(temp, mode, sync) as handle:
             yield handle
         if owner is not None:
             os.chown(temp, *owner)
         temp.replace(path)
     finally:
         temp.unlink(missing_ok=True)
-    fsync_directory(path.parent)
+    if sync:
+        fsync_directory(path.parent)
 
 
 def _unchanged(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None) -> bool:

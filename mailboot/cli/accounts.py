@@ -17,6 +17,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TextIO
 
 from mailboot import render
@@ -26,6 +27,7 @@ from mailboot.base.paths import Paths
 from mailboot.daemons import dovecot, postfix
 from mailboot.mailboxes import accounts
 from mailboot.mailboxes import bulk_import as account_import
+from mailboot.outbound import limits
 from mailboot.settings.table import Settings
 from mailboot.settings.values import SettingValueError, parse_size
 
@@ -80,6 +82,22 @@ def run_account(arguments: argparse.Namespace, settings: Settings, out: TextIO) 
         log.info("account: %s %s", address, {
             "add": "created", "password": "has a new password",
             "remove": "removed with its app passwords (its mail is kept)"}[arguments.action])
+    return 0
+
+
+def run_release(arguments: argparse.Namespace, settings: Settings, _out: TextIO) -> int:
+    """Forget today's sending counts of an account, so it sends again at once (the policy
+    process reads them at every recipient). Raises AccountError for an address that is not an
+    account."""
+    paths = Paths(settings.data_dir)
+    address = accounts.normalise_address(arguments.address, settings.domains)
+    if all(account.address != address for account in accounts.read_accounts(paths)):
+        raise AccountError(f"{address} is not an account here, so it has no sending limits to "
+                           "release; `mailboot account list` shows the accounts")
+    before = limits.release(limits.state_directory(paths.policy_state), address,
+                            datetime.now(UTC))
+    log.info("account: %s released: today's counts (%d messages, %d first-time recipients) are "
+             "forgotten; it may send again", address, before.messages, before.first_time)
     return 0
 
 

@@ -137,6 +137,10 @@ def _account_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
                                 "mail is kept)")
     remove.add_argument("address")
     remove.set_defaults(run=cli_accounts.run_account)
+    release = actions.add_parser("release", help="let a login held by its sending limits send "
+                                 "again today (forgets today's counts)")
+    release.add_argument("address")
+    release.set_defaults(run=cli_accounts.run_release)
     listing = actions.add_parser("list", help="mailboxes with use, limit and app passwords")
     listing.add_argument("--json", action="store_true", help="a JSON list")
     listing.set_defaults(run=cli_accounts.run_account)

@@ -18,6 +18,7 @@ from mailboot.diagnose.status import (
     Mailboxes,
     Outbound,
     Reputation,
+    Sending,
     StatusReport,
     Unavailable,
     ZoneDns,
@@ -59,6 +60,8 @@ def status_json(report: StatusReport) -> str:
             "recent": len(recent_problems(report)),
             "last": [{"time": _time(p.time), "level": p.level, "source": p.source,
                       "message": p.message} for p in report.worker_problems]},
+        "sending_limits": (None if report.sending is None
+                           else _part(report.sending, _sending_json)),
     }
     return json.dumps(document, indent=2) + "\n"
 
@@ -115,8 +118,19 @@ def _reputation_json(found: Reputation | None) -> dict[str, Any] | None:
             "address": found.ipv6_address, "sends": found.ipv6_sends,
             "detail": found.ipv6_detail},
     }
+
+
 def _bans_json(bans: Mapping[str, Ban]) -> list[dict[str, Any]]:
     return [ban_json(address, ban) for address, ban in bans.items()]
+
+
+def _sending_json(sending: Sending) -> dict[str, Any]:
+    return {"messages_per_day": sending.limits.messages,
+            "first_time_recipients_per_day": sending.limits.first_time,
+            "held": [{"account": held.login, "limit": str(held.limit), "count": held.count,
+                      "maximum": held.maximum, "until": _time(held.until)}
+                     for held in sending.held],
+            "unreadable": list(sending.unreadable)}
 
 
 def _disk_json(disk: Disk) -> dict[str, Any]:
@@ -146,6 +160,8 @@ def status_text(report: StatusReport) -> str:
                 report.bans, lambda bans: [ban_text(a, b) for a, b in bans.items()] or
                 ["none"]))]),
             ("worker", _worker_lines(report))]
+    if report.sending is not None:
+        rows.append(("limits", _lines(report.sending, _sending_lines)))
     for title, values in rows:
         for index, value in enumerate(values):
             lines.append(f"{title if index == 0 else '':<12} {value}")
@@ -204,6 +220,20 @@ def _mailbox_lines(mailboxes: Mailboxes) -> list[str]:
 def _disk_lines(disk: Disk) -> list[str]:
     return [f"{format_size(disk.free_bytes)} free of {format_size(disk.total_bytes)} "
             f"({disk.free_share:.0%}) on {disk.path}"]
+
+
+def _sending_lines(sending: Sending) -> list[str]:
+    daily = [f"{maximum} {what}" for maximum, what in
+             ((sending.limits.messages, "messages"),
+              (sending.limits.first_time, "first-time recipients")) if maximum is not None]
+    lines = [f"{' and '.join(daily)} a day per login" if daily else "off"]
+    lines += [f"{held.login} HELD: {held.count} of {held.maximum} {held.limit} today, until "
+              f"{human_time(held.until)} or `mailboot account release {held.login}`"
+              for held in sending.held]
+    if not sending.held and daily:
+        lines[0] += "; none held"
+    lines += [f"unreadable (counted from zero again): {line}" for line in sending.unreadable]
+    return lines
 
 
 def _outbound_lines(outbound: Outbound | None) -> list[str]:

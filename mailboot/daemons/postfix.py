@@ -76,6 +76,8 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
                           if "mtasts" in policy_sockets(settings, paths) else ""),
         **inbound_context(settings),
         **srs_context(settings, paths),
+        # The submission services ask our policy service only when a sending limit is on.
+        "sending_limits": settings.sending_limits != (None, None),
     }
 
 
@@ -129,7 +131,7 @@ def inbound_context(settings: Settings) -> dict[str, Any]:
 def policy_command(settings: Settings, paths: Paths) -> list[str]:
     """The policy process's command line (the supervisor adds the socket): where it asks each
     address blocklist (with the DQS key, as postscreen's sites in main.cf do) and the name shown
-    in the log."""
+    in the log; where its state lives, and the sending limits (it never reads the settings)."""
     zones = dict.fromkeys(site.zone for site in settings.dnsbl)
     lists = [f"--blocklist={settings.blocklist_zone(zone)}={zone}" for zone in zones]
     mtasts = [f"--helo={settings.hostname}"]
@@ -139,8 +141,10 @@ def policy_command(settings: Settings, paths: Paths) -> list[str]:
     # bounces are taken back under any of our domains.
     srs = [f"--srs-domain={settings.primary_domain}", f"--state={paths.policy_state}",
            *(f"--mail-domain={domain}" for domain in settings.domains)]
+    limits = [f"--send-limit-messages={settings.send_limit_messages_per_day}",
+              f"--send-limit-first-time={settings.send_limit_first_time_recipients_per_day}"]
     return [POLICY_PYTHON, "-P", "-m", "mailboot.policy.service",
-            f"--notes={paths.inbound_state}", *lists, *mtasts, *srs]
+            f"--notes={paths.inbound_state}", *lists, *mtasts, *srs, *limits]
 
 
 def policy_socket(paths: Paths) -> Path:

@@ -31,6 +31,7 @@ from mailboot.logins.bans import Ban, BanStore, current_bans
 from mailboot.mailboxes import accounts
 from mailboot.network import outbound as netcheck
 from mailboot.network import reputation
+from mailboot.outbound.limits import Held, Limits, held_logins, state_directory
 from mailboot.records.build import Kind, Record, RecordGroup
 from mailboot.records.doctor import Finding, Status
 from mailboot.records.published import check_published, published_groups
@@ -190,6 +191,22 @@ def worker_run(paths: Paths) -> WorkerRun | None:
 
 
 @dataclass(frozen=True)
+class Sending:
+    """The sending limits in force, the logins held by them now, and the counters' files that
+    can't be read (they count from zero again at the login's next message)."""
+
+    limits: Limits
+    held: tuple[Held, ...]
+    unreadable: tuple[str, ...]
+
+
+def sending_state(settings: Settings, paths: Paths, now: datetime) -> Sending:
+    current = Limits(*settings.sending_limits)
+    held, unreadable = held_logins(state_directory(paths.policy_state), current, now)
+    return Sending(current, tuple(held), tuple(unreadable))
+
+
+@dataclass(frozen=True)
 class StatusReport:
     checked: datetime
     hostname: str
@@ -206,6 +223,7 @@ class StatusReport:
     reputation: Reputation | None = None  # None: not checked (yet, or nothing to check)
     # Addresses banned for failed logins now, soonest ending first; None: LOGIN_BAN_FAILURES=off.
     bans: Mapping[str, Ban] | Unavailable | None = None
+    sending: Sending | Unavailable | None = None  # None: not looked at
 
     @property
     def not_in_place(self) -> tuple[str, ...]:
@@ -257,7 +275,8 @@ def gather(settings: Settings, paths: Paths, now: datetime, sources: Sources) ->
         outbound_state(paths), problems.read_problems(paths.worker_problems), worker_run(paths),
         reputation_state(paths),
         None if settings.login_ban_failures == "off" else
-        _attempt(lambda: current_bans(BanStore(paths.policy_state).read(), now)))
+        _attempt(lambda: current_bans(BanStore(paths.policy_state).read(), now)),
+        _attempt(lambda: sending_state(settings, paths, now)))
 
 
 def _dns_and_dkim(sources: Sources) -> tuple[tuple[ZoneDns, ...] | Unavailable,
@@ -397,7 +416,8 @@ def judge(report: StatusReport) -> tuple[str, ...]:
     """What is not in place, one line each (what, and what to do); empty when all is."""
     return (*_certificate_problems(report), *_dns_problems(report), *_queue_problems(report),
             *_storage_problems(report), *_outbound_problems(report.outbound),
-            *_reputation_problems(report.reputation), *_worker_problems(report))
+            *_reputation_problems(report.reputation), *_worker_problems(report),
+            *_sending_problems(report.sending))
 
 
 def _certificate_problems(report: StatusReport) -> list[str]:
@@ -480,6 +500,16 @@ def _reputation_problems(found: Reputation | None) -> list[str]:
         return []
     return [f"reputation: {listing.subject} is listed on {listing.blocklist} ({listing.detail}); "
             f"see {listing.page}" for listing in found.listed]
+
+
+def _sending_problems(sending: Sending | Unavailable | None) -> list[str]:
+    """A held login is worth a look: a stolen password is the usual reason."""
+    if not isinstance(sending, Sending):
+        return []
+    return [f"limits: {held.login} is held: it reached its limit of {held.maximum} {held.limit} "
+            f"today; if that wasn't its owner, change its password; `mailboot account release "
+            f"{held.login}` lets it send again (else at {human_time(held.until)})"
+            for held in sending.held]
 
 
 def recent_problems(report: StatusReport) -> tuple[Problem, ...]:

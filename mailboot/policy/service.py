@@ -7,7 +7,9 @@ once no connection has been open for `--idle` seconds, so nothing of it stays in
 mail moves, and a burst of 200 sessions costs one process, not 200.
 
 Each socket has a name, and the name says what is asked on it and in which protocol:
-- `policy`: Postfix's policy delegation (`delegation`), the port-25 checks (`inbound.decide`).
+- `policy`: Postfix's policy delegation (`delegation`): the port-25 checks (`inbound.decide`),
+  and for the submission services, whose requests carry the login (`sasl_username`), the
+  sending limits (`outbound.limits`).
 - `mtasts`: a socketmap (`socketmap`), Postfix's smtp_tls_policy_maps: receivers' MTA-STS
   policies (`outbound.mtasts`).
 - `srs`: Postfix's socketmap lookups (`socketmap`): `forward` and `reverse`, the Sender
@@ -31,6 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mailboot.base.errors import StateError
@@ -38,7 +41,7 @@ from mailboot.base.logs import configure_logging
 from mailboot.dns.lookup import local_lookup
 from mailboot.inbound.decide import Blocklist, FileNotes, InboundChecks, default_gateway
 from mailboot.logins.bans import BanRules, BanStore, LoginBans, refusal
-from mailboot.outbound import mtasts_fetch, srs
+from mailboot.outbound import limits, mtasts_fetch, srs
 from mailboot.outbound.mtasts import MtaSts, PolicyCache, Sources
 from mailboot.policy import authpolicy, delegation, socketmap
 from mailboot.standards import publicsuffix
@@ -115,6 +118,19 @@ def connection_check(bans: LoginBans) -> delegation.Decide:
     def decide(request: Mapping[str, str]) -> str:
         found = bans.banned(request.get("client_address", ""))
         return "DUNNO" if found is None else f"421 4.7.0 {refusal(*found)}"
+    return decide
+
+
+def daily_limit(text: str) -> int | None:
+    """A whole number, or `off` (no limit)."""
+    return None if text == "off" else int(text)
+
+
+def by_login(inbound: delegation.Decide, submission: delegation.Decide) -> delegation.Decide:
+    """One socket for both: a request with a login comes from the submission services (port 25
+    has no AUTH), the rest from port 25, whose checks stay as they are."""
+    def decide(request: Mapping[str, str]) -> str:
+        return submission(request) if request.get("sasl_username") else inbound(request)
     return decide
 
 
@@ -277,6 +293,10 @@ def parser() -> argparse.ArgumentParser:
                         help="CA certificates trusted beside the system's (TLS_TRUST_CA_FILE)")
     parser.add_argument("--helo", default="localhost",
                         help="the EHLO name when a testing policy's MX hosts are checked")
+    parser.add_argument("--send-limit-messages", type=daily_limit, default=None,
+                        help="messages a login may send a UTC day, or off")
+    parser.add_argument("--send-limit-first-time", type=daily_limit, default=None,
+                        help="recipients new to a login it may write to a UTC day, or off")
     return parser
 
 
@@ -284,8 +304,13 @@ def servers(arguments: argparse.Namespace) -> dict[socket.socket, Serve]:
     """Each handed socket with what serves it."""
     found: dict[socket.socket, Serve] = {}
     if arguments.policy_fd is not None:
-        decide = inbound_checks(arguments.blocklist, arguments.notes).decide
-        found[socket.socket(fileno=arguments.policy_fd)] = delegation_server(decide)
+        inbound = inbound_checks(arguments.blocklist, arguments.notes).decide
+        sending = limits.SendingLimits(
+            limits.state_directory(arguments.state),
+            limits.Limits(arguments.send_limit_messages, arguments.send_limit_first_time),
+            lambda: datetime.now(UTC))
+        found[socket.socket(fileno=arguments.policy_fd)] = delegation_server(
+            by_login(inbound, sending.decide))
     if arguments.mtasts_fd is not None:
         lookup = mtasts_lookup(arguments)
         found[socket.socket(fileno=arguments.mtasts_fd)] = socketmap_server(lookup)

@@ -34,6 +34,7 @@ from mailboot.settings.values import (
     parse_ca_file,
     parse_caa_issuer,
     parse_connection_limit,
+    parse_daily_limit,
     parse_data_dir,
     parse_dkim_algorithms,
     parse_dnsbl,
@@ -457,6 +458,23 @@ TABLE: tuple[Setting, ...] = (
         "(Postfix's smtp_tls_CAfile). For private CAs and tests; readable by everyone.",
         "/certs/extra-ca.pem",
     ),
+    # --- sending limits per login (outbound.limits) ---
+    Setting(
+        "SEND_LIMIT_MESSAGES_PER_DAY", "send_limit_messages_per_day", parse_daily_limit,
+        "1000", "`1000`",
+        "How many messages each login may send through 465/587 in a UTC day; then its mail is "
+        "refused with a temporary error (451) until midnight UTC or `mailboot account release`. "
+        "Limits the harm of a stolen password. `off`: no limit.",
+        "300",
+    ),
+    Setting(
+        "SEND_LIMIT_FIRST_TIME_RECIPIENTS_PER_DAY", "send_limit_first_time_recipients_per_day",
+        parse_daily_limit, "200", "`200`",
+        "How many recipients each login may write to in a UTC day that it never wrote to "
+        "before; then mail to new recipients is refused with 451 (known ones still get it) "
+        "until midnight UTC or `mailboot account release`. `off`: no limit.",
+        "50",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in TABLE}
@@ -517,7 +535,17 @@ class Settings:
     login_ban_window: int  # seconds
     login_ban_duration: int  # seconds
     login_ban_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    send_limit_messages_per_day: int | Literal["off"]
+    send_limit_first_time_recipients_per_day: int | Literal["off"]
     warnings: tuple[str, ...]
+
+    @property
+    def sending_limits(self) -> tuple[int | None, int | None]:
+        """The day's messages and first-time recipients per login; None: no limit."""
+        return (None if self.send_limit_messages_per_day == "off"
+                else self.send_limit_messages_per_day,
+                None if self.send_limit_first_time_recipients_per_day == "off"
+                else self.send_limit_first_time_recipients_per_day)
 
     def blocklist_zone(self, zone: str) -> str:
         """Where to ask the blocklist `zone`: Spamhaus's through DQS with SPAMHAUS_DQS_KEY."""

@@ -578,6 +578,24 @@ def parse_connection_limit(text: str) -> int:
     return count
 
 
+# A day's sending limit beyond this is no limit: say `off` instead.
+MAX_DAILY_LIMIT = 10_000_000
+
+
+def parse_daily_limit(text: str) -> int | Literal["off"]:
+    """How many a day (a whole number from 1), or `off` (no limit)."""
+    value = text.strip().replace("_", "")
+    if value.lower() == "off":
+        return "off"
+    count = _ascii_whole_number(value)
+    if count is None:
+        raise SettingValueError(f"{text!r} is not a whole number; give one, or off")
+    if not 1 <= count <= MAX_DAILY_LIMIT:
+        raise SettingValueError(f"{text!r} is outside 1 to {MAX_DAILY_LIMIT:,}; for no limit, "
+                                "say off")
+    return count
+
+
 _DURATION = re.compile(r"^([0-9]+)\s*([smhdw]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The retry and check waits double up to an hour (renewal.MAX_RETRY); a first wait beyond it

@@ -33,7 +33,8 @@ ENV = {
 }
 MakeContainer = Callable[..., Container]
 FIELDS = {"ok", "not_in_place", "checked", "hostname", "certificate", "dns", "dkim", "queue",
-          "mailboxes", "disk", "outbound", "reputation", "bans", "worker", "worker_problems"}
+          "mailboxes", "disk", "outbound", "reputation", "bans", "worker", "worker_problems",
+          "sending_limits"}
 
 
 def status(mail: Container, *flags: str) -> tuple[int, str]:
