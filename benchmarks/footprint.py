@@ -16,6 +16,11 @@ policy process when it runs). Without them Postfix's smtpd would answer port 25 
 answers 587 (nothing idle), and the rest of the defence lives in processes that run anyway
 (OpenDKIM verifies where it signs, Sieve runs inside Dovecot's delivery), so what is taken out
 is what the defence costs an idle server.
+
+The defaults are measured, so the guards of the way out are on: SRS for forwards, receivers'
+MTA-STS, sending limits, login bans (Dovecot's auth policy) and the reputation check. All of
+them are answered by the policy process, started on demand and gone after a quiet minute, or
+run inside the worker's runs: none of them is resident while the server idles.
 """
 
 from __future__ import annotations
