@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -64,6 +65,16 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def read_json_object(path: Path) -> dict[str, object] | None:
+    """The JSON object a file holds, or None when it is missing, unreadable or not an object
+    (state another process keeps: a reader shows "not yet" rather than failing)."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def write_atomically(

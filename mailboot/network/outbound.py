@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from mailboot.base.files import write_atomically
+from mailboot.base.files import read_json_object, write_atomically
 from mailboot.base.formats import machine_time
 from mailboot.base.taskstate import JsonObject, Saved, StateUnreadable, read_text
 from mailboot.dns.answer import Lookup
@@ -225,12 +225,8 @@ class OutboundPortCheck:
 
 
 def read_state(state_file: Path) -> dict[str, object] | None:
-    """The last result the worker kept (for `mailboot status`), or None before the first check."""
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
+    """The last result the worker kept (for `mailboot status`), or None before the first."""
+    return read_json_object(state_file)
 
 
 def outbound_task(target: OutboundTarget, relay_host: tuple[str, int] | None,

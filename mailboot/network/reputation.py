@@ -35,7 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import quote
 
-from mailboot.base.files import write_atomically
+from mailboot.base.files import read_json_object, write_atomically
 from mailboot.base.formats import machine_time
 from mailboot.base.taskstate import JsonObject, Saved, StateUnreadable, read_object, read_text
 from mailboot.dns.answer import Answer, Lookup
@@ -354,9 +354,5 @@ class ReputationCheck:
 
 
 def read_state(state_file: Path) -> dict[str, object] | None:
-    """The last check the worker kept (for `mailboot status`), or None before the first."""
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
+    """The last result the worker kept (for `mailboot status`), or None before the first."""
+    return read_json_object(state_file)

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from mailboot.base.errors import StateError
 from mailboot.base.logs import configure_logging
@@ -134,12 +135,18 @@ def by_login(inbound: delegation.Decide, submission: delegation.Decide) -> deleg
     return decide
 
 
-def delegation_server(decide: delegation.Decide) -> Serve:
-    """Postfix's policy delegation protocol on each connection."""
+def stream_server(protocol: Callable[[BinaryIO, BinaryIO], object]) -> Serve:
+    """A protocol that reads questions from one stream and writes answers to another, on each
+    connection."""
     def serve(connection: socket.socket) -> None:
         with connection.makefile("rb") as incoming, connection.makefile("wb") as outgoing:
-            delegation.serve(incoming, outgoing, decide)
+            protocol(incoming, outgoing)
     return serve
+
+
+def delegation_server(decide: delegation.Decide) -> Serve:
+    """Postfix's policy delegation protocol on each connection."""
+    return stream_server(lambda incoming, outgoing: delegation.serve(incoming, outgoing, decide))
 
 
 def mtasts_lookup(arguments: argparse.Namespace) -> socketmap.Lookup:
@@ -161,10 +168,7 @@ def mtasts_lookup(arguments: argparse.Namespace) -> socketmap.Lookup:
 
 def socketmap_server(lookup: socketmap.Lookup) -> Serve:
     """Postfix's socketmap protocol on each connection."""
-    def serve(connection: socket.socket) -> None:
-        with connection.makefile("rb") as incoming, connection.makefile("wb") as outgoing:
-            socketmap.serve(incoming, outgoing, lookup)
-    return serve
+    return stream_server(lambda incoming, outgoing: socketmap.serve(incoming, outgoing, lookup))
 
 
 def srs_lookup(state: Path, srs_domain: str, own_domains: Sequence[str],

@@ -126,6 +126,28 @@ def wait_deferred(mail: Container, count: int, timeout: float = 30) -> None:
                lambda: f"{count} deferred message(s): {queued(mail)}")
 
 
+# Runs inside a sender container: one SMTP transaction to our server, every reply as JSON.
+SMTP_TRANSACTION = r"""
+import base64, json, smtplib, sys
+job = json.load(sys.stdin)
+steps = {}
+try:
+    with smtplib.SMTP(job["host"], 25, local_hostname=job["helo"], timeout=60) as smtp:
+        smtp.ehlo()
+        steps["mail"] = smtp.mail(job["sender"])
+        if steps["mail"][0] == 250:
+            steps["rcpt"] = smtp.rcpt(job["recipient"])
+        if steps.get("rcpt", (0,))[0] == 250:
+            try:
+                steps["data"] = smtp.data(base64.b64decode(job["message"]))
+            except smtplib.SMTPDataError as error:
+                steps["data"] = (error.smtp_code, error.smtp_error)
+except (OSError, smtplib.SMTPException) as error:
+    steps["error"] = (0, repr(error).encode())
+print(json.dumps({k: [code, text.decode(errors="replace")] for k, (code, text) in steps.items()}))
+"""
+
+
 def hold_local_delivery(mail: Container, hold: bool = True) -> None:
     """Hold local delivery back (`hold`), as if Dovecot were busy, so that what arrives waits
     in Postfix's queue; or let it go again. Returns once Postfix's queue manager, which reads

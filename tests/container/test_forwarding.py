@@ -25,11 +25,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.container.clients import our_verdicts
+from tests.container.clients import SMTP_TRANSACTION, our_verdicts
 from tests.container.containers import ROOT, Container, insecure_context
 from tests.container.dockercli import build, docker
 from tests.container.pebble_harness import DockerNetwork
-from tests.container.worlds import Server, scene
+from tests.container.worlds import Server, scene, wait_for_smtp_banner
 from tests.container.zoneserver import ZoneServer, printed_zone
 from tests.polling import eventually
 
@@ -49,26 +49,6 @@ AUTHSERV = re.compile(r"^\s*mx\.example\.net\b")
 # The senders' domains; their mailboxes (for the bounces) are at the receiver.
 SENDER_DOMAINS = ("goodsender.net", "strict.net", "quarantine.net")
 
-# Runs inside a sender container: one SMTP transaction to our server, every reply as JSON.
-SEND = r"""
-import base64, json, smtplib, sys
-job = json.load(sys.stdin)
-steps = {}
-try:
-    with smtplib.SMTP(job["host"], 25, local_hostname=job["helo"], timeout=60) as smtp:
-        smtp.ehlo()
-        steps["mail"] = smtp.mail(job["sender"])
-        if steps["mail"][0] == 250:
-            steps["rcpt"] = smtp.rcpt(job["recipient"])
-        if steps.get("rcpt", (0,))[0] == 250:
-            try:
-                steps["data"] = smtp.data(base64.b64decode(job["message"]))
-            except smtplib.SMTPDataError as error:
-                steps["data"] = (error.smtp_code, error.smtp_error)
-except (OSError, smtplib.SMTPException) as error:
-    steps["error"] = (0, repr(error).encode())
-print(json.dumps({k: [code, text.decode(errors="replace")] for k, (code, text) in steps.items()}))
-"""
 
 
 @dataclass
@@ -84,7 +64,7 @@ class World:
         """One SMTP transaction from a sender's container to our port 25."""
         job = {"host": self.mail.ip, "helo": f"{role}.sender.example", "sender": sender,
                "recipient": recipient, "message": base64.b64encode(raw).decode()}
-        result = self.senders[role].exec("python3", "-c", SEND, stdin=json.dumps(job))
+        result = self.senders[role].exec("python3", "-c", SMTP_TRANSACTION, stdin=json.dumps(job))
         return {step: (code, text) for step, (code, text) in json.loads(result).items()}
 
 
@@ -110,10 +90,6 @@ def sender_zones(ips: dict[str, str], receiver_ip: str, public_key: str) -> dict
     }
 
 
-def wait_for_banner(receiver: Server, timeout: float = 30) -> None:
-    probe = "exec 3<>/dev/tcp/127.0.0.1/25 && head -c 3 <&3"
-    eventually(lambda: receiver.exec("bash", "-c", probe, check=False) == "220", timeout,
-               lambda: "the receiver's banner: " + receiver.logs()[-3000:], interval=0.3)
 
 
 def host_the_senders_mailboxes(receiver: Server) -> None:
@@ -145,13 +121,13 @@ def world(test_network: DockerNetwork, image: str,
         dns = made.zone_server(zones)
         receiver = made.server("receiver", image=RECEIVER_IMAGE, ip=receiver_ip,
                                options=("--hostname", RECEIVER, "--dns", dns.ip))
-        wait_for_banner(receiver)
+        wait_for_smtp_banner(receiver)
         host_the_senders_mailboxes(receiver)
         mail = made.mail("fwd", ip=mail_ip, dns=dns, accounts={ALICE: PASSWORD})
         # Our zone as `mailboot dns --zone` prints it: SPF "a mx -all" names this server.
         dns.serve({**zones, "example.com": printed_zone(mail, "example.com")})
         docker("restart", "-t", "2", receiver.name)  # its resolvers forget what they cached
-        wait_for_banner(receiver)
+        wait_for_smtp_banner(receiver)
         mail.exec("mailboot", "alias", "add", FORWARD, f"{CAROL},{ALICE}")
         mail.exec("mailboot", "alias", "add", FORWARD_GONE, GONE)
         yield World(dns, receiver, senders, mail, pem)

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.container.clients import fetched_message, our_verdicts
+from tests.container.clients import SMTP_TRANSACTION, fetched_message, our_verdicts
 from tests.container.containers import Container, insecure_context
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.worlds import Server, scene
@@ -41,26 +41,6 @@ HAM_WORDS = ("meeting", "agenda", "minutes", "project", "schedule", "review", "b
              "quarterly", "report", "team", "lunch", "thursday", "deadline", "draft", "proposal",
              "notes", "feedback", "roadmap", "sprint")
 
-# Runs inside a sender container: one SMTP transaction to our server, every reply as JSON.
-SEND = r"""
-import base64, json, smtplib, sys
-job = json.load(sys.stdin)
-steps = {}
-try:
-    with smtplib.SMTP(job["host"], 25, local_hostname=job["helo"], timeout=60) as smtp:
-        smtp.ehlo()
-        steps["mail"] = smtp.mail(job["sender"])
-        if steps["mail"][0] == 250:
-            steps["rcpt"] = smtp.rcpt(job["recipient"])
-        if steps.get("rcpt", (0,))[0] == 250:
-            try:
-                steps["data"] = smtp.data(base64.b64decode(job["message"]))
-            except smtplib.SMTPDataError as error:
-                steps["data"] = (error.smtp_code, error.smtp_error)
-except (OSError, smtplib.SMTPException) as error:
-    steps["error"] = (0, repr(error).encode())
-print(json.dumps({k: [code, text.decode(errors="replace")] for k, (code, text) in steps.items()}))
-"""
 
 # Talks before its turn: EHLO right after connecting, then a whole transaction.
 PREGREET = r"""
@@ -95,7 +75,7 @@ class Sender:
              helo: str = "mx.sender.example") -> dict[str, tuple[int, str]]:
         job = {"host": mail_ip, "helo": helo, "sender": sender, "recipient": recipient,
                "message": base64.b64encode(message).decode()}
-        result = self.server.exec("python3", "-c", SEND, stdin=json.dumps(job))
+        result = self.server.exec("python3", "-c", SMTP_TRANSACTION, stdin=json.dumps(job))
         return {step: (code, text) for step, (code, text) in json.loads(result).items()}
 
 

@@ -29,7 +29,7 @@ from tests.container.clients import queued
 from tests.container.containers import ROOT, Container, insecure_context, unique_name
 from tests.container.dockercli import build, docker
 from tests.container.pebble_harness import DockerNetwork
-from tests.container.worlds import Scene, Server, scene
+from tests.container.worlds import Scene, Server, scene, wait_for_smtp_banner
 from tests.container.zoneserver import OPTIONS, SOA, ZoneServer, printed_zone, supporting_zones
 from tests.polling import eventually
 from tests.privateca import PrivateCa
@@ -170,10 +170,6 @@ def serve(server: ZoneServer, plain: dict[str, str], complete: dict[str, str]) -
         server.wait_serving(domain)
 
 
-def wait_for_banner(receiver: Server, timeout: float = 30) -> None:
-    probe = "exec 3<>/dev/tcp/127.0.0.1/25 && head -c 3 <&3"
-    eventually(lambda: receiver.exec("bash", "-c", probe, check=False) == "220", timeout,
-               lambda: "the receiver's banner: " + receiver.logs()[-3000:], interval=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +195,7 @@ def world(test_network: DockerNetwork, image: str,
             "--hostname", MX, "--dns", dns.ip))
         web = made.server("mtasts-web", "-c", POLICY_SERVER, options=(
             "--entrypoint", "python3", "-v", f"{web_files}:/srv:ro"))
-        wait_for_banner(receiver)
+        wait_for_smtp_banner(receiver)
         receiver.exec("postconf", "-e", f"mydestination = {DOMAIN}, {DANE_DOMAIN}, localhost")
         receiver.exec("postfix", "reload")
         data = directory / "mail-data"
@@ -273,7 +269,7 @@ def test_enforce_defers_to_an_mx_the_ca_did_not_sign_and_delivers_once_it_did(
         "sh", "-c", "cat /home/carol/Maildir/new/* 2>/dev/null || true", check=False).lower()
 
     world.receiver_certificate(signed=True)
-    wait_for_banner(world.receiver)
+    wait_for_smtp_banner(world.receiver)
     world.mail.exec("postqueue", "-f")
     delivered(world, token, timeout=90)
     assert f"Verified TLS connection established to {MX}" in world.mail.logs()
@@ -283,7 +279,7 @@ def test_enforce_defers_to_an_mx_the_ca_did_not_sign_and_delivers_once_it_did(
 def test_testing_delivers_and_says_what_enforce_would_have_done(world: World) -> None:
     world.receiver_certificate(signed=False)
     world.set_policy(DOMAIN, policy("testing", MX))
-    wait_for_banner(world.receiver)
+    wait_for_smtp_banner(world.receiver)
     delivered(world, send(world, f"carol@{DOMAIN}"))
     policy_id = world.ids[DOMAIN]
     world.mail.wait_for_log(f"mailboot: mta-sts: {DOMAIN}: mode testing, mx {MX}, max_age "
@@ -297,7 +293,7 @@ def test_testing_delivers_and_says_what_enforce_would_have_done(world: World) ->
 
 def test_a_domain_with_tlsa_records_uses_dane_and_fetches_no_policy(world: World) -> None:
     world.receiver_certificate(signed=False)  # DANE-EE: the key counts, not who signed it
-    wait_for_banner(world.receiver)
+    wait_for_smtp_banner(world.receiver)
     certificate = x509.load_pem_x509_certificate(
         world.receiver.exec("cat", "/etc/ssl/certs/receiver.pem").encode())
     spki = certificate.public_key().public_bytes(

@@ -25,7 +25,7 @@ from tests.container.clients import fetch_text, queued
 from tests.container.containers import ROOT, Container, insecure_context
 from tests.container.dockercli import build, docker
 from tests.container.pebble_harness import DockerNetwork
-from tests.container.worlds import Scene, Server, scene
+from tests.container.worlds import Scene, Server, scene, wait_for_smtp_banner
 from tests.container.zoneserver import ZoneServer, printed_zone, without
 from tests.polling import eventually
 
@@ -64,7 +64,7 @@ class World:
             zones[domain] = edit(domain, zone) if edit else zone
         self.dns.serve(zones)
         docker("restart", "-t", "2", self.receiver.name)
-        wait_for_banner(self.receiver)
+        wait_for_smtp_banner(self.receiver)
 
     def start_mail(self, role: str, **extra: str) -> Container:
         """One of our servers for both domains, resolving through the world's DNS."""
@@ -72,10 +72,6 @@ class World:
                                accounts=dict.fromkeys(USERS.values(), PASSWORD))
 
 
-def wait_for_banner(receiver: Server, timeout: float = 30) -> None:
-    probe = "exec 3<>/dev/tcp/127.0.0.1/25 && head -c 3 <&3"
-    eventually(lambda: receiver.exec("bash", "-c", probe, check=False) == "220", timeout,
-               lambda: "the receiver's banner: " + receiver.logs()[-3000:], interval=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +84,7 @@ def world(test_network: DockerNetwork, image: str,
         receiver = made.server("receiver", image=RECEIVER_IMAGE, ip=receiver_ip, options=(
             "--hostname", RECEIVER, "--dns", dns.ip,
             "-e", f"RELAY_PASSWORD={RELAY_PASSWORD}"))
-        wait_for_banner(receiver)
+        wait_for_smtp_banner(receiver)
         yield World(made, dns, receiver)
 
 
@@ -237,7 +233,7 @@ def test_a_receiver_that_is_down_gets_the_mail_when_it_is_back(
         assert len(queued(mail)) == 1
     finally:
         set_receiver_smtp(world, enabled=True)
-    wait_for_banner(world.receiver)
+    wait_for_smtp_banner(world.receiver)
     mail.exec("postqueue", "-f")  # what an admin runs; Postfix would retry within minutes anyway
     message = received(world, token, timeout=90)
     assert verdicts(message)["dmarc"] == "pass"

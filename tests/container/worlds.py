@@ -18,6 +18,7 @@ from tests.container.containers import Container, unique_name
 from tests.container.dockercli import docker
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.zoneserver import ZoneServer, start_zone_server
+from tests.polling import eventually
 
 # Our container's settings in every world, unless a module says otherwise: one domain, and the
 # self-signed certificate (no CA on the test network unless a module starts Pebble).
@@ -126,3 +127,11 @@ def scene(network: DockerNetwork, image: str, directory: Path) -> Iterator[Scene
         yield made
     finally:
         made.remove_all()
+
+
+def wait_for_smtp_banner(server: Server, timeout: float = 30) -> None:
+    """Until the server's port 25 greets with 220 (asked from inside it, with bash)."""
+    probe = "exec 3<>/dev/tcp/127.0.0.1/25 && head -c 3 <&3"
+    eventually(lambda: server.exec("bash", "-c", probe, check=False) == "220", timeout,
+               lambda: "the banner of " + server.name + ": " + server.logs()[-3000:],
+               interval=0.3)
