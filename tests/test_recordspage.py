@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import io
 import re
 import socket
 import ssl
@@ -21,6 +22,7 @@ from typing import cast
 import pytest
 
 from mailboot.base.paths import Paths
+from mailboot.cli.main import main
 from mailboot.diagnose.queue import Deferred, Queue
 from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.answer import Answer
@@ -384,3 +386,25 @@ def test_port_443_serves_the_page_only_on_mail_hostname_and_counts_by_address(
     statuses = [fetch(served443.port, HOSTNAME, HOSTNAME, f"/{token}")[0]
                 for _ in range(recordspage.BURST + 5)]
     assert statuses[0] == 200 and 429 in statuses  # the client's address is counted
+
+
+# --- `mailboot status --link` ---------------------------------------------------------------------
+
+
+def test_status_link_prints_the_kept_link_and_new_link_replaces_it(tmp_path: Path) -> None:
+    environ = {"MAIL_DOMAINS": "example.com", "MAIL_HOSTNAME": HOSTNAME,
+               "DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "data").mkdir()
+
+    def status(*flags: str) -> str:
+        out = io.StringIO()
+        assert main(["status", *flags], environ=environ, stdout=out) == 0
+        return out.getvalue()
+
+    link = status("--link")
+    assert re.fullmatch(rf"https://{HOSTNAME}/[A-Za-z0-9_-]{{43}}\n", link)
+    assert status("--link") == link
+    new = status("--new-link")
+    assert new != link and status("--link") == new
+    token = recordspage.read_token(Paths(tmp_path / "data").page_token)
+    assert new == f"https://{HOSTNAME}/{token}\n"
