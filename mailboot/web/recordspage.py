@@ -370,6 +370,7 @@ def render(hostname: str, now: datetime, snapshot: Snapshot,
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="referrer" content="no-referrer">',
+        '<link rel="icon" href="data:,">',  # no /favicon.ico request (it would count, and 404)
         f"<title>{_e(hostname)}: records and state</title>",
         f"<style>{STYLE}</style></head><body>",
         f"<h1>{_e(hostname)}</h1>",
