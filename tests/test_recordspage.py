@@ -408,3 +408,9 @@ def test_status_link_prints_the_kept_link_and_new_link_replaces_it(tmp_path: Pat
     assert new != link and status("--link") == new
     token = recordspage.read_token(Paths(tmp_path / "data").page_token)
     assert new == f"https://{HOSTNAME}/{token}\n"
+
+
+def test_before_the_first_look_the_page_says_so() -> None:
+    body = recordspage.render(HOSTNAME, NOW, Snapshot(None, None), None, None).decode()
+    assert "have not been checked yet" in body and "No certificate is served" in body
+    assert "Not looked at yet" in body and "Not checked yet" in body

@@ -390,7 +390,8 @@ def _dns_section(dns: DnsState | None) -> list[str]:
     if dns is None:
         return ["<h2>DNS records</h2>",
                 "<p class='verdict bad'>The records have not been checked yet: the worker looks "
-                "within a minute of the start. Reload then.</p>"]
+                "within a minute of the start; reload then. (With DNS_CHECK=off it never does: "
+                "<code>mailboot dns</code> prints the records.)</p>"]
     not_ok = [r for r in dns.records if r.required and r.status != "ok"]
     if dns.ready:
         verdict = "<p class='verdict ok'>READY: every required DNS record is in place.</p>"
