@@ -245,6 +245,7 @@ def test_every_record_is_shown_with_its_state_and_its_exact_value(records: list[
     assert "Served now: 10 other.example.net." in text and "NOT READY" in text
     assert "1 being delivered, 2 deferred, 0 held" in text
     assert "listed: SBL: spam source" in text and "self-signed" in text
+    assert "At 2026-11-25 11:00:00 UTC: listed on 1." in text
     assert "No report summaries yet." in text
 
 

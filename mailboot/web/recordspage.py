@@ -478,7 +478,11 @@ def _blocklist_section(blocklists: BlocklistView | None) -> list[str]:
         return [*lines, "<p>Not checked yet (or REPUTATION_CHECK=off).</p>"]
     listed = [item for item in blocklists.listings if item.verdict == reputation.Verdict.LISTED]
     summary = (f"listed on {len(listed)}" if listed else "not listed anywhere we asked")
-    lines += [f"<p>At {_e(blocklists.checked)}: {summary}.</p>", "<ul>"]
+    try:
+        checked = human_time(_time(blocklists.checked))
+    except ValueError:
+        checked = blocklists.checked
+    lines += [f"<p>At {_e(checked)}: {summary}.</p>", "<ul>"]
     for item in blocklists.listings:
         css = " class=alarm" if item.verdict == reputation.Verdict.LISTED else ""
         # Shown, not linked: a click would carry nothing (no-referrer), but text is enough.
