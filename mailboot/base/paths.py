@@ -103,6 +103,11 @@ class Paths:
         should discovery fail then."""
         return self.data_dir / "found-addresses.json"
 
+    @property
+    def page_token(self) -> Path:
+        """The records page's secret: its link is https://MAIL_HOSTNAME/<token> (0600)."""
+        return self.data_dir / "page-token"
+
     # --- rendered configuration ---
     def config(self, relative: str) -> Path:
         """Where a rendered file lands: `postfix/main.cf` -> /etc/postfix/main.cf."""
@@ -151,6 +156,12 @@ class Paths:
         """What the worker's runs remember between them (retry state, what was said, the next
         due time), as JSON; the supervisor reads when to run it next."""
         return self.run_dir / "worker-state.json"
+
+    @property
+    def page_state(self) -> Path:
+        """What the records page shows from the worker's last run (the DNS findings, the
+        queue), as JSON: the worker writes it, the HTTP child reads it."""
+        return self.run_dir / "records-page.json"
 
     @property
     def acme_challenges(self) -> Path:

@@ -139,6 +139,21 @@ def announce_records(settings: Settings, paths: Paths, now: datetime,
 
     network = records_and_address.production_network(settings)
     records_and_address.announce(settings, paths, now, keys, network, out)
+    announce_page_link(settings, paths)
+
+
+def announce_page_link(settings: Settings, paths: Paths) -> None:
+    """The records page's secret link, made on the first start, said at every start."""
+    from mailboot.web import recordspage
+
+    try:
+        token = recordspage.ensure_token(paths.page_token)
+    except OSError as error:
+        log.warning("page: no records page: can't keep its link in %s (%s)", paths.page_token,
+                    error.strerror or error)
+        return
+    log.info("page: the records page is at %s (`mailboot status --link` prints it, "
+             "`--new-link` replaces it)", recordspage.page_link(settings.hostname, token))
 
 
 def supervisor_argv(settings: Settings, paths: Paths) -> list[str]:

@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="is everything in place? certificate, DNS, "
                                  "DKIM, queue, mailboxes, disk, worker; exit 1 unless all is")
     status.add_argument("--json", action="store_true", help="a JSON object (fields in README)")
+    link = status.add_mutually_exclusive_group()
+    link.add_argument("--link", action="store_true",
+                      help="print the records page's secret link, and nothing else")
+    link.add_argument("--new-link", action="store_true",
+                      help="replace the records page's secret link (the old one stops working)")
     status.set_defaults(run=run_status)
     tls = commands.add_parser("tls", help="the certificate's key (DANE)")
     tls_actions = tls.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -243,7 +248,10 @@ def run_selftest(arguments: argparse.Namespace, settings: Settings, out: TextIO)
 
 
 def run_status(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """One look at every part; exit 1 when any is not in place (the text says which)."""
+    """One look at every part; exit 1 when any is not in place (the text says which). With
+    --link or --new-link: the records page's link only."""
+    if arguments.link or arguments.new_link:
+        return run_page_link(settings, out, new=arguments.new_link)
     from mailboot.cli.status_view import status_json, status_text
     from mailboot.diagnose.status import gather, production_sources
     from mailboot.network import address as publicaddress
@@ -258,6 +266,20 @@ def run_status(arguments: argparse.Namespace, settings: Settings, out: TextIO) -
         log.setLevel(level)
     out.write(status_json(report) if arguments.json else status_text(report))
     return 1 if report.not_in_place else 0
+
+
+def run_page_link(settings: Settings, out: TextIO, new: bool) -> int:
+    """Print the records page's link (made if there is none yet), or a new one."""
+    from mailboot.web import recordspage
+
+    paths = Paths(settings.data_dir)
+    if new:
+        token = recordspage.new_token(paths.page_token)
+        log.info("page: the records page has a new link; the old one no longer works")
+    else:
+        token = recordspage.ensure_token(paths.page_token)
+    out.write(recordspage.page_link(settings.hostname, token) + "\n")
+    return 0
 
 
 def run_tls_rollover(_arguments: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -58,6 +58,8 @@ class DnsWatcher:
         self.previous: dict[tuple[str, Kind, str | None], Status] = {}
         self.ready = False
         self.failing: str | None = None  # why no lookup got an answer last time
+        # What this process's last check found (not kept between runs): the records page's.
+        self.findings: tuple[Finding, ...] | None = None
 
     def state(self) -> JsonObject:
         return {"previous": [[name, kind.value, value, status.value] for (name, kind, value),
@@ -90,6 +92,7 @@ class DnsWatcher:
     def _check(self, records: Sequence[Record]) -> bool:
         """Look every record up, say what changed; True when every required one is in place."""
         findings = doctor.check_records(records, self.lookup, self.ours)
+        self.findings = tuple(findings)
         failure = doctor.shared_failure(findings)
         if failure is not None:
             # Nothing was learnt about any record: say why once, and keep what we knew.

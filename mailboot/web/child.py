@@ -3,11 +3,11 @@ connects (`python3 -P -m mailboot.web.child --http-fd N --https-fd M`).
 
 The supervisor binds both ports at start and watches them while no child runs; on the first
 connection it starts this process, which inherits the listening sockets, serves port 80 (ACME
-challenges, redirects: `port80`) and port 443 (MTA-STS, mail clients' settings:
-`port443`) on the bounded server of `server`, and ends after `--idle` seconds without
-a connection. So the TLS stack and the answers cost memory only while someone asks, and the
-resident supervisor never imports `ssl`. The challenges come from the worker's run through
-files (`challenges.ChallengeStore`).
+challenges, redirects: `port80`) and port 443 (MTA-STS, mail clients' settings: `port443`; the
+owner's records page: `recordspage`) on the bounded server of `server`, and ends after `--idle`
+seconds without a connection. So the TLS stack and the answers cost memory only while someone
+asks, and the resident supervisor never imports `ssl`. The challenges come from the worker's run
+through files (`challenges.ChallengeStore`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mailboot.base.paths import Paths
 from mailboot.dns import names
 from mailboot.settings.table import load_settings
 from mailboot.standards import mtasts
-from mailboot.web import clientconfig, port443
+from mailboot.web import clientconfig, port443, recordspage
 from mailboot.web import port80 as http_server
 from mailboot.web import server as http_core
 from mailboot.web.challenges import ChallengeStore
@@ -51,9 +51,10 @@ def serve(http_sock: socket.socket | None, https_sock: socket.socket | None,
                                          sock=http_sock))
     if https_sock is not None:
         try:
+            page = recordspage.make_answer(recordspage.PageSource(settings.hostname, paths))
             servers.append(port443.start(0, paths, mtasts.policy_hosts(settings),
-                                               service=clientconfig.service_for(settings),
-                                               sock=https_sock))
+                                         service=clientconfig.service_for(settings),
+                                         sock=https_sock, page=page))
         except OSError as error:
             log.error("https: can't serve port 443: %s", error)
     return servers

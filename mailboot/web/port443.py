@@ -37,7 +37,7 @@ from mailboot.tls.certificates import CHAIN_FILE, KEY_FILE
 from mailboot.web import clientconfig
 from mailboot.web import server as http_core
 from mailboot.web.clientconfig import MailService
-from mailboot.web.server import Limits, Request, Response
+from mailboot.web.server import Answer, Limits, Request, Response
 
 RESCAN = 5.0  # seconds between looks at the certificate links (a renewal swaps them)
 # Outlook POSTs its autodiscover request: a small XML body.
@@ -112,15 +112,19 @@ def _server_context() -> ssl.SSLContext:
 
 
 def answer(request: Request, policies: Mapping[str, bytes],
-           service: MailService | None = None) -> Response:
+           service: MailService | None = None, page: Answer | None = None) -> Response:
     """The policy for `mta-sts.<domain>` at its one path, a mail client's settings (with
-    `service`), or 404 for any other host or path."""
+    `service`), the records page (`page`, for any other path on MAIL_HOSTNAME: it answers 404
+    itself but for its secret path), or 404 for any other host or path."""
     policy = policies.get(request.host or "")
     if policy is not None and request.target == mtasts.POLICY_PATH:
         return _read_only(request) or Response(HTTPStatus.OK, policy)  # text/plain, RFC 8461 §3.2
     if service is None:
         return NOT_FOUND
-    return client_answer(request, service)
+    found = client_answer(request, service)
+    if found is NOT_FOUND and page is not None and request.host == service.hostname:
+        return page(request)
+    return found
 
 
 def _read_only(request: Request) -> Response | None:
@@ -195,16 +199,16 @@ def _autodiscover(request: Request, service: MailService, _domain: str | None) -
 
 def start(port: int, paths: Paths, policies: Mapping[str, bytes], host: str = "",
           limits: Limits = LIMITS, service: MailService | None = None,
-          sock: socket.socket | None = None) -> http_core.Server:
-    """Serve the policies (and, with `service`, mail clients' settings) on `port` (0: any, see
-    `.port`), or on the listening `sock` handed over, in a background thread; `.shutdown()`
-    stops it.
+          sock: socket.socket | None = None, page: Answer | None = None) -> http_core.Server:
+    """Serve the policies (and, with `service`, mail clients' settings, and with `page` the
+    records page on MAIL_HOSTNAME) on `port` (0: any, see `.port`), or on the listening `sock`
+    handed over, in a background thread; `.shutdown()` stops it.
 
     `policies`: host name (mta-sts.<domain>) -> the policy's bytes. Raises OSError when the
     port can't be had or no certificate is live.
     """
     ours = {name.lower().removesuffix("."): policy for name, policy in policies.items()}
     context = CertificateChooser(paths).default_context()
-    return http_core.serve(lambda request: answer(request, ours, service), host, port, "https",
-                           limits, tls=context, headers=(("Cache-Control", "no-store"),),
+    return http_core.serve(lambda request: answer(request, ours, service, page), host, port,
+                           "https", limits, tls=context, headers=(("Cache-Control", "no-store"),),
                            methods=METHODS, sock=sock)

@@ -90,6 +90,7 @@ class Request:
     body: bytes = b""  # a POST's, complete (`content_length` bytes)
     content_length: int = 0  # what the head announced for a POST (RFC 9112 §6.3)
     expects_continue: bool = False  # `Expect: 100-continue` (RFC 9110 §10.1.1)
+    client: str = ""  # the client's address (`client_address`), for per-client limits
 
     @property
     def path(self) -> str:
@@ -589,7 +590,7 @@ class Server:
                 if received is None:
                     return False
                 head, start = received
-                request = await self._read_request(channel, head, start)
+                request = await self._read_request(channel, head, start, connection.address)
         except OSError:  # timeout (TimeoutError is one), reset, a failed TLS handshake
             return False
         except BadRequest as error:  # answered without reading on (too long: without the head)
@@ -609,9 +610,11 @@ class Server:
             pass
         return True
 
-    async def _read_request(self, channel: _Plain, head: bytes, start: bytes) -> Request:
+    async def _read_request(self, channel: _Plain, head: bytes, start: bytes,
+                            client: str) -> Request:
         """The request of a complete head, with its body. Raises BadRequest, OSError."""
-        request = parse_head(head, self._methods, self.limits.max_body)
+        request = replace(parse_head(head, self._methods, self.limits.max_body),
+                          client=client)
         if request.content_length == 0:
             return request
         if request.expects_continue and len(start) < request.content_length:

@@ -31,6 +31,7 @@ from mailboot import render
 from mailboot.acme.issuer import AcmeConfig, AcmeIssuer
 from mailboot.acme.keeper import AcmeKeeper, Keeper, keeper_for
 from mailboot.acme.precheck import fetch_http, make_resolver
+from mailboot.base.errors import MailbootError
 from mailboot.base.files import write_atomically
 from mailboot.base.formats import human_time
 from mailboot.base.logs import configure_logging
@@ -47,6 +48,7 @@ from mailboot.base.taskstate import (
 from mailboot.daemons import opendkim, postfix, registry
 from mailboot.daemons.on_demand import fingerprint
 from mailboot.diagnose import problems, selftest
+from mailboot.diagnose import queue as mail_queue
 from mailboot.dkim import keys as dkim
 from mailboot.dns.answer import Lookup
 from mailboot.dns.lookup import DnsLookup, local_lookup
@@ -54,8 +56,8 @@ from mailboot.mailboxes import accounts
 from mailboot.network import address as publicaddress
 from mailboot.network import outbound as netcheck
 from mailboot.network import reputation
-from mailboot.records import doctor
-from mailboot.records.build import Record, all_records, ptr_record
+from mailboot.records import doctor, zonefile
+from mailboot.records.build import Record, Where, all_records, ptr_record
 from mailboot.records.published import published_groups
 from mailboot.records.watch import DnsWatcher
 from mailboot.rotation import tls_key as rollover
@@ -63,6 +65,7 @@ from mailboot.rotation.dkim import DkimRotation
 from mailboot.settings.table import DnsCheckMode, OnOff, Settings, TlsMode, load_settings
 from mailboot.tls import certificates, dane
 from mailboot.tls import keys as tlskeys
+from mailboot.web import recordspage
 from mailboot.web.challenges import ChallengeStore
 
 log = logging.getLogger("mailboot.worker")
@@ -420,6 +423,59 @@ def watched_files(settings: Settings, paths: Paths) -> dict[str, list[Path]]:
             "dkim": [paths.dkim_domain_dir(domain) for domain in settings.domains]}
 
 
+# --- the records page's snapshot -----------------------------------------------------------------
+
+
+def page_record(finding: doctor.Finding) -> recordspage.PageRecord:
+    """A record as the page shows it: the web-form table's line, and its state."""
+    record = finding.record
+    return recordspage.PageRecord(
+        None if record.where is Where.PROVIDER else record.zone, record.relative_name,
+        record.fqdn, record.rtype, zonefile.form_value(record), record.required, record.purpose,
+        finding.status.value, finding.found, finding.hint, record.placeholder or record.hold or "")
+
+
+def page_snapshot(previous: recordspage.Snapshot, dns_task: Task | None,
+                  read_queue: Callable[[], mail_queue.Queue],
+                  now: datetime) -> recordspage.Snapshot:
+    """What the records page shows after this run: the DNS findings when this run checked the
+    records (when no lookup got an answer, the last findings, marked so), else the last ones;
+    the queue as it is now."""
+    dns_state = previous.dns
+    watcher = dns_task.watcher if isinstance(dns_task, DnsTask) else None
+    if watcher is not None and watcher.findings is not None:
+        if watcher.failing is not None and previous.dns is not None:
+            dns_state = recordspage.DnsState(previous.dns.checked, previous.dns.ready,
+                                             watcher.failing, previous.dns.records)
+        else:
+            dns_state = recordspage.DnsState(now, watcher.ready, watcher.failing,
+                                             tuple(map(page_record, watcher.findings)))
+    return recordspage.Snapshot(dns_state, queue_state(read_queue, now))
+
+
+def queue_state(read_queue: Callable[[], mail_queue.Queue],
+                now: datetime) -> recordspage.QueueState:
+    try:
+        queue = read_queue()
+    except (MailbootError, OSError, ValueError) as error:
+        return recordspage.QueueState(now, 0, 0, 0, None, str(error) or type(error).__name__)
+    oldest = queue.oldest_deferred
+    text = None if oldest is None else (f"since {human_time(oldest.arrival)}, for "
+                                        f"{oldest.recipient}: {oldest.reason}")
+    return recordspage.QueueState(now, queue.active, queue.deferred, queue.hold, text, None)
+
+
+def keep_page_snapshot(paths: Paths, tasks: Mapping[str, Task], now: datetime) -> None:
+    """Write the records page's snapshot; a failure costs only the page its freshness."""
+    snapshot = page_snapshot(recordspage.read_state(paths.page_state), tasks.get("dns"),
+                             mail_queue.read_queue, now)
+    try:
+        recordspage.write_state(paths.page_state, snapshot)
+    except OSError as error:
+        log.warning("worker: can't write the records page's state %s: %s", paths.page_state,
+                    error.strerror or error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """One run: step what is due, save the state, and leave (the supervisor runs it again at
     the state file's `next_run`)."""
@@ -440,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = run_once(tasks, load_run(paths.worker_state), watched_files(settings, paths), nudges,
                    now, force=arguments.all)
     write_atomically(paths.worker_state, state_json(run, now).encode(), mode=0o600)
+    keep_page_snapshot(paths, tasks, now)
     return 0
 
 
