@@ -32,8 +32,8 @@ from mailboot.tls import certificates
 from tests.conftest import NOW, require_tool
 
 # What Dovecot 2.4.1's stats service serves with the metrics of templates/dovecot/dovecot.conf
-# (the shape its OpenMetrics exporter writes: a counter's family without `_total`, an info
-# family, `# EOF`).
+# (as it served it in the image: a counter's family without `_total`, an info family, `# EOF`,
+# and for a metric with group_by its ungrouped samples as `_count` and `_sum`).
 DOVECOT_PAGE = """\
 # HELP process_start_time_seconds Timestamp of service start
 # TYPE process_start_time_seconds gauge
@@ -49,8 +49,12 @@ dovecot_auth_success_total 3
 dovecot_auth_success_duration_seconds_total 0.012345
 # HELP dovecot_imap_command Total number of all events of this kind
 # TYPE dovecot_imap_command counter
+dovecot_imap_command_count 7
 dovecot_imap_command_total{cmd_name="LOGIN"} 2
 dovecot_imap_command_total{cmd_name="SELECT"} 5
+# HELP dovecot_imap_command_duration_seconds Total duration of all events of this kind
+# TYPE dovecot_imap_command_duration_seconds counter
+dovecot_imap_command_duration_seconds_sum 0.25
 # HELP dovecot_lookup_duration Lookup durations
 # TYPE dovecot_lookup_duration histogram
 dovecot_lookup_duration_bucket{le="0.01"} 1
@@ -114,7 +118,11 @@ def test_dovecots_page_becomes_the_text_format_with_one_prefix() -> None:
     assert 'dovecot_build_info{version="2.4.1",revision="7d8c0e5759"} 1\n' in page
     assert "# TYPE dovecot_auth_success_total counter\ndovecot_auth_success_total 3\n" in page
     assert "dovecot_auth_success_duration_seconds_total 0.012345\n" in page
+    assert ('# TYPE dovecot_imap_command_total counter\ndovecot_imap_command_total 7\n'
+            'dovecot_imap_command_total{cmd_name="LOGIN"} 2\n') in page
     assert 'dovecot_imap_command_total{cmd_name="SELECT"} 5\n' in page
+    assert "dovecot_imap_command_duration_seconds_total 0.25\n" in page
+    assert "_count" not in page.replace("dovecot_lookup_duration_count", "")
     assert ('# TYPE dovecot_lookup_duration histogram\n'
             'dovecot_lookup_duration_bucket{le="0.01"} 1\n'
             'dovecot_lookup_duration_bucket{le="+Inf"} 2\n'
@@ -129,8 +137,12 @@ def test_dovecot_labels_with_escapes_survive() -> None:
     assert fam.samples == (Sample((("user", 'a"b\\c'), ("d", "e,f")), 1.0),)  # no _created
 
 
-@pytest.mark.parametrize("text", ["dovecot_x 1\n",  # no family declared
-                                  "# TYPE dovecot_x gauge\ndovecot_x{a=1} 1\n",
+def test_a_sample_of_no_declared_family_is_left_out() -> None:
+    assert metrics.from_openmetrics("dovecot_x 1\n# TYPE dovecot_y gauge\ndovecot_z 2\n") == [
+        Family("dovecot_y", "gauge", "Dovecot's dovecot_y", ())]
+
+
+@pytest.mark.parametrize("text", ["# TYPE dovecot_x gauge\ndovecot_x{a=1} 1\n",
                                   "# TYPE dovecot_x gauge\ndovecot_x one\n",
                                   "# TYPE dovecot_x gauge\n{} 1\n"])
 def test_a_page_that_is_not_openmetrics_is_refused(text: str) -> None:

@@ -125,8 +125,11 @@ def without_clashes(families: Iterable[Family]) -> list[Family]:
 
 # --- Dovecot's OpenMetrics -----------------------------------------------------------------------
 
-# OpenMetrics 1.0 §"Metric types": the sample suffixes each type's samples may carry.
-_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "unknown": ("",),
+# OpenMetrics 1.0 §"Metric types": the sample suffixes each type's samples may carry. And
+# Dovecot 2.4.1's own: a metric with group_by writes its counter's ungrouped sample as `_count`
+# and its duration's as `_sum` (seen: `dovecot_imap_command_count 0` under `# TYPE
+# dovecot_imap_command counter`); both are the counter's value.
+_SUFFIXES = {"counter": ("_total", "_created", "_count", "_sum"), "gauge": ("",), "unknown": ("",),
              "info": ("_info",), "stateset": ("",), "histogram": ("_bucket", "_sum", "_count",
                                                                   "_created"),
              "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
@@ -164,8 +167,8 @@ class _Open:
 
 def from_openmetrics(text: str, prefix: str = "dovecot_") -> list[Family]:
     """Dovecot's OpenMetrics page as families of the text format, each name starting with
-    `prefix`. Raises ValueError for a line that is neither metadata nor a sample, or a sample
-    of no declared family."""
+    `prefix`. A sample of no declared family is left out. Raises ValueError for a line that
+    is neither metadata nor a sample."""
     opened: dict[str, _Open] = {}
     for line in text.splitlines():
         if not line.strip():
@@ -181,7 +184,7 @@ def from_openmetrics(text: str, prefix: str = "dovecot_") -> list[Family]:
         name, labels, value = match.group(1), parse_labels(match.group(2) or ""), match.group(3)
         owner = _owner(name, opened)
         if owner is None:
-            raise ValueError(f"{name}: a sample of no declared family")
+            continue  # of no family declared before it: without a type, it can't be passed on
         suffix = name[len(owner.name):]
         if owner.samples is None:
             owner.samples = []
@@ -225,7 +228,7 @@ def _convert(fam: _Open, prefix: str) -> Family | None:
                      if suffix in suffixes)
 
     if fam.kind == "counter":
-        plain = tuple(Sample(s.labels, s.value) for s in kept("_total"))
+        plain = tuple(Sample(s.labels, s.value) for s in kept("_total", "_count", "_sum"))
         return Family(base + "_total", "counter", help_text, plain)
     if fam.kind == "info":
         plain = tuple(Sample(s.labels, s.value) for s in kept("_info"))
