@@ -409,3 +409,27 @@ def test_the_supervisor_is_told_the_port_and_the_counts_file_only_with_metrics_o
                        METRICS_PORT="9166")
     assert metrics_arguments(on, paths) == [
         "--metrics-port=9166", f"--postfix-log-counts={paths.postfix_log_counts}"]
+
+
+def test_the_supervisor_counts_postfixs_output_when_told_and_passes_it_on(
+        tmp_path: Path) -> None:
+    """The supervisor as the boot starts it with metrics on: a stand-in for Postfix writes its
+    log to its standard output, then exits (so the supervisor ends too)."""
+    counts_file = tmp_path / "counts.json"
+    lines = ("x postfix/lmtp[9]: A: to=<a@example.com>, relay=r, dsn=2.0.0, status=sent (ok)\n"
+             "x postfix/smtp[9]: B: to=<b@example.net>, relay=r, dsn=4.4.1, status=deferred (t)\n"
+             "x postfix/master[1]: daemon started\n")
+    stand_in = [sys.executable, "-c", f"import sys, time; sys.stdout.write({lines!r}); "
+                "sys.stdout.flush(); time.sleep(0.5)"]
+    programs = supervisor.programs_json([supervisor.Program("postfix", stand_in)])
+    result = subprocess.run(
+        [sys.executable, "-P", "-m", "mailboot.daemons.supervisor",
+         f"--syslog={tmp_path / 'log.sock'}", f"--daemons={programs}",
+         f"--postfix-log-counts={counts_file}"],
+        capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == supervisor.EXIT_DAEMON_DIED, result.stderr
+    assert result.stdout == lines
+    counted = maillog.read_counts(counts_file)
+    assert counted is not None
+    assert counted[1] == {"delivered": 1, "deferred": 1, "bounced": 0, "refused": 0}

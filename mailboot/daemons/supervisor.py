@@ -13,6 +13,9 @@ supervisor, the one Python process that stays, is small for the container's whol
 boot hands it the daemons to run (`registry.DAEMONS` that the settings call for) as JSON on its
 command line; it runs them, and the short children of `on_demand`: the worker's runs when they
 are due, and the server of ports 80 and 443 when a client connects (it binds those ports).
+With METRICS_PORT it binds that port too (the metrics child, on demand), and passes Postfix's
+log (its standard output) through a thread that counts deliveries (`base.maillog`); without,
+Postfix writes to the container's output directly and no thread runs.
 """
 
 from __future__ import annotations

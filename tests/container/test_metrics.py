@@ -7,6 +7,7 @@ of them runs: no metrics child, no Dovecot stats listener, no log pass-through."
 from __future__ import annotations
 
 import http.client
+import imaplib
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import require_tool
-from tests.container.containers import Container
+from tests.container.containers import Container, insecure_context
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.worlds import scene
 from tests.container.zoneserver import supporting_zones
@@ -73,6 +74,14 @@ def sample(page: str, series: str) -> float | None:
 
 
 def test_promtool_accepts_the_page_and_it_holds_every_source(world: World) -> None:
+    # An IMAP session first, so Dovecot's page has a login and commands grouped by name.
+    assert world.on.ip is not None
+    with imaplib.IMAP4_SSL(world.on.ip, 993, ssl_context=insecure_context(),
+                           timeout=30) as imap:
+        imap.login("alice@example.com", "correct horse battery")
+        imap.select("INBOX")
+        imap.logout()
+
     def complete() -> str | None:
         page = scrape(world.on)
         # The worker's first run (a few seconds after the start) writes its state.
@@ -92,6 +101,8 @@ def test_promtool_accepts_the_page_and_it_holds_every_source(world: World) -> No
     for source in ("dovecot", "postfix_queue", "postfix_log", "certificates", "worker"):
         assert sample(page, f'mailboot_source_up{{source="{source}"}}') == 1, source
     assert sample(page, 'mailboot_postfix_queue_messages{queue="deferred"}') == 0
+    assert (sample(page, "dovecot_auth_success_total") or 0) >= 1
+    assert 'dovecot_imap_command_total{cmd_name="SELECT"}' in page
     assert (sample(page, 'mailboot_certificate_expires_in_seconds{slot="live",source='
                          '"self-signed"}') or 0) > 300 * 86400
 
