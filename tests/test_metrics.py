@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -252,6 +252,44 @@ def test_certificates_say_when_they_expire() -> None:
     assert (f'mailboot_certificate_expiry_timestamp_seconds{{slot="live",source="acme"}} '
             f'{int((NOW + timedelta(days=60)).timestamp())}\n') in page
     assert 'mailboot_certificate_expires_in_seconds{slot="live",source="acme"} 5184000\n' in page
+
+
+def made_certificate(not_after: datetime) -> bytes:
+    """A PEM certificate (with an intermediate after it, as a chain) from cryptography."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.com")])
+    built = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(NOW).not_valid_after(not_after).sign(key, hashes.SHA256()))
+    return built.public_bytes(serialization.Encoding.PEM) * 2
+
+
+@pytest.mark.parametrize("expiry", [NOW + timedelta(days=90),  # UTCTime (RFC 5280 §4.1.2.5.1)
+                                    datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC),
+                                    datetime(2050, 1, 1, tzinfo=UTC),  # GeneralizedTime
+                                    datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)])
+def test_the_expiry_is_read_from_the_certificate_itself(expiry: datetime) -> None:
+    assert metrics.not_after(made_certificate(expiry)) == expiry
+
+
+def test_what_is_no_certificate_is_refused() -> None:
+    pem = made_certificate(NOW + timedelta(days=90))
+    body = pem.split(b"\n")
+    for broken in (b"", b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+                   b"\n".join([body[0], body[1][:8], *body[-3:]]),  # truncated DER
+                   b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"):
+        with pytest.raises(ValueError):
+            metrics.not_after(broken)
+
+
+def test_the_childs_certificate_sources_are_the_tls_packages() -> None:
+    assert metrics_child.CERTIFICATE_SOURCES == certificates.SOURCES
+    assert metrics_child.CHAIN_FILE == certificates.CHAIN_FILE
 
 
 WORKER_STATE = {

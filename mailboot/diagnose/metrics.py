@@ -26,7 +26,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from mailboot.base.maillog import RESULTS
 
@@ -296,6 +296,72 @@ def certificate_families(certificates: Sequence[tuple[str, str, datetime]],
                (({"slot": slot, "source": source}, (not_after - now).total_seconds())
                 for slot, source, not_after in certificates)),
     ]
+
+
+def not_after(pem: bytes) -> datetime:
+    """The notAfter of the first certificate in a PEM chain, read from its DER (RFC 5280 §4.1:
+    Certificate, then tbsCertificate, then validity) without loading a crypto library (about
+    9 MiB that every scrape's process would carry). Raises ValueError for anything else."""
+    import base64
+    import binascii
+
+    begin, end = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+    start = pem.find(begin)
+    stop = pem.find(end, start)
+    if start < 0 or stop < 0:
+        raise ValueError("no PEM certificate")
+    try:
+        der = base64.b64decode(b"".join(pem[start + len(begin):stop].split()), validate=True)
+    except binascii.Error as error:
+        raise ValueError(f"bad PEM certificate: {error}") from None
+    certificate = _der_content(der, 0, 0x30)[0]
+    tbs = _der_content(der, certificate, 0x30)[0]
+    position = tbs
+    if der[position:position + 1] == b"\xa0":  # [0] EXPLICIT version
+        position = _der_skip(der, position)
+    position = _der_skip(der, position)  # serialNumber
+    position = _der_skip(der, position)  # signature AlgorithmIdentifier
+    position = _der_skip(der, position)  # issuer
+    validity = _der_content(der, position, 0x30)[0]
+    after = _der_skip(der, validity)  # past notBefore
+    tag = der[after] if after < len(der) else -1
+    start, length = _der_content(der, after, tag)
+    text = der[start:start + length].decode("ascii", "replace")
+    # RFC 5280 §4.1.2.5.1: UTCTime YYMMDDHHMMSSZ, 19YY from 50; §4.1.2.5.2: GeneralizedTime.
+    if tag == 0x17 and re.fullmatch(r"\d{12}Z", text):
+        year = int(text[:2])
+        text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+    elif not (tag == 0x18 and re.fullmatch(r"\d{14}Z", text)):
+        raise ValueError(f"notAfter is no UTCTime or GeneralizedTime: {text!r}")
+    return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
+
+
+def _der_content(der: bytes, position: int, tag: int) -> tuple[int, int]:
+    """Where the content of the DER element at `position` starts, and its length; raises
+    ValueError unless the element has `tag` and fits (X.690 §8.1: tag, length, content)."""
+    if position + 2 > len(der) or der[position] != tag:
+        raise ValueError(f"not a certificate: expected tag {tag:#x} at byte {position}")
+    first = der[position + 1]
+    start = position + 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if not 1 <= count <= 4 or start + count > len(der):
+            raise ValueError("not a certificate: bad length")
+        length = int.from_bytes(der[start:start + count], "big")
+        start += count
+    if start + length > len(der):
+        raise ValueError("not a certificate: truncated")
+    return start, length
+
+
+def _der_skip(der: bytes, position: int) -> int:
+    """The position after the DER element at `position`."""
+    if position >= len(der):
+        raise ValueError("not a certificate: truncated")
+    start, length = _der_content(der, position, der[position])
+    return start + length
 
 
 RECORD_STATUSES = ("ok", "missing", "wrong", "unknown")
