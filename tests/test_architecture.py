@@ -228,6 +228,11 @@ BUDGETS: dict[str, set[str]] = {
     # Started per connection burst on 80/443: TLS yes, the ACME client and the DNS no.
     "mailboot.web.child": {"jinja2", "dns", "acme", "josepy", "requests", "spf", "dkim",
                            "mailboot.records.build", "mailboot.cli.main"},
+    # Started when a scraper connects to METRICS_PORT: reads state files, never the ACME
+    # client, the templates or the DNS (cryptography only once a scrape reads a certificate).
+    "mailboot.diagnose.metrics_child": {"jinja2", "dns", "acme", "josepy", "requests", "spf",
+                                        "dkim", "cryptography", "mailboot.records.build",
+                                        "mailboot.cli.main", "mailboot.worker.tasks"},
     # A restart with nothing changed: none of the full boot's libraries before the daemons.
     "mailboot.boot.run": HEAVY | {"mailboot.cli.main", "mailboot.boot.stages",
                                   "mailboot.settings.table"},

@@ -150,9 +150,27 @@ def test_the_service_keeps_client_addresses_on_every_port(
     published = {(p["port"], p["targetPort"], p["protocol"]) for p in service["ports"]}
     assert published == {(port, port, "TCP") for port in compose_ports()}
     container_ports = {p["containerPort"] for p in mail_container(objects)["ports"]}
-    assert container_ports == set(compose_ports())
+    assert container_ports == {*compose_ports(), METRICS_PORT}  # metrics: inside the cluster
     labels = only(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert service["selector"].items() <= labels.items()
+
+
+METRICS_PORT = 9166
+
+
+def test_the_metrics_port_is_scraped_inside_the_cluster_never_published(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    assert settings_of(objects)["METRICS_PORT"] == str(METRICS_PORT)
+    ports = {p["name"]: p["containerPort"] for p in mail_container(objects)["ports"]}
+    assert ports["metrics"] == METRICS_PORT
+    template = only(objects, "StatefulSet")["spec"]["template"]["metadata"]
+    assert template["annotations"] == {"prometheus.io/scrape": "true",
+                                       "prometheus.io/port": str(METRICS_PORT),
+                                       "prometheus.io/path": "/metrics"}
+    published = {p["port"] for p in only(objects, "Service")["spec"]["ports"]}
+    assert METRICS_PORT not in published
 
 
 def compose_ports() -> list[int]:

@@ -540,3 +540,18 @@ def test_tls_trust_ca_file_is_trusted_beside_the_system_cas(
     extra.chmod(0o600)  # the daemons read it as their own users: readable by everyone or refused
     with pytest.raises(ConfigError, match=r"TLS_TRUST_CA_FILE: .* is not readable by everyone"):
         make_settings(MAIL_DOMAINS="example.com", TLS_TRUST_CA_FILE=str(extra))
+
+
+def test_dovecot_serves_its_metrics_on_loopback_only_with_metrics_on(
+    make_settings: Callable[..., Settings], make_keys: Callable[[Settings], tuple[DomainKeys, ...]],
+    tmp_path: Path,
+) -> None:
+    listener = (f"service stats {{\n  inet_listener http {{\n    listen = 127.0.0.1\n"
+                f"    port = {dovecot.STATS_PORT}\n  }}\n}}\n")
+    for port, served in (("off", False), ("9166", True)):
+        settings = make_settings(MAIL_DOMAINS="example.com", PUBLIC_IPV4="203.0.113.25",
+                                 METRICS_PORT=port)
+        files = rendered_files(settings, make_keys(settings), tmp_path / port)
+        conf = files["dovecot/dovecot.conf"].content.decode()
+        assert (listener in conf) is served
+        assert ("metric auth_failure {" in conf) is served

@@ -180,6 +180,11 @@ BAD_INPUTS = [
     ("SEND_LIMIT_MESSAGES_PER_DAY", "lots", "is not a whole number; give one, or off"),
     ("SEND_LIMIT_FIRST_TIME_RECIPIENTS_PER_DAY", "-5", "is not a whole number"),
     ("SEND_LIMIT_FIRST_TIME_RECIPIENTS_PER_DAY", "20000000", "outside 1 to 10,000,000"),
+    ("METRICS_PORT", "on", "is not a TCP port (1 to 65535) nor off"),
+    ("METRICS_PORT", "65536", "is not a TCP port"),
+    ("METRICS_PORT", "0", "is not a TCP port"),
+    ("METRICS_PORT", "443", "port 443 is taken by the mail services; choose another"),
+    ("METRICS_PORT", "8896", "port 8896 is taken"),
 ]
 
 

@@ -7,5 +7,6 @@
 - `logs`: the one logging set-up every process uses;
 - `programs`: running programs with argv lists, a fixed environment and stderr in the error;
 - `users`: the image's system users; `sockets`: listening sockets and the SMTP port;
-- `taskstate`: what a worker task remembers between two runs, as JSON values.
+- `taskstate`: what a worker task remembers between two runs, as JSON values;
+- `maillog`: Postfix's log lines counted (delivered, deferred, bounced, refused) for the metrics.
 """

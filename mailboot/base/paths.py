@@ -147,6 +147,12 @@ class Paths:
         return self.run_dir / "ipv6-confirmed"
 
     @property
+    def postfix_log_counts(self) -> Path:
+        """Recipients Postfix logged as delivered, deferred, bounced, and its refusals, since
+        the start, as JSON: the supervisor counts them with metrics on (`maillog`)."""
+        return self.run_dir / "postfix-log-counts.json"
+
+    @property
     def worker_problems(self) -> Path:
         """The worker's last warnings and errors, as JSON (for `mailboot status`)."""
         return self.run_dir / "worker-problems.json"

@@ -162,7 +162,16 @@ def supervisor_argv(settings: Settings, paths: Paths) -> list[str]:
                                         for d in registry.DAEMONS if d.wanted(settings)])
     return ["-P", "-m", "mailboot.daemons.supervisor", f"--daemons={daemons}",
             f"--worker-state={paths.worker_state}", "--http-port=80", "--https-port=443",
-            *policy_arguments(settings, paths)]
+            *policy_arguments(settings, paths), *metrics_arguments(settings, paths)]
+
+
+def metrics_arguments(settings: Settings, paths: Paths) -> list[str]:
+    """With METRICS_PORT: the port the supervisor serves the metrics on, on demand, and where
+    it counts Postfix's log lines (the log passes through it then). Without: nothing."""
+    if settings.metrics_port == "off":
+        return []
+    return [f"--metrics-port={settings.metrics_port}",
+            f"--postfix-log-counts={paths.postfix_log_counts}"]
 
 
 def policy_arguments(settings: Settings, paths: Paths) -> list[str]:

@@ -93,6 +93,9 @@ AUTH_POLICY_HOST, AUTH_POLICY_PORT = "127.0.0.1", 8895
 # Dovecot hashes each login's password with this before it tells the policy server (which never
 # uses the hash); it refuses an auth policy without one. Made once, kept on the volume.
 AUTH_POLICY_NONCE = "auth-policy-nonce"
+# With METRICS_PORT: Dovecot's stats service serves its OpenMetrics page here, on loopback only;
+# the metrics child (mailboot.diagnose.metrics_child) fetches it at each scrape and passes it on.
+STATS_HOST, STATS_PORT = "127.0.0.1", 8896
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,8 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         "app_password_files": [AppPasswordFile(slot, str(paths.app_password_file(slot)))
                                for slot in APP_PASSWORD_SLOTS],
         "auth_policy": auth_policy(settings, paths),
+        "stats_listener": (None if settings.metrics_port == "off"
+                           else {"host": STATS_HOST, "port": STATS_PORT}),
     }
 
 

@@ -14,7 +14,8 @@ starts a Python process only when there is something to do.
   while. While it runs, the supervisor does not watch the sockets. Two use it: ports 80 and 443
   (`HttpActivation`: `python3 -P -m mailboot.web.child`), and Postfix's port-25 policy
   sockets (`python3 -P -m mailboot.policy.service`, as its own user): one process, however many
-  smtpd ask at once, and none while no mail arrives.
+  smtpd ask at once, and none while no mail arrives. And METRICS_PORT, when set
+  (`MetricsActivation`: `python3 -P -m mailboot.diagnose.metrics_child`).
 
 The decisions are pure functions of the time (`next_run_after`, `retry_delay`, ...) so tests
 drive them with numbers.
@@ -230,6 +231,17 @@ class HttpActivation(Activation):
                  say: Say, idle: float | None = None,
                  module: str = "mailboot.web.child") -> None:
         super().__init__("the HTTP child for ports 80 and 443", sockets,
+                         (sys.executable, "-P", "-m", module), environment, say, idle)
+
+
+class MetricsActivation(Activation):
+    """METRICS_PORT: the metrics child (`mailboot.diagnose.metrics_child`) answers scrapes and
+    ends when none came for a while (a scrape every 15 s to 1 min keeps one running)."""
+
+    def __init__(self, sock: socket.socket, environment: Mapping[str, str], say: Say,
+                 idle: float | None = None,
+                 module: str = "mailboot.diagnose.metrics_child") -> None:
+        super().__init__("the metrics child", {"metrics": sock},
                          (sys.executable, "-P", "-m", module), environment, say, idle)
 
 

@@ -13,6 +13,9 @@ supervisor, the one Python process that stays, is small for the container's whol
 boot hands it the daemons to run (`registry.DAEMONS` that the settings call for) as JSON on its
 command line; it runs them, and the short children of `on_demand`: the worker's runs when they
 are due, and the server of ports 80 and 443 when a client connects (it binds those ports).
+With METRICS_PORT it binds that port too (the metrics child, on demand), and passes Postfix's
+log (its standard output) through a thread that counts deliveries (`base.maillog`); without,
+Postfix writes to the container's output directly and no thread runs.
 """
 
 from __future__ import annotations
@@ -26,13 +29,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
+from mailboot.base.maillog import WRITE_EVERY, Tally
 from mailboot.base.sockets import listening_socket, unix_listening_socket
-from mailboot.daemons.on_demand import Activation, HttpActivation, WorkerRuns, how_it_ended
+from mailboot.daemons.on_demand import (
+    Activation,
+    HttpActivation,
+    MetricsActivation,
+    WorkerRuns,
+    how_it_ended,
+)
 
 STOP_TIMEOUT = 8.0  # seconds; Docker sends SIGKILL 10 s after SIGTERM by default
 EXIT_DAEMON_DIED = 1
@@ -79,8 +90,10 @@ class Supervisor:
 
     def __init__(self, daemons: Sequence[Program], syslog_path: Path | None,
                  stop_timeout: float = STOP_TIMEOUT, worker: WorkerRuns | None = None,
-                 activations: Sequence[Activation] = ()) -> None:
+                 activations: Sequence[Activation] = (),
+                 counted: tuple[str, Tally] | None = None) -> None:
         self.daemons = tuple(daemons)
+        self.counted = counted  # a daemon whose standard output (its log) is counted, and how
         self.worker, self.activations = worker, tuple(activations)
         self.syslog_path = syslog_path
         self.stop_timeout = stop_timeout
@@ -94,7 +107,7 @@ class Supervisor:
         syslog = self._open_syslog()
         try:
             for daemon in self.daemons:
-                self.processes[daemon.name] = subprocess.Popen(daemon.argv, env=dict(CHILD_ENV))
+                self.processes[daemon.name] = self._start(daemon)
                 say(f"started {daemon.name} (pid {self.processes[daemon.name].pid})")
             code = self._wait(syslog)
         finally:
@@ -104,6 +117,15 @@ class Supervisor:
                 _drain_syslog(syslog)
                 syslog.close()
         return code
+
+    def _start(self, daemon: Program) -> subprocess.Popen[bytes]:
+        if self.counted is None or self.counted[0] != daemon.name:
+            return subprocess.Popen(daemon.argv, env=dict(CHILD_ENV))
+        process = subprocess.Popen(daemon.argv, env=dict(CHILD_ENV), stdout=subprocess.PIPE)
+        if process.stdout is not None:  # always, with stdout=PIPE
+            threading.Thread(target=pass_through, args=(process.stdout.fileno(), self.counted[1]),
+                             name=f"{daemon.name}-log", daemon=True).start()
+        return process
 
     def _install_signal_handlers(self) -> None:
         self.wakeup_write.setblocking(False)
@@ -180,6 +202,28 @@ class Supervisor:
             say("all daemons stopped")
 
 
+def pass_through(fd: int, tally: Tally, out: int = 1) -> None:
+    """Copy a daemon's output to ours unchanged, counting its log lines (a thread, so the log
+    flows while the main loop waits or stops the daemons); ends when the daemon closes it."""
+    while True:
+        ready, _, _ = select.select([fd], [], [], WRITE_EVERY)
+        if not ready:  # quiet: what the last burst counted is saved now
+            tally.save(time.monotonic(), force=True)
+            continue
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(out, view):]
+            except OSError:
+                break  # nobody reads our output: keep counting
+        tally.feed(data)
+        tally.save(time.monotonic())
+    tally.save(time.monotonic(), force=True)
+
+
 def _run_stop_command(name: str, argv: tuple[str, ...]) -> None:
     try:
         subprocess.run(argv, env=dict(CHILD_ENV), timeout=STOP_TIMEOUT / 2, check=False,
@@ -211,7 +255,7 @@ def say(message: str) -> None:
 
 
 def bind_ports(ports: Mapping[str, int]) -> dict[str, socket.socket]:
-    """Listening sockets for the HTTP child, bound now (as root, before any daemon); a port
+    """Listening sockets for the on-demand children, bound now (as root, before any daemon); a port
     that can't be had is said and left out: mail never depends on it."""
     bound = {}
     for name, port in ports.items():
@@ -233,6 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run the worker, planning its runs by this state file")
     parser.add_argument("--http-port", type=int, help="serve HTTP here, on demand (80)")
     parser.add_argument("--https-port", type=int, help="serve HTTPS here, on demand (443)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="serve the metrics here, on demand (METRICS_PORT)")
+    parser.add_argument("--postfix-log-counts", type=Path,
+                        help="pass Postfix's log (its standard output) through, counting "
+                             "deliveries into this file for the metrics")
     parser.add_argument("--policy-socket", type=named, action="append", default=[],
                         help="name=path: a Unix socket the policy process serves on demand, "
                              "its fd handed over as --name-fd (repeatable)")
@@ -253,11 +302,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         activations.append(HttpActivation(sockets, dict(os.environ), say))
     if arguments.policy_socket or arguments.policy_tcp:
         activations += policy_activation(arguments)
+    if arguments.metrics_port is not None:
+        activations += [MetricsActivation(sock, dict(os.environ), say)
+                        for sock in bind_ports({"metrics": arguments.metrics_port}).values()]
+    counted = None
+    if arguments.postfix_log_counts is not None:
+        counted = ("postfix", Tally(arguments.postfix_log_counts))
     worker = None
     if arguments.worker_state is not None:
         worker = WorkerRuns((sys.executable, "-P", "-m", "mailboot.worker.tasks", "--once"),
                             arguments.worker_state, dict(os.environ), say)
-    return Supervisor(arguments.daemons, syslog, worker=worker, activations=activations).run()
+    return Supervisor(arguments.daemons, syslog, worker=worker, activations=activations,
+                      counted=counted).run()
 
 
 def policy_activation(arguments: argparse.Namespace) -> list[Activation]:

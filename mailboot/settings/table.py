@@ -48,6 +48,7 @@ from mailboot.settings.values import (
     parse_https_url,
     parse_mailto_list,
     parse_max_age,
+    parse_metrics_port,
     parse_networks,
     parse_outbound_check,
     parse_password,
@@ -475,6 +476,17 @@ TABLE: tuple[Setting, ...] = (
         "until midnight UTC or `mailboot account release`. `off`: no limit.",
         "50",
     ),
+    # --- metrics (diagnose.metrics) ---
+    Setting(
+        "METRICS_PORT", "metrics_port", parse_metrics_port, "off", "`off`",
+        "A TCP port on which to serve Prometheus metrics (`/metrics`, plain HTTP, no login): "
+        "Dovecot's own, Postfix's queue and delivery counts, the certificate's expiry, each "
+        "DNS record's state, our blocklist state, the worker's last run. Listened on all the "
+        "container's interfaces but published only if you publish it (`-p "
+        "127.0.0.1:9166:9166`, or a private network for your Prometheus); a process answers "
+        "only while scrapes come. `off`: no port, nothing running.",
+        "9166",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in TABLE}
@@ -537,6 +549,7 @@ class Settings:
     login_ban_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     send_limit_messages_per_day: int | Literal["off"]
     send_limit_first_time_recipients_per_day: int | Literal["off"]
+    metrics_port: int | Literal["off"]
     warnings: tuple[str, ...]
 
     @property

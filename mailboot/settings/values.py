@@ -596,6 +596,25 @@ def parse_daily_limit(text: str) -> int | Literal["off"]:
     return count
 
 
+# Ports the container serves or keeps on loopback for its own daemons: the metrics can't share
+# them (the Dovecot stats listener, 8896, is where the metrics child fetches Dovecot's page).
+PORTS_IN_USE = frozenset({25, 53, 80, 110, 143, 443, 465, 587, 993, 995, 4190, 8895, 8896})
+
+
+def parse_metrics_port(text: str) -> int | Literal["off"]:
+    """A TCP port for the metrics (1 to 65535, none of PORTS_IN_USE), or `off`."""
+    value = text.strip()
+    if value.lower() == "off":
+        return "off"
+    port = _ascii_whole_number(value)
+    if port is None or not 1 <= port <= 65535:
+        raise SettingValueError(f"{text!r} is not a TCP port (1 to 65535) nor off")
+    if port in PORTS_IN_USE:
+        raise SettingValueError(f"port {port} is taken by the mail services; choose another, "
+                                "such as 9166")
+    return port
+
+
 _DURATION = re.compile(r"^([0-9]+)\s*([smhdw]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The retry and check waits double up to an hour (renewal.MAX_RETRY); a first wait beyond it
