@@ -103,6 +103,12 @@ class Paths:
         should discovery fail then."""
         return self.data_dir / "found-addresses.json"
 
+    @property
+    def alerts_state(self) -> Path:
+        """Which conditions the alert mails are about are bad since when, and when each was last
+        mailed (the volume: a restart must not repeat an alert, nor forget a recovery)."""
+        return self.data_dir / "alerts.json"
+
     # --- rendered configuration ---
     def config(self, relative: str) -> Path:
         """Where a rendered file lands: `postfix/main.cf` -> /etc/postfix/main.cf."""
