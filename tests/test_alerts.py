@@ -327,7 +327,10 @@ def test_an_mx_removed_and_restored_mails_one_alert_then_one_recovery_then_nothi
     assert recovery["Subject"] == ("[mailboot] mail.example.com: the MX record of example.com "
                                    "is in place again")
     assert "It began at 2026-11-25 13:00:00 UTC and was over at this check, 2026-11-25 " \
-        "15:00:00 UTC." in recovery.get_content()
+        "15:00:00 UTC." in " ".join(recovery.get_content().split())
+    # Wrapped, so it goes as 7bit and reads as it is.
+    assert recovery["Content-Transfer-Encoding"] == alert["Content-Transfer-Encoding"] == "7bit"
+    assert max(len(line) for line in text.splitlines()) <= alerts.WRAP
     assert len([m for m in caplog.messages if m.startswith("alerts: mailed")]) == 2
 
 

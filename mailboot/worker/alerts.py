@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import textwrap
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -73,6 +74,7 @@ MIN_FREE_SHARE = 0.10  # of the volume holding DATA_DIR
 # Seconds the records' lookups may take in one check; a record not answered is unsure.
 DNS_BUDGET = 20.0
 SENDMAIL = "/usr/sbin/sendmail"
+WRAP = 72  # characters per line of the mail's text
 MEMORY_VERSION = 1
 
 T = TypeVar("T")
@@ -442,25 +444,33 @@ def subject(hostname: str, mail: Mail) -> str:
 
 
 def body(hostname: str, mail: Mail, now: datetime) -> str:
+    """Plain text, wrapped (so it goes as 7bit, readable as it is)."""
     if mail.bad is None:
-        lines = [f"{_sentence(mail.fixed)}", "",
-                 f"The problem: {mail.title}.",
-                 f"It began at {human_time(mail.since)} and was over at this check, "
-                 f"{human_time(now)}."]
+        paragraphs = [_sentence(mail.fixed), f"The problem: {mail.title}. It began at "
+                      f"{human_time(mail.since)} and was over at this check, {human_time(now)}."]
     else:
         opening = _sentence(mail.title) if mail.kind is MailKind.ALERT else \
             f"Still: {mail.title}."
-        lines = [opening, "",
-                 f"Since:      {human_time(mail.since)}",
-                 f"Found:      {mail.bad.found}",
-                 f"What to do: {mail.bad.advice}"]
-    return "\n".join([
-        *lines, "",
-        "-- ",
-        f"mailboot on {hostname} looks at this every {int(CHECK_EVERY.total_seconds() // 60)} "
-        "minutes and mails once when a problem begins, at most once a day while it lasts, and "
-        "once when it is over. To stop these mails, set ALERT_TO=off (or ALERT_TO to another "
-        "address) and restart the container.", ""])
+        paragraphs = [opening, "\n".join(_field(name, value) for name, value in (
+            ("Since:", human_time(mail.since)), ("Found:", mail.bad.found),
+            ("What to do:", mail.bad.advice)))]
+    every = int(CHECK_EVERY.total_seconds() // 60)
+    footer = _wrap(f"mailboot on {hostname} looks at this every {every} minutes and mails once "
+                   "when a problem begins, at most once a day while it lasts, and once when it "
+                   "is over. To stop these mails, set ALERT_TO=off (or ALERT_TO to another "
+                   "address) and restart the container.")
+    return "\n\n".join(_wrap(p) if "\n" not in p else p for p in paragraphs) + \
+        f"\n\n-- \n{footer}\n"
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    # Addresses, URLs and commands are not broken: a line may then run longer.
+    return textwrap.fill(text, WRAP, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
+
+
+def _field(name: str, value: str) -> str:
+    return _wrap(f"{name:<12}{value}", " " * 12)
 
 
 def _sentence(text: str) -> str:
