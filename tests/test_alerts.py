@@ -158,7 +158,7 @@ def test_the_memory_reads_back_and_an_unreadable_one_starts_afresh(
     assert alerts.read_memory(alerts.memory_json(memory)) == memory
     path = tmp_path / "alerts.json"
     assert alerts.load_memory(path) == Memory()
-    for text in ("{", '{"version": 2}', '{"version": 1, "tracked": {"k": {"mailed": 5}}}'):
+    for text in ("{", "[]", '{"version": 2}', '{"version": 1, "tracked": {"k": {"mailed": 5}}}'):
         path.write_text(text)
         with caplog.at_level(logging.WARNING, "mailboot.alerts"):
             assert alerts.load_memory(path) == Memory()

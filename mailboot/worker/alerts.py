@@ -400,9 +400,10 @@ def memory_json(memory: Memory) -> str:
 def read_memory(text: str) -> Memory:
     """Raises StateUnreadable."""
     try:
-        saved: Saved = read_object(json.loads(text))
+        parsed = json.loads(text)
     except ValueError as error:
         raise StateUnreadable(f"not JSON: {error}") from None
+    saved = read_object(parsed)
     if (version := saved.get("version")) != MEMORY_VERSION:
         raise StateUnreadable(f"its version is {version!r}; this one reads {MEMORY_VERSION}")
     tracked = {}
