@@ -187,7 +187,7 @@ def test_records_are_keyed_by_name_type_and_value_and_judged_by_the_doctor() -> 
     assert mx.fixed == "the MX record of example.com is in place again"
     assert mx.advice.startswith("Add @ MX 10 mail.example.com.")
     a = seen[f"dns:{alerts.record_key(A)}"]
-    assert isinstance(a, Bad) and a.title == "the A record of mail.example.com has changed"
+    assert isinstance(a, Bad) and a.title == "the A record of mail.example.com is wrong"
     assert a.found == "its name servers serve: 198.51.100.7"
     assert alerts.record_key(replace(MX, value="20 mail.example.com.")) != alerts.record_key(MX)
     unknown = observe(facts(findings={MX: finding(MX, doctor.Status.UNKNOWN)}))[0]
@@ -371,3 +371,45 @@ def test_the_worker_has_the_alert_task_last_unless_alert_to_is_off(
     assert isinstance(built[tasks.ALERTS], alerts.AlertTask)
     off = make_settings(MAIL_DOMAINS="example.com", ALERT_TO="off")
     assert tasks.ALERTS not in tasks.build_tasks(off, off, Paths(off.data_dir), tasks.Nudges())
+
+
+def test_what_one_check_finds_goes_out_as_one_message_per_kind(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    spf = Bad("the TXT record of example.com is wrong", "the TXT record of example.com is in "
+              "place again", "its name servers serve: v=spf1 mx -all", "publish the MX record")
+    seen: dict[str, alerts.Seen] = {"dns:mx": GOOD, "dns:spf": GOOD}
+    outbox = Outbox()
+    task = alerts.AlertTask(settings, Paths(settings.data_dir), lambda now: replace(
+        facts(now=now), findings=None), outbox)
+    memory = Memory(seen_good=frozenset(seen))
+    decision = decide(memory, {"dns:mx": MISSING, "dns:spf": spf}, frozenset(), NOW)
+    [batch] = alerts.batches(decision.mails)
+    made = alerts.message(settings, batch, NOW)
+    assert made["Subject"] == ("[mailboot] mail.example.com: the MX record of example.com is "
+                               "missing (and 1 more)")
+    assert made["X-Mailboot-Alert"] == "alert"
+    text = made.get_content()
+    assert text.index("The MX record of example.com is missing.") < text.index(
+        "The TXT record of example.com is wrong.") < text.index("-- \n")
+    # Mixed kinds: one message each, alerts first.
+    later = decide(decision.memory, {"dns:mx": GOOD, "dns:spf": spf, "disk:free": FULL},
+                   frozenset(), NOW + HOUR)
+    assert [[mail.kind for mail in batch] for batch in alerts.batches(later.mails)] == [
+        [MailKind.ALERT], [MailKind.RECOVERY]]
+    # A message that can't be sent leaves each of its keys as it was: all are mailed later.
+    held = Held("bob@example.com", Limit.MESSAGES, 1000, 1000, NOW + 12 * HOUR)
+    task.look = lambda now: facts(now=now, disk=status.Disk(Path("/data"), 1000, 10),
+                                  sending=status.Sending(Limits(1000, 200), (held,), ()))
+    outbox.refuse = "`/usr/sbin/sendmail -i -f postmaster@example.com` failed (exit 75)"
+    caplog.set_level(logging.INFO, "mailboot.alerts")
+    task.step(NOW)
+    assert alerts.load_memory(task.paths.alerts_state).tracked == {}
+    assert ("can't mail the alert \"only 1.0% of /data is free; bob@example.com is held at its "
+            "sending limit\" to postmaster@example.com") in caplog.text
+    outbox.refuse = None
+    task.step(NOW + HOUR)
+    [(_, _, sent)] = outbox.sent
+    assert sent["Subject"] == "[mailboot] mail.example.com: only 1.0% of /data is free (and 1 " \
+        "more)"
+    assert ("alerts: mailed an alert to postmaster@example.com: only 1.0% of /data is free; "
+            "bob@example.com is held at its sending limit") in caplog.messages

@@ -10,8 +10,10 @@ with the memory kept in DATA_DIR (which keys are bad since when, when each was l
 says what to mail: an alert when a key turns bad, a reminder when it is still bad a day after
 the last mail, a recovery note when a key that was alerted about is good again. At most one
 alert or reminder per key a day: a key that flaps is mailed about again a day after its last
-alert. A published record counts only once it has been seen in place (a new server's records
-are the boot's business, not an alert's).
+alert. What one check has to say goes out as one message per kind (alerts, reminders,
+recoveries): an MX record gone also breaks the SPF record that says `mx`, and that is one
+mistake, told in one message. A published record counts only once it has been seen in place
+(a new server's records are the boot's business, not an alert's).
 
 The mail goes through Postfix's sendmail, so OpenDKIM (the non-SMTP milter) signs it like all
 our mail, From postmaster@ of the primary domain (ours, so DKIM aligns, RFC 7489 §3.1). Mail to
@@ -154,7 +156,7 @@ def record_seen(finding: Finding) -> Seen:
                    finding.hint, after_good=True)
     if finding.status is Status.WRONG:
         served = "; ".join(finding.found) or "nothing usable"
-        return Bad(f"{what} has changed", fixed, f"its name servers serve: {served}",
+        return Bad(f"{what} is wrong", fixed, f"its name servers serve: {served}",
                    finding.hint, after_good=True)
     return UNSURE
 
@@ -324,7 +326,9 @@ def decide(memory: Memory, seen: Mapping[str, Seen], unsure: Set[str],
     tracked = dict(memory.tracked)
     seen_good = {key for key in memory.seen_good if key in seen or family(key) in unsure}
     mails: list[Mail] = []
-    for key in sorted(set(seen) | set(memory.tracked)):
+    # In the conditions' order (the MX record before the SPF record it breaks), then the keys
+    # no longer given.
+    for key in [*seen, *(key for key in memory.tracked if key not in seen)]:
         state = seen.get(key, UNSURE if family(key) in unsure else GOOD)
         before = memory.tracked.get(key)
         if state is UNSURE:
@@ -438,21 +442,36 @@ def sender_address(settings: Settings) -> str:
     return f"postmaster@{settings.primary_domain}"
 
 
-def subject(hostname: str, mail: Mail) -> str:
-    """`[mailboot] mail.example.com: the MX record of example.com is missing`"""
-    prefix = "still: " if mail.kind is MailKind.REMINDER else ""
-    return f"[mailboot] {hostname}: {prefix}{mail.headline}"
+def batches(mails: Sequence[Mail]) -> list[tuple[Mail, ...]]:
+    """The mails of one check as messages: one per kind (alerts, reminders, recoveries), in the
+    order the conditions gave them. One mistake often shows in several records (an MX record
+    gone also breaks an SPF record that says `mx`; a zone deleted takes every record along):
+    its owner gets one message about it, not one per record."""
+    return [grouped for kind in MailKind
+            if (grouped := tuple(mail for mail in mails if mail.kind is kind))]
 
 
-def body(hostname: str, mail: Mail, now: datetime) -> str:
+def subject(hostname: str, batch: Sequence[Mail]) -> str:
+    """`[mailboot] mail.example.com: the MX record of example.com is missing`, with `(and 2
+    more)` when the message tells of more."""
+    first = batch[0]
+    prefix = "still: " if first.kind is MailKind.REMINDER else ""
+    more = f" (and {len(batch) - 1} more)" if len(batch) > 1 else ""
+    return f"[mailboot] {hostname}: {prefix}{first.headline}{more}"
+
+
+def body(hostname: str, batch: Sequence[Mail], now: datetime) -> str:
     """Plain text, wrapped (so it goes as 7bit, readable as it is)."""
-    if mail.bad is None:
-        paragraphs = [_sentence(mail.fixed), f"The problem: {mail.title}. It began at "
-                      f"{human_time(mail.since)} and was over at this check, {human_time(now)}."]
-    else:
+    paragraphs: list[str] = []
+    for mail in batch:
+        if mail.bad is None:
+            paragraphs += [_sentence(mail.fixed), _wrap(
+                f"The problem: {mail.title}. It began at {human_time(mail.since)} and was "
+                f"over at this check, {human_time(now)}.")]
+            continue
         opening = _sentence(mail.title) if mail.kind is MailKind.ALERT else \
             f"Still: {mail.title}."
-        paragraphs = [opening, "\n".join(_field(name, value) for name, value in (
+        paragraphs += [_wrap(opening), "\n".join(_field(name, value) for name, value in (
             ("Since:", human_time(mail.since)), ("Found:", mail.bad.found),
             ("What to do:", mail.bad.advice)))]
     every = int(CHECK_EVERY.total_seconds() // 60)
@@ -460,8 +479,7 @@ def body(hostname: str, mail: Mail, now: datetime) -> str:
                    "when a problem begins, at most once a day while it lasts, and once when it "
                    "is over. To stop these mails, set ALERT_TO=off (or ALERT_TO to another "
                    "address) and restart the container.")
-    return "\n\n".join(_wrap(p) if "\n" not in p else p for p in paragraphs) + \
-        f"\n\n-- \n{footer}\n"
+    return "\n\n".join(paragraphs) + f"\n\n-- \n{footer}\n"
 
 
 def _wrap(text: str, indent: str = "") -> str:
@@ -478,17 +496,17 @@ def _sentence(text: str) -> str:
     return f"{text[:1].upper()}{text[1:]}."
 
 
-def message(settings: Settings, mail: Mail, now: datetime) -> EmailMessage:
+def message(settings: Settings, batch: Sequence[Mail], now: datetime) -> EmailMessage:
     made = EmailMessage()
     made["From"] = f"mailboot <{sender_address(settings)}>"
     made["To"] = str(settings.alert_to)
-    made["Subject"] = subject(settings.hostname, mail)
+    made["Subject"] = subject(settings.hostname, batch)
     made["Date"] = format_datetime(now)
     made["Message-ID"] = make_msgid("alert", settings.hostname)
     # RFC 3834 §5: made by a machine; no vacation responder answers it.
     made["Auto-Submitted"] = "auto-generated"
-    made["X-Mailboot-Alert"] = f"{mail.kind}; {mail.key}"  # for the owner's filters
-    made.set_content(body(settings.hostname, mail, now))
+    made["X-Mailboot-Alert"] = str(batch[0].kind)  # for the owner's filters
+    made.set_content(body(settings.hostname, batch, now))
     return made
 
 
@@ -550,16 +568,17 @@ class AlertTask:
         decision = decide(before, seen, unsure, now)
         memory = decision.memory
         recipient, sender = str(self.settings.alert_to), sender_address(self.settings)
-        for mail in decision.mails:
+        for batch in batches(decision.mails):
+            told = "; ".join(mail.headline for mail in batch)
             try:
-                self.send(sender, recipient, message(self.settings, mail, now))
+                self.send(sender, recipient, message(self.settings, batch, now))
             except MailbootError as error:
                 log.warning("alerts: can't mail the %s \"%s\" to %s: %s; trying again at the "
-                            "next check", mail.kind, mail.headline, recipient, error)
-                memory = unsent(replace(decision, memory=memory), before, mail.key)
+                            "next check", batch[0].kind, told, recipient, error)
+                for mail in batch:
+                    memory = unsent(replace(decision, memory=memory), before, mail.key)
                 continue
-            log.info("alerts: mailed %s to %s: %s", _article(mail.kind), recipient,
-                     mail.headline)
+            log.info("alerts: mailed %s to %s: %s", _article(batch[0].kind), recipient, told)
         write_atomically(self.paths.alerts_state, memory_json(memory).encode(), mode=0o600)
         return now + CHECK_EVERY
 
