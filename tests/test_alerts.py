@@ -39,7 +39,7 @@ MX = mx_record("example.com", "mail.example.com")
 A = Record("mail.example.com", Kind.A, "203.0.113.25", "the mail host's address",
            "example.com")
 MISSING = Bad("the MX record of example.com is missing", "the MX record of example.com is in "
-              "place again", "none served", "add it", after_good=True)
+              "place again", "none served", "add it")
 FULL = Bad("only 5.0% of /data is free", "/data has more than 10% free again", "5 MiB free",
            "make room")
 
@@ -63,7 +63,7 @@ def facts(**parts: object) -> Facts:
 
 def run(memory: Memory, seen: dict[str, alerts.Seen], at: datetime,
         unsure: frozenset[str] = frozenset()) -> tuple[Memory, list[tuple[MailKind, str]]]:
-    decision = decide(memory, seen, unsure, at)
+    decision = decide(memory, seen, unsure, at, after_good=frozenset({"dns"}))
     return decision.memory, [(mail.kind, mail.headline) for mail in decision.mails]
 
 
@@ -141,8 +141,8 @@ def test_the_memory_of_a_good_key_is_dropped_a_day_after_its_last_mail() -> None
     assert "disk:free" in memory.tracked
     memory, _ = run(memory, {"disk:free": GOOD}, NOW + DAY)
     assert "disk:free" not in memory.tracked
-    # Keys seen good are kept only while they are looked at.
-    memory, _ = run(memory, {"dns:mx": GOOD}, NOW + DAY)
+    # Keys seen good (of records only) are kept only while they are looked at.
+    memory, _ = run(memory, {"dns:mx": GOOD, "disk:free": GOOD}, NOW + DAY)
     assert memory.seen_good == {"dns:mx"}
     memory, _ = run(memory, {}, NOW + DAY, unsure=frozenset({"dns"}))
     assert memory.seen_good == {"dns:mx"}
@@ -182,7 +182,7 @@ def test_records_are_keyed_by_name_type_and_value_and_judged_by_the_doctor() -> 
     assert unsure == frozenset()
     mx = seen[f"dns:{alerts.record_key(MX)}"]
     assert alerts.record_key(MX).startswith("example.com MX ")
-    assert isinstance(mx, Bad) and mx.after_good
+    assert isinstance(mx, Bad) and alerts.after_good() == {"dns"}
     assert mx.title == "the MX record of example.com is missing"
     assert mx.fixed == "the MX record of example.com is in place again"
     assert mx.advice.startswith("Add @ MX 10 mail.example.com.")
@@ -382,7 +382,8 @@ def test_what_one_check_finds_goes_out_as_one_message_per_kind(
     task = alerts.AlertTask(settings, Paths(settings.data_dir), lambda now: replace(
         facts(now=now), findings=None), outbox)
     memory = Memory(seen_good=frozenset(seen))
-    decision = decide(memory, {"dns:mx": MISSING, "dns:spf": spf}, frozenset(), NOW)
+    decision = decide(memory, {"dns:mx": MISSING, "dns:spf": spf}, frozenset(), NOW,
+                      alerts.after_good())
     [batch] = alerts.batches(decision.mails)
     made = alerts.message(settings, batch, NOW)
     assert made["Subject"] == ("[mailboot] mail.example.com: the MX record of example.com is "
@@ -393,7 +394,7 @@ def test_what_one_check_finds_goes_out_as_one_message_per_kind(
         "The TXT record of example.com is wrong.") < text.index("-- \n")
     # Mixed kinds: one message each, alerts first.
     later = decide(decision.memory, {"dns:mx": GOOD, "dns:spf": spf, "disk:free": FULL},
-                   frozenset(), NOW + HOUR)
+                   frozenset(), NOW + HOUR, alerts.after_good())
     assert [[mail.kind for mail in batch] for batch in alerts.batches(later.mails)] == [
         [MailKind.ALERT], [MailKind.RECOVERY]]
     # A message that can't be sent leaves each of its keys as it was: all are mailed later.
@@ -413,3 +414,13 @@ def test_what_one_check_finds_goes_out_as_one_message_per_kind(
         "more)"
     assert ("alerts: mailed an alert to postmaster@example.com: only 1.0% of /data is free; "
             "bob@example.com is held at its sending limit") in caplog.messages
+
+
+def test_with_nothing_to_remember_nothing_is_written_to_data_dir(settings: Settings) -> None:
+    """A restart with all well changes no file in DATA_DIR (test_hardening holds the image to
+    it)."""
+    paths = Paths(settings.data_dir)
+    outbox = Outbox()
+    task = alerts.AlertTask(settings, paths, lambda now: facts(now=now, findings=None), outbox)
+    task.step(NOW)
+    assert not paths.alerts_state.exists() and outbox.sent == []

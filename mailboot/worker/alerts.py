@@ -93,9 +93,6 @@ class Bad:
     fixed: str  # its end: "the MX record of x is in place again"
     found: str  # what exactly was found
     advice: str  # what to do
-    # Only once the key was seen good: a published record (a new server's missing records are
-    # what the boot's printed records are for).
-    after_good: bool = False
 
 
 class Plain(StrEnum):
@@ -130,6 +127,9 @@ class Condition:
 
     family: str
     look: Callable[[Facts], Mapping[str, Seen] | None]
+    # A key counts as bad only once it was seen good: a published record (a new server's
+    # missing records are what the boot's printed records are for).
+    after_good: bool = False
 
 
 def _records(facts: Facts) -> dict[str, Seen] | None:
@@ -153,11 +153,11 @@ def record_seen(finding: Finding) -> Seen:
         return GOOD
     if finding.status is Status.MISSING:
         return Bad(f"{what} is missing", fixed, "its name servers answer that there is none",
-                   finding.hint, after_good=True)
+                   finding.hint)
     if finding.status is Status.WRONG:
         served = "; ".join(finding.found) or "nothing usable"
         return Bad(f"{what} is wrong", fixed, f"its name servers serve: {served}",
-                   finding.hint, after_good=True)
+                   finding.hint)
     return UNSURE
 
 
@@ -249,13 +249,17 @@ def _held(facts: Facts) -> dict[str, Seen] | None:
 
 # Each kind of trouble, one entry each (a new one: a field in Facts, a function, an entry).
 CONDITIONS: tuple[Condition, ...] = (
-    Condition("dns", _records),
+    Condition("dns", _records, after_good=True),
     Condition("certificate", _certificate),
     Condition("blocklist", _blocklists),
     Condition("queue", _queue),
     Condition("disk", _disk),
     Condition("limits", _held),
 )
+
+
+def after_good(conditions: Sequence[Condition] = CONDITIONS) -> frozenset[str]:
+    return frozenset(condition.family for condition in conditions if condition.after_good)
 
 
 def observe(facts: Facts, conditions: Sequence[Condition] = CONDITIONS
@@ -319,10 +323,11 @@ class Decision:
     mails: tuple[Mail, ...]
 
 
-def decide(memory: Memory, seen: Mapping[str, Seen], unsure: Set[str],
-           now: datetime) -> Decision:
+def decide(memory: Memory, seen: Mapping[str, Seen], unsure: Set[str], now: datetime,
+           after_good: Set[str] = frozenset()) -> Decision:
     """What to mail, and what to remember, for what the conditions see at `now`. A key the
-    conditions no longer give is good, unless its family is `unsure`."""
+    conditions no longer give is good, unless its family is `unsure`; a key of an `after_good`
+    family is bad only once it has been seen good (only those are remembered good)."""
     tracked = dict(memory.tracked)
     seen_good = {key for key in memory.seen_good if key in seen or family(key) in unsure}
     mails: list[Mail] = []
@@ -334,19 +339,21 @@ def decide(memory: Memory, seen: Mapping[str, Seen], unsure: Set[str],
         if state is UNSURE:
             continue
         if isinstance(state, Bad):
-            mail = _still_bad(key, state, before, key in seen_good, now, tracked)
+            mail = _still_bad(key, state, before, family(key) in after_good
+                              and key not in seen_good, now, tracked)
         else:
-            seen_good.add(key)
+            if family(key) in after_good:
+                seen_good.add(key)
             mail = _good(key, before, now, tracked)
         if mail is not None:
             mails.append(mail)
     return Decision(Memory(tracked, frozenset(seen_good)), tuple(mails))
 
 
-def _still_bad(key: str, bad: Bad, before: Tracked | None, was_good: bool, now: datetime,
+def _still_bad(key: str, bad: Bad, before: Tracked | None, never_good: bool, now: datetime,
                tracked: dict[str, Tracked]) -> Mail | None:
     ongoing = before is not None and before.bad_since is not None
-    if not ongoing and bad.after_good and not was_good:
+    if not ongoing and never_good:
         return None
     since = before.bad_since if before is not None and before.bad_since is not None else now
     mailed = before.mailed if before is not None else None
@@ -565,7 +572,7 @@ class AlertTask:
     def step(self, now: datetime) -> datetime:
         before = load_memory(self.paths.alerts_state)
         seen, unsure = observe(self.look(now))
-        decision = decide(before, seen, unsure, now)
+        decision = decide(before, seen, unsure, now, after_good())
         memory = decision.memory
         recipient, sender = str(self.settings.alert_to), sender_address(self.settings)
         for batch in batches(decision.mails):
@@ -579,7 +586,9 @@ class AlertTask:
                     memory = unsent(replace(decision, memory=memory), before, mail.key)
                 continue
             log.info("alerts: mailed %s to %s: %s", _article(batch[0].kind), recipient, told)
-        write_atomically(self.paths.alerts_state, memory_json(memory).encode(), mode=0o600)
+        if memory != Memory() or self.paths.alerts_state.exists():
+            # Nothing to remember, nothing written: DATA_DIR stays as the boot left it.
+            write_atomically(self.paths.alerts_state, memory_json(memory).encode(), mode=0o600)
         return now + CHECK_EVERY
 
 
