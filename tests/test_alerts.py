@@ -17,6 +17,7 @@ from mailboot.base.paths import Paths
 from mailboot.diagnose import status
 from mailboot.diagnose.queue import Deferred, Queue
 from mailboot.dns.answer import Answer
+from mailboot.mailboxes import accounts
 from mailboot.outbound.limits import Held, Limit, Limits
 from mailboot.records import doctor
 from mailboot.records.build import Kind, Record, mx_record
@@ -268,9 +269,19 @@ def test_each_listing_of_ours_and_each_held_login_is_its_own_key() -> None:
 # --- the task: mail through a sender, memory in DATA_DIR ---------------------------------------
 
 
+HASH = "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA"
+
+
+def add_mailbox(paths: Paths, address: str) -> None:
+    accounts.write_accounts(paths, accounts.add_account(
+        accounts.read_accounts(paths), [], address, HASH), owner=None)
+
+
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    return make_settings(MAIL_DOMAINS="example.com,example.org", PUBLIC_IPV4="203.0.113.25")
+    made = make_settings(MAIL_DOMAINS="example.com,example.org", PUBLIC_IPV4="203.0.113.25")
+    add_mailbox(Paths(made.data_dir), "owner@example.com")  # postmaster@ goes there
+    return made
 
 
 class Outbox:
@@ -424,3 +435,31 @@ def test_with_nothing_to_remember_nothing_is_written_to_data_dir(settings: Setti
     task = alerts.AlertTask(settings, paths, lambda now: facts(now=now, findings=None), outbox)
     task.step(NOW)
     assert not paths.alerts_state.exists() and outbox.sent == []
+
+
+def test_an_address_of_ours_without_a_mailbox_is_not_mailed_but_said_and_kept(
+        make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
+    """Before the first mailbox, postmaster@ goes nowhere: Postfix would take the mail and
+    bounce it to postmaster@ again."""
+    settings = make_settings(MAIL_DOMAINS="example.com,example.org")
+    paths = Paths(settings.data_dir)
+    outbox = Outbox()
+    task = alerts.AlertTask(settings, paths, lambda now: facts(
+        now=now, disk=status.Disk(Path("/data"), 1000, 10)), outbox)
+    task.step(NOW)
+    assert outbox.sent == []
+    assert ("postmaster@example.com has no mailbox and no alias yet; add a mailbox (`mailboot "
+            "account add`, postmaster@ then goes to it) or an alias (`mailboot alias add "
+            "postmaster@example.com you@example.net`); trying again at the next check"
+            in caplog.text)
+    add_mailbox(paths, "owner@example.org")  # postmaster@ of every domain goes to the first
+    task.step(NOW + HOUR)
+    assert [recipient for _, recipient, _ in outbox.sent] == ["postmaster@example.com"]
+    # Elsewhere, or an alias of ours: Postfix knows where it goes.
+    for alert_to in ("owner@example.net", "info@example.org"):
+        elsewhere = make_settings(MAIL_DOMAINS="example.com,example.org", ALERT_TO=alert_to)
+        accounts.write_aliases(paths, [accounts.Alias("info@example.org",
+                                                      ("owner@example.net",))])
+        assert alerts.missing_mailbox(elsewhere, paths) is None
+    assert alerts.missing_mailbox(make_settings(MAIL_DOMAINS="example.com",
+                                                ALERT_TO="nobody@example.com"), paths)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mailboot.base import programs
-from mailboot.base.errors import MailbootError
+from mailboot.base.errors import MailbootError, StateError
 from mailboot.base.files import write_atomically
 from mailboot.base.formats import format_size, human_time
 from mailboot.base.paths import Paths
@@ -55,6 +55,7 @@ from mailboot.base.taskstate import (
 from mailboot.diagnose import status
 from mailboot.diagnose.queue import Queue, read_queue
 from mailboot.dns.answer import Lookup
+from mailboot.mailboxes import accounts
 from mailboot.records import doctor
 from mailboot.records.build import Record
 from mailboot.records.doctor import Finding, Status
@@ -517,6 +518,24 @@ def message(settings: Settings, batch: Sequence[Mail], now: datetime) -> EmailMe
     return made
 
 
+def missing_mailbox(settings: Settings, paths: Paths) -> str | None:
+    """Why ALERT_TO, an address of ours, can't be delivered (no mailbox or alias has it: before
+    the first `mailboot account add`, postmaster@ goes nowhere); None when it can be, or is
+    not ours. Raises AccountError or StateError when the accounts can't be read."""
+    recipient = str(settings.alert_to).lower()
+    domain = recipient.rpartition("@")[2]
+    if domain not in settings.domains:
+        return None
+    maps = accounts.postfix_maps(settings.domains, accounts.read_accounts(paths),
+                                 accounts.read_aliases(paths))
+    known = {key.lower() for key, _ in (*maps.mailboxes, *maps.aliases)}
+    if recipient in known or f"@{domain}" in known:
+        return None
+    return (f"{recipient} has no mailbox and no alias yet; add a mailbox (`mailboot account "
+            f"add`, postmaster@ then goes to it) or an alias (`mailboot alias add {recipient} "
+            "you@example.net`)")
+
+
 def submit(sender: str, recipient: str, made: EmailMessage) -> None:
     """Through Postfix's sendmail (pickup, then the non-SMTP milters: OpenDKIM signs it).
     Raises CommandError."""
@@ -578,6 +597,9 @@ class AlertTask:
         for batch in batches(decision.mails):
             told = "; ".join(mail.headline for mail in batch)
             try:
+                # Postfix would take it, then bounce it to postmaster@, who is missing too.
+                if (missing := missing_mailbox(self.settings, self.paths)) is not None:
+                    raise StateError(missing)
                 self.send(sender, recipient, message(self.settings, batch, now))
             except MailbootError as error:
                 log.warning("alerts: can't mail the %s \"%s\" to %s: %s; trying again at the "
