@@ -21,6 +21,7 @@ from mailboot.mailboxes import accounts
 from mailboot.outbound.limits import Held, Limit, Limits
 from mailboot.records import doctor
 from mailboot.records.build import Kind, Record, mx_record
+from mailboot.records.watch import DnsWatcher
 from mailboot.settings.table import Settings, TlsMode
 from mailboot.worker import alerts, tasks
 from mailboot.worker.alerts import (
@@ -304,16 +305,22 @@ def test_an_mx_removed_and_restored_mails_one_alert_then_one_recovery_then_nothi
     served = {("example.com", "MX"): Answer(("10 mail.example.com.",)),
               ("mail.example.com", "A"): Answer(("203.0.113.25",))}
 
+    asked: list[tuple[str, str]] = []
+
     def lookup(name: str, rtype: str) -> Answer:
+        asked.append((name, rtype))
         return served.get((name.rstrip("."), rtype), Answer(nxdomain=True))
 
     outbox = Outbox()
-    task = alerts.AlertTask(settings, paths, lambda now: replace(
-        alerts.gather(settings, paths, lambda: [MX, A], lookup, now),
-        queue=Queue(0, 0, 0, None)), outbox)  # no Postfix here
+    watcher = DnsWatcher(lambda: [MX, A], lookup, ["203.0.113.25"], ["example.com"], HOUR)
+    task = alerts.alert_task(settings, paths, watcher, lookup)
+    task.send = outbox
     caplog.set_level(logging.INFO, "mailboot.alerts")
+    # The watch looked in this run: the alerts take its answers instead of asking again.
+    watcher.step(NOW)
+    before = len(asked)
     assert task.step(NOW) == NOW + alerts.CHECK_EVERY
-    assert outbox.sent == []
+    assert outbox.sent == [] and len(asked) == before
     del served[("example.com", "MX")]
     task.step(NOW + HOUR)
     task.step(NOW + 2 * HOUR)  # still missing: nothing new

@@ -58,6 +58,10 @@ class DnsWatcher:
         self.previous: dict[tuple[str, Kind, str | None], Status] = {}
         self.ready = False
         self.failing: str | None = None  # why no lookup got an answer last time
+        # The last check in this process, and when (the alerts read it rather than ask again);
+        # None: no lookup got an answer.
+        self.findings: Sequence[Finding] | None = None
+        self.checked: datetime | None = None
 
     def state(self) -> JsonObject:
         return {"previous": [[name, kind.value, value, status.value] for (name, kind, value),
@@ -79,6 +83,7 @@ class DnsWatcher:
         if self.due is not None and now < self.due:
             return self.due
         records = self.records()
+        self.checked = now
         self.due = now + self._interval(records, self._check(records))
         return self.due
 
@@ -91,6 +96,7 @@ class DnsWatcher:
         """Look every record up, say what changed; True when every required one is in place."""
         findings = doctor.check_records(records, self.lookup, self.ours)
         failure = doctor.shared_failure(findings)
+        self.findings = findings if failure is None else None
         if failure is not None:
             # Nothing was learnt about any record: say why once, and keep what we knew.
             if failure != self.failing:

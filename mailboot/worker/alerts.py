@@ -59,6 +59,7 @@ from mailboot.mailboxes import accounts
 from mailboot.records import doctor
 from mailboot.records.build import Record
 from mailboot.records.doctor import Finding, Status
+from mailboot.records.watch import DnsWatcher
 from mailboot.settings.table import Settings, TlsMode
 
 log = logging.getLogger("mailboot.alerts")
@@ -74,8 +75,9 @@ FEW_DAYS_LEFT = timedelta(days=14)
 # Certificate: renewal this long past its planned time is failing, not a passing CA hiccup.
 RENEWAL_LATE = timedelta(days=1)
 MIN_FREE_SHARE = 0.10  # of the volume holding DATA_DIR
-# Seconds the records' lookups may take in one check; a record not answered is unsure.
-DNS_BUDGET = 20.0
+# Seconds the records' lookups may take in a check of its own (a run without the DNS watch's);
+# a record not answered by then is unsure.
+DNS_BUDGET = 10.0
 SENDMAIL = "/usr/sbin/sendmail"
 WRAP = 72  # characters per line of the mail's text
 MEMORY_VERSION = 1
@@ -545,19 +547,31 @@ def submit(sender: str, recipient: str, made: EmailMessage) -> None:
 # --- the worker task -----------------------------------------------------------------------------
 
 
-def gather(settings: Settings, paths: Paths, records: Callable[[], Sequence[Record]] | None,
-           lookup: Lookup, now: datetime) -> Facts:
+CheckRecords = Callable[[datetime], Sequence[Finding] | None]
+
+
+def records_check(watcher: DnsWatcher, lookup: Lookup, ours: Sequence[str]) -> CheckRecords:
+    """The records the DNS watch checks, as they are now: what the watch found if it looked in
+    this run (at this `now`), else asked again (the watch asks only daily once all is in
+    place). None: no lookup got an answer (the watch says so in the log)."""
+
+    def check(now: datetime) -> Sequence[Finding] | None:
+        if watcher.checked == now:
+            return watcher.findings
+        found = doctor.check_records(watcher.records(), lookup, ours, budget=DNS_BUDGET)
+        return None if doctor.shared_failure(found) is not None else found
+
+    return check
+
+
+def gather(settings: Settings, paths: Paths, check_records: CheckRecords | None,
+           now: datetime) -> Facts:
     """The parts the conditions look at, as `mailboot status` reads them."""
-    findings = None
-    if records is not None:
-        checked = doctor.check_records(records(), lookup,
-                                       [str(a) for a in settings.public_addresses],
-                                       budget=DNS_BUDGET)
-        if doctor.shared_failure(checked) is None:  # no answer at all: the watcher says so
-            findings = {finding.record: finding for finding in checked}
+    found = None if check_records is None else check_records(now)
     return Facts(
         now, settings.hostname, settings.tls_mode,
-        _read(lambda: status.certificate_state(settings, paths)), findings,
+        _read(lambda: status.certificate_state(settings, paths)),
+        None if found is None else {finding.record: finding for finding in found},
         _read(read_queue),
         _read(lambda: status.Disk(paths.data_dir, *status.disk_space(paths.data_dir))),
         status.reputation_state(paths), _read(lambda: status.sending_state(settings, paths, now)))
@@ -619,8 +633,10 @@ def _article(kind: MailKind) -> str:
             MailKind.RECOVERY: "a recovery note"}[kind]
 
 
-def alert_task(settings: Settings, paths: Paths,
-               records: Callable[[], Sequence[Record]] | None, lookup: Lookup) -> AlertTask:
-    """The task for ALERT_TO (not `off`); `records`: the record set the DNS watch checks (None
-    with DNS_CHECK=off: no record is looked at)."""
-    return AlertTask(settings, paths, lambda now: gather(settings, paths, records, lookup, now))
+def alert_task(settings: Settings, paths: Paths, watcher: DnsWatcher | None,
+               lookup: Lookup) -> AlertTask:
+    """The task for ALERT_TO (not `off`); `watcher`: the DNS watch, whose records it looks at
+    (None with DNS_CHECK=off: no record is looked at)."""
+    check = None if watcher is None else records_check(
+        watcher, lookup, [str(a) for a in settings.public_addresses])
+    return AlertTask(settings, paths, lambda now: gather(settings, paths, check, now))

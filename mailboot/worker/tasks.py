@@ -412,7 +412,7 @@ def build_tasks(configured: Settings, settings: Settings, paths: Paths,
         # Last: it reads what the tasks before it found in this run (the blocklists, say).
         dns_task = tasks.get("dns")
         tasks[ALERTS] = alerts.alert_task(
-            settings, paths, dns_task.watcher.records if isinstance(dns_task, DnsTask) else None,
+            settings, paths, dns_task.watcher if isinstance(dns_task, DnsTask) else None,
             DnsLookup(settings.dns_resolvers))
     return tasks
 
