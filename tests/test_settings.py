@@ -185,6 +185,9 @@ BAD_INPUTS = [
     ("METRICS_PORT", "0", "is not a TCP port"),
     ("METRICS_PORT", "443", "port 443 is taken by the mail services; choose another"),
     ("METRICS_PORT", "8896", "port 8896 is taken"),
+    ("ALERT_TO", "owner", "is not an email address"),
+    ("ALERT_TO", "owner@example", "not a fully-qualified domain name"),
+    ("ALERT_TO", "o wner@example.net", "local part"),
 ]
 
 
@@ -308,6 +311,13 @@ def test_sending_limits_default_to_mox_s_and_may_be_off() -> None:
                               "SEND_LIMIT_FIRST_TIME_RECIPIENTS_PER_DAY": "OFF"})
     assert settings.send_limit_first_time_recipients_per_day == "off"
     assert settings.sending_limits == (1500, None)
+
+
+def test_alerts_go_to_the_primary_domain_s_postmaster_unless_told_otherwise() -> None:
+    assert load_settings(GOOD).alert_to == f"postmaster@{load_settings(GOOD).primary_domain}"
+    assert load_settings({**GOOD, "ALERT_TO": "Owner@Bücher.example"}).alert_to == \
+        "Owner@xn--bcher-kva.example"
+    assert load_settings({**GOOD, "ALERT_TO": " OFF "}).alert_to == "off"
 
 
 def test_readme_settings_table_is_generated_from_the_code() -> None:

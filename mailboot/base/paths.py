@@ -108,6 +108,12 @@ class Paths:
         """The records page's secret: its link is https://MAIL_HOSTNAME/<token> (0600)."""
         return self.data_dir / "page-token"
 
+    @property
+    def alerts_state(self) -> Path:
+        """Which conditions the alert mails are about are bad since when, and when each was last
+        mailed (the volume: a restart must not repeat an alert, nor forget a recovery)."""
+        return self.data_dir / "alerts.json"
+
     # --- rendered configuration ---
     def config(self, relative: str) -> Path:
         """Where a rendered file lands: `postfix/main.cf` -> /etc/postfix/main.cf."""

@@ -58,8 +58,11 @@ class DnsWatcher:
         self.previous: dict[tuple[str, Kind, str | None], Status] = {}
         self.ready = False
         self.failing: str | None = None  # why no lookup got an answer last time
-        # What this process's last check found (not kept between runs): the records page's.
+        # What this process's last check found, and when (not kept between runs): the records
+        # page shows it, the alerts read it rather than ask again. `failing` says whether any
+        # lookup got an answer.
         self.findings: tuple[Finding, ...] | None = None
+        self.checked: datetime | None = None
 
     def state(self) -> JsonObject:
         return {"previous": [[name, kind.value, value, status.value] for (name, kind, value),
@@ -81,6 +84,7 @@ class DnsWatcher:
         if self.due is not None and now < self.due:
             return self.due
         records = self.records()
+        self.checked = now
         self.due = now + self._interval(records, self._check(records))
         return self.due
 

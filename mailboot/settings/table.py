@@ -28,6 +28,7 @@ from mailboot.settings.values import (
     choice,
     parse_absolute_file,
     parse_address_discovery,
+    parse_alert_to,
     parse_ban_duration,
     parse_ban_failures,
     parse_ban_window,
@@ -163,6 +164,10 @@ def _mail_dot_primary(values: Mapping[str, Any]) -> str:
 def _postmaster_of_primary(values: Mapping[str, Any]) -> tuple[str, ...]:
     # RFC 2142 makes postmaster@ a mailbox every mail domain has, so reports always land somewhere.
     return (f"mailto:postmaster@{values['domains'][0]}",)
+
+
+def _postmaster_address(values: Mapping[str, Any]) -> str:
+    return f"postmaster@{values['domains'][0]}"
 
 
 # CAA_ISSUER's value when ACME_DIRECTORY is a CA not in KNOWN_ISSUERS (no dot: never a domain).
@@ -450,6 +455,16 @@ TABLE: tuple[Setting, ...] = (
         "`mailboot status` exit 1. `off`: never ask.",
         "off",
     ),
+    # --- alerts by mail (worker.alerts) ---
+    Setting(
+        "ALERT_TO", "alert_to", parse_alert_to, None, "`postmaster@<primary>`",
+        "Where the worker mails an alert when something turns bad (a published DNS record "
+        "missing or changed, the certificate not renewed, a blocklist listing, mail deferred "
+        "for over an hour, DATA_DIR under 10 % free, a login held at its sending limit), a "
+        "reminder daily while it lasts, and a note when it is good again. Make postmaster@ an "
+        "alias to your own address (`mailboot alias add`). `off`: no alert mail.",
+        "owner@example.net", derive=_postmaster_address,
+    ),
     # --- Outbound MTA-STS (outbound.mtasts) ---
     Setting(
         "TLS_TRUST_CA_FILE", "tls_trust_ca_file", parse_ca_file, None,
@@ -542,6 +557,7 @@ class Settings:
     relay_spf_include: str | None
     outbound_check: OutboundTarget | Literal["off"]
     reputation_check: OnOff
+    alert_to: str | Literal["off"]
     tls_trust_ca_file: Path | None
     login_ban_failures: int | Literal["off"]
     login_ban_window: int  # seconds

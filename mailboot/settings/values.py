@@ -132,6 +132,13 @@ def parse_email_address(text: str) -> str:
     return f"{local}@{ascii_domain}"
 
 
+def parse_alert_to(text: str) -> str | Literal["off"]:
+    """Where the worker mails its alerts: one address, or `off` (no alert mail)."""
+    if text.strip().lower() == "off":
+        return "off"
+    return parse_email_address(text)
+
+
 def parse_mailto_list(text: str) -> tuple[str, ...]:
     """Parse comma-separated report addresses (`a@b.example` or `mailto:a@b.example`)."""
     uris = []

@@ -1,5 +1,6 @@
 """The background worker: the certificate keeper, the DNS checks, the DKIM rotation, the
-network checks, as short runs (`python3 -P -m mailboot.worker.tasks --once`).
+network checks, the alerts by mail (`alerts`), as short runs (`python3 -P -m
+mailboot.worker.tasks --once`).
 
 The supervisor starts a run when a task is due (the state file's `next_run`), when a file a task
 watches changes (a rollover request, a DKIM rotation, the mounted certificate), and on SIGUSR1.
@@ -67,6 +68,7 @@ from mailboot.tls import certificates, dane
 from mailboot.tls import keys as tlskeys
 from mailboot.web import recordspage
 from mailboot.web.challenges import ChallengeStore
+from mailboot.worker import alerts
 
 log = logging.getLogger("mailboot.worker")
 
@@ -388,6 +390,7 @@ def render_postfix(configured: Settings, paths: Paths) -> bool:
 
 
 KEEPER = "keeper"
+ALERTS = "alerts"
 
 
 def build_tasks(configured: Settings, settings: Settings, paths: Paths,
@@ -408,6 +411,12 @@ def build_tasks(configured: Settings, settings: Settings, paths: Paths,
     if ours is not None:
         tasks[REPUTATION] = ours
     tasks["dkim"] = dkim_rotation(settings, paths)
+    if settings.alert_to != "off":
+        # Last: it reads what the tasks before it found in this run (the blocklists, say).
+        dns_task = tasks.get("dns")
+        tasks[ALERTS] = alerts.alert_task(
+            settings, paths, dns_task.watcher if isinstance(dns_task, DnsTask) else None,
+            DnsLookup(settings.dns_resolvers))
     return tasks
 
 
