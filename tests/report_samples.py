@@ -38,8 +38,10 @@ def dmarc_xml(org: str, report_id: str, domain: str, rows: list[tuple[str, int, 
       <header_from>{domain}</header_from>
     </identifiers>
     <auth_results>
-      <dkim><domain>{domain}</domain><selector>s1</selector><result>{'pass' if dkim else 'fail'}</result></dkim>
-      <spf><domain>{domain}</domain><scope>mfrom</scope><result>{'pass' if spf else 'fail'}</result></spf>
+      <dkim><domain>{domain}</domain><selector>s1</selector>
+        <result>{'pass' if dkim else 'fail'}</result></dkim>
+      <spf><domain>{domain}</domain><scope>mfrom</scope>
+        <result>{'pass' if spf else 'fail'}</result></spf>
     </auth_results>
   </record>""" for ip, count, dkim, spf in rows)
     xmlns = f' xmlns="{namespace}"' if namespace else ""
