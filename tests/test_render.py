@@ -540,3 +540,23 @@ def test_tls_trust_ca_file_is_trusted_beside_the_system_cas(
     extra.chmod(0o600)  # the daemons read it as their own users: readable by everyone or refused
     with pytest.raises(ConfigError, match=r"TLS_TRUST_CA_FILE: .* is not readable by everyone"):
         make_settings(MAIL_DOMAINS="example.com", TLS_TRUST_CA_FILE=str(extra))
+
+
+def test_report_addresses_are_accepted_and_piped_to_the_reader(
+        rendered: dict[str, str], make_settings: Callable[..., Settings],
+        make_keys: Callable[[Settings], tuple[DomainKeys, ...]], tmp_path: Path) -> None:
+    main, master, table = (rendered["postfix/main.cf"], rendered["postfix/master.cf"],
+                           rendered["postfix/reports"])
+    assert [line for line in table.splitlines() if not line.startswith("#")] == [
+        "dmarc-reports@example.com mailboot-reports:", "tls-reports@example.com mailboot-reports:"]
+    reports_table = str(tmp_path / "root" / "etc/postfix/reports")
+    assert f"\ntransport_maps = texthash:{reports_table}\n" in main
+    assert f"mailboxes, texthash:{reports_table}\n" in main  # reject_unlisted_recipient
+    service = master.split("\nmailboot-reports ", 1)[1].split("\n#", 1)[0]
+    assert "pipe\n  user=mailpolicy size=16777216\n" in service
+    assert ("argv=/usr/bin/python3 -P -m mailboot.inbound.reports --state="
+            f"{tmp_path / 'data' / 'policy'} --domain=example.com --domain=example.org") in service
+    # Elsewhere, turned off, or https: no address of ours to read.
+    elsewhere = inbound_files(make_settings, make_keys, tmp_path / "off", DMARC_RUA="off",
+                              TLSRPT_RUA="https://reports.example.net/tls,r@example.net")
+    assert "mailboot-reports:" not in elsewhere["postfix/reports"]

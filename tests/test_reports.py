@@ -10,6 +10,7 @@ import json
 import logging
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def deliver(message: bytes, directory: Path) -> reports.Outcome:
     return reports.deliver(message, directory, {DOMAIN, "example.org"}, ptr)
 
 
-def summary(directory: Path, domain: str = DOMAIN) -> dict[str, object]:
+def summary(directory: Path, domain: str = DOMAIN) -> dict[str, Any]:
     found = reports.read_summary(reports.summary_path(directory, domain, date(2026, 12, 4)))
     assert found is not None
     return found
@@ -42,16 +43,16 @@ def test_every_big_receivers_report_is_summarised(tmp_path: Path) -> None:
         assert not outcome.refused, (name, outcome.line)
         assert outcome.exit_code == 0
     day = summary(tmp_path)
-    assert [r["org"] for r in day["dmarc_reports"]] == [  # type: ignore[index]
+    assert [r["org"] for r in day["dmarc_reports"]] == [
         "google.com", "Enterprise Outlook", "Yahoo", "small.example"]
     sources = day["sources"]
-    assert sources[OURS] == {  # type: ignore[index]
+    assert sources[OURS] == {
         "ptr": "mail.example.com", "messages": 169, "dkim_aligned": 169, "spf_aligned": 162,
         "failed": 0, "disposition": {"none": 169}, "header_from": [DOMAIN],
         "reporters": ["google.com", "Enterprise Outlook", "Yahoo", "small.example"]}
-    assert sources[samples.FORGER]["failed"] == 3  # type: ignore[index]
-    assert sources[samples.FORGER]["ptr"] == "host66.forger.example"  # type: ignore[index]
-    assert sources["2001:db8::66"]["disposition"] == {"reject": 1}  # type: ignore[index]
+    assert sources[samples.FORGER]["failed"] == 3
+    assert sources[samples.FORGER]["ptr"] == "host66.forger.example"
+    assert sources["2001:db8::66"]["disposition"] == {"reject": 1}
     assert day["tls"] == {
         "Google Inc.": {"successful": 250, "failed": 0, "results": {}, "policies": ["sts"],
                         "mx": []},
@@ -65,7 +66,7 @@ def test_a_report_resent_is_counted_once(tmp_path: Path) -> None:
     deliver(google, tmp_path)
     again = deliver(google, tmp_path)
     assert "counted before" in again.line and not again.refused
-    assert summary(tmp_path)["sources"][OURS]["messages"] == 120  # type: ignore[index]
+    assert summary(tmp_path)["sources"][OURS]["messages"] == 120
 
 
 def test_sources_call_out_who_fails_dmarc_as_us_and_isnt_ours(tmp_path: Path) -> None:
@@ -246,3 +247,69 @@ def test_tls_json_must_follow_rfc_8460() -> None:
         tlsrpt.parse_report(json.dumps(good).encode())
     with pytest.raises(tlsrpt.TlsReportError, match="not JSON"):
         tlsrpt.parse_report(b"[" * 100_000 + b"]" * 100_000)
+
+
+# --- what the commands show ----------------------------------------------------------------------
+
+
+def delivered_all(directory: Path) -> list[dict[str, Any]]:
+    for message in samples.good_samples(DOMAIN, OURS, TO).values():
+        deliver(message, directory)
+    return reports.recent_summaries(directory, date(2026, 12, 5), days=14)
+
+
+def test_mailboot_reports_text(tmp_path: Path) -> None:
+    from mailboot.cli.reports import reports_text
+    from mailboot.settings.table import load_settings
+
+    settings = load_settings({"MAIL_DOMAINS": DOMAIN})
+    text = reports_text(settings, delivered_all(tmp_path), {OURS}, 14)
+    assert text.splitlines() == [
+        "example.com 2026-12-04: DMARC, 4 reports (google.com, Enterprise Outlook, Yahoo, "
+        "small.example)",
+        "  203.0.113.25 (mail.example.com) (ours): 169 messages, DKIM aligned 169, SPF aligned "
+        "162, failed DMARC 0",
+        "  198.51.100.66 (host66.forger.example)  <- NOT OURS, FAILS DMARC: 3 messages, DKIM "
+        "aligned 0, SPF aligned 0, failed DMARC 3",
+        "  2001:db8::66 (no PTR)  <- NOT OURS, FAILS DMARC: 1 messages, DKIM aligned 0, SPF "
+        "aligned 0, failed DMARC 1",
+        "example.com 2026-12-04: TLS, 2 reports",
+        "  Google Inc.: 250 sessions with TLS, 0 failed",
+        "  Microsoft Corporation: 90 sessions with TLS, 5 failed (certificate-expired 4, "
+        "validation-failure 1 at mail.example.com)"]
+    assert reports_text(settings, [], set(), 14) == (
+        "no DMARC or TLS reports in the last 14 days (they arrive at "
+        "dmarc-reports@example.com, tls-reports@example.com, usually once a day)\n")
+
+
+def test_mailboot_reports_json(tmp_path: Path) -> None:
+    from mailboot.base.paths import Paths
+    from mailboot.cli.main import main
+
+    delivered_all(reports.reports_directory(Paths(tmp_path).policy_state))
+    out = io.StringIO()
+    environ = {"MAIL_DOMAINS": DOMAIN, "DATA_DIR": str(tmp_path), "PUBLIC_IPV4": OURS,
+               "PUBLIC_ADDRESS_DISCOVERY": "off"}
+    assert main(["reports", "--json", "--days", "3650"], environ=environ, stdout=out) == 0
+    [day] = json.loads(out.getvalue())
+    assert (day["domain"], day["day"]) == (DOMAIN, "2026-12-04")
+    assert [(s["address"], s["ours"], s["called_out"]) for s in day["sources"]] == [
+        (OURS, True, False), (samples.FORGER, False, True), ("2001:db8::66", False, True)]
+    assert day["sources"][1]["ptr"] == "host66.forger.example"
+    assert day["tls"]["Microsoft Corporation"]["failed"] == 5
+
+
+def test_status_sums_up_the_week_and_calls_out_who_isnt_ours(tmp_path: Path) -> None:
+    from mailboot.cli import status_view
+
+    found = reports.overview(delivered_all(tmp_path), {OURS}, 7)
+    lines = status_view._reports_lines(found)
+    assert lines == [
+        "last 7 days: 4 DMARC reports, 173 messages as us, 4 failed DMARC; 2 TLS reports, 345 "
+        "sessions, 5 failed TLS (`mailboot reports`)",
+        "NOT OURS: 198.51.100.66 (host66.forger.example) sent 3 messages as example.com on "
+        "2026-12-04 that failed DMARC, and isn't ours",
+        "NOT OURS: 2001:db8::66 (no PTR) sent 1 messages as example.com on 2026-12-04 that "
+        "failed DMARC, and isn't ours"]
+    assert status_view._reports_lines(reports.overview([], set(), 7)) == [
+        "none in the last 7 days"]

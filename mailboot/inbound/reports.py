@@ -437,6 +437,54 @@ def sources(summary: dict[str, Any], addresses: Collection[str]) -> list[Source]
     return sorted(found, key=lambda s: (-s.messages, s.address))
 
 
+def summary_json(summary: dict[str, Any], addresses: Collection[str]) -> dict[str, Any]:
+    """One day's summary as `mailboot reports --json` shows it: the senders as a list, each
+    with `ours` and `called_out`, the most messages first."""
+    return {**summary, "sources": [
+        {"address": s.address, "ptr": s.ptr, "messages": s.messages,
+         "dkim_aligned": s.dkim_aligned, "spf_aligned": s.spf_aligned, "failed": s.failed,
+         "ours": s.ours, "called_out": s.called_out,
+         **{k: summary["sources"][s.address].get(k) for k in ("disposition", "header_from",
+                                                               "reporters")}}
+        for s in sources(summary, addresses)]}
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The reports of the last days in numbers, for `mailboot status`."""
+
+    days: int
+    dmarc_reports: int
+    messages: int  # that receivers saw as from our domains
+    failed: int  # of them, failing DMARC
+    called_out: tuple[Source, ...]  # failing DMARC as us from addresses not ours
+    tls_reports: int
+    tls_sessions: int
+    tls_failed: int
+
+
+def overview(summaries: Sequence[dict[str, Any]], addresses: Collection[str],
+             days: int) -> Overview:
+    found = [source for summary in summaries for source in sources(summary, addresses)]
+    senders = [entry for summary in summaries for entry in summary.get("tls", {}).values()
+               if isinstance(entry, dict)]
+    return Overview(
+        days, sum(len(s.get("dmarc_reports", [])) for s in summaries),
+        sum(s.messages for s in found), sum(s.failed for s in found),
+        tuple(s for s in found if s.called_out),
+        sum(len(s.get("tls_reports", [])) for s in summaries),
+        sum(int(e.get("successful", 0)) + int(e.get("failed", 0)) for e in senders),
+        sum(int(e.get("failed", 0)) for e in senders))
+
+
+def called_out_text(source: Source) -> str:
+    """`198.51.100.66 (host66.example.net) sent 3 messages as example.com on 2026-12-04 that
+    failed DMARC, and isn't ours`."""
+    name = f" ({source.ptr})" if source.ptr else " (no PTR)"
+    return (f"{source.address}{name} sent {source.failed} messages as {source.domain} on "
+            f"{source.day} that failed DMARC, and isn't ours")
+
+
 # --- the process ---------------------------------------------------------------------------------
 
 
