@@ -553,7 +553,7 @@ def test_report_addresses_are_accepted_and_piped_to_the_reader(
     assert f"\ntransport_maps = texthash:{reports_table}\n" in main
     assert f"mailboxes, texthash:{reports_table}\n" in main  # reject_unlisted_recipient
     service = master.split("\nmailboot-reports ", 1)[1].split("\n#", 1)[0]
-    assert "pipe\n  user=mailpolicy size=16777216\n" in service
+    assert "pipe\n  user=mailpolicy\n" in service
     assert ("argv=/usr/bin/python3 -P -m mailboot.inbound.reports --state="
             f"{tmp_path / 'data' / 'policy'} --domain=example.com --domain=example.org") in service
     # Elsewhere, turned off, or https: no address of ours to read.

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from mailboot.daemons import postfix
 from mailboot.inbound import reports
 from mailboot.standards import dmarcreport, tlsrpt
 from tests import report_samples as samples
@@ -122,6 +121,16 @@ def test_main_logs_a_refusal_as_a_warning_and_exits_0(
         "declares a DOCTYPE (lolz)")
 
 
+def test_main_reads_a_too_large_message_to_its_end_and_keeps_only_its_start(
+        tmp_path: Path) -> None:
+    message = samples.hostile_sample("big", TO)
+    stdin = io.BytesIO(message)
+    code = reports.main([f"--state={tmp_path}", f"--domain={DOMAIN}"], stdin=stdin, ptr=ptr)
+    assert code == 0 and stdin.tell() == len(message)  # Postfix could write all of it
+    [kept] = (tmp_path / "reports" / "refused").glob("*.eml")
+    assert kept.read_bytes() == message[:reports.KEEP_BYTES]
+
+
 def test_main_defers_when_the_summaries_cant_be_written(tmp_path: Path) -> None:
     (tmp_path / "reports").write_text("a file where the directory belongs")
     message = samples.good_samples(DOMAIN, OURS, TO)["google-dmarc"]
@@ -204,10 +213,6 @@ def test_broken_packings_are_refused() -> None:
         reports.unpack(b"PK\x03\x04 not really")
     with pytest.raises(reports.Refused, match="neither XML"):
         reports.read_report(b"plain text")
-
-
-def test_the_pipe_takes_no_more_than_the_reader_reads() -> None:
-    assert postfix.REPORT_SIZE_LIMIT == reports.MAX_MESSAGE
 
 
 # --- the formats ---------------------------------------------------------------------------------

@@ -36,9 +36,7 @@ SRS_TABLES = ("postfix/srs_senders", "postfix/srs_bounces", "postfix/forward_che
 REPORTS_TABLE = "postfix/reports"
 TEMPLATES = ("postfix/main.cf", "postfix/master.cf", *ACCOUNT_TABLES,
              RELAY_CREDENTIALS_TABLE, *INBOUND_TABLES, *SRS_TABLES, REPORTS_TABLE)
-# The largest report message the pipe takes (inbound.reports.MAX_MESSAGE, which the supervisor's
-# imports can't reach: keep them equal).
-REPORT_SIZE_LIMIT = 16 * 1024 * 1024
+
 # Spamhaus's domain blocklist (DBL), for HELO names, sender domains and the client's name:
 # 127.0.1.2-99 are listings; 127.255.255.x (query refused) never matches.
 DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
@@ -94,9 +92,8 @@ def reports_context(settings: Settings, paths: Paths) -> dict[str, Any]:
     addresses = dict.fromkeys(
         uri.removeprefix("mailto:") for uri in (*settings.dmarc_rua, *settings.tlsrpt_rua)
         if uri.startswith("mailto:") and uri.rpartition("@")[2] in settings.domains)
-    return {"report_addresses": list(addresses), "report_size_limit": REPORT_SIZE_LIMIT,
-            "policy_user": POLICY_USER, "policy_python": POLICY_PYTHON,
-            "policy_state": str(paths.policy_state)}
+    return {"report_addresses": list(addresses), "policy_user": POLICY_USER,
+            "policy_python": POLICY_PYTHON, "policy_state": str(paths.policy_state)}
 
 
 def srs_context(settings: Settings, paths: Paths) -> dict[str, Any]:

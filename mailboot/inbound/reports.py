@@ -517,7 +517,13 @@ def main(argv: Sequence[str] | None = None, stdin: io.BufferedIOBase | None = No
     arguments = parser().parse_args(argv)
     if stdin is None:
         log_to(arguments.syslog)
-    message = (stdin or sys.stdin.buffer).read(MAX_MESSAGE + 1)
+    source = stdin or sys.stdin.buffer
+    message = source.read(MAX_MESSAGE + 1)
+    if len(message) > MAX_MESSAGE:
+        # Read the rest, unkept (Postfix's message_size_limit bounds it): a command that exits
+        # before its input is all written leaves Postfix unsure the mail was delivered.
+        while source.read(CHUNK * 16):
+            pass
     directory = reports_directory(arguments.state)
     try:
         outcome = deliver(message, directory, set(arguments.domain), ptr or ptr_lookup())
