@@ -166,6 +166,19 @@ def test_reports_about_others_domains_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "summaries").exists()
 
 
+@pytest.mark.parametrize("domain", ["../../x.example.com", "a/b.example.com", "x..example.com",
+                                    "-x.example.com", "example.com.evil"])
+def test_a_domain_that_isnt_a_host_name_of_ours_names_no_directory(tmp_path: Path,
+                                                                    domain: str) -> None:
+    xml = samples.dmarc_xml("o", "1", domain, [(OURS, 1, True, True)])
+    outcome = deliver(samples.message("a@o.example", TO, "s", xml, "text/xml", "r.xml"),
+                      tmp_path)
+    assert outcome.refused and "not one of our domains" in outcome.line
+    assert not (tmp_path / "summaries").exists()
+    assert reports.ours("mail.example.com", {DOMAIN}) and reports.ours("xn--bcher-kva.de",
+                                                                       {"xn--bcher-kva.de"})
+
+
 def test_a_message_without_a_report_is_refused(tmp_path: Path) -> None:
     plain = b"From: someone@example.net\r\nSubject: hi\r\n\r\njust words\r\n"
     outcome = deliver(plain, tmp_path)

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from mailboot.base.paths import Paths
 from mailboot.inbound import reports
+from mailboot.inbound.reports import printable
 from mailboot.settings.table import Settings
 
 DEFAULT_DAYS = 14
@@ -71,11 +72,11 @@ def day_lines(summary: dict[str, Any], addresses: set[str]) -> list[str]:
     lines = []
     dmarc = summary.get("dmarc_reports", [])
     if dmarc:
-        orgs = ", ".join(dict.fromkeys(str(r.get("org")) for r in dmarc))
+        orgs = ", ".join(dict.fromkeys(printable(str(r.get("org"))) for r in dmarc))
         lines.append(f"{summary['domain']} {summary['day']}: DMARC, {len(dmarc)} reports "
                      f"({orgs})")
         for source in reports.sources(summary, addresses):
-            name = source.ptr or "no PTR"
+            name = printable(source.ptr) if source.ptr else "no PTR"
             mark = ("  <- NOT OURS, FAILS DMARC" if source.called_out
                     else " (ours)" if source.ours else "")
             lines.append(f"  {source.address} ({name}){mark}: {source.messages} messages, "
@@ -86,9 +87,11 @@ def day_lines(summary: dict[str, Any], addresses: set[str]) -> list[str]:
         lines.append(f"{summary['domain']} {summary['day']}: TLS, "
                      f"{len(summary.get('tls_reports', []))} reports")
         for organisation, entry in sorted(tls.items()):
-            results = ", ".join(f"{k} {v}" for k, v in sorted(entry.get("results", {}).items()))
-            where = f" at {', '.join(entry['mx'])}" if entry.get("mx") else ""
+            results = ", ".join(f"{printable(k)} {v}"
+                                for k, v in sorted(entry.get("results", {}).items()))
+            where = (f" at {', '.join(printable(mx) for mx in entry['mx'])}" if entry.get("mx")
+                     else "")
             why = f" ({results}{where})" if results else ""
-            lines.append(f"  {organisation}: {entry.get('successful', 0)} sessions with TLS, "
-                         f"{entry.get('failed', 0)} failed{why}")
+            lines.append(f"  {printable(organisation)}: {entry.get('successful', 0)} sessions "
+                         f"with TLS, {entry.get('failed', 0)} failed{why}")
     return lines

@@ -194,8 +194,16 @@ def empty_summary(domain: str, day: date) -> dict[str, Any]:
             "tls_reports": [], "tls": {}}
 
 
+# A host name in its ASCII form (RFC 1123 §2.1 letters, digits, hyphens; IDNs as xn--): the
+# report's domain names a directory below the summaries, so nothing else may pass.
+HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}"
+                       r"[a-z0-9])?)*")
+
+
 def ours(domain: str, domains: Collection[str]) -> bool:
-    return any(domain == d or domain.endswith("." + d) for d in domains)
+    """One of our domains or below one, written as a host name (never `..` or a slash)."""
+    return (HOST_NAME.fullmatch(domain) is not None
+            and any(domain == d or domain.endswith("." + d) for d in domains))
 
 
 def add_dmarc(summary: dict[str, Any], report: dmarcreport.AggregateReport,
@@ -284,7 +292,7 @@ def store(directory: Path, domain: str, day: date,
 def deliver(message: bytes, directory: Path, domains: Collection[str], ptr: Ptr) -> Outcome:
     """Read one message and count its report; a refused one is kept aside. Never raises for
     what the message holds; an OSError (the disk) is for the caller to defer."""
-    sender = _shown(_from_header(message))
+    sender = printable(_from_header(message))
     try:
         report = read_report(report_document(message))
         with locked(directory):
@@ -299,12 +307,12 @@ def deliver(message: bytes, directory: Path, domains: Collection[str], ptr: Ptr)
 def _deliver_dmarc(report: dmarcreport.AggregateReport, directory: Path,
                    domains: Collection[str], ptr: Ptr, sender: str) -> Outcome:
     if not ours(report.domain, domains):
-        raise Refused(f"its DMARC report is about {_shown(report.domain)}, not one of our "
+        raise Refused(f"its DMARC report is about {printable(report.domain)}, not one of our "
                       "domains")
     day = report.begin.date()
     added = store(directory, report.domain, day, lambda s: add_dmarc(s, report, ptr))
-    what = (f"DMARC report {_shown(report.report_id)} from {_shown(report.org_name)} about "
-            f"{report.domain} for {day}")
+    what = (f"DMARC report {printable(report.report_id)} from {printable(report.org_name)} "
+            f"about {report.domain} for {day}")
     if not added:
         return Outcome(f"{what}: counted before, not again", False)
     failing = sum(row.count for row in report.rows if not row.passed)
@@ -329,8 +337,8 @@ def _deliver_tls(report: tlsrpt.TlsReport, directory: Path, domains: Collection[
         parts.append(f"{domain}: " + (
             f"{sum(p.successful for p in policies)} sessions with TLS, "
             f"{sum(p.failed for p in policies)} failed" if added else "counted before"))
-    return Outcome(f"TLS report {_shown(report.report_id)} from {_shown(report.organization)} "
-                   f"for {day}: {'; '.join(parts)} (from {sender})", False)
+    return Outcome(f"TLS report {printable(report.report_id)} from "
+                   f"{printable(report.organization)} for {day}: {'; '.join(parts)} (from {sender})", False)
 
 
 def keep_aside(directory: Path, message: bytes, now: float | None = None) -> Path:
@@ -356,8 +364,9 @@ def _from_header(message: bytes) -> str:
         return "(an unreadable From)"
 
 
-def _shown(text: str) -> str:
-    """Text from a stranger, safe for one log line: printable, at most 100 characters."""
+def printable(text: str) -> str:
+    """Text from a stranger, safe for one log line or a terminal: printable ASCII (no escape
+    sequence), at most 100 characters."""
     return re.sub(r"[^\x20-\x7e]", "?", text)[:100]
 
 
@@ -367,17 +376,18 @@ def _shown(text: str) -> str:
 def ptr_lookup(budget: float = PTR_BUDGET, limit: int = MAX_PTR_LOOKUPS) -> Ptr:
     """The PTR of an address through the container's own resolver: short timeouts, at most
     `limit` names and `budget` seconds per message (a report of thousands of sources is still
-    read in time); None when there is no name, or no time left."""
-    from mailboot.dns.lookup import local_lookup  # dnspython: only when a report has rows
-
-    lookup = local_lookup(timeout=2.0)
+    read in time); None when there is no name, or no time left. dnspython is loaded at the
+    first question: a refused message never waits for it."""
     deadline = time.monotonic() + budget
     asked: dict[str, str | None] = {}
 
     def ptr(address: str) -> str | None:
+        from mailboot.dns.lookup import local_lookup
+
         if address not in asked:
             if len(asked) >= limit or time.monotonic() >= deadline:
                 return None
+            lookup = local_lookup(timeout=2.0)
             answer = lookup(ipaddress.ip_address(address).reverse_pointer, "PTR")
             asked[address] = answer.values[0].rstrip(".").lower() if answer.values else None
         return asked[address]
@@ -480,7 +490,7 @@ def overview(summaries: Sequence[dict[str, Any]], addresses: Collection[str],
 def called_out_text(source: Source) -> str:
     """`198.51.100.66 (host66.example.net) sent 3 messages as example.com on 2026-12-04 that
     failed DMARC, and isn't ours`."""
-    name = f" ({source.ptr})" if source.ptr else " (no PTR)"
+    name = f" ({printable(source.ptr)})" if source.ptr else " (no PTR)"
     return (f"{source.address}{name} sent {source.failed} messages as {source.domain} on "
             f"{source.day} that failed DMARC, and isn't ours")
 
