@@ -338,7 +338,8 @@ def _deliver_tls(report: tlsrpt.TlsReport, directory: Path, domains: Collection[
             f"{sum(p.successful for p in policies)} sessions with TLS, "
             f"{sum(p.failed for p in policies)} failed" if added else "counted before"))
     return Outcome(f"TLS report {printable(report.report_id)} from "
-                   f"{printable(report.organization)} for {day}: {'; '.join(parts)} (from {sender})", False)
+                   f"{printable(report.organization)} for {day}: {'; '.join(parts)} "
+                   f"(from {sender})", False)
 
 
 def keep_aside(directory: Path, message: bytes, now: float | None = None) -> Path:
