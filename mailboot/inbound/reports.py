@@ -513,9 +513,9 @@ def log_to(socket_path: str) -> None:
     """Our lines to the supervisor's syslog socket (to stderr where there is none)."""
     root = logging.getLogger("mailboot")
     handler: logging.Handler
-    try:
+    if Path(socket_path).is_socket():  # SysLogHandler would fail only at the first line
         handler = logging.handlers.SysLogHandler(address=socket_path)
-    except OSError:
+    else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LineFormat())
     root.handlers[:] = [handler]
