@@ -554,7 +554,9 @@ def test_report_addresses_are_accepted_and_piped_to_the_reader(
     assert f"mailboxes, texthash:{reports_table}\n" in main  # reject_unlisted_recipient
     service = master.split("\nmailboot-reports ", 1)[1].split("\n#", 1)[0]
     assert "pipe\n  user=mailpolicy\n" in service
-    assert ("argv=/usr/bin/python3 -P -m mailboot.inbound.reports --state="
+    package_root = Path(__file__).resolve().parents[1]
+    assert (f"argv=/usr/bin/env PYTHONPATH={package_root} /usr/bin/python3 -P -m "
+            "mailboot.inbound.reports --state="
             f"{tmp_path / 'data' / 'policy'} --domain=example.com --domain=example.org") in service
     # Elsewhere, turned off, or https: no address of ours to read.
     elsewhere = inbound_files(make_settings, make_keys, tmp_path / "off", DMARC_RUA="off",

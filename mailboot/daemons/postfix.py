@@ -93,7 +93,9 @@ def reports_context(settings: Settings, paths: Paths) -> dict[str, Any]:
         uri.removeprefix("mailto:") for uri in (*settings.dmarc_rua, *settings.tlsrpt_rua)
         if uri.startswith("mailto:") and uri.rpartition("@")[2] in settings.domains)
     return {"report_addresses": list(addresses), "policy_user": POLICY_USER,
-            "policy_python": POLICY_PYTHON, "policy_state": str(paths.policy_state)}
+            "policy_python": POLICY_PYTHON, "policy_state": str(paths.policy_state),
+            # pipe(8) gives its command a bare environment: where our package is, said here.
+            "mailboot_path": str(Path(__file__).resolve().parents[2])}
 
 
 def srs_context(settings: Settings, paths: Paths) -> dict[str, Any]:
