@@ -14,14 +14,19 @@ import zlib
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
-DAY = datetime(2026, 12, 4, tzinfo=UTC)
-BEGIN, END = int(DAY.timestamp()), int(DAY.timestamp()) + 86399
+DAY = datetime(2026, 12, 4, tzinfo=UTC)  # the reports' day, unless told another
+
+
+def span(day: datetime) -> tuple[int, int]:
+    """A report's period: the UTC day, in seconds since the epoch (RFC 7489 appendix C)."""
+    return int(day.timestamp()), int(day.timestamp()) + 86399
 FORGER = "198.51.100.66"  # a documentation address: not ours, failing DMARC as us
 
 
 def dmarc_xml(org: str, report_id: str, domain: str, rows: list[tuple[str, int, bool, bool]],
-              *, namespace: str = "", version: bool = False) -> bytes:
+              *, namespace: str = "", version: bool = False, day: datetime = DAY) -> bytes:
     """An aggregate report; rows: (source address, count, DKIM aligned, SPF aligned)."""
+    begin, end = span(day)
     records = "".join(f"""
   <record>
     <row>
@@ -52,7 +57,7 @@ def dmarc_xml(org: str, report_id: str, domain: str, rows: list[tuple[str, int, 
     <org_name>{org}</org_name>
     <email>dmarc-noreply@{org}</email>
     <report_id>{report_id}</report_id>
-    <date_range><begin>{BEGIN}</begin><end>{END}</end></date_range>
+    <date_range><begin>{begin}</begin><end>{end}</end></date_range>
   </report_metadata>
   <policy_published>
     <domain>{domain}</domain><adkim>s</adkim><aspf>s</aspf><p>reject</p><sp>reject</sp>
@@ -63,12 +68,12 @@ def dmarc_xml(org: str, report_id: str, domain: str, rows: list[tuple[str, int, 
 
 
 def tls_json(org: str, report_id: str, domain: str, successful: int,
-             failures: list[tuple[str, int]]) -> bytes:
+             failures: list[tuple[str, int]], day: datetime = DAY) -> bytes:
     """A TLS report; failures: (result type, count)."""
     return json.dumps({
         "organization-name": org,
-        "date-range": {"start-datetime": "2026-12-04T00:00:00Z",
-                       "end-datetime": "2026-12-04T23:59:59Z"},
+        "date-range": {"start-datetime": f"{day:%Y-%m-%d}T00:00:00Z",
+                       "end-datetime": f"{day:%Y-%m-%d}T23:59:59Z"},
         "contact-info": f"smtp-tls-reporting@{org.split()[0].lower()}.example",
         "report-id": report_id,
         "policies": [{
@@ -104,18 +109,19 @@ def zipped(name: str, data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def good_samples(domain: str, ours: str, to: str) -> dict[str, bytes]:
+def good_samples(domain: str, ours: str, to: str, day: datetime = DAY) -> dict[str, bytes]:
     """Google's DMARC (zip), Microsoft's (gzip), Yahoo's (gzip), a small receiver's raw XML,
     Google's and Microsoft's TLS reports (application/tlsrpt+gzip). `ours`: our address."""
-    name = f"!{domain}!{BEGIN}!{END}"
+    begin, end = span(day)
+    name = f"!{domain}!{begin}!{end}"
     google = dmarc_xml("google.com", "12345678901234567890", domain,
-                       [(ours, 120, True, True), (FORGER, 3, False, False)])
+                       [(ours, 120, True, True), (FORGER, 3, False, False)], day=day)
     microsoft = dmarc_xml("Enterprise Outlook", "a1b2c3d4e5f6", domain,
                           [(ours, 40, True, True)], version=True,
-                          namespace="urn:ietf:params:xml:ns:dmarc-2.0")
+                          namespace="urn:ietf:params:xml:ns:dmarc-2.0", day=day)
     yahoo = dmarc_xml("Yahoo", "1733270400.123456", domain,
-                      [(ours, 7, True, False), ("2001:db8::66", 1, False, False)])
-    small = dmarc_xml("small.example", "small-1", domain, [(ours, 2, True, True)])
+                      [(ours, 7, True, False), ("2001:db8::66", 1, False, False)], day=day)
+    small = dmarc_xml("small.example", "small-1", domain, [(ours, 2, True, True)], day=day)
     return {
         "google-dmarc": message("noreply-dmarc-support@google.com", to,
                                 f"Report domain: {domain} Submitter: google.com",
@@ -134,18 +140,18 @@ def good_samples(domain: str, ours: str, to: str) -> dict[str, bytes]:
                                  "text/xml", f"small.example{name}.xml"),
         "google-tls": message("noreply-smtp-tls-reporting@google.com", to,
                               f"Report Domain: {domain} Submitter: google.com",
-                              gzip.compress(tls_json("Google Inc.", "2026-12-04T00:00:00Z_"
-                                                     + domain, domain, 250, [])),
+                              gzip.compress(tls_json("Google Inc.", f"{day:%Y-%m-%d}T00:00:00Z_"
+                                                     + domain, domain, 250, [], day)),
                               "application/tlsrpt+gzip",
-                              f"google.com!{domain}!{BEGIN}!{END}!001.json.gz"),
+                              f"google.com!{domain}!{begin}!{end}!001.json.gz"),
         "microsoft-tls": message("tlsrpt-noreply@microsoft.com", to,
                                  f"Report Domain: {domain} Submitter: microsoft.com",
                                  gzip.compress(tls_json(
                                      "Microsoft Corporation", "133774560000000000+" + domain,
                                      domain, 90, [("certificate-expired", 4),
-                                                  ("validation-failure", 1)])),
+                                                  ("validation-failure", 1)], day)),
                                  "application/tlsrpt+gzip",
-                                 f"microsoft.com!{domain}!{BEGIN}!{END}.json.gz"),
+                                 f"microsoft.com!{domain}!{begin}!{end}.json.gz"),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import smtplib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ pytestmark = [pytest.mark.container, pytest.mark.xdist_group(__name__)]
 DOMAIN, OURS = "example.com", "203.0.113.25"
 DMARC_TO, TLS_TO = f"dmarc-reports@{DOMAIN}", f"tls-reports@{DOMAIN}"
 ALICE, PASSWORD = f"alice@{DOMAIN}", "correct horse battery"
+# Yesterday, as receivers report it: within `mailboot status`'s week.
+DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +44,12 @@ def send(mail: Container, sender: str, recipient: str, raw: bytes) -> None:
 
 
 def shown(mail: Container) -> list[dict[str, Any]]:
-    result = mail.exec("mailboot", "reports", "--json", "--days", "3650")
+    result = mail.exec("mailboot", "reports", "--json")
     return list(json.loads(result.stdout))
 
 
 def test_the_big_receivers_reports_are_summarised(mail: Container) -> None:
-    for name, raw in samples.good_samples(DOMAIN, OURS, DMARC_TO).items():
+    for name, raw in samples.good_samples(DOMAIN, OURS, DMARC_TO, DAY).items():
         send(mail, f"reports@{name}.example.net", TLS_TO if name.endswith("-tls") else DMARC_TO,
              raw)
 
@@ -56,7 +59,7 @@ def test_the_big_receivers_reports_are_summarised(mail: Container) -> None:
         return days[0] if complete else None
 
     day = eventually(all_in, 120, lambda: f"six reports summarised:\n{mail.log_tail()}")
-    assert (day["domain"], day["day"]) == (DOMAIN, "2026-12-04")
+    assert (day["domain"], day["day"]) == (DOMAIN, f"{DAY:%Y-%m-%d}")
     by_address = {source["address"]: source for source in day["sources"]}
     assert by_address[OURS]["messages"] == 169 and by_address[OURS]["ours"]
     assert by_address[samples.FORGER]["called_out"] and by_address[samples.FORGER]["failed"] == 3
@@ -64,15 +67,22 @@ def test_the_big_receivers_reports_are_summarised(mail: Container) -> None:
         "certificate-expired": 4, "validation-failure": 1}
     logs = mail.logs()
     assert ("mailboot: reports: DMARC report 12345678901234567890 from google.com about "
-            "example.com for 2026-12-04: 2 sources, 123 messages, 3 failing DMARC (from "
+            f"example.com for {DAY:%Y-%m-%d}: 2 sources, 123 messages, 3 failing DMARC (from "
             "noreply-dmarc-support@google.com)") in logs
     assert ("mailboot: reports: TLS report 133774560000000000+example.com from Microsoft "
-            "Corporation for 2026-12-04: example.com: 90 sessions with TLS, 5 failed (from "
+            f"Corporation for {DAY:%Y-%m-%d}: example.com: 90 sessions with TLS, 5 failed (from "
             "tlsrpt-noreply@microsoft.com)") in logs
     # Read, never stored as mail: nobody's mailbox got them, and nothing waits in the queue.
     assert not mail.exec("postqueue", "-j").stdout.strip()
-    text = mail.exec("mailboot", "reports", "--days", "3650").stdout
+    text = mail.exec("mailboot", "reports").stdout
     assert "198.51.100.66 (no PTR)  <- NOT OURS, FAILS DMARC: 3 messages" in text
+    status = json.loads(mail.exec("mailboot", "status", "--json", check=False).stdout)
+    assert status["reports"]["dmarc_reports"] == 4 and status["reports"]["tls_failed"] == 5
+    assert [(s["address"], s["failed"]) for s in status["reports"]["called_out"]] == [
+        (samples.FORGER, 3), ("2001:db8::66", 1)]
+    screen = mail.exec("mailboot", "status", check=False).stdout
+    assert (f"NOT OURS: 198.51.100.66 (no PTR) sent 3 messages as example.com on "
+            f"{DAY:%Y-%m-%d} that failed DMARC, and isn't ours") in screen
 
 
 REFUSED = "mailboot: warning: reports: refused a report from dmarc@bad.example: "
