@@ -225,6 +225,8 @@ BUDGETS: dict[str, set[str]] = {
     "mailboot.health": HEAVY | {"mailboot.settings.table", "asyncio", "mailboot.cli.main"},
     # Started by Postfix's smtpd on demand: dnspython and pyspf yes (its job), the rest no.
     "mailboot.policy.service": HEAVY - {"dns", "idna", "spf"} | {"mailboot.settings.table"},
+    # Started by Postfix's pipe per report message: dnspython only once a report has rows.
+    "mailboot.inbound.reports": HEAVY | {"mailboot.settings.table", "ssl", "asyncio"},
     # Started per connection burst on 80/443: TLS yes, the ACME client and the DNS no.
     "mailboot.web.child": {"jinja2", "dns", "acme", "josepy", "requests", "spf", "dkim",
                            "mailboot.records.build", "mailboot.cli.main"},

@@ -199,6 +199,19 @@ def test_dmarc_by_tags(records: list[Record]) -> None:
     assert wrong.status is Status.WRONG and "p=none instead of p=reject" in wrong.hint
 
 
+@pytest.mark.parametrize("value", [
+    "v=DMARC1; p=reject; adkim=s; aspf=s",
+    "v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:x@dmarc.example"])
+def test_where_dmarc_reports_go_is_the_owners_choice(records: list[Record], value: str) -> None:
+    """A record asking for no reports, or for reports elsewhere, still does its job (upgrades
+    from before reports were read keep their READY)."""
+    dns = published(records)
+    dns[("_dmarc.example.com", "TXT")] = Answer((value,))
+    dns[("_smtp._tls.example.com", "TXT")] = Answer(("v=TLSRPTv1; rua=mailto:tls@x.example",))
+    assert finding(run(records, dns), "_dmarc.example.com", "TXT").status is Status.OK
+    assert finding(run(records, dns), "_smtp._tls.example.com", "TXT").status is Status.OK
+
+
 @pytest.mark.parametrize(("values", "why"), [
     (("v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:dmarc@example.com", "v=DMARC1; p=none"),
      "has 2 DMARC records; receivers apply none of them"),

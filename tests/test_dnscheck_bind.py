@@ -188,7 +188,8 @@ def test_by_default_the_zones_own_name_servers_are_asked(
     system = dns.resolver.Resolver(configure=False)
     system.nameservers = [dns.nameserver.Do53Nameserver("127.0.0.1", port)]
     lookup = DnsLookup(system=system, authority_port=port)
-    assert lookup("_dmarc.example.com", "TXT").values == ("v=DMARC1; p=reject; adkim=s; aspf=s",)
+    assert lookup("_dmarc.example.com", "TXT").values == (
+        "v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:dmarc-reports@example.com",)
     assert lookup("nothing.example.com", "TXT").nxdomain
     mx = mx_record("example.com", "mail.example.com")
     ptr = ptr_record("mail.example.com", ipaddress.ip_address("203.0.113.25"))

@@ -52,11 +52,12 @@ def test_one_domain_dual_stack(make_settings: MakeSettings, make_keys: MakeKeys)
     assert value(groups, "mail.example.com", "AAAA") == "2001:db8::25"
     assert value(groups, "example.com", "TXT") == "v=spf1 a mx -all"
     assert value(groups, "mail.example.com", "TXT") == "v=spf1 a -all"
-    assert value(groups, "_dmarc.example.com", "TXT") == "v=DMARC1; p=reject; adkim=s; aspf=s"
+    assert value(groups, "_dmarc.example.com", "TXT") == (
+        "v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:dmarc-reports@example.com")
     dkim_value = value(groups, "mb20261125._domainkey.example.com", "TXT")
     assert dkim_value is not None and dkim_value.startswith("v=DKIM1; k=rsa; t=s; p=MIIB")
     assert value(groups, "_smtp._tls.example.com", "TXT") == (
-        "v=TLSRPTv1; rua=mailto:postmaster@example.com"
+        "v=TLSRPTv1; rua=mailto:tls-reports@example.com"
     )
     assert value(groups, "mta-sts.example.com", "CNAME") == "mail.example.com."
     sts = value(groups, "_mta-sts.example.com", "TXT")
@@ -106,10 +107,24 @@ def test_several_domains_share_one_host(make_settings: MakeSettings, make_keys: 
     dkim_values = {value(groups, f"mb20261125._domainkey.{d}", "TXT")
                    for d in ("example.com", "example.org", "xn--bcher-kva.de")}
     assert len(dkim_values) == 3
-    # TLS reports of every domain go to the primary's postmaster, which exists (RFC 2142).
+    # Reports of every domain go to the primary's report addresses, which the server reads;
+    # the primary agrees to take the others' DMARC reports (RFC 7489 §7.1).
     assert value(groups, "_smtp._tls.example.org", "TXT") == (
-        "v=TLSRPTv1; rua=mailto:postmaster@example.com"
+        "v=TLSRPTv1; rua=mailto:tls-reports@example.com"
     )
+    assert value(groups, "_dmarc.example.org", "TXT") == (
+        "v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:dmarc-reports@example.com")
+    for other in ("example.org", "xn--bcher-kva.de"):
+        (authorisation,) = find(groups, f"{other}._report._dmarc.example.com", "TXT")
+        assert (authorisation.value, authorisation.zone) == ("v=DMARC1", "example.com")
+
+
+def test_reports_turned_off(make_settings: MakeSettings, make_keys: MakeKeys) -> None:
+    groups = groups_for(make_settings, make_keys, MAIL_DOMAINS="example.com,example.org",
+                        PUBLIC_IPV4="203.0.113.25", DMARC_RUA="off", TLSRPT_RUA="OFF")
+    assert value(groups, "_dmarc.example.org", "TXT") == "v=DMARC1; p=reject; adkim=s; aspf=s"
+    assert find(groups, "_smtp._tls.example.com", "TXT") == []
+    assert find(groups, "example.org._report._dmarc.example.com", "TXT") == []
 
 
 def test_ipv4_only(make_settings: MakeSettings, make_keys: MakeKeys) -> None:

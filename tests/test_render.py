@@ -555,3 +555,25 @@ def test_dovecot_serves_its_metrics_on_loopback_only_with_metrics_on(
         conf = files["dovecot/dovecot.conf"].content.decode()
         assert (listener in conf) is served
         assert ("metric auth_failure {" in conf) is served
+
+
+def test_report_addresses_are_accepted_and_piped_to_the_reader(
+        rendered: dict[str, str], make_settings: Callable[..., Settings],
+        make_keys: Callable[[Settings], tuple[DomainKeys, ...]], tmp_path: Path) -> None:
+    main, master, table = (rendered["postfix/main.cf"], rendered["postfix/master.cf"],
+                           rendered["postfix/reports"])
+    assert [line for line in table.splitlines() if not line.startswith("#")] == [
+        "dmarc-reports@example.com mailboot-reports:", "tls-reports@example.com mailboot-reports:"]
+    reports_table = str(tmp_path / "root" / "etc/postfix/reports")
+    assert f"\ntransport_maps = texthash:{reports_table}\n" in main
+    assert f"mailboxes, texthash:{reports_table}\n" in main  # reject_unlisted_recipient
+    service = master.split("\nmailboot-reports ", 1)[1].split("\n#", 1)[0]
+    assert "pipe\n  user=mailpolicy\n" in service
+    package_root = Path(__file__).resolve().parents[1]
+    assert (f"argv=/usr/bin/env PYTHONPATH={package_root} /usr/bin/python3 -P -m "
+            "mailboot.inbound.reports --state="
+            f"{tmp_path / 'data' / 'policy'} --domain=example.com --domain=example.org") in service
+    # Elsewhere, turned off, or https: no address of ours to read.
+    elsewhere = inbound_files(make_settings, make_keys, tmp_path / "off", DMARC_RUA="off",
+                              TLSRPT_RUA="https://reports.example.net/tls,r@example.net")
+    assert "mailboot-reports:" not in elsewhere["postfix/reports"]

@@ -242,8 +242,8 @@ def test_defaults() -> None:
     assert settings.public_ipv4 is None and settings.public_ipv6 is None
     assert settings.data_dir == Path("/data")
     assert settings.dmarc_policy == "reject"
-    assert settings.dmarc_rua == ()
-    assert settings.tlsrpt_rua == ("mailto:postmaster@example.com",)
+    assert settings.dmarc_rua == ("mailto:dmarc-reports@example.com",)
+    assert settings.tlsrpt_rua == ("mailto:tls-reports@example.com",)
     assert settings.mta_sts_mode == "enforce"
     assert settings.mta_sts_max_age == 86400
     assert settings.dns_resolvers == ()

@@ -333,7 +333,7 @@ def test_the_json_has_every_field_and_the_text_one_line_per_part(
     document = json.loads(status_view.status_json(report))
     assert set(document) == {"ok", "not_in_place", "checked", "hostname", "certificate", "dns",
                              "dkim", "queue", "mailboxes", "disk", "outbound", "reputation",
-                             "bans", "worker", "worker_problems", "sending_limits"}
+                             "bans", "worker", "worker_problems", "sending_limits", "reports"}
     assert document["worker"] is None  # no run has finished (no state file)
     assert document["reputation"] is None  # not checked yet (no state file)
     assert document["ok"] is False and len(document["not_in_place"]) == 1  # the queue

@@ -2,7 +2,8 @@
 DNS lookup and daemon checks are chosen.
 
 - `main`: the parser and the commands (`dns`, `run`, `status`, `selftest`, ...);
-- `accounts`, `dkim`, `backup`, `bans`: their commands; `status_view`: `mailboot status` printed.
+- `accounts`, `dkim`, `backup`, `bans`, `reports`: their commands; `status_view`: `mailboot
+  status` printed.
 
 May import: everything below.
 """

@@ -27,6 +27,7 @@ from mailboot.cli import accounts as cli_accounts
 from mailboot.cli import backup as cli_backup
 from mailboot.cli import bans as cli_bans
 from mailboot.cli import dkim as cli_dkim
+from mailboot.cli import reports as cli_reports
 from mailboot.diagnose import health
 from mailboot.dns import names
 from mailboot.settings.table import Settings, load_settings, settings_markdown
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_backup.add_parsers(commands)
     cli_dkim.add_parsers(commands)
     cli_bans.add_parsers(commands)
+    cli_reports.add_parsers(commands)
     return parser
 
 

@@ -25,6 +25,7 @@ from mailboot.diagnose.status import (
     judge,
     recent_problems,
 )
+from mailboot.inbound import reports
 from mailboot.logins.bans import Ban
 
 # Worker problems shown on the screen (all of them are in --json).
@@ -62,6 +63,7 @@ def status_json(report: StatusReport) -> str:
                       "message": p.message} for p in report.worker_problems]},
         "sending_limits": (None if report.sending is None
                            else _part(report.sending, _sending_json)),
+        "reports": None if report.reports is None else _part(report.reports, _reports_json),
     }
     return json.dumps(document, indent=2) + "\n"
 
@@ -162,6 +164,8 @@ def status_text(report: StatusReport) -> str:
             ("worker", _worker_lines(report))]
     if report.sending is not None:
         rows.append(("limits", _lines(report.sending, _sending_lines)))
+    if report.reports is not None:
+        rows.append(("reports", _lines(report.reports, _reports_lines)))
     for title, values in rows:
         for index, value in enumerate(values):
             lines.append(f"{title if index == 0 else '':<12} {value}")
@@ -234,6 +238,26 @@ def _sending_lines(sending: Sending) -> list[str]:
         lines[0] += "; none held"
     lines += [f"unreadable (counted from zero again): {line}" for line in sending.unreadable]
     return lines
+
+
+def _reports_json(found: reports.Overview) -> dict[str, Any]:
+    return {"days": found.days, "dmarc_reports": found.dmarc_reports, "messages": found.messages,
+            "failed_dmarc": found.failed, "tls_reports": found.tls_reports,
+            "tls_sessions": found.tls_sessions, "tls_failed": found.tls_failed,
+            "called_out": [{"domain": s.domain, "day": s.day, "address": s.address,
+                            "ptr": s.ptr, "failed": s.failed} for s in found.called_out]}
+
+
+def _reports_lines(found: reports.Overview) -> list[str]:
+    """`last 7 days: 4 DMARC reports, 172 messages as us, 4 failed DMARC; 2 TLS reports, 345
+    sessions, 5 failed`, then each sender called out; `mailboot reports` has the rest."""
+    if not found.dmarc_reports and not found.tls_reports:
+        return [f"none in the last {found.days} days"]
+    lines = [f"last {found.days} days: {found.dmarc_reports} DMARC reports, {found.messages} "
+             f"messages as us, {found.failed} failed DMARC; {found.tls_reports} TLS reports, "
+             f"{found.tls_sessions} sessions, {found.tls_failed} failed TLS "
+             "(`mailboot reports`)"]
+    return lines + [f"NOT OURS: {reports.called_out_text(s)}" for s in found.called_out]
 
 
 def _outbound_lines(outbound: Outbound | None) -> list[str]:

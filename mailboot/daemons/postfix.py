@@ -32,8 +32,11 @@ INBOUND_TABLES = ("postfix/header_checks", "postfix/dnsbl_reply")
 # SRS for forwarded copies: which leave through srs-forward, which recipients are SRS, and
 # what of a forwarded copy is held instead.
 SRS_TABLES = ("postfix/srs_senders", "postfix/srs_bounces", "postfix/forward_checks")
+# The report addresses, read by mailboot.inbound.reports through a pipe (master.cf).
+REPORTS_TABLE = "postfix/reports"
 TEMPLATES = ("postfix/main.cf", "postfix/master.cf", *ACCOUNT_TABLES,
-             RELAY_CREDENTIALS_TABLE, *INBOUND_TABLES, *SRS_TABLES)
+             RELAY_CREDENTIALS_TABLE, *INBOUND_TABLES, *SRS_TABLES, REPORTS_TABLE)
+
 # Spamhaus's domain blocklist (DBL), for HELO names, sender domains and the client's name:
 # 127.0.1.2-99 are listings; 127.255.255.x (query refused) never matches.
 DBL_ZONE, DBL_LISTED = "dbl.spamhaus.org", "127.0.1.[2..99]"
@@ -78,7 +81,21 @@ def context(settings: Settings, paths: Paths) -> Mapping[str, Any]:
         **srs_context(settings, paths),
         # The submission services ask our policy service only when a sending limit is on.
         "sending_limits": settings.sending_limits != (None, None),
+        **reports_context(settings, paths),
     }
+
+
+def reports_context(settings: Settings, paths: Paths) -> dict[str, Any]:
+    """The report addresses Postfix pipes to mailboot.inbound.reports: those of DMARC_RUA and
+    TLSRPT_RUA at one of our domains (others are someone else's mailbox, and https URIs are
+    not mail)."""
+    addresses = dict.fromkeys(
+        uri.removeprefix("mailto:") for uri in (*settings.dmarc_rua, *settings.tlsrpt_rua)
+        if uri.startswith("mailto:") and uri.rpartition("@")[2] in settings.domains)
+    return {"report_addresses": list(addresses), "policy_user": POLICY_USER,
+            "policy_python": POLICY_PYTHON, "policy_state": str(paths.policy_state),
+            # pipe(8) gives its command a bare environment: where our package is, said here.
+            "mailboot_path": str(Path(__file__).resolve().parents[2])}
 
 
 def srs_context(settings: Settings, paths: Paths) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from mailboot.diagnose.queue import Queue
 from mailboot.dkim import keys as dkim
 from mailboot.dkim.keys import DomainKeys
 from mailboot.dns.lookup import DnsLookup
+from mailboot.inbound import reports
 from mailboot.logins.bans import Ban, BanStore, current_bans
 from mailboot.mailboxes import accounts
 from mailboot.network import outbound as netcheck
@@ -224,6 +225,8 @@ class StatusReport:
     # Addresses banned for failed logins now, soonest ending first; None: LOGIN_BAN_FAILURES=off.
     bans: Mapping[str, Ban] | Unavailable | None = None
     sending: Sending | Unavailable | None = None  # None: not looked at
+    # The DMARC and TLS reports of the last REPORT_DAYS; None: not looked at.
+    reports: reports.Overview | Unavailable | None = None
 
     @property
     def not_in_place(self) -> tuple[str, ...]:
@@ -276,7 +279,25 @@ def gather(settings: Settings, paths: Paths, now: datetime, sources: Sources) ->
         reputation_state(paths),
         None if settings.login_ban_failures == "off" else
         _attempt(lambda: current_bans(BanStore(paths.policy_state).read(), now)),
-        _attempt(lambda: sending_state(settings, paths, now)))
+        _attempt(lambda: sending_state(settings, paths, now)),
+        _attempt(lambda: reports_overview(settings, paths, now)))
+
+
+# The reports' days `mailboot status` sums up (receivers send one report a day per domain).
+REPORT_DAYS = 7
+
+
+def reports_overview(settings: Settings, paths: Paths, now: datetime) -> reports.Overview:
+    """The last REPORT_DAYS of reports; senders judged against our public addresses
+    (configured, else found at the last boot). A sender called out is shown, never a problem
+    of ours: forgers are turned away by our p=reject, and the owner decides whether it is a
+    service of theirs that needs DKIM."""
+    from mailboot.network.address import effective_settings
+
+    addresses = {str(a) for a in effective_settings(settings, paths).public_addresses}
+    summaries = reports.recent_summaries(reports.reports_directory(paths.policy_state),
+                                         now.date(), REPORT_DAYS)
+    return reports.overview(summaries, addresses, REPORT_DAYS)
 
 
 def _dns_and_dkim(sources: Sources) -> tuple[tuple[ZoneDns, ...] | Unavailable,

@@ -262,7 +262,7 @@ def domain_records(settings: Settings, domain: str, keys: DomainKeys,
         dmarc_record(settings, domain),
         mta_sts_record(settings, domain, real_names),
         mta_sts_host_record(settings, domain),
-        tlsrpt_record(settings, domain),
+        *([tlsrpt_record(settings, domain)] if settings.tlsrpt_rua else []),  # TLSRPT_RUA=off
         *client_host_records(settings.hostname, domain),
         *srv_records(settings.hostname, domain),
     ]

@@ -270,10 +270,15 @@ def _check_dmarc(name: str, expected: str, values: tuple[str, ...]) -> _Problem 
     return _wrong(differing)
 
 
+# Where reports go is the owner's choice (a DMARC service, a mailbox of theirs, or ours, which
+# we print): a record that sends them elsewhere, or asks for none, still does its job.
+_OWNERS_CHOICE = ("rua",)
+
+
 def _compare_tags(expected: dict[str, str], found: dict[str, str]) -> str | None:
     differing = [f"{name}={found.get(name, '(absent)')} instead of {name}={value}"
                  for name, value in expected.items()
-                 if found.get(name, "").lower() != value.lower()]
+                 if name not in _OWNERS_CHOICE and found.get(name, "").lower() != value.lower()]
     return "; ".join(differing) if differing else None
 
 

@@ -26,6 +26,7 @@ from mailboot.settings.values import (
     OutboundTarget,
     SettingValueError,
     choice,
+    off_or,
     parse_absolute_file,
     parse_address_discovery,
     parse_alert_to,
@@ -161,9 +162,16 @@ def _mail_dot_primary(values: Mapping[str, Any]) -> str:
     return f"mail.{values['domains'][0]}"
 
 
-def _postmaster_of_primary(values: Mapping[str, Any]) -> tuple[str, ...]:
-    # RFC 2142 makes postmaster@ a mailbox every mail domain has, so reports always land somewhere.
-    return (f"mailto:postmaster@{values['domains'][0]}",)
+def _none_listed(_values: Mapping[str, Any]) -> tuple[Any, ...]:
+    return ()
+
+
+def _reports_at_primary(local_part: str) -> Derive:
+    """A system address of our own for reports at the primary domain: the server reads what
+    arrives there (`inbound.reports`), so nobody's mailbox fills with XML."""
+    def derive(values: Mapping[str, Any]) -> tuple[str, ...]:
+        return (f"mailto:{local_part}@{values['domains'][0]}",)
+    return derive
 
 
 def _postmaster_address(values: Mapping[str, Any]) -> str:
@@ -176,10 +184,6 @@ CAA_UNKNOWN = "unknown"
 
 def _caa_issuer_of_directory(values: Mapping[str, Any]) -> str:
     return issuer_for_directory(values["acme_directory"]) or CAA_UNKNOWN
-
-
-def _none_listed(_values: Mapping[str, Any]) -> tuple[Any, ...]:
-    return ()
 
 
 TABLE: tuple[Setting, ...] = (
@@ -223,15 +227,21 @@ TABLE: tuple[Setting, ...] = (
         "What receivers should do with mail that fails DMARC: none, quarantine or reject.",
         "quarantine",
     ),
+    # --- DMARC and TLS reports (inbound.reports) ---
     Setting(
-        "DMARC_RUA", "dmarc_rua", parse_mailto_list, None, "unset",
-        "Comma-separated addresses for DMARC aggregate reports (the record's rua tag).",
-        "dmarc-reports@example.com", derive=_none_listed,
+        "DMARC_RUA", "dmarc_rua", off_or(parse_mailto_list), None,
+        "`dmarc-reports@<primary>`",
+        "Comma-separated addresses for DMARC aggregate reports (the DMARC records' rua tag). "
+        "Reports to an address at one of our domains are read by the server (`mailboot "
+        "reports`), never stored as mail (an alias of that address delivers them as mail "
+        "instead); `off`: ask for no reports.",
+        "dmarc@example.com", derive=_reports_at_primary("dmarc-reports"),
     ),
     Setting(
-        "TLSRPT_RUA", "tlsrpt_rua", parse_tlsrpt_list, None, "`postmaster@<primary>`",
-        "Comma-separated addresses or https URIs for TLS reports (RFC 8460).",
-        "tls-reports@example.com", derive=_postmaster_of_primary,
+        "TLSRPT_RUA", "tlsrpt_rua", off_or(parse_tlsrpt_list), None, "`tls-reports@<primary>`",
+        "Comma-separated addresses or https URIs for TLS reports (RFC 8460), read like "
+        "DMARC_RUA's; `off`: no TLS-RPT record.",
+        "postmaster@example.com", derive=_reports_at_primary("tls-reports"),
     ),
     Setting(
         "MTA_STS_MODE", "mta_sts_mode", choice(MtaStsMode), "enforce", "`enforce`",

@@ -168,6 +168,15 @@ def _parse_https_uri(text: str) -> str:
     return text
 
 
+def off_or(parse: Callable[[str], tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
+    """`parse`, or `off` for none at all (a default the user turns off)."""
+
+    def parse_or_off(text: str) -> tuple[str, ...]:
+        return () if text.strip().lower() == "off" else parse(text)
+
+    return parse_or_off
+
+
 def _split_list(text: str) -> list[str]:
     items = [item.strip() for item in text.split(",")]
     if not all(items):
