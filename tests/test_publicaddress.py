@@ -25,11 +25,10 @@ from mailboot.network.address import (
     Discover,
     Found,
     NoAnswerError,
-    address_in,
     discover,
-    effective_settings,
     settle,
 )
+from mailboot.network.found import address_in, effective_settings
 from mailboot.network.outbound import OutboundPortCheck
 from mailboot.settings.table import Settings, load_settings
 from mailboot.settings.values import EchoServer, SettingValueError, parse_address_discovery

@@ -415,3 +415,29 @@ def test_before_the_first_look_the_page_says_so() -> None:
     body = recordspage.render(HOSTNAME, NOW, Snapshot(None, None), None, None).decode()
     assert "have not been checked yet" in body and "No certificate is served" in body
     assert "Not looked at yet" in body and "Not checked yet" in body
+
+
+def test_the_reports_read_are_summed_up_and_a_forger_called_out(tmp_path: Path) -> None:
+    """The reports' part of the page: one line per domain and day, and the sender that failed
+    DMARC as us from an address that isn't ours, marked."""
+    from datetime import date
+
+    from mailboot.inbound import reports
+    from mailboot.settings.table import load_settings
+    from mailboot.web import recordspage
+    from tests import report_samples as samples
+
+    ours = "203.0.113.25"
+    settings = load_settings({"MAIL_DOMAINS": "example.com", "PUBLIC_IPV4": ours,
+                              "DATA_DIR": str(tmp_path)})
+    paths = Paths(settings.data_dir)
+    sample = samples.good_samples("example.com", ours, "dmarc-reports@example.com")
+    outcome = reports.deliver(sample["google-dmarc"], reports.reports_directory(paths.policy_state),
+                              {"example.com"}, lambda address: None)
+    assert outcome is not None
+    lines = recordspage.report_summaries(settings, paths, date(2026, 12, 5))
+    assert [(line.domain, line.day, line.alarming) for line in lines] == [
+        ("example.com", "2026-12-04", False), ("example.com", "2026-12-04", True)]
+    assert lines[0].text.startswith("DMARC: 1 reports, ")
+    assert lines[1].text.startswith(f"NOT OURS: {samples.FORGER} (no PTR) sent ")
+    assert recordspage.report_summaries(settings, paths, date(2026, 12, 20)) == []

@@ -179,13 +179,13 @@ def run_dns(arguments: argparse.Namespace, settings: Settings, out: TextIO) -> i
     """Print the records (creating DKIM keys first where a domain has none)."""
     from mailboot.dkim import keys as dkim
     from mailboot.dns.lookup import DnsLookup
-    from mailboot.network import address as publicaddress
+    from mailboot.network import found as found_addresses
     from mailboot.records import zonefile
     from mailboot.records.published import check_published, published_groups
     from mailboot.tls import dane
 
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
-    settings = publicaddress.effective_settings(settings, paths)  # what the boot found
+    settings = found_addresses.effective_settings(settings, paths)  # what the boot found
     keys = dkim.ensure_keys(paths, settings.domains, now, settings.dkim_algorithms)
     tlsa = dane.TlsaSource(settings, paths, DnsLookup(settings.dns_resolvers))()
     groups = published_groups(settings, paths, keys, now, tlsa)
@@ -236,10 +236,10 @@ def run_selftest(arguments: argparse.Namespace, settings: Settings, out: TextIO)
     # the entrypoint's) for a command run by hand.
     from mailboot.diagnose import selftest
     from mailboot.dns.lookup import DnsLookup
-    from mailboot.network import address as publicaddress
+    from mailboot.network import found as found_addresses
 
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
-    settings = publicaddress.effective_settings(settings, paths)  # what the boot found
+    settings = found_addresses.effective_settings(settings, paths)  # what the boot found
     report = selftest.run(settings, paths, DnsLookup(settings.dns_resolvers), now)
     out.write(selftest.report_text(report, settings.hostname))
     if recipient is not None:
@@ -256,10 +256,10 @@ def run_status(arguments: argparse.Namespace, settings: Settings, out: TextIO) -
         return run_page_link(settings, out, new=arguments.new_link)
     from mailboot.cli.status_view import status_json, status_text
     from mailboot.diagnose.status import gather, production_sources
-    from mailboot.network import address as publicaddress
+    from mailboot.network import found as found_addresses
 
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
-    settings = publicaddress.effective_settings(settings, paths)  # what the boot found
+    settings = found_addresses.effective_settings(settings, paths)  # what the boot found
     level = log.level
     log.setLevel(logging.WARNING)  # the screen says it all; warnings on stderr still show
     try:

@@ -34,9 +34,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def our_addresses(settings: Settings, paths: Paths) -> set[str]:
     """The server's public addresses (configured, else found at the last boot)."""
     # Here, not at the top: it loads dnspython, which `mailboot run` (cli.main) must not wait for.
-    from mailboot.network import address as publicaddress
+    from mailboot.network import found as found_addresses
 
-    effective = publicaddress.effective_settings(settings, paths)
+    effective = found_addresses.effective_settings(settings, paths)
     return {str(address) for address in effective.public_addresses}
 
 

@@ -292,7 +292,7 @@ def reports_overview(settings: Settings, paths: Paths, now: datetime) -> reports
     (configured, else found at the last boot). A sender called out is shown, never a problem
     of ours: forgers are turned away by our p=reject, and the owner decides whether it is a
     service of theirs that needs DKIM."""
-    from mailboot.network.address import effective_settings
+    from mailboot.network.found import effective_settings
 
     addresses = {str(a) for a in effective_settings(settings, paths).public_addresses}
     summaries = reports.recent_summaries(reports.reports_directory(paths.policy_state),

@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from mailboot.base.logs import configure_logging
 from mailboot.base.paths import Paths
@@ -51,7 +52,9 @@ def serve(http_sock: socket.socket | None, https_sock: socket.socket | None,
                                          sock=http_sock))
     if https_sock is not None:
         try:
-            page = recordspage.make_answer(recordspage.PageSource(settings.hostname, paths))
+            page = recordspage.make_answer(recordspage.PageSource(
+                settings.hostname, paths, lambda: recordspage.report_summaries(
+                    settings, paths, datetime.now(UTC).date())))
             servers.append(port443.start(0, paths, mtasts.policy_hosts(settings),
                                          service=clientconfig.service_for(settings),
                                          sock=https_sock, page=page))

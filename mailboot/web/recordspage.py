@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Final, TypeVar
@@ -43,6 +43,8 @@ from mailboot.base.files import write_atomically
 from mailboot.base.formats import human_time, machine_time
 from mailboot.base.paths import Paths
 from mailboot.network import reputation
+from mailboot.network.found import effective_settings
+from mailboot.settings.table import Settings
 from mailboot.tls import certificates
 from mailboot.web.port443 import NOT_FOUND
 from mailboot.web.server import Request, Response, source_of
@@ -490,6 +492,34 @@ def _blocklist_section(blocklists: BlocklistView | None) -> list[str]:
                      f"{_e(item.verdict)}{': ' + _e(item.detail) if item.detail else ''}"
                      f"{' (see ' + _e(item.page) + ')' if item.page else ''}</li>")
     return [*lines, "</ul>"]
+
+
+# The days of reports the page sums up, as `mailboot status` does (one report a day per receiver).
+REPORT_DAYS = 7
+
+
+def report_summaries(settings: Settings, paths: Paths, today: date) -> list[ReportSummary]:
+    """One line per domain and day of the DMARC and TLS reports read (`inbound.reports`), and
+    one alarming line per sender that failed DMARC as us from an address that isn't ours."""
+    from mailboot.inbound import reports
+
+    addresses = {str(a) for a in effective_settings(settings, paths).public_addresses}
+    found = []
+    for summary in reports.recent_summaries(reports.reports_directory(paths.policy_state),
+                                            today, REPORT_DAYS):
+        domain, day = str(summary["domain"]), str(summary["day"])
+        senders = reports.sources(summary, addresses)
+        tls = [entry for entry in summary.get("tls", {}).values() if isinstance(entry, dict)]
+        sessions = sum(int(e.get("successful", 0)) + int(e.get("failed", 0)) for e in tls)
+        text = (f"DMARC: {len(summary.get('dmarc_reports', []))} reports, "
+                f"{sum(s.messages for s in senders)} messages as us, "
+                f"{sum(s.failed for s in senders)} failing DMARC; TLS: "
+                f"{len(summary.get('tls_reports', []))} reports, {sessions} sessions, "
+                f"{sum(int(e.get('failed', 0)) for e in tls)} failed")
+        found.append(ReportSummary(domain, day, text))
+        found += [ReportSummary(domain, day, "NOT OURS: " + reports.called_out_text(sender),
+                                alarming=True) for sender in senders if sender.called_out]
+    return found
 
 
 def _reports_section(reports: Sequence[ReportSummary]) -> list[str]:

@@ -55,6 +55,7 @@ from mailboot.dns.answer import Lookup
 from mailboot.dns.lookup import DnsLookup, local_lookup
 from mailboot.mailboxes import accounts
 from mailboot.network import address as publicaddress
+from mailboot.network import found as found_addresses
 from mailboot.network import outbound as netcheck
 from mailboot.network import reputation
 from mailboot.records import doctor, zonefile
@@ -498,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configured = load_settings(os.environ)  # the boot has validated them already
     paths = Paths(configured.data_dir)
     problems.keep_problems(paths.worker_problems)  # for `mailboot status`; appends
-    settings = publicaddress.effective_settings(configured, paths)  # with what the boot found
+    settings = found_addresses.effective_settings(configured, paths)  # with what the boot found
     nudges = Nudges()
     tasks = build_tasks(configured, settings, paths, nudges)
     now = _now()
