@@ -17,6 +17,7 @@ from mailboot.base.paths import Paths
 from mailboot.diagnose import status
 from mailboot.diagnose.queue import Deferred, Queue
 from mailboot.dns.answer import Answer
+from mailboot.inbound.reports import Overview, Source
 from mailboot.mailboxes import accounts
 from mailboot.outbound.limits import Held, Limit, Limits
 from mailboot.records import doctor
@@ -56,7 +57,8 @@ def facts(**parts: object) -> Facts:
         "findings": {}, "queue": Queue(0, 0, 0, None),
         "disk": status.Disk(Path("/data"), 100 << 30, 50 << 30),
         "reputation": status.Reputation(NOW, (), None, False, ""),
-        "sending": status.Sending(Limits(1000, 200), (), ())}
+        "sending": status.Sending(Limits(1000, 200), (), ()),
+        "reports": Overview(7, 0, 0, 0, (), 0, 0, 0)}
     return Facts(**{**fine, **parts})  # type: ignore[arg-type]
 
 
@@ -265,6 +267,18 @@ def test_each_listing_of_ours_and_each_held_login_is_its_own_key() -> None:
     assert isinstance(login, Bad) and login.title == "bob@example.com is held at its sending limit"
     assert "`mailboot account release bob@example.com`" in login.advice
     assert observe(facts(reputation=None, sending=None))[1] == {"blocklist", "limits"}
+
+
+def test_a_forger_in_the_dmarc_reports_is_its_own_key_until_the_reports_forget_it() -> None:
+    forger = Source("example.com", "2026-12-04", "198.51.100.66", "host66.forger.example", 3, 0,
+                    0, 3, ours=False)
+    seen, _ = observe(facts(reports=Overview(7, 1, 172, 3, (forger,), 0, 0, 0)))
+    bad = seen["reports:example.com 198.51.100.66"]
+    assert isinstance(bad, Bad)
+    assert bad.title == "198.51.100.66 sent mail as example.com that failed DMARC"
+    assert bad.found.startswith("198.51.100.66 (host66.forger.example) sent 3 messages")
+    assert "reports:example.com 198.51.100.66" not in observe(facts())[0]  # gone: good again
+    assert observe(facts(reports=None))[1] == {"reports"}  # unreadable: unsure
 
 
 # --- the task: mail through a sender, memory in DATA_DIR ---------------------------------------

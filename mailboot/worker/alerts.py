@@ -55,6 +55,7 @@ from mailboot.base.taskstate import (
 from mailboot.diagnose import status
 from mailboot.diagnose.queue import Queue, read_queue
 from mailboot.dns.answer import Lookup
+from mailboot.inbound.reports import Overview, called_out_text
 from mailboot.mailboxes import accounts
 from mailboot.records import doctor
 from mailboot.records.build import Record
@@ -121,6 +122,7 @@ class Facts:
     disk: status.Disk | None
     reputation: status.Reputation | None
     sending: status.Sending | None
+    reports: Overview | None = None  # the DMARC reports of the last days
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,22 @@ def _held(facts: Facts) -> dict[str, Seen] | None:
         for held in facts.sending.held}
 
 
+def _forgers(facts: Facts) -> dict[str, Seen] | None:
+    """Senders that DMARC reports show failing DMARC as one of our domains from an address that
+    isn't ours, in the days `status` sums up (so one gone from the reports is good again)."""
+    if facts.reports is None:
+        return None
+    return {f"{source.domain} {source.address}": Bad(
+        f"{source.address} sent mail as {source.domain} that failed DMARC",
+        f"no report of the last {facts.reports.days} days shows {source.address} failing "
+        f"DMARC as {source.domain}",
+        called_out_text(source),
+        "if it is a service of yours (a newsletter, a shop, a CRM), have it sign with DKIM for "
+        "your domain or send through this server; if not, it is forgery, which DMARC's "
+        "p=reject has receivers turn away (`mailboot reports` shows the details)")
+        for source in facts.reports.called_out}
+
+
 # Each kind of trouble, one entry each (a new one: a field in Facts, a function, an entry).
 CONDITIONS: tuple[Condition, ...] = (
     Condition("dns", _records, after_good=True),
@@ -258,6 +276,7 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("queue", _queue),
     Condition("disk", _disk),
     Condition("limits", _held),
+    Condition("reports", _forgers),
 )
 
 
@@ -574,7 +593,8 @@ def gather(settings: Settings, paths: Paths, check_records: CheckRecords | None,
         None if found is None else {finding.record: finding for finding in found},
         _read(read_queue),
         _read(lambda: status.Disk(paths.data_dir, *status.disk_space(paths.data_dir))),
-        status.reputation_state(paths), _read(lambda: status.sending_state(settings, paths, now)))
+        status.reputation_state(paths), _read(lambda: status.sending_state(settings, paths, now)),
+        _read(lambda: status.reports_overview(settings, paths, now)))
 
 
 def _read(part: Callable[[], T]) -> T | None:
