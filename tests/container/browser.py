@@ -34,7 +34,6 @@ class Session:
     """One websocket to one target (the browser, or a page), with numbered commands."""
 
     socket: websocket.WebSocket
-    events: list[dict[str, Any]] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def send(self, method: str, **params: object) -> dict[str, Any]:
@@ -46,7 +45,7 @@ class Session:
             if message.get("id") == number:
                 assert "error" not in message, (method, message["error"])
                 return dict(message.get("result", {}))
-            self.events.append(message)
+            # Anything else is an event: the page is asked for its state instead (`open`).
 
     def evaluate(self, expression: str, gesture: bool = False) -> Any:
         """The value of a JavaScript expression in the page (promises awaited)."""
@@ -54,15 +53,6 @@ class Session:
                            returnByValue=True, userGesture=gesture)
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
-
-    def wait_for_event(self, method: str) -> dict[str, Any]:
-        while True:
-            for event in self.events:
-                if event.get("method") == method:
-                    self.events.remove(event)
-                    return event
-            self.events.append(json.loads(self.socket.recv()))
-
 
 @dataclass
 class Browser:
@@ -76,10 +66,14 @@ class Browser:
                           permissions=["clipboardReadWrite", "clipboardSanitizedWrite"])
 
     def open(self, url: str) -> None:
-        """Navigate and wait for the load event."""
+        """Navigate and wait until the page at `url` has loaded. A load event alone may be an
+        earlier page's (the first blank one, or the last `open`'s) that came late: a clean-clone
+        CI run read an empty page after it; so the document itself is asked."""
         self.page.send("Page.enable")
         self.page.send("Page.navigate", url=url)
-        self.page.wait_for_event("Page.loadEventFired")
+        loaded = "document.readyState === 'complete' ? location.href : ''"
+        eventually(lambda: self.page.evaluate(loaded) == url, 60, f"{url} to load",
+                   interval=0.2)
 
     def screenshot(self, path: Path, width: int, height: int, mobile: bool) -> None:
         """The whole page at this window width, as a PNG."""

@@ -34,7 +34,7 @@ ENV = {
 MakeContainer = Callable[..., Container]
 FIELDS = {"ok", "not_in_place", "checked", "hostname", "certificate", "dns", "dkim", "queue",
           "mailboxes", "disk", "outbound", "reputation", "bans", "worker", "worker_problems",
-          "sending_limits"}
+          "sending_limits", "reports"}
 
 
 def status(mail: Container, *flags: str) -> tuple[int, str]:
