@@ -20,7 +20,9 @@ is what the defence costs an idle server.
 The defaults are measured, so the guards of the way out are on: SRS for forwards, receivers'
 MTA-STS, sending limits, login bans (Dovecot's auth policy) and the reputation check. All of
 them are answered by the policy process, started on demand and gone after a quiet minute, or
-run inside the worker's runs: none of them is resident while the server idles.
+run inside the worker's runs: none of them is resident while the server idles. So are the
+records page (the on-demand HTTP child), the DMARC and TLS report reader (a process per report
+Postfix pipes to it) and the alerts (a worker task); metrics are off by default.
 """
 
 from __future__ import annotations
