@@ -38,7 +38,6 @@ from mailboot.web.server import DEFAULT_LIMITS, Request, Response
 log = logging.getLogger("mailboot.metrics")
 
 IDLE_EXIT = 120.0  # seconds without a scrape before this process ends (scrapes: 15 s to 1 min)
-CHECK_EVERY = 1.0
 SOURCE_TIMEOUT = 5.0  # seconds for Dovecot's page and for postqueue; a scrape waits for both
 POSTQUEUE = "/usr/sbin/postqueue"
 Fetch = Callable[[], str]
@@ -152,9 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "", 0, "metrics", DEFAULT_LIMITS,
                              sock=socket.socket(fileno=arguments.metrics_fd))
     try:
-        while not stop.wait(CHECK_EVERY):
-            if server.idle_seconds() >= arguments.idle:
-                break
+        http_core.wait_until_idle([server], arguments.idle, stop)
     finally:
         server.shutdown()
     return 0

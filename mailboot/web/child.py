@@ -34,7 +34,6 @@ from mailboot.web.challenges import ChallengeStore
 log = logging.getLogger("mailboot.http")
 
 IDLE_EXIT = 60.0  # seconds without a connection on either port before this process ends
-CHECK_EVERY = 1.0  # seconds between two looks at the servers' idleness
 
 
 def serve(http_sock: socket.socket | None, https_sock: socket.socket | None,
@@ -63,14 +62,6 @@ def serve(http_sock: socket.socket | None, https_sock: socket.socket | None,
     return servers
 
 
-def wait_until_idle(servers: Sequence[http_core.Server], idle: float,
-                    stop: threading.Event) -> None:
-    """Return once no server had a connection for `idle` seconds, or a stop is asked."""
-    while not stop.wait(CHECK_EVERY):
-        if all(server.idle_seconds() >= idle for server in servers):
-            return
-
-
 def inherited(fd: int | None) -> socket.socket | None:
     return None if fd is None else socket.socket(fileno=fd)
 
@@ -90,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not servers:
         return 1
     try:
-        wait_until_idle(servers, arguments.idle, stop)
+        http_core.wait_until_idle(servers, arguments.idle, stop)
     finally:
         for server in servers:
             server.shutdown()

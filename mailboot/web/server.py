@@ -656,3 +656,15 @@ def serve(answer: Answer, host: str, port: int, label: str, limits: Limits,
         sock.close()
         raise
     return server
+
+
+# Seconds between two looks at whether a child's servers have been idle long enough.
+IDLE_CHECK_EVERY = 1.0
+
+
+def wait_until_idle(servers: Sequence[Server], idle: float,
+                    stop: threading.Event) -> None:
+    """Return once no server had a connection for `idle` seconds, or a stop is asked."""
+    while not stop.wait(IDLE_CHECK_EVERY):
+        if all(server.idle_seconds() >= idle for server in servers):
+            return

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
+import dkim
 import managesieve
 
 from tests.container.containers import Container, insecure_context
@@ -146,6 +147,18 @@ except (OSError, smtplib.SMTPException) as error:
     steps["error"] = (0, repr(error).encode())
 print(json.dumps({k: [code, text.decode(errors="replace")] for k, (code, text) in steps.items()}))
 """
+
+
+def signed_as_sent(mail: EmailMessage, selector: str, key: bytes | None) -> bytes:
+    """The message with CRLF line ends, as SMTP carries it, DKIM-signed for its From's domain
+    with `key` (PEM) when one is given (dkimpy: the headers a sender signs)."""
+    raw = mail.as_bytes().replace(b"\n", b"\r\n")
+    if key is None:
+        return raw
+    domain = str(mail["From"]).rpartition("@")[2].strip("> ").encode()
+    signature: bytes = dkim.sign(raw, selector.encode(), domain, key, include_headers=[
+        b"from", b"to", b"subject", b"date", b"message-id"])
+    return signature + raw
 
 
 def hold_local_delivery(mail: Container, hold: bool = True) -> None:

@@ -20,12 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.container.clients import SMTP_TRANSACTION, our_verdicts
+from tests.container.clients import SMTP_TRANSACTION, our_verdicts, signed_as_sent
 from tests.container.containers import ROOT, Container, insecure_context
 from tests.container.dockercli import build, docker
 from tests.container.pebble_harness import DockerNetwork
@@ -140,13 +139,7 @@ def message(sender: str, recipient: str, signed_by: bytes | None = None) -> tupl
     mail["Message-ID"] = f"<{token}@{sender.split('@')[1]}>"
     mail["Date"] = "Sat, 05 Dec 2026 12:00:00 +0000"
     mail.set_content(f"Hello, message {token}.\n")
-    raw = mail.as_bytes().replace(b"\n", b"\r\n")
-    if signed_by is not None:
-        domain = sender.split("@")[1].encode()
-        raw = dkim.sign(raw, SELECTOR.encode(), domain, signed_by,
-                        include_headers=[b"from", b"to", b"subject", b"date",
-                                         b"message-id"]) + raw
-    return raw, token
+    return signed_as_sent(mail, SELECTOR, signed_by), token
 
 
 def mailbox_text(receiver: Server, user: str, token: str) -> str:

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.container.clients import SMTP_TRANSACTION, fetched_message, our_verdicts
+from tests.container.clients import SMTP_TRANSACTION, fetched_message, our_verdicts, signed_as_sent
 from tests.container.containers import Container, insecure_context
 from tests.container.pebble_harness import DockerNetwork
 from tests.container.worlds import Server, scene
@@ -151,13 +150,7 @@ def message(sender: str, recipient: str, body: str = "Hello.", signed_by: bytes 
     for name, value in (extra or {}).items():
         mail[name] = value
     mail.set_content(body + "\n")
-    raw = mail.as_bytes().replace(b"\n", b"\r\n")
-    if signed_by is not None:
-        domain = sender.split("@")[1].encode()
-        raw = dkim.sign(raw, SELECTOR.encode(), domain, signed_by,
-                        include_headers=[b"from", b"to", b"subject", b"date",
-                                         b"message-id"]) + raw
-    return raw, token
+    return signed_as_sent(mail, SELECTOR, signed_by), token
 
 
 def look(mail: Container, user: str, token: str, mailbox: str = "INBOX") -> EmailMessage | None:
