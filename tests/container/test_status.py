@@ -89,7 +89,7 @@ def test_status_reports_every_part_and_follows_the_state(make_container: MakeCon
     queue = document["queue"]
     assert queue["deferred"] == 1 and queue["hold"] == 0
     oldest = queue["oldest_deferred"]
-    assert oldest["recipient"] == ALICE and "deferred transport" in oldest["reason"]
+    assert oldest["recipient"] == ALICE and "dovecot-lmtp]: Permission denied" in oldest["reason"]
     assert oldest["queue_id"] and oldest["arrival"]
 
     assert document["mailboxes"]["count"] == 1
