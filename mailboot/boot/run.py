@@ -11,8 +11,11 @@
    takes over the process.
 
 Both paths end in the same hand-over with the same supervisor command line and announce the
-records the same way. This module imports only what the warm start needs at its top: the boot's
-libraries (cryptography, jinja2, dnspython) are imported inside the functions that use them.
+records the same way. In both, Postfix's own integrity checks run beside the daemons, once its
+master listens (`postfix.check_beside`): the banner doesn't wait for them.
+
+This module imports only what the warm start needs at its top: the boot's libraries
+(cryptography, jinja2, dnspython) are imported inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ def boot_beside(environ: Mapping[str, str]) -> None:
 
     settings = load_settings(environ)  # its warnings were said before the daemons started
     paths, now = Paths(settings.data_dir), datetime.now(UTC)
+    postfix.check_beside(paths)
     platform = stages.BootPlatform(prepare=lambda _paths: None, validate=registry.check_all)
     prepared = stages.prepare(settings, paths, now, platform)
     if prepared.changed:
@@ -120,13 +124,19 @@ def start_cold(settings: Settings, out: TextIO) -> None:
     platform = stages.BootPlatform(prepare=registry.prepare_all, validate=registry.check_all)
     prepared = stages.prepare(settings, paths, now, platform)
     argv = supervisor_argv(settings, paths)
-    if settings.dns_check == "strict":
+    strict = settings.dns_check == "strict"
+    if strict:
         announce_records(settings, paths, now, prepared.keys, out)
-    else:
-        handover.beside_the_daemons(
-            lambda: announce_records(settings, paths, now, prepared.keys, out),
-            "printing the DNS records (`mailboot dns` prints them)",
-            after=postfix.wait_until_listening)
+
+    def beside() -> None:
+        postfix.check_beside(paths)
+        if not strict:
+            announce_records(settings, paths, now, prepared.keys, out)
+
+    handover.beside_the_daemons(
+        beside, "Postfix's own checks, or printing the DNS records (`mailboot dns` prints them)",
+        after=postfix.wait_until_listening)
+    if not strict:
         warmstart.write_plan(paths, warm_start_plan(settings, paths, prepared, argv))
     handover.hand_over(argv)
 
