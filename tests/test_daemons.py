@@ -199,7 +199,7 @@ def test_the_boot_hands_the_daemons_over_as_json_and_only_those_the_settings_wan
     assert [(p.name, p.argv, p.stop_argv) for p in back] == [
         (p.name, p.argv, p.stop_argv) for p in wanted]
     assert "opendkim-ed25519" not in [p.name for p in back]
-    assert back[-1].name == "postfix" and back[-1].stop_argv[-1] == "stop"
+    assert back[-1].name == "postfix" and back[-1].argv == postfix.MASTER
     for broken in ('[["x", [], []]]', '[["x", "sh", []]]', '{"x": 1}'):
         with pytest.raises(ValueError):
             supervisor.read_programs(broken)

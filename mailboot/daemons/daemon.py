@@ -34,8 +34,8 @@ class Daemon:
 
     name: str
     argv: tuple[str, ...]
-    # How to stop it when SIGTERM is not enough: `postfix start-fg` is a script whose master
-    # runs in a session of its own and outlives a signal to the script.
+    # How to stop it when SIGTERM is not enough (a script whose daemon runs in a session of its
+    # own and outlives a signal to the script, as `postfix start-fg`'s master would).
     stop_argv: tuple[str, ...] = ()
     # Templates below templates/, rendered to the same path below /etc; secret ones are 0600.
     templates: tuple[str, ...] = ()

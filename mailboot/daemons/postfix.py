@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POSTFIX = "/usr/sbin/postfix"
+DAEMON_DIRECTORY = "/usr/lib/postfix/sbin"  # postconf daemon_directory, Debian's
 POSTCONF = "/usr/sbin/postconf"
 # Lookup tables made from the accounts; re-rendered alone when an account changes.
 ACCOUNT_TABLES = ("postfix/mailboxes", "postfix/aliases", "postfix/senders")
@@ -64,9 +65,6 @@ SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 SYSTEM_CA_DIRECTORY = "/etc/ssl/certs"  # Debian's hashed links to the same certificates
 # Dovecot's quota-status policy service (dovecot.conf), relative to the queue directory.
 QUOTA_STATUS_SOCKET = "private/quota-status"
-# postfix-script skips its integrity checks at the next start when this file is in the queue
-# directory, and removes it: how `postfix quick-stop` makes the next start quick.
-QUICK_START = "quick-start"
 QUEUE_DIRECTORIES = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
                      "incoming", "maildrop", "private", "public", "saved", "trace")
 
@@ -232,10 +230,11 @@ def prepare(paths: Paths) -> None:
     """Postfix creates missing queue directories and fixes their ownership itself. That takes
     half a second, so it runs only when the queue is incomplete (first start, or damage).
 
-    The master then starts without postfix-script's integrity checks, which `postfix start-fg`
-    would run first at every start (about 0.4 s before the SMTP banner: postsuper, and a find
-    over the queue, the configuration and Postfix's own files): `check_beside` runs the same
-    checks once the master listens, and their warnings reach the log just the same."""
+    The master then starts (`MASTER`) without postfix-script's integrity checks, which
+    `postfix start-fg` would run first at every start (about 0.4 s before the SMTP banner:
+    postsuper, and a find over the queue, the configuration and Postfix's own files):
+    `check_beside` runs the same checks once the master listens, and their warnings reach the
+    log just the same."""
     paths.postfix_queue.mkdir(mode=0o755, parents=True, exist_ok=True)
     paths.postfix_state.mkdir(mode=0o700, exist_ok=True)
     owner = user_ids("postfix")
@@ -247,7 +246,6 @@ def prepare(paths: Paths) -> None:
     if not queue_is_complete(paths.postfix_queue):
         run([POSTFIX, "-c", str(paths.config("postfix")), "set-permissions"])
         run([POSTFIX, "-c", str(paths.config("postfix")), "check"])
-    (paths.postfix_queue / QUICK_START).touch()
 
 
 def check_beside(paths: Paths) -> None:
@@ -307,8 +305,16 @@ def reload(paths: Paths) -> None:
         run([POSTFIX, "-c", config, "reload"])
 
 
+# The master, started as `postfix start-fg` starts it when it isn't PID 1 (postfix-script: `master
+# -s`, in the foreground), without the two programs before it: the `postfix` command and the
+# script cost about 40 ms before the banner, and Debian's configure-instance copies /etc files
+# into the queue directory for chrooted services (master.cf runs none chrooted). The script's
+# checks run beside it (`check_beside`). SIGTERM stops it cleanly (master(8)): it passes the
+# signal to its processes and exits, where `postfix stop` polls for that once a second.
+MASTER = (f"{DAEMON_DIRECTORY}/master", "-s")
+
 DAEMON = Daemon(
-    "postfix", (POSTFIX, "start-fg"), stop_argv=(POSTFIX, "stop"),
+    "postfix", MASTER,
     templates=TEMPLATES, secret_templates=frozenset({RELAY_CREDENTIALS_TABLE}), context=context,
     check=check, prepare=prepare, reload=reload,
 )
