@@ -49,6 +49,8 @@ def main() -> int:
     arguments = parser.parse_args()
     started = time.monotonic()
     report = Report()
+    if not arguments.only or "beside-mox" in arguments.only:
+        mox.prepare(arguments)
     build_image()
     sections = {"boot": boots.run, "yardstick": yardstick.run, "beside-mox": mox.run,
                 "footprint": footprint.run,

@@ -216,14 +216,21 @@ def warm_starts(log: str) -> tuple[int, int]:
     return warm, max(starts - 1, 0)
 
 
+def prepare(arguments: argparse.Namespace) -> str:
+    """The yardstick found and the mox image there (built if missing), before any section runs,
+    so that a missing prerequisite ends a whole benchmark run at once; says how mox was had."""
+    yardstick = Path(arguments.mox_yardstick)
+    if not (yardstick / "measure.py").is_file():
+        raise RuntimeError(f"no measure.py in {yardstick}: the mox yardstick lives in "
+                           "../shared/yardsticks/mox beside this checkout; give its directory "
+                           "with --mox-yardstick or MAILBOOT_MOX_YARDSTICK")
+    return ensure_mox_image(yardstick, arguments.mox_git_dir)
+
+
 def run(report: Report, arguments: argparse.Namespace) -> None:
+    mox_built = prepare(arguments)
     yardstick = Path(arguments.mox_yardstick)
     measure_py = yardstick / "measure.py"
-    if not measure_py.is_file():
-        raise RuntimeError(f"no {measure_py}: the mox yardstick lives in ../shared/yardsticks/mox "
-                           "beside this checkout; give its directory with --mox-yardstick or "
-                           "MAILBOOT_MOX_YARDSTICK")
-    mox_built = ensure_mox_image(yardstick, arguments.mox_git_dir)
     build(HELPER_IMAGE, HELPER_CONTEXT)
     suffix = secrets.token_hex(4)
     mox_name, ours_name = f"mailboot-bench-mox-{suffix}", f"mailboot-bench-beside-mox-{suffix}"
