@@ -7,11 +7,12 @@ this checkout. Nothing here asserts a time: the targets are printed beside the f
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from benchmarks import accounts, acme, boots, footprint, imap, ready, throughput, yardstick
+from benchmarks import accounts, acme, boots, footprint, imap, mox, ready, throughput, yardstick
 from benchmarks.common import ROOT, Report, build_image, machine_lines
 
 
@@ -31,14 +32,28 @@ def main() -> int:
     parser.add_argument("--imap-hold", type=float, default=60,
                         help="seconds the IMAP section holds its connections")
     parser.add_argument("--only", choices=("boot", "footprint", "acme", "ready", "throughput",
-                                           "import", "imap", "yardstick"),
+                                           "import", "imap", "yardstick", "beside-mox"),
                         action="append", help="run only these sections (repeatable)")
+    parser.add_argument("--mox-yardstick", type=Path,
+                        default=Path(os.environ.get("MAILBOOT_MOX_YARDSTICK",
+                                                    mox.DEFAULT_YARDSTICK)),
+                        help="the mox yardstick's directory (default ../shared/yardsticks/mox; "
+                        "MAILBOOT_MOX_YARDSTICK)")
+    parser.add_argument("--mox-git-dir", default=os.environ.get("MOX_GIT_DIR"),
+                        help="a bare git mirror of github.com/mjl-/mox, to build the mox image "
+                        "when it is missing (default: MOX_GIT_DIR)")
+    parser.add_argument("--mox-measure-args", default="",
+                        help="more arguments for the yardstick's measure.py, e.g. "
+                        "'--runs 2 --mem-rounds 1' for a quick trial (default: its own, ~11 min)")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     arguments = parser.parse_args()
     started = time.monotonic()
     report = Report()
+    if not arguments.only or "beside-mox" in arguments.only:
+        mox.prepare(arguments)
     build_image()
-    sections = {"boot": boots.run, "yardstick": yardstick.run, "footprint": footprint.run,
+    sections = {"boot": boots.run, "yardstick": yardstick.run, "beside-mox": mox.run,
+                "footprint": footprint.run,
                 "acme": acme.run, "ready": ready.run, "throughput": throughput.run,
                 "import": accounts.run, "imap": imap.run}
     for name, section in sections.items():

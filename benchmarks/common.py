@@ -83,8 +83,8 @@ class Report:
                           "|---|---|---|---|", *rows])
 
 
-SECTION_ORDER = ("Boot", "Bare daemons", "Footprint", "ACME", "Ready after DNS", "Mail throughput",
-                 "Bulk import", "IMAP at scale")
+SECTION_ORDER = ("Boot", "Bare daemons", "Beside mox", "Footprint", "ACME", "Ready after DNS",
+                 "Mail throughput", "Bulk import", "IMAP at scale")
 
 
 def _sections(markdown: str) -> dict[str, str]:
