@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,6 +143,8 @@ def remove_stale_temp_files(directory: Path) -> None:
             # On a read-only volume the leftover stays: harmless, it is never read.
             with contextlib.suppress(OSError):
                 if leftover.is_dir() and not leftover.is_symlink():
+                    import shutil  # here: it brings bz2 and lzma, rarely needed
+
                     shutil.rmtree(leftover)
                 else:
                     leftover.unlink(missing_ok=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 # A DKIM private key below `Paths.dkim_domain_dir`: <selector>.key
 DKIM_KEY_SUFFIX = ".key"
@@ -65,6 +64,7 @@ class Paths:
         # Imported here: hashlib loads OpenSSL's library (5 MiB) into the resident supervisor,
         # which imports this module but never asks this.
         import hashlib
+        from urllib.parse import urlsplit  # here too: the warm start never needs it
 
         parts = urlsplit(directory_url)
         digest = hashlib.sha256(directory_url.encode()).hexdigest()[:8]

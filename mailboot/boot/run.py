@@ -34,7 +34,7 @@ from mailboot.base.logs import configure_logging
 from mailboot.base.paths import Paths
 from mailboot.base.users import user_ids
 from mailboot.boot import datadir, handover, warmstart
-from mailboot.daemons import dovecot, postfix, registry, supervisor
+from mailboot.daemons import dovecot, postfix, registry
 
 if TYPE_CHECKING:
     from mailboot.boot.stages import Prepared
@@ -168,6 +168,8 @@ def announce_page_link(settings: Settings, paths: Paths) -> None:
 
 def supervisor_argv(settings: Settings, paths: Paths) -> list[str]:
     """The supervisor's command line, after the interpreter."""
+    from mailboot.daemons import supervisor  # the cold start's: a warm one reads the plan
+
     daemons = supervisor.programs_json([supervisor.Program(d.name, d.argv, d.stop_argv)
                                         for d in registry.DAEMONS if d.wanted(settings)])
     return ["-P", "-m", "mailboot.daemons.supervisor", f"--daemons={daemons}",

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import resource
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +221,7 @@ def auth_policy(settings: Settings, paths: Paths) -> AuthPolicy | None:
     nonce_file = paths.policy_state / AUTH_POLICY_NONCE
     if not nonce_file.exists():  # create_once writes a temporary file even when it exists
         nonce_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        create_once(nonce_file, secrets.token_hex(16).encode(), mode=0o600)
+        create_once(nonce_file, os.urandom(16).hex().encode(), mode=0o600)
     return AuthPolicy(f"http://{AUTH_POLICY_HOST}:{AUTH_POLICY_PORT}/",
                       nonce_file.read_text().strip())
 
