@@ -9,19 +9,19 @@
 # cache behind (without `apt-get clean`, the .debs and apt's two binary caches were 127 MB of
 # the layer). Python's compiled bytecode stays: without it a start takes a second longer.
 # Beyond that, what no process here loads is left out (the lists below, each with its reason):
-# with ICU's trimmed data, the image is 40 MB smaller (140 MB to 100 MB over debian:trixie-slim).
+# with ICU's trimmed data, the image is 43 MB smaller (140 MB to 97 MB over debian:trixie-slim).
 # tests/container/test_image.py checks that the daemons still pass their own checks, that every
 # command we run still works, and that what was left out stays out.
 
 # ICU's data, trimmed. libicudata.so.76 is one 31.8 MB array (icudt76_dat) of 4,136 items:
-# converters, collation, break rules, transliterators and the locale data of 800 locales. Postfix
-# calls only uidna_*UTS46 (IDNA, smtputf8) and ucasemap_utf8FoldCase; Dovecot only
-# ucasemap_utf8ToLower and u_strFromUTF8/ToUTF8, plus the transliterator of its fts plugins,
-# which mailboot does not load (`nm -D --undefined-only`). Their case, bidi, property and NFC
-# data is compiled into libicuuc; from the data file they read uts46.nrm. The stage below keeps
-# every item that is neither a converter (*.cnv) nor per-locale data (a locale's .res, the
-# brkitr/coll/curr/lang/rbnf/region/translit/unit/zone trees): 42 items, 1.9 MB, among them all
-# normalizations and stringprep profiles, the root locale and the tables that resolve locales.
+# converters, collation, break rules, transliterators, time zones, character names and the
+# locale data of 800 locales. Postfix calls only uidna_*UTS46 (IDNA, smtputf8) and
+# ucasemap_utf8FoldCase; Dovecot only ucasemap_utf8ToLower and u_strFromUTF8/ToUTF8, plus the
+# transliterator of its fts plugins, which mailboot does not load (`nm -D --undefined-only`).
+# Their case, bidi, property and NFC data is compiled into libicuuc; of the data file they read
+# uts46.nrm alone (the Unicode tests below pass with only that item). The stage below keeps the
+# character data, nothing of a locale: every normalization (*.nrm: UTS #46, NFKC and its case
+# folds), the stringprep profiles (*.spp) and the emoji and layout properties; 17 items, 0.5 MB.
 # It rebuilds the library with the same soname and symbol from the same Debian package, so ICU
 # finds its data where it always does; the install below never unpacks Debian's copy.
 FROM debian:trixie-slim AS icu-data
@@ -46,10 +46,7 @@ RUN set -eux; \
     tail -c +$(( 0x$offset + 0x$address - 0x$section + 1 )) "$library" \
         | head -c $(( 0x$size )) > full/icudt76l.dat; \
     icupkg -l full/icudt76l.dat > items.txt; \
-    grep -E '[.]cnv$|^(brkitr|coll|curr|lang|rbnf|region|translit|unit|zone)/' items.txt \
-        > remove.txt; \
-    grep -E '^[a-z]{2,3}(_[A-Za-z0-9]+)*[.]res$' items.txt | grep -v -x 'res_index.res' \
-        >> remove.txt; \
+    grep -v -E '[.](nrm|spp)$|^(uemoji|ulayout)[.]icu$' items.txt > remove.txt; \
     # icupkg names the items after the output file (icudt76l/uts46.nrm), as ICU looks them up.
     icupkg -r remove.txt full/icudt76l.dat icudt76l.dat; \
     grep -q -a -F 'icudt76l/uts46.nrm' icudt76l.dat; \
@@ -59,8 +56,10 @@ RUN set -eux; \
     as -o data.o data.s; \
     mkdir -p "/out$(dirname "$library")"; \
     ld -shared -soname libicudata.so.76 -z noexecstack -o "/out$library" data.o; \
-    # ICU opens the new data and reads an item of it (CLDR's version) before anything ships it.
-    LD_LIBRARY_PATH="/out$(dirname "$library")" icuinfo | grep -q 'name="cldr.version">[0-9]'
+    # ICU opens the new library's package by its name, and the library holds the trimmed file.
+    LD_LIBRARY_PATH="/out$(dirname "$library")" icuinfo | grep -q 'name="icudata.name">icudt76l<'; \
+    objcopy -O binary --only-section=.rodata "/out$library" built.dat; \
+    cmp -n "$(stat -c %s icudt76l.dat)" icudt76l.dat built.dat
 
 FROM debian:trixie-slim
 
@@ -86,7 +85,8 @@ RUN set -eux; \
     # Debian's ICU data, replaced by the trimmed copy above; ICU's io, test and tool libraries
     # (for icu-devtools, not installed); Lua 5.4 (only Dovecot's Lua plugins and their libraries
     # link it, and mailboot loads none) and both C++ builds of Lua (OpenDKIM links the C one);
-    # the language models of Dovecot's full-text search (libexttextcat reads them only for fts).
+    # the language models of Dovecot's full-text search (libexttextcat reads them only for fts);
+    # tini's static build (the ENTRYPOINT runs /usr/bin/tini).
     # `dpkg -V` lists these, like the documentation, as missing; `apt-get install` is unaffected.
     printf '%s\n' \
         'path-exclude=/usr/lib/*/libicudata.so.76.1' 'path-exclude=/usr/lib/*/libicuio.so.*' \
@@ -95,7 +95,7 @@ RUN set -eux; \
         'path-exclude=/usr/lib/dovecot/libdovecot-lua.so*' \
         'path-exclude=/usr/lib/dovecot/libdovecot-storage-lua.so*' \
         'path-exclude=/usr/lib/dovecot/modules/*_lua_plugin.so' \
-        'path-exclude=/usr/share/libexttextcat/*' \
+        'path-exclude=/usr/share/libexttextcat/*' 'path-exclude=/usr/bin/tini-static' \
         > /etc/dpkg/dpkg.cfg.d/mailboot-unused; \
     # Fixed ids: files on the volume keep their owners when a new image is built (Debian would
     # otherwise pick the next free ids at install time, and they can differ between builds).
@@ -128,10 +128,11 @@ RUN set -eux; \
     # so dpkg's path rules cannot keep it out). No import of mailboot, of what it imports (acme,
     # dkim, spf, dns, cryptography, jinja2, requests) or of their imports reaches these outside a
     # test or a `__main__` block: the standard library's tests and test runners, the help texts
-    # of help(), turtle graphics, venv, WSGI, curses and dbm, the test extension modules; pytz
-    # (python3-acme still depends on it, acme 4 no longer imports it) and chardet (requests takes
-    # charset_normalizer when chardet is absent), bcrypt (cryptography imports it in a try, for
-    # encrypted OpenSSH keys only), acme's own tests.
+    # of help(), turtle graphics, venv, WSGI, curses and dbm, the test extension modules; the
+    # pure-Python copies of _io, _datetime and _decimal (imported only when the C module is
+    # missing, and it is here); pytz (python3-acme still depends on it, acme 4 no longer imports
+    # it) and chardet (requests takes charset_normalizer when chardet is absent), bcrypt
+    # (cryptography imports it in a try, for encrypted OpenSSH keys only), acme's own tests.
     python=/usr/lib/python3.13; \
     rm -rf "$python"/test "$python"/pydoc_data "$python"/unittest "$python"/venv \
         "$python"/wsgiref "$python"/curses "$python"/dbm "$python"/__phello__ \
@@ -142,7 +143,8 @@ RUN set -eux; \
         /usr/lib/python3/dist-packages/chardet /usr/lib/python3/dist-packages/chardet-*.dist-info \
         /usr/lib/python3/dist-packages/bcrypt /usr/lib/python3/dist-packages/bcrypt-*-info \
         /usr/bin/chardetect /usr/lib/python3/dist-packages/acme/_internal/tests; \
-    for module in doctest turtle antigravity this __hello__ shelve; do \
+    for module in doctest turtle antigravity this __hello__ shelve _pyio _pydatetime \
+        _pydecimal; do \
         rm "$python/$module.py" "$python"/__pycache__/"$module".cpython-313*.pyc; \
     done; \
     rm -rf /etc/dovecot/conf.d /etc/postfix/main.cf; \
