@@ -55,7 +55,9 @@ def run_instructions() -> list[str]:
 
 
 def install_instruction() -> str:
-    (install,) = [run for run in run_instructions() if "apt-get install" in run]
+    """The final stage's install (the stage before it builds ICU's trimmed data)."""
+    (install,) = [run for run in run_instructions()
+                  if "apt-get install" in run and " postfix " in run]
     return install
 
 
@@ -70,6 +72,17 @@ def test_dpkg_leaves_documentation_out_before_the_install() -> None:
     assert "'path-include=/usr/share/doc/*/copyright'" in install
     # Without its manual pages, `postfix set-permissions` stops at the first one it misses.
     assert start < install.find("manpage_directory")
+
+
+def test_the_trimmed_icu_data_is_in_place_before_dpkg_leaves_its_own_out() -> None:
+    """A later layer could not shrink the install's: dpkg never unpacks Debian's ICU data (31.8
+    MB), and the trimmed copy the icu-data stage built is there before the install."""
+    text = DOCKERFILE.read_text()
+    install = install_instruction()
+    assert -1 < install.find("'path-exclude=/usr/lib/*/libicudata.so.76.1'") < install.index(
+        "apt-get install")
+    copy = text.index("COPY --from=icu-data /out/ /")
+    assert text.rindex("FROM ") < copy < text.index("postfix libsasl2-modules")
 
 
 def test_the_install_leaves_no_package_cache_in_its_layer() -> None:
