@@ -4,9 +4,11 @@ Idle memory is the sum of the resident set (RSS) of every process in the contain
 `docker top` a minute after the start (shared pages count once per process, so this errs high);
 beside it the sum of PSS (each shared page split among its processes) and the container's cgroup
 figure from `docker stats` (shared pages once, page cache included). The image's HEALTHCHECK
-runs `mailboot health` every 20 s, and its connections keep smtpd, tlsmgr and imap-login
-processes alive: the 1-domain figures are taken with it (as the image runs by default) and
-without it (`docker create --no-healthcheck`). Our resident Python is the processes whose
+runs `mailboot health` every 20 s: its connection to port 25 starts postscreen and smtpd, which
+leave 2 s after it (main.cf's connection_max_idle), and Postfix's tlsmgr, which stays (Postfix
+never ends it); its IMAPS connection goes to the imap-login processes, which run anyway (one
+per core). The 1-domain figures are taken with it (as the image runs by default) and without
+it (`docker create --no-healthcheck`). Our resident Python is the processes whose
 command starts with python3, by RSS: the supervisor, and whatever it started that is still
 running (a worker run, every DNS_CHECK_INTERVAL while records are missing, is waited out).
 

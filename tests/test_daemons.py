@@ -205,6 +205,62 @@ def test_the_boot_hands_the_daemons_over_as_json_and_only_those_the_settings_wan
             supervisor.read_programs(broken)
 
 
+
+def test_the_supervisor_reads_its_options_as_argparse_did(tmp_path: Path) -> None:
+    """`--name=value` and `--name value` alike; the repeatable ones collect; the rest keep their
+    defaults (the boot's command line: boot.run.supervisor_argv)."""
+    from mailboot.daemons import supervisor
+
+    arguments = supervisor.parse_arguments([
+        '--daemons=[["unbound", ["/usr/sbin/unbound", "-d"], []]]', "--http-port", "80",
+        "--https-port=443", f"--worker-state={tmp_path / 'state.json'}",
+        "--policy-socket=policy=/spool/private/policy", "--policy-socket", "srs=/spool/srs",
+        "--policy-tcp=auth=127.0.0.1:8895", "--policy-owner=200:200", "--policy-user=205:205",
+        '--policy-command=["/usr/bin/python3", "-m", "mailboot.policy.service"]'])
+    assert [(p.name, p.argv, p.stop_argv) for p in arguments.daemons] == [
+        ("unbound", ("/usr/sbin/unbound", "-d"), ())]
+    assert (arguments.http_port, arguments.https_port) == (80, 443)
+    assert arguments.worker_state == tmp_path / "state.json"
+    assert arguments.policy_socket == [("policy", "/spool/private/policy"), ("srs", "/spool/srs")]
+    assert arguments.policy_tcp == [("auth", "127.0.0.1:8895")]
+    assert (arguments.policy_owner, arguments.policy_user) == ("200:200", "205:205")
+    assert arguments.policy_command == ["/usr/bin/python3", "-m", "mailboot.policy.service"]
+    assert arguments.syslog == Path("/dev/log")
+    assert arguments.metrics_port is None and arguments.postfix_log_counts is None
+    assert supervisor.parse_arguments([]).daemons == []
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--bogus=1"], "unrecognized argument: --bogus=1"),
+    (["--http-port"], "argument --http-port: expected one argument"),
+    (["--http-port=eighty"], "argument --http-port: invalid value 'eighty'"),
+    (["--daemons=[1]"], "argument --daemons: invalid value '[1]'"),
+    (["--policy-socket=nameonly"], "argument --policy-socket: invalid value 'nameonly'"),
+])
+def test_a_wrong_supervisor_option_is_said_with_the_usage_and_exits_2(
+        argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailboot.daemons import supervisor
+
+    with pytest.raises(SystemExit) as stopped:
+        supervisor.parse_arguments(argv)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usage: python3 -m mailboot.daemons.supervisor")
+    assert said in error
+
+
+def test_the_supervisors_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    from mailboot.daemons import supervisor
+
+    with pytest.raises(SystemExit) as stopped:
+        supervisor.parse_arguments(["--help"])
+    assert stopped.value.code == 0
+    shown = capsys.readouterr().out
+    for name in ("--syslog", "--daemons", "--worker-state", "--http-port", "--https-port",
+                 "--metrics-port", "--postfix-log-counts", "--policy-socket", "--policy-tcp",
+                 "--policy-owner", "--policy-user", "--policy-command"):
+        assert f"  {name}\n" in shown
+
 TCP_HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
               "timeout inode\n")
 

@@ -171,8 +171,8 @@ def test_imap_limits_follow_imap_max_connections(
 
     login = _block(conf, "service imap-login")
     assert "\n  restart_request_count = unlimited\n" in login  # high-performance mode
-    assert "\n  process_min_avail = 3\n" in login
-    assert "\n  process_limit = 6\n" in login  # room to spare: they don't fill evenly
+    assert "\n  process_min_avail = 1\n" in login  # the others start when it is full
+    assert "\n  process_limit = 6\n" in login  # room to spare
     assert "\n  client_limit = 667\n" in login  # 3 x 667 >= 2000
     assert "\n  vsz_limit = 423M\n" in login
     assert "\n  process_limit = 2000\n" in _block(conf, "service imap")
@@ -197,6 +197,7 @@ def test_imap_limits_follow_imap_max_connections(
 def test_imap_limits_hold_imap_max_connections(connections: int, cores: int) -> None:
     limits = dovecot.imap_limits(connections, cores)
     assert limits.login_processes == cores
+    assert limits.login_processes_waiting == 1  # at idle; the master starts more when it is full
     # The login processes hold every connection, and no process more than its share.
     assert limits.login_processes * limits.login_client_limit >= connections
     assert (limits.login_client_limit - 1) * limits.login_processes < connections

@@ -42,7 +42,7 @@ def test_a_restart_with_nothing_changed_starts_on_the_full_boots_plan(
 ) -> None:
     plan = warmstart.plan_to_start_on(tmp_path / "root", booted, later())
     assert plan is not None
-    assert plan.supervisor[:3] == ("-P", "-m", "mailboot.daemons.supervisor")
+    assert plan.supervisor[:4] == ("-P", "-S", "-m", "mailboot.daemons.supervisor")
     assert plan.data_dir == booted["DATA_DIR"]
     # The self-signed certificate is kept until a month before it ends.
     assert later(86400 * 300).timestamp() < plan.usable_until < later(86400 * 400).timestamp()
@@ -149,7 +149,7 @@ def test_a_warm_start_prepares_the_daemons_then_hands_over_with_the_boot_beside(
         steps.append("prepare")
 
     def hand_over(argv: Sequence[str]) -> None:
-        steps.append(f"hand over to {argv[2]}")
+        steps.append(f"hand over to {argv[argv.index('-m') + 1]}")
 
     platform = run.WarmStart(prepare=prepare, beside=lambda: steps.append("beside"),
                                    hand_over=hand_over)

@@ -167,12 +167,14 @@ def announce_page_link(settings: Settings, paths: Paths) -> None:
 
 
 def supervisor_argv(settings: Settings, paths: Paths) -> list[str]:
-    """The supervisor's command line, after the interpreter."""
+    """The supervisor's command line, after the interpreter. -S: no `site` (Debian's adds the
+    system's packages to the path, and its sitecustomize): the supervisor uses only the standard
+    library and our package, and what it loads stays resident (supervisor.py)."""
     from mailboot.daemons import supervisor  # the cold start's: a warm one reads the plan
 
     daemons = supervisor.programs_json([supervisor.Program(d.name, d.argv, d.stop_argv)
                                         for d in registry.DAEMONS if d.wanted(settings)])
-    return ["-P", "-m", "mailboot.daemons.supervisor", f"--daemons={daemons}",
+    return ["-P", "-S", "-m", "mailboot.daemons.supervisor", f"--daemons={daemons}",
             f"--worker-state={paths.worker_state}", "--http-port=80", "--https-port=443",
             *policy_arguments(settings, paths), *metrics_arguments(settings, paths)]
 

@@ -106,8 +106,18 @@ class ImapLimits:
 
     @property
     def login_processes(self) -> int:
-        """Long-lived imap-login processes, one per core, so TLS uses every core."""
+        """Long-lived imap-login processes, one per core, between them IMAP_MAX_CONNECTIONS."""
         return self.cores
+
+    @property
+    def login_processes_waiting(self) -> int:
+        """imap-login processes kept running with no connection (process_min_avail): one. The
+        master starts the next when every running one is full (client_limit), so the others
+        exist only under load. One per core, waiting, cost about 2 MiB each at idle (measured)
+        and bought little: a login's cost is its bcrypt check (about 0.25 s of CPU, in the
+        auth-worker processes, which use every core); the login process's TLS handshake (an
+        ECDHE exchange and one signature) is a small fraction of it."""
+        return 1
 
     @property
     def login_client_limit(self) -> int:

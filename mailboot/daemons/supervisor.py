@@ -16,11 +16,16 @@ are due, and the server of ports 80 and 443 when a client connects (it binds tho
 With METRICS_PORT it binds that port too (the metrics child, on demand), and passes Postfix's
 log (its standard output) through a thread that counts deliveries (`base.maillog`); without,
 Postfix writes to the container's output directly and no thread runs.
+
+What it imports is what it resides with: each module stays in memory for the container's life.
+So its options are read by hand (`parse_arguments`, not argparse), the log counting
+(`base.maillog`, which brings `base.files` and `shutil`) is imported only with METRICS_PORT,
+and the boot runs it with `-S` (no `site`: it needs only the standard library and our package,
+on PYTHONPATH).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -31,11 +36,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from mailboot.base.maillog import WRITE_EVERY, Tally
 from mailboot.base.sockets import listening_socket, unix_listening_socket
 from mailboot.daemons.on_demand import (
     Activation,
@@ -44,6 +48,12 @@ from mailboot.daemons.on_demand import (
     WorkerRuns,
     how_it_ended,
 )
+
+TYPE_CHECKING = False  # as typing's, without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from mailboot.base.maillog import Tally  # imported where it runs: only with METRICS_PORT
 
 STOP_TIMEOUT = 8.0  # seconds; Docker sends SIGKILL 10 s after SIGTERM by default
 EXIT_DAEMON_DIED = 1
@@ -205,6 +215,8 @@ class Supervisor:
 def pass_through(fd: int, tally: Tally, out: int = 1) -> None:
     """Copy a daemon's output to ours unchanged, counting its log lines (a thread, so the log
     flows while the main loop waits or stops the daemons); ends when the daemon closes it."""
+    from mailboot.base.maillog import WRITE_EVERY
+
     while True:
         ready, _, _ = select.select([fd], [], [], WRITE_EVERY)
         if not ready:  # quiet: what the last burst counted is saved now
@@ -266,32 +278,89 @@ def bind_ports(ports: Mapping[str, int]) -> dict[str, socket.socket]:
     return bound
 
 
+class Arguments:
+    """The supervisor's options, as `parse_arguments` reads them; the defaults are these."""
+
+    def __init__(self) -> None:
+        self.syslog = Path("/dev/log")
+        self.daemons: list[Program] = []
+        self.worker_state: Path | None = None
+        self.http_port: int | None = None
+        self.https_port: int | None = None
+        self.metrics_port: int | None = None
+        self.postfix_log_counts: Path | None = None
+        self.policy_socket: list[tuple[str, str]] = []
+        self.policy_tcp: list[tuple[str, str]] = []
+        self.policy_owner: str | None = None
+        self.policy_user: str | None = None
+        self.policy_command: list[str] = []
+
+
+# Each option: how its value is read (a ValueError refuses it), whether it repeats, its help.
+# Read by hand, not with argparse: argparse and what it loads (gettext, and shutil with bz2 and
+# lzma for the terminal's width) would stay in the supervisor's memory for the container's life,
+# for one parse at its start.
+OPTIONS: dict[str, tuple[Callable[[str], object], bool, str]] = {
+    "--syslog": (Path, False, "where to receive syslog messages (empty: don't)"),
+    "--daemons": (read_programs, False,
+                  "the daemons to run, in start order, as JSON: [[name, argv, stop_argv], ...]"),
+    "--worker-state": (Path, False, "run the worker, planning its runs by this state file"),
+    "--http-port": (int, False, "serve HTTP here, on demand (80)"),
+    "--https-port": (int, False, "serve HTTPS here, on demand (443)"),
+    "--metrics-port": (int, False, "serve the metrics here, on demand (METRICS_PORT)"),
+    "--postfix-log-counts": (Path, False, "pass Postfix's log (its standard output) through, "
+                             "counting deliveries into this file for the metrics"),
+    "--policy-socket": (lambda text: named(text), True,
+                        "name=path: a Unix socket the policy process serves on demand, its fd "
+                        "handed over as --name-fd (repeatable)"),
+    "--policy-tcp": (lambda text: named(text), True,
+                     "name=127.0.0.1:port: the same for a loopback TCP socket (repeatable)"),
+    "--policy-owner": (str, False, "user:group owning the Unix sockets (postfix)"),
+    "--policy-user": (str, False, "user:group the policy process runs as"),
+    "--policy-command": (json.loads, False,
+                         "the policy process's argv as JSON (the sockets' fds are added)"),
+}
+USAGE = "usage: python3 -m mailboot.daemons.supervisor [--option=value ...]"
+
+
+def parse_arguments(argv: Sequence[str]) -> Arguments:
+    """The options of `argv`, each as `--name=value` or `--name value`, the repeatable ones as
+    often as given. -h/--help prints them and exits 0; anything else (an unknown option, a
+    missing or unreadable value) is said with the usage and exits 2, as argparse did."""
+    arguments, words = Arguments(), list(argv)
+    while words:
+        word = words.pop(0)
+        if word in ("-h", "--help"):
+            sys.stdout.write(f"{USAGE}\n\noptions:\n" + "".join(
+                f"  {name}\n      {help_text}\n" for name, (_, _, help_text) in OPTIONS.items()))
+            raise SystemExit(0)
+        name, equals, value = word.partition("=")
+        if name not in OPTIONS:
+            _usage_error(f"unrecognized argument: {word}")
+        if not equals:
+            if not words:
+                _usage_error(f"argument {name}: expected one argument")
+            value = words.pop(0)
+        read, repeatable, _ = OPTIONS[name]
+        try:
+            parsed = read(value)
+        except (TypeError, ValueError) as error:  # as argparse: `[1]` is no program list
+            _usage_error(f"argument {name}: invalid value {value!r}: {error}")
+        attribute = name[2:].replace("-", "_")
+        if repeatable:
+            getattr(arguments, attribute).append(parsed)
+        else:
+            setattr(arguments, attribute, parsed)
+    return arguments
+
+
+def _usage_error(message: str) -> NoReturn:
+    sys.stderr.write(f"{USAGE}\npython3 -m mailboot.daemons.supervisor: error: {message}\n")
+    raise SystemExit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m mailboot.daemons.supervisor")
-    parser.add_argument("--syslog", type=Path, default=Path("/dev/log"),
-                        help="where to receive syslog messages (empty: don't)")
-    parser.add_argument("--daemons", type=read_programs, default=[],
-                        help="the daemons to run, in start order, as JSON: "
-                             "[[name, argv, stop_argv], ...]")
-    parser.add_argument("--worker-state", type=Path,
-                        help="run the worker, planning its runs by this state file")
-    parser.add_argument("--http-port", type=int, help="serve HTTP here, on demand (80)")
-    parser.add_argument("--https-port", type=int, help="serve HTTPS here, on demand (443)")
-    parser.add_argument("--metrics-port", type=int,
-                        help="serve the metrics here, on demand (METRICS_PORT)")
-    parser.add_argument("--postfix-log-counts", type=Path,
-                        help="pass Postfix's log (its standard output) through, counting "
-                             "deliveries into this file for the metrics")
-    parser.add_argument("--policy-socket", type=named, action="append", default=[],
-                        help="name=path: a Unix socket the policy process serves on demand, "
-                             "its fd handed over as --name-fd (repeatable)")
-    parser.add_argument("--policy-tcp", type=named, action="append", default=[],
-                        help="name=127.0.0.1:port: the same for a loopback TCP socket")
-    parser.add_argument("--policy-owner", help="user:group owning the Unix sockets (postfix)")
-    parser.add_argument("--policy-user", help="user:group the policy process runs as")
-    parser.add_argument("--policy-command", type=json.loads, default=[],
-                        help="the policy process's argv as JSON (the sockets' fds are added)")
-    arguments = parser.parse_args(argv)
+    arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     syslog = arguments.syslog if str(arguments.syslog) else None
     ports = {name: port for name, port in (("http", arguments.http_port),
                                            ("https", arguments.https_port)) if port is not None}
@@ -307,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for sock in bind_ports({"metrics": arguments.metrics_port}).values()]
     counted = None
     if arguments.postfix_log_counts is not None:
+        from mailboot.base.maillog import Tally
+
         counted = ("postfix", Tally(arguments.postfix_log_counts))
     worker = None
     if arguments.worker_state is not None:
@@ -316,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       counted=counted).run()
 
 
-def policy_activation(arguments: argparse.Namespace) -> list[Activation]:
+def policy_activation(arguments: Arguments) -> list[Activation]:
     """The policy process's sockets, bound here before the daemons start; the policy process
     (one, however many daemons ask) starts on the first question, as its own user, and ends when
     idle. Without the sockets smtpd would wait for the policy timeout at every recipient. A
