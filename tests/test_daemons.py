@@ -16,6 +16,7 @@ import pytest
 from mailboot.daemons import postfix, registry, unbound
 from mailboot.daemons.supervisor import format_syslog
 from mailboot.settings.table import Settings
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,6 +92,66 @@ def test_syslog_messages_reach_stderr(tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=20)
     assert "opendkim[7]: 4F2A: DKIM-Signature field added\n" in stderr
+
+
+# The warm start's hand-over: this process starts the daemons, then becomes the supervisor.
+HAND_OVER = """
+import json, os, sys
+from mailboot.boot.handover import start_the_daemons
+daemons = [[name, ["sh", "-c", command], []] for name, command in
+           zip(sys.argv[2::2], sys.argv[3::2])]
+supervisor = ["-m", "mailboot.daemons.supervisor", f"--syslog={sys.argv[1]}",
+              f"--daemons={json.dumps(daemons)}"]
+handed = start_the_daemons(supervisor)
+os.execv(sys.executable, [sys.executable, *supervisor, *handed])
+"""
+
+
+def hand_over(tmp_path: Path, *daemons: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HAND_OVER, str(tmp_path / "log.sock"), *daemons],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "log.sock").exists():
+        assert time.monotonic() < deadline, "the daemons were not started"
+        time.sleep(0.05)
+    return process
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for `signum` (proc(5): SigCgt, a hexadecimal mask)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (mask,) = (line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signum - 1) & 1)
+
+
+def test_daemons_started_before_the_hand_over_are_supervised_as_its_own(tmp_path: Path) -> None:
+    pid_file = tmp_path / "sleeper.pid"
+    process = hand_over(tmp_path, "sleeper", f"echo $$ > {pid_file}; exec sleep 60",
+                        "crasher", "sleep 1; exit 3")
+    _, stderr = process.communicate(timeout=20)
+    pid = int(pid_file.read_text())
+    assert f"started sleeper (pid {pid}, before the hand-over)" in stderr
+    assert process.returncode == 1
+    assert "crasher exited with code 3; stopping the container" in stderr
+    assert "sleeper stopped (on SIGTERM)" in stderr and not pid_alive(pid)
+
+
+def test_after_the_hand_over_sigterm_stops_them_and_syslog_reaches_stderr(
+        tmp_path: Path) -> None:
+    process = hand_over(tmp_path, "one", "exec sleep 60", "two", "exec sleep 60")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+        client.sendto(b"<22>Nov 25 10:00:00 opendmarc[9]: early, before the supervisor ran",
+                      str(tmp_path / "log.sock"))
+    eventually(lambda: catches(process.pid, signal.SIGTERM), 10,
+               "the supervisor, after the exec, to catch SIGTERM", interval=0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert "one stopped (on SIGTERM)" in stderr and "two stopped (on SIGTERM)" in stderr
+    assert "opendmarc[9]: early, before the supervisor ran\n" in stderr  # the socket came along
+    assert "did not stop" not in stderr
 
 
 def test_format_syslog() -> None:

@@ -148,13 +148,20 @@ def test_a_warm_start_prepares_the_daemons_then_hands_over_with_the_boot_beside(
         assert paths.config_root == tmp_path / "root" and paths.run_dir == tmp_path / "run"
         steps.append("prepare")
 
+    def start_daemons(supervisor: Sequence[str]) -> list[str]:
+        assert list(supervisor) == list(plan.supervisor)
+        steps.append("start the daemons")
+        return ["--adopt=postfix=4242"]
+
     def hand_over(argv: Sequence[str]) -> None:
+        assert argv[-1] == "--adopt=postfix=4242"  # the supervisor takes them over
         steps.append(f"hand over to {argv[argv.index('-m') + 1]}")
 
     platform = run.WarmStart(prepare=prepare, beside=lambda: steps.append("beside"),
-                                   hand_over=hand_over)
+                             start_daemons=start_daemons, hand_over=hand_over)
     run.start_on_plan(plan, tmp_path / "root", platform)
-    assert steps == ["prepare", "beside", "hand over to mailboot.daemons.supervisor"]
+    assert steps == ["prepare", "start the daemons", "beside",
+                     "hand over to mailboot.daemons.supervisor"]
     assert not worker_state.exists()
     assert "nothing changed since this container last started" in caplog.text
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [

@@ -26,6 +26,16 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=BACKLOG)
 
 
+def syslog_socket(path: Path) -> socket.socket:
+    """The socket the daemons' syslog(3) writes to (`/dev/log`, datagrams), made afresh: a stale
+    one from the last run is replaced. Every daemon user may write to it."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    path.chmod(0o666)
+    return sock
+
+
 def unix_listening_socket(path: Path, owner: tuple[int, int] | None,
                           mode: int) -> socket.socket:
     """A listening Unix stream socket at `path` (a stale one from the last run is replaced),

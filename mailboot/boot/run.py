@@ -2,7 +2,8 @@
 
 1. **Warm** (`start_warm`, tried first by the entrypoint): the last full boot left a plan
    (`warmstart`) and nothing it depended on changed. DATA_DIR's check and the daemons'
-   preparation run, then the supervisor; the full boot runs beside the daemons
+   preparation run, then the daemons start and this process becomes their supervisor (which
+   takes them over: its own start stands beside them); the full boot runs beside the daemons
    (`boot_beside`), writes nothing when nothing changed, and announces the records.
 2. **Cold** (`start_cold`, from the command line once the settings are loaded): the full boot
    (`stages.prepare`: keys, certificate, accounts, configuration, the daemons' own checks),
@@ -50,6 +51,8 @@ class WarmStart:
 
     prepare: Callable[[Paths], None]  # the daemons' preparation
     beside: Callable[[], None]  # the full boot, beside the daemons
+    # start the daemons of the supervisor's argv; the options that hand them over to it
+    start_daemons: Callable[[Sequence[str]], list[str]]
     hand_over: Callable[[Sequence[str]], None]  # exec the supervisor (never returns in production)
 
 
@@ -66,7 +69,7 @@ def start_warm(environ: Mapping[str, str]) -> None:
         beside=lambda: handover.beside_the_daemons(lambda: boot_beside(environ),
                                                   "the boot beside the daemons",
                                                   after=postfix.wait_until_listening),
-        hand_over=handover.hand_over)
+        start_daemons=handover.start_the_daemons, hand_over=handover.hand_over)
     try:
         start_on_plan(plan, Path("/"), platform)
     except Exception as error:  # nothing has started: the full boot says what is wrong
@@ -75,8 +78,8 @@ def start_warm(environ: Mapping[str, str]) -> None:
 
 
 def start_on_plan(plan: warmstart.Plan, config_root: Path, platform: WarmStart) -> None:
-    """Start the daemons on the plan; raises what DATA_DIR's check or a preparation raises
-    (then nothing has started, and the full boot can run)."""
+    """Start the daemons on the plan; raises what DATA_DIR's check, a preparation or a daemon's
+    start raises (then nothing has started, or what had is stopped, and the full boot can run)."""
     paths = Paths(Path(plan.data_dir), config_root=config_root, run_dir=Path(plan.run_dir))
     log.info("boot: nothing changed since this container last started (settings, keys, "
              "accounts, certificate, configuration): the daemons start now; the boot checks "
@@ -85,8 +88,9 @@ def start_on_plan(plan: warmstart.Plan, config_root: Path, platform: WarmStart) 
         log.warning("%s", warning)
     datadir.begin(paths)
     platform.prepare(paths)
+    handed = platform.start_daemons(plan.supervisor)
     platform.beside()
-    platform.hand_over(plan.supervisor)
+    platform.hand_over([*plan.supervisor, *handed])
 
 
 def boot_beside(environ: Mapping[str, str]) -> None:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from mailboot.base.sockets import listening_socket, unix_listening_socket
+from mailboot.base.sockets import listening_socket, syslog_socket, unix_listening_socket
 from mailboot.daemons.on_demand import (
     Activation,
     HttpActivation,
@@ -101,13 +101,17 @@ class Supervisor:
     def __init__(self, daemons: Sequence[Program], syslog_path: Path | None,
                  stop_timeout: float = STOP_TIMEOUT, worker: WorkerRuns | None = None,
                  activations: Sequence[Activation] = (),
-                 counted: tuple[str, Tally] | None = None) -> None:
+                 counted: tuple[str, Tally] | None = None,
+                 adopted: Mapping[str, int] | None = None, syslog_fd: int | None = None) -> None:
         self.daemons = tuple(daemons)
         self.counted = counted  # a daemon whose standard output (its log) is counted, and how
         self.worker, self.activations = worker, tuple(activations)
         self.syslog_path = syslog_path
+        # Started before this process became the supervisor (the warm start): daemon -> pid, and
+        # the syslog socket it made for them.
+        self.adopted, self.syslog_fd = dict(adopted or {}), syslog_fd
         self.stop_timeout = stop_timeout
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes: dict[str, subprocess.Popen[bytes] | Adopted] = {}
         self.stop_requested: int | None = None
         self.wakeup_read, self.wakeup_write = socket.socketpair()
 
@@ -117,8 +121,13 @@ class Supervisor:
         syslog = self._open_syslog()
         try:
             for daemon in self.daemons:
-                self.processes[daemon.name] = self._start(daemon)
-                say(f"started {daemon.name} (pid {self.processes[daemon.name].pid})")
+                if daemon.name in self.adopted:
+                    self.processes[daemon.name] = Adopted(self.adopted[daemon.name])
+                    say(f"started {daemon.name} (pid {self.adopted[daemon.name]}, before the "
+                        "hand-over)")
+                else:
+                    self.processes[daemon.name] = self._start(daemon)
+                    say(f"started {daemon.name} (pid {self.processes[daemon.name].pid})")
             code = self._wait(syslog)
         finally:
             self._stop_children()
@@ -153,13 +162,11 @@ class Supervisor:
         self.stop_requested = signum
 
     def _open_syslog(self) -> socket.socket | None:
+        if self.syslog_fd is not None:
+            return socket.socket(fileno=self.syslog_fd)
         if self.syslog_path is None:
             return None
-        self.syslog_path.unlink(missing_ok=True)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(self.syslog_path))
-        self.syslog_path.chmod(0o666)  # every daemon user may log
-        return sock
+        return syslog_socket(self.syslog_path)
 
     def _wait(self, syslog: socket.socket | None) -> int:
         while True:
@@ -201,15 +208,51 @@ class Supervisor:
         deadline = time.monotonic() + self.stop_timeout
         for name, process in running.items():
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                code = process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 say(f"{name} did not stop within {self.stop_timeout:.0f} s; killing it")
                 process.kill()
                 process.wait()
             else:
-                say(f"{name} stopped ({how_it_ended(process.returncode)})")
+                say(f"{name} stopped ({how_it_ended(code)})")
         if running:
             say("all daemons stopped")
+
+
+class Adopted:
+    """A daemon started by this process before it became the supervisor (the warm start,
+    `boot.handover.start_the_daemons`): still its child, so waited for as Popen waits, with the
+    part of Popen's interface the supervisor uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # not ours, or reaped already: gone, its code unknown
+                self.returncode = EXIT_DAEMON_DIED
+            else:
+                if done:  # -N: ended by signal N, as Popen says it
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.02)
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def pass_through(fd: int, tally: Tally, out: int = 1) -> None:
@@ -294,6 +337,8 @@ class Arguments:
         self.policy_owner: str | None = None
         self.policy_user: str | None = None
         self.policy_command: list[str] = []
+        self.adopt: list[tuple[str, int]] = []
+        self.syslog_fd: int | None = None
 
 
 # Each option: how its value is read (a ValueError refuses it), whether it repeats, its help.
@@ -319,6 +364,10 @@ OPTIONS: dict[str, tuple[Callable[[str], object], bool, str]] = {
     "--policy-user": (str, False, "user:group the policy process runs as"),
     "--policy-command": (json.loads, False,
                          "the policy process's argv as JSON (the sockets' fds are added)"),
+    "--adopt": (lambda text: named_pid(text), True,
+                "name=pid: a daemon of --daemons this process started before it became the "
+                "supervisor (the warm start), supervised as if started here (repeatable)"),
+    "--syslog-fd": (int, False, "the syslog socket, already made and bound (with --adopt)"),
 }
 USAGE = "usage: python3 -m mailboot.daemons.supervisor [--option=value ...]"
 
@@ -384,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker = WorkerRuns((sys.executable, "-P", "-m", "mailboot.worker.tasks", "--once"),
                             arguments.worker_state, dict(os.environ), say)
     return Supervisor(arguments.daemons, syslog, worker=worker, activations=activations,
-                      counted=counted).run()
+                      counted=counted, adopted=dict(arguments.adopt),
+                      syslog_fd=arguments.syslog_fd).run()
 
 
 def policy_activation(arguments: Arguments) -> list[Activation]:
@@ -419,6 +469,12 @@ def named(text: str) -> tuple[str, str]:
     if not (name and equals and value):
         raise ValueError(f"not name=value: {text!r}")
     return name, value
+
+
+def named_pid(text: str) -> tuple[str, int]:
+    """`name=pid` -> (name, pid)."""
+    name, pid = named(text)
+    return name, int(pid)
 
 
 def _ids(text: str | None) -> tuple[int, int] | None:
