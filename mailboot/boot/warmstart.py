@@ -10,11 +10,13 @@ settings name, the rendered configuration, and mailboot's own code and templates
 `docker start` or `docker restart` of that container finds the plan. When every part of the
 fingerprint is the same and the certificate still usable, the boot would make exactly what is
 there: only what every start needs runs (DATA_DIR's check, the daemons' preparation: stale pid
-files, owners, the resolver) before the supervisor starts the daemons, about 0.2 s sooner (the
-boot's imports and stages; BENCHMARKS.md, Bare daemons). The whole boot still runs, beside them:
-it announces the records and, should it find anything to change after all, writes it and has the
-daemons reload. Anything different, a plan that can't be read, DNS_CHECK=strict (which must check
-before the daemons; no plan is written then): the full boot, as always, and the log says why.
+files, owners, the resolver) before the daemons start, about 0.2 s sooner (the boot's imports
+and stages; BENCHMARKS.md, Bare daemons); this process starts them, then becomes the
+supervisor, which takes them over (`handover.start_the_daemons`). The whole boot still runs,
+beside them: it announces the records and, should it find anything to change after all, writes
+it and has the daemons reload. Anything different, a plan that can't be read, DNS_CHECK=strict
+(which must check before the daemons; no plan is written then): the full boot, as always, and
+the log says why.
 """
 
 from __future__ import annotations
