@@ -30,9 +30,11 @@ raise SystemExit(Supervisor(daemons, Path(sys.argv[1]), stop_timeout=1.0).run())
 """
 
 
-def start(tmp_path: Path, *daemons: str) -> subprocess.Popen[str]:
+def start(tmp_path: Path, *daemons: str, script: str = SUPERVISE) -> subprocess.Popen[str]:
+    """Run `script` (the supervisor, or the hand-over to it) on `daemons` (name, command, ...),
+    until its syslog socket is there."""
     process = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISE, str(tmp_path / "log.sock"), *daemons],
+        [sys.executable, "-c", script, str(tmp_path / "log.sock"), *daemons],
         cwd=ROOT, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 10
@@ -107,18 +109,6 @@ os.execv(sys.executable, [sys.executable, *supervisor, *handed])
 """
 
 
-def hand_over(tmp_path: Path, *daemons: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", HAND_OVER, str(tmp_path / "log.sock"), *daemons],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "log.sock").exists():
-        assert time.monotonic() < deadline, "the daemons were not started"
-        time.sleep(0.05)
-    return process
-
-
 def catches(pid: int, signum: int) -> bool:
     """Whether the process has a handler for `signum` (proc(5): SigCgt, a hexadecimal mask)."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -128,8 +118,8 @@ def catches(pid: int, signum: int) -> bool:
 
 def test_daemons_started_before_the_hand_over_are_supervised_as_its_own(tmp_path: Path) -> None:
     pid_file = tmp_path / "sleeper.pid"
-    process = hand_over(tmp_path, "sleeper", f"echo $$ > {pid_file}; exec sleep 60",
-                        "crasher", "sleep 1; exit 3")
+    process = start(tmp_path, "sleeper", f"echo $$ > {pid_file}; exec sleep 60",
+                        "crasher", "sleep 1; exit 3", script=HAND_OVER)
     _, stderr = process.communicate(timeout=20)
     pid = int(pid_file.read_text())
     assert f"started sleeper (pid {pid}, before the hand-over)" in stderr
@@ -140,7 +130,7 @@ def test_daemons_started_before_the_hand_over_are_supervised_as_its_own(tmp_path
 
 def test_after_the_hand_over_sigterm_stops_them_and_syslog_reaches_stderr(
         tmp_path: Path) -> None:
-    process = hand_over(tmp_path, "one", "exec sleep 60", "two", "exec sleep 60")
+    process = start(tmp_path, "one", "exec sleep 60", "two", "exec sleep 60", script=HAND_OVER)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
         client.sendto(b"<22>Nov 25 10:00:00 opendmarc[9]: early, before the supervisor ran",
                       str(tmp_path / "log.sock"))
