@@ -118,7 +118,8 @@ def _measure(figures: list[Figure], bind: Bind, network_name: str, ip: str, coun
     label = "1 domain" if count == 1 else f"{count:,} domains"
     for kind, values, handover_target in (("cold", cold, ""), ("warm", warm, _warm_target(count))):
         figures += [
-            Figure(f"{kind}, {label}: entrypoint start → supervisor exec",
+            Figure(f"{kind}, {label}: entrypoint start → supervisor exec"
+                   + (" (the daemons started before it)" if kind == "warm" else ""),
                    seconds(median(values["handover"])), handover_target,
                    runs_text(values["handover"])),
             Figure(f"{kind}, {label}: docker start → SMTP banner (25)",
