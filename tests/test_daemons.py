@@ -279,6 +279,8 @@ def test_the_supervisor_reads_its_options_as_argparse_did(tmp_path: Path) -> Non
     assert arguments.syslog == Path("/dev/log")
     assert arguments.metrics_port is None and arguments.postfix_log_counts is None
     assert supervisor.parse_arguments([]).daemons == []
+    # Empty: no syslog socket (Path("") would be the working directory).
+    assert supervisor.parse_arguments(["--syslog="]).syslog is None
 
 
 @pytest.mark.parametrize(("argv", "said"), [

@@ -325,7 +325,7 @@ class Arguments:
     """The supervisor's options, as `parse_arguments` reads them; the defaults are these."""
 
     def __init__(self) -> None:
-        self.syslog = Path("/dev/log")
+        self.syslog: Path | None = Path("/dev/log")
         self.daemons: list[Program] = []
         self.worker_state: Path | None = None
         self.http_port: int | None = None
@@ -346,7 +346,8 @@ class Arguments:
 # lzma for the terminal's width) would stay in the supervisor's memory for the container's life,
 # for one parse at its start.
 OPTIONS: dict[str, tuple[Callable[[str], object], bool, str]] = {
-    "--syslog": (Path, False, "where to receive syslog messages (empty: don't)"),
+    "--syslog": (lambda text: Path(text) if text else None, False,
+                 "where to receive syslog messages (empty: don't)"),
     "--daemons": (read_programs, False,
                   "the daemons to run, in start order, as JSON: [[name, argv, stop_argv], ...]"),
     "--worker-state": (Path, False, "run the worker, planning its runs by this state file"),
@@ -410,7 +411,7 @@ def _usage_error(message: str) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
-    syslog = arguments.syslog if str(arguments.syslog) else None
+    syslog = arguments.syslog
     ports = {name: port for name, port in (("http", arguments.http_port),
                                            ("https", arguments.https_port)) if port is not None}
     sockets = bind_ports(ports)
