@@ -230,11 +230,11 @@ def prepare(paths: Paths) -> None:
     """Postfix creates missing queue directories and fixes their ownership itself. That takes
     half a second, so it runs only when the queue is incomplete (first start, or damage).
 
-    The master then starts (`MASTER`) without postfix-script's integrity checks, which
-    `postfix start-fg` would run first at every start (about 0.4 s before the SMTP banner:
-    postsuper, and a find over the queue, the configuration and Postfix's own files):
-    `check_beside` runs the same checks once the master listens, and their warnings reach the
-    log just the same."""
+    The master then starts (`MASTER`, after postsuper's structure check alone) without
+    postfix-script's other integrity checks, which `postfix start-fg` would run first at every
+    start (about 0.4 s before the SMTP banner: a find over the queue, the configuration and
+    Postfix's own files): `check_beside` runs them once the master listens, and their warnings
+    reach the log just the same."""
     paths.postfix_queue.mkdir(mode=0o755, parents=True, exist_ok=True)
     paths.postfix_state.mkdir(mode=0o700, exist_ok=True)
     owner = user_ids("postfix")
@@ -309,9 +309,16 @@ def reload(paths: Paths) -> None:
 # -s`, in the foreground), without the two programs before it: the `postfix` command and the
 # script cost about 40 ms before the banner, and Debian's configure-instance copies /etc files
 # into the queue directory for chrooted services (master.cf runs none chrooted). The script's
-# checks run beside it (`check_beside`). SIGTERM stops it cleanly (master(8)): it passes the
-# signal to its processes and exits, where `postfix stop` polls for that once a second.
-MASTER = (f"{DAEMON_DIRECTORY}/master", "-s")
+# checks run beside it (`check_beside`), all but one: postsuper's structure check, which "should
+# be done once before Postfix startup" (postsuper(1) -s; -p removes what interrupted submissions
+# left). It renames queue files whose name no longer matches their inode, as in a queue restored
+# from a backup or moved to another disk; the queue manager would otherwise lose track of those
+# it picked up meanwhile until its next scan. A few ms, run here so that only Postfix waits for
+# it, not the other daemons; if it fails, Postfix doesn't start (postfix-script's check-fatal
+# did the same). Then `exec`: SIGTERM reaches the master and stops it cleanly (master(8): it
+# passes the signal to its processes and exits), where `postfix stop` polls once a second.
+POSTSUPER = "/usr/sbin/postsuper"
+MASTER = ("/bin/sh", "-c", f"{POSTSUPER} -s -p && exec {DAEMON_DIRECTORY}/master -s")
 
 DAEMON = Daemon(
     "postfix", MASTER,
