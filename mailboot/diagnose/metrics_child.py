@@ -16,9 +16,7 @@ import http.client
 import json
 import logging
 import os
-import signal
 import socket
-import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -143,17 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds without a connection before ending")
     arguments = parser.parse_args(argv)
     configure_logging()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = http_core.stop_on_sigterm()
     paths = Paths(load_settings(dict(os.environ)).data_dir)
     server = http_core.serve(lambda request: answer(request, lambda: page(paths,
                                                                           datetime.now(UTC))),
                              "", 0, "metrics", DEFAULT_LIMITS,
                              sock=socket.socket(fileno=arguments.metrics_fd))
-    try:
-        http_core.wait_until_idle([server], arguments.idle, stop)
-    finally:
-        server.shutdown()
+    http_core.serve_until_idle([server], arguments.idle, stop)
     return 0
 
 

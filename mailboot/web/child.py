@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -74,17 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds without a connection before ending")
     arguments = parser.parse_args(argv)
     configure_logging()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = http_core.stop_on_sigterm()
     servers = serve(inherited(arguments.http_fd), inherited(arguments.https_fd),
                     dict(os.environ))
     if not servers:
         return 1
-    try:
-        http_core.wait_until_idle(servers, arguments.idle, stop)
-    finally:
-        for server in servers:
-            server.shutdown()
+    http_core.serve_until_idle(servers, arguments.idle, stop)
     return 0
 
 

@@ -37,6 +37,7 @@ import contextlib
 import ipaddress
 import logging
 import re
+import signal
 import socket
 import ssl
 import threading
@@ -662,9 +663,21 @@ def serve(answer: Answer, host: str, port: int, label: str, limits: Limits,
 IDLE_CHECK_EVERY = 1.0
 
 
-def wait_until_idle(servers: Sequence[Server], idle: float,
-                    stop: threading.Event) -> None:
-    """Return once no server had a connection for `idle` seconds, or a stop is asked."""
-    while not stop.wait(IDLE_CHECK_EVERY):
-        if all(server.idle_seconds() >= idle for server in servers):
-            return
+def stop_on_sigterm() -> threading.Event:
+    """An event SIGTERM sets (the supervisor's stop), for `serve_until_idle`; call it from the
+    main thread, before the servers start."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def serve_until_idle(servers: Sequence[Server], idle: float, stop: threading.Event) -> None:
+    """Serve until no server had a connection for `idle` seconds, or a stop is asked; then shut
+    them down (the on-demand children's end)."""
+    try:
+        while not stop.wait(IDLE_CHECK_EVERY):
+            if all(server.idle_seconds() >= idle for server in servers):
+                return
+    finally:
+        for server in servers:
+            server.shutdown()
